@@ -1,0 +1,161 @@
+"""Leaf certificates and their issuers, as an operator hands them to us.
+
+A leaf comes from a PEM file that may also hold its chain (what servers are
+configured with), or from a DER file. Its issuer is found in that chain or
+in a file named with ``--issuer``; OCSP needs the issuer's name and key to
+build the CertID and to check who signed the response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
+
+from engine.errors import CertificateFileError, IssuerNotFoundError, NoResponderURLError
+
+_PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A leaf certificate, its issuer, and what OCSP needs to know of them."""
+
+    cert: x509.Certificate
+    issuer: x509.Certificate
+    #: the file the leaf came from (for display and metadata), if any
+    path: Path | None = None
+    #: the responder URL to use instead of the AIA one (SSLStaplingForceURL)
+    url_override: str | None = None
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def cert_id(self) -> str:
+        """Lower-case SHA-1 hex of the DER: httpd's cache id for this staple."""
+        return hashlib.sha1(self.der).hexdigest()
+
+    @property
+    def serial(self) -> int:
+        return self.cert.serial_number
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.cert.serial_number, "X")
+
+    @property
+    def subject(self) -> str:
+        return self.cert.subject.rfc4514_string()
+
+    @property
+    def not_after(self) -> float:
+        return self.cert.not_valid_after_utc.timestamp()
+
+    @property
+    def must_staple(self) -> bool:
+        return is_must_staple(self.cert)
+
+    @property
+    def aia_urls(self) -> list[str]:
+        return ocsp_urls(self.cert)
+
+    @property
+    def name(self) -> str:
+        """What an operator calls this certificate: its file, else its subject."""
+        return str(self.path) if self.path else self.subject
+
+    def responder_url(self) -> str:
+        """The URL to ask: the override, else the first AIA OCSP URL."""
+        if self.url_override:
+            return self.url_override
+        urls = self.aia_urls
+        if not urls:
+            raise NoResponderURLError(
+                f"{self.name}: the certificate names no OCSP responder "
+                "(no OCSP URL in its Authority Information Access extension); "
+                "give one with --url"
+            )
+        return urls[0]
+
+
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    """Every certificate in a PEM file (in order), or the one in a DER file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CertificateFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CertificateFileError(f"{path}: is a directory, not a certificate file") from None
+    except OSError as exc:
+        raise CertificateFileError(f"{path}: cannot read: {exc.strerror}") from None
+    if _PEM_MARKER in data:
+        try:
+            return x509.load_pem_x509_certificates(data)
+        except ValueError as exc:
+            raise CertificateFileError(f"{path}: bad PEM certificate: {exc}") from None
+    try:
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise CertificateFileError(
+            f"{path}: not a certificate (neither PEM with a CERTIFICATE block nor DER)"
+        ) from None
+
+
+def issued_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
+    """True when ``candidate``'s name and key issued ``cert``."""
+    try:
+        cert.verify_directly_issued_by(candidate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def load_leaf(
+    path: Path,
+    *,
+    issuer_path: Path | None = None,
+    url_override: str | None = None,
+) -> Leaf:
+    """Load a leaf and find its issuer: in ``issuer_path`` if given, else in the leaf's file."""
+    certs = read_certificates(path)
+    leaf = certs[0]
+    candidates = read_certificates(issuer_path) if issuer_path else certs[1:]
+    for candidate in candidates:
+        if issued_by(leaf, candidate):
+            return Leaf(cert=leaf, issuer=candidate, path=path, url_override=url_override)
+    where = f"in {issuer_path}" if issuer_path else f"in {path} (it holds no chain after the leaf)"
+    if not issuer_path and len(certs) > 1:
+        where = f"among the {len(certs) - 1} chain certificate(s) in {path}"
+    raise IssuerNotFoundError(
+        f"{path}: issuer of {leaf.subject.rfc4514_string()} not found {where}; "
+        "give the issuer certificate with --issuer"
+    )
+
+
+def ocsp_urls(cert: x509.Certificate) -> list[str]:
+    try:
+        aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        desc.access_location.value
+        for desc in aia.value
+        if desc.access_method == AuthorityInformationAccessOID.OCSP
+        and isinstance(desc.access_location, x509.UniformResourceIdentifier)
+    ]
+
+
+def is_must_staple(cert: x509.Certificate) -> bool:
+    """RFC 7633: a TLS Feature extension asking for status_request."""
+    try:
+        feature = cert.extensions.get_extension_for_oid(ExtensionOID.TLS_FEATURE)
+    except x509.ExtensionNotFound:
+        return False
+    return x509.TLSFeatureType.status_request in feature.value

@@ -1,0 +1,87 @@
+"""One fetch: ask the responder, validate the answer, store it.
+
+Nothing here holds a lock: callers that need one (the request path, the
+prefetch worker) take their stripe around ``fetch`` themselves. The cache
+mutex, for providers that need it, is taken by engine.cache around the
+single ``set`` call, never across the network I/O in ``fetch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.certs import Leaf
+from engine.clock import SYSTEM_CLOCK, Clock, iso
+from engine.errors import ExpiredResponseError
+from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, provider_ttl
+from engine.request import build_request
+from engine.staple import Staple
+from engine.transport import TransportOptions, check_url, post
+from engine.validate import ValidationOptions, validate
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    transport: TransportOptions = field(default_factory=TransportOptions)
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+    #: CertID hash; SHA-1 is what httpd matches on
+    hash_name: str = "sha1"
+    nonce: bool = False
+
+
+def fetch(leaf: Leaf, options: FetchOptions = FetchOptions(), clock: Clock = SYSTEM_CLOCK) -> Staple:
+    """Ask the leaf's responder and return the validated answer, or raise.
+
+    Raises InputError (no URL, bad URL), FetchError (the responder) or
+    ValidationError (the answer). revoked and unknown are returned, not raised.
+    """
+    url = leaf.responder_url()
+    check_url(url)
+    query = build_request(leaf, hash_name=options.hash_name, nonce=options.nonce)
+    body = post(url, query.der, options.transport)
+    now = clock.now()
+    source = f"response from {url}"
+    staple = validate(
+        body, leaf, now, cert_id=query.cert_id, nonce=query.nonce, options=options.validation, source=source
+    )
+    if staple.next_update is not None and staple.next_update <= now:
+        # Valid within the clock skew RFC 6960 tolerates, but already past
+        # nextUpdate: storing it would replace something better with a
+        # staple nobody may serve.
+        raise ExpiredResponseError(
+            f"{source}: nextUpdate {iso(staple.next_update)} has already passed "
+            f"(now {iso(now)}); an expired response is never stored"
+        )
+    return staple
+
+
+def staple_meta(leaf: Leaf, staple: Staple, now: float) -> dict[str, Any]:
+    """What we record beside a staple: what httpd's value has no room for."""
+    return {
+        "fetched_at": iso(now),
+        "cert_path": str(leaf.path) if leaf.path else None,
+        "subject": leaf.subject,
+        "serial": leaf.serial_hex,
+        "responder": leaf.responder_url(),
+        "status": staple.status,
+        "must_staple": leaf.must_staple,
+    }
+
+
+def store(
+    cache: Any,
+    leaf: Leaf,
+    staple: Staple,
+    now: float,
+    policy: FreshnessPolicy = DEFAULT_POLICY,
+) -> int:
+    """Store a validated staple; return the TTL given, 0 when it was not worth storing.
+
+    ``cache`` is an engine.cache.Cache (or a bare Provider in tests).
+    """
+    provider = getattr(cache, "provider", cache)
+    ttl = provider_ttl(staple.this_update, staple.next_update, now, policy, provider.max_ttl)
+    if ttl > 0:
+        cache.set(leaf.cert_id, staple.der, ttl, meta=staple_meta(leaf, staple, now))
+    return ttl

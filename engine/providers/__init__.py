@@ -1,0 +1,138 @@
+"""Cache providers, chosen with a URI.
+
+- ``local:`` or ``local:PATH``: the embedded default (SQLite, see local.py)
+- ``dbm:PATH``: a dbm file; needs the engine's cache mutex
+- ``memcache://HOST:PORT[,HOST:PORT...][?namespace=...&timeout=...]``
+- ``redis://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB][?namespace=...&timeout=...]``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from engine.errors import CacheURIError
+from engine.paths import state_dir
+from engine.providers.base import NO_ENTRY, Entry, Provider
+from engine.providers.layout import DEFAULT_NAMESPACE
+
+__all__ = ["NO_ENTRY", "Entry", "Provider", "open_provider", "default_cache_uri", "SCHEMES"]
+
+SCHEMES = ("local", "dbm", "memcache", "redis")
+
+LOCAL_DB_NAME = "staples.db"
+
+
+def default_cache_uri() -> str:
+    return f"local:{state_dir() / LOCAL_DB_NAME}"
+
+
+def _local_path(rest: str) -> Path:
+    if not rest:
+        return state_dir() / LOCAL_DB_NAME
+    path = Path(rest).expanduser()
+    if path.is_dir():
+        path = path / LOCAL_DB_NAME
+    return path
+
+
+def _servers(uri: str, netloc: str, default_port: int) -> list[tuple[str, int]]:
+    servers = []
+    for part in netloc.split(","):
+        part = part.strip()
+        if not part:
+            raise CacheURIError(f"cache URI {uri!r}: empty server in the server list")
+        host, sep, port_text = part.rpartition(":")
+        if not sep or part.endswith("]"):
+            host, port_text = part, str(default_port)
+        host = host.strip("[]")
+        if not host:
+            raise CacheURIError(f"cache URI {uri!r}: server {part!r} has no host")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise CacheURIError(f"cache URI {uri!r}: port {port_text!r} is not a number") from None
+        if not 0 < port < 65536:
+            raise CacheURIError(f"cache URI {uri!r}: port {port} is out of range")
+        servers.append((host, port))
+    return servers
+
+
+def _options(uri: str, query: str, allowed: set[str]) -> dict[str, str]:
+    options = {}
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        if name not in allowed:
+            raise CacheURIError(
+                f"cache URI {uri!r}: unknown option {name!r} (known: {', '.join(sorted(allowed))})"
+            )
+        options[name] = values[-1]
+    return options
+
+
+def _timeout(uri: str, options: dict[str, str]) -> float:
+    text = options.get("timeout", "2")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise CacheURIError(f"cache URI {uri!r}: timeout {text!r} is not a positive number of seconds")
+    return value
+
+
+def open_provider(uri: str | None = None) -> Provider:
+    """Open the provider a cache URI names. Bad URIs raise CacheURIError."""
+    uri = uri or default_cache_uri()
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme not in SCHEMES:
+        raise CacheURIError(
+            f"cache URI {uri!r}: unknown scheme {scheme!r} (expected one of: "
+            + ", ".join(f"{s}:" for s in SCHEMES)
+            + ")"
+        )
+    if scheme == "local":
+        from engine.providers.local import LocalProvider
+
+        provider: Provider = LocalProvider(_local_path(rest))
+    elif scheme == "dbm":
+        from engine.providers.dbmfile import DbmProvider
+
+        if not rest:
+            raise CacheURIError(f"cache URI {uri!r}: dbm needs a file path (dbm:PATH)")
+        provider = DbmProvider(Path(rest).expanduser())
+    else:
+        parts = urlsplit(uri)
+        if not parts.netloc:
+            raise CacheURIError(f"cache URI {uri!r}: no server (expected {scheme}://HOST:PORT)")
+        netloc = parts.netloc
+        password = None
+        if "@" in netloc:
+            userinfo, _, netloc = netloc.rpartition("@")
+            password = unquote(userinfo.partition(":")[2]) or None
+        if scheme == "memcache":
+            from engine.providers.memcache import MemcacheProvider
+
+            options = _options(uri, parts.query, {"namespace", "timeout"})
+            if parts.path not in ("", "/"):
+                raise CacheURIError(f"cache URI {uri!r}: memcache takes no path")
+            provider = MemcacheProvider(
+                _servers(uri, netloc, 11211),
+                namespace=options.get("namespace", DEFAULT_NAMESPACE),
+                timeout=_timeout(uri, options),
+            )
+        else:
+            from engine.providers.redis import RedisProvider
+
+            options = _options(uri, parts.query, {"namespace", "timeout"})
+            db_text = parts.path.strip("/") or "0"
+            if not db_text.isdigit():
+                raise CacheURIError(f"cache URI {uri!r}: database {db_text!r} is not a number")
+            provider = RedisProvider(
+                _servers(uri, netloc, 6379),
+                db=int(db_text),
+                namespace=options.get("namespace", DEFAULT_NAMESPACE),
+                timeout=_timeout(uri, options),
+                password=password,
+            )
+    provider.uri = uri
+    return provider

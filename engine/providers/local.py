@@ -1,0 +1,261 @@
+"""The embedded default store: one SQLite file (DESIGN.md 2.1).
+
+Why SQLite: its transactions make the store safe for the prefetch service,
+a one-shot ``fetch`` and the dashboard writing at once, and a crash in the
+middle of a write leaves the last committed state. So this provider never
+needs the engine's cache mutex.
+
+- WAL mode: readers (the request path) never wait for a writer.
+  ``synchronous=NORMAL`` is enough with WAL: a killed process loses nothing
+  committed; only a power cut may lose the last transactions.
+- Writes use ``BEGIN IMMEDIATE`` so that two writers queue on the busy
+  timeout at the start instead of failing halfway with SQLITE_BUSY.
+- One connection per thread (sqlite3 connections must not be shared by
+  threads mid-statement), reopened after a fork.
+
+The staple and the metadata expire separately, as they do in memcached and
+redis where they are two keys: ``expires_at`` is the staple's,
+``meta_expires_at`` the metadata's. A row is visible while either is alive;
+an expired staple leaves a metadata-only entry. Rows where both expired are
+purged during writes, at most once a minute per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import CacheUnavailableError
+from engine.paths import ensure_private_dir
+from engine.providers.base import NO_ENTRY, Entry, Provider, _NoEntry
+from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, encode_value, staple_key
+
+FILE_MODE = 0o640
+#: how long a writer waits for another process's transaction, in seconds
+BUSY_TIMEOUT = 10.0
+PURGE_INTERVAL = 60.0
+#: SQLite's default limit on host parameters is 999 in old builds
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS staples (
+    cert_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    flag INTEGER NOT NULL,
+    der BLOB NOT NULL,
+    expires_at REAL,
+    meta TEXT,
+    meta_expires_at REAL,
+    updated_at REAL NOT NULL
+)
+"""
+
+_COLUMNS = "cert_id, key, flag, der, expires_at, meta, meta_expires_at"
+
+_SET = """
+INSERT INTO staples (cert_id, key, flag, der, expires_at, meta, meta_expires_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (cert_id) DO UPDATE SET
+    key = excluded.key, flag = excluded.flag, der = excluded.der,
+    expires_at = excluded.expires_at,
+    meta = coalesce(excluded.meta, meta),
+    meta_expires_at = CASE WHEN excluded.meta IS NULL THEN meta_expires_at
+                           ELSE excluded.meta_expires_at END,
+    updated_at = excluded.updated_at
+"""
+
+# A metadata-only row has der b"" and no staple expiry.
+_SET_META = """
+INSERT INTO staples (cert_id, key, flag, der, expires_at, meta, meta_expires_at, updated_at)
+VALUES (?, ?, ?, x'', NULL, ?, ?, ?)
+ON CONFLICT (cert_id) DO UPDATE SET
+    meta = excluded.meta, meta_expires_at = excluded.meta_expires_at,
+    updated_at = excluded.updated_at
+"""
+
+_ALIVE = "(expires_at >= :now OR meta_expires_at >= :now)"
+
+
+class LocalProvider(Provider):
+    scheme = "local"
+    needs_mutex = False
+    shared = False
+
+    def __init__(self, path: Path, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.path = Path(path)
+        self.uri = f"local:{self.path}"
+        self._clock = clock
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._generation = 0
+        self._last_purge = float("-inf")
+        self._conn()  # fail now, with the path in the message, not on first use
+
+    # -- connections ----------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            ensure_private_dir(self.path.parent)
+            # Create the file ourselves: sqlite3 would create it 0o644, and
+            # its -wal and -shm files copy the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheUnavailableError(f"local cache {self.path}: cannot open: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise CacheUnavailableError(f"local cache {self.path}: cannot open: {exc}") from exc
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        state = getattr(self._local, "state", None)
+        pid = os.getpid()
+        # A connection inherited through fork must not be used by the child.
+        if state is None or state[0] != pid or state[1] != self._generation:
+            conn = self._open()
+            with self._conns_lock:
+                self._conns.append(conn)
+            self._local.state = state = (pid, self._generation, conn)
+        return state[2]
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise CacheUnavailableError(f"local cache {self.path}: {action} failed: {exc}") from exc
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._errors(action):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                self._maybe_purge(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _maybe_purge(self, conn: sqlite3.Connection) -> None:
+        now = self._clock.now()
+        if now - self._last_purge < PURGE_INTERVAL:
+            return
+        self._last_purge = now
+        conn.execute(f"DELETE FROM staples WHERE NOT {_ALIVE}", {"now": now})
+
+    # -- reads ----------------------------------------------------------------
+
+    def _entry(self, row: tuple[Any, ...], now: float) -> Entry | None:
+        cert_id, key, flag, der, expires_at, meta, meta_expires_at = row
+        staple_alive = bool(der) and expires_at is not None and expires_at >= now
+        meta_alive = meta is not None and meta_expires_at is not None and meta_expires_at >= now
+        if not (staple_alive or meta_alive):
+            return None
+        return Entry(
+            cert_id=cert_id,
+            key=key,
+            der=bytes(der) if staple_alive else b"",
+            flag=flag if staple_alive else FLAG_VALID,
+            expires_at=expires_at if staple_alive else meta_expires_at,
+            meta=json.loads(meta) if meta_alive else None,
+        )
+
+    def get(self, cert_id: str) -> Entry | _NoEntry:
+        with self._errors("get"):
+            row = self._conn().execute(
+                f"SELECT {_COLUMNS} FROM staples WHERE cert_id = ?", (cert_id,)
+            ).fetchone()
+        entry = self._entry(row, self._clock.now()) if row else None
+        return entry or NO_ENTRY
+
+    def get_many(self, cert_ids: Iterable[str]) -> dict[str, Entry]:
+        ids = list(dict.fromkeys(cert_ids))
+        rows = []
+        with self._errors("get_many"):
+            conn = self._conn()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows += conn.execute(
+                    f"SELECT {_COLUMNS} FROM staples WHERE cert_id IN ({marks})", chunk
+                ).fetchall()
+        now = self._clock.now()
+        found = {}
+        for row in rows:
+            entry = self._entry(row, now)
+            if entry:
+                found[entry.cert_id] = entry
+        return found
+
+    def entries(self) -> Iterator[Entry]:
+        now = self._clock.now()
+        with self._errors("entries"):
+            rows = self._conn().execute(
+                f"SELECT {_COLUMNS} FROM staples WHERE {_ALIVE} ORDER BY cert_id", {"now": now}
+            ).fetchall()
+        # Materialised: a cursor left open would pin a WAL snapshot.
+        return iter([e for e in (self._entry(row, now) for row in rows) if e])
+
+    # -- writes ---------------------------------------------------------------
+
+    def set(
+        self,
+        cert_id: str,
+        der: bytes,
+        ttl: int,
+        *,
+        flag: int = FLAG_VALID,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if not der:
+            raise ValueError("set() needs a staple; use set_meta() for metadata alone")
+        encode_value(flag, der)  # the same size limit as httpd's, wherever stored
+        if ttl <= 0:
+            return
+        now = self._clock.now()
+        meta_text = None if meta is None else json.dumps(meta, sort_keys=True)
+        key = staple_key(DEFAULT_NAMESPACE, cert_id)
+        with self._write("set") as conn:
+            conn.execute(_SET, (cert_id, key, flag, der, now + ttl, meta_text, now + ttl, now))
+
+    def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
+        if ttl <= 0:
+            return
+        now = self._clock.now()
+        key = staple_key(DEFAULT_NAMESPACE, cert_id)
+        meta_text = json.dumps(meta, sort_keys=True)
+        with self._write("set_meta") as conn:
+            conn.execute(_SET_META, (cert_id, key, FLAG_VALID, meta_text, now + ttl, now))
+
+    def delete(self, cert_id: str) -> None:
+        with self._write("delete") as conn:
+            conn.execute("DELETE FROM staples WHERE cert_id = ?", (cert_id,))
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+            self._generation += 1
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def __repr__(self) -> str:
+        return f"LocalProvider({str(self.path)!r})"

@@ -1,0 +1,192 @@
+"""redis, in httpd's own layout (DESIGN.md 3).
+
+The same keys and values as memcached (``mod_ssl-staple:<sha1hex>``, flag
+byte + DER) and the same apr-util sharding over several servers, so that
+httpd's ``SSLStaplingCache redis:...`` and staplectl share entries. Values
+are stored with ``SET ... EX ttl``; ``PTTL`` gives each entry's expiry.
+
+redis is safe for concurrent use (redis-py's clients keep a thread-safe
+connection pool): no cache mutex.
+
+redis-py retries a failed command up to ten times with backoff by default;
+a cache that is down must fail fast instead (the request path is waiting),
+so one retry without backoff is kept, for a pooled connection that went
+stale when the server restarted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from engine.errors import CacheUnavailableError
+from engine.providers.base import NO_ENTRY, Entry, Provider, _NoEntry
+from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, META_PREFIX, encode_value
+from engine.providers.sharded import Layout, dump_meta, server_label
+
+_SCAN_COUNT = 1000
+_GLOB_SPECIALS = "\\*?[]^"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in _GLOB_SPECIALS else ch for ch in text)
+
+
+def _ex(ttl: float) -> int:
+    # redis refuses EX 0 (callers skip ttl <= 0); a fraction of a second rounds up
+    return max(1, int(ttl))
+
+
+class RedisProvider(Provider):
+    scheme = "redis"
+    needs_mutex = False
+    max_ttl = None
+    shared = True
+
+    def __init__(
+        self,
+        servers: list[tuple[str, int]],
+        db: int = 0,
+        namespace: str = DEFAULT_NAMESPACE,
+        timeout: float = 2.0,
+        password: str | None = None,
+    ) -> None:
+        self.servers = [(host, int(port)) for host, port in servers]
+        self.db = db
+        self.namespace = namespace
+        self._layout = Layout(namespace, len(self.servers))
+        self.uri = "redis://" + ",".join(server_label(s) for s in self.servers) + f"/{db}"
+        if namespace != DEFAULT_NAMESPACE:
+            self.uri += f"?namespace={namespace}"
+        self._clients = [
+            redis.Redis(
+                host=host,
+                port=port,
+                db=db,
+                password=password,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+            for host, port in self.servers
+        ]
+
+    @contextmanager
+    def _on(self, index: int, action: str) -> Iterator[redis.Redis]:
+        try:
+            yield self._clients[index]
+        except RedisError as exc:
+            raise CacheUnavailableError(
+                f"redis at {server_label(self.servers[index])}: {action} failed: {exc}"
+            ) from exc
+
+    def _fetch_on(self, index: int, keys: list[str]) -> dict[str, tuple[bytes, float | None]]:
+        """Values and expiries (None: no expiry) of the keys present on one server."""
+        with self._on(index, "get") as client:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            replies = pipe.execute()
+        now = time.time()
+        found = {}
+        for key, value, pttl in zip(keys, replies[::2], replies[1::2]):
+            if value is not None:
+                found[key] = (value, now + pttl / 1000 if pttl >= 0 else None)
+        return found
+
+    def _assemble(
+        self, cert_ids: Iterable[str], values: dict[str, tuple[bytes, float | None]]
+    ) -> dict[str, Entry]:
+        layout = self._layout
+        found = {}
+        for cert_id in cert_ids:
+            staple = values.get(layout.staple_key(cert_id), (None, None))
+            meta = values.get(layout.meta_key(cert_id), (None, None))
+            entry = layout.entry(cert_id, staple[0], meta[0], staple[1], meta[1])
+            if entry:
+                found[cert_id] = entry
+        return found
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, cert_id: str) -> Entry | _NoEntry:
+        return self.get_many([cert_id]).get(cert_id, NO_ENTRY)
+
+    def get_many(self, cert_ids: Iterable[str]) -> dict[str, Entry]:
+        ids = list(dict.fromkeys(cert_ids))
+        layout = self._layout
+        keys = [k for c in ids for k in (layout.staple_key(c), layout.meta_key(c))]
+        values: dict[str, tuple[bytes, float | None]] = {}
+        for index, server_keys in layout.by_server(keys).items():
+            values.update(self._fetch_on(index, server_keys))
+        return self._assemble(ids, values)
+
+    def entries(self) -> Iterator[Entry]:
+        # SCAN says which certificates are there; their keys are then read
+        # from their home servers, as get() reads them. A key on a server
+        # apr-util would not pick (another server list) is ignored, as httpd
+        # and get() ignore it.
+        layout = self._layout
+        patterns = [
+            _glob_escape(self.namespace) + ":*",
+            _glob_escape(META_PREFIX + self.namespace) + ":*",
+        ]
+        cert_ids = set()
+        for index in range(len(self.servers)):
+            with self._on(index, "scan") as client:
+                for pattern in patterns:
+                    for raw in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                        key = raw.decode(errors="replace")
+                        parsed = layout.parse_key(key)
+                        if parsed and layout.server_of(key) == index:
+                            cert_ids.add(parsed[0])
+        return iter(self.get_many(sorted(cert_ids)).values())
+
+    # -- writes ---------------------------------------------------------------
+
+    def _store(self, key: str, value: bytes, ttl: int) -> None:
+        with self._on(self._layout.server_of(key), "set") as client:
+            client.set(key, value, ex=ttl)
+
+    def set(
+        self,
+        cert_id: str,
+        der: bytes,
+        ttl: int,
+        *,
+        flag: int = FLAG_VALID,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if not der:
+            raise ValueError("set() needs a staple; use set_meta() for metadata alone")
+        value = encode_value(flag, der)
+        if ttl <= 0:  # due to expire now: not worth storing
+            return
+        self._store(self._layout.staple_key(cert_id), value, _ex(ttl))
+        if meta is not None:
+            self._store(self._layout.meta_key(cert_id), dump_meta(meta), _ex(ttl))
+
+    def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
+        if ttl <= 0:
+            return
+        self._store(self._layout.meta_key(cert_id), dump_meta(meta), _ex(ttl))
+
+    def delete(self, cert_id: str) -> None:
+        for key in (self._layout.staple_key(cert_id), self._layout.meta_key(cert_id)):
+            with self._on(self._layout.server_of(key), "delete") as client:
+                client.delete(key)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisProvider({self.uri!r})"

@@ -1,0 +1,113 @@
+"""httpd's cache layout spread over several servers (memcached, redis).
+
+What memcache.py and redis.py share: which server holds a key (apr-util's
+choice, DESIGN.md 3), and how the raw values of a staple key and a metadata
+key become an Entry.
+
+Each key is placed on its own: the metadata key goes where apr-util would
+put *it*, not next to its staple. httpd never reads the metadata, so only
+consistency among staplectl instances matters, and this rule is the one any
+apr-style client computes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from engine.errors import EntryFormatError
+from engine.providers.base import Entry
+from engine.providers.layout import (
+    FLAG_VALID,
+    META_PREFIX,
+    apr_server_index,
+    cert_id_from_key,
+    decode_value,
+    meta_key,
+    staple_key,
+)
+
+
+def server_label(server: tuple[str, int]) -> str:
+    host, port = server
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Layout:
+    """Keys of one namespace on ``server_count`` servers."""
+
+    def __init__(self, namespace: str, server_count: int) -> None:
+        if server_count < 1:
+            raise ValueError("at least one server is needed")
+        self.namespace = namespace
+        self.server_count = server_count
+
+    def staple_key(self, cert_id: str) -> str:
+        return staple_key(self.namespace, cert_id)
+
+    def meta_key(self, cert_id: str) -> str:
+        return meta_key(self.namespace, cert_id)
+
+    def server_of(self, key: str) -> int:
+        return apr_server_index(key, self.server_count)
+
+    def by_server(self, keys: Iterable[str]) -> dict[int, list[str]]:
+        groups: dict[int, list[str]] = defaultdict(list)
+        for key in dict.fromkeys(keys):
+            groups[self.server_of(key)].append(key)
+        return groups
+
+    def parse_key(self, key: str) -> tuple[str, bool] | None:
+        """(cert_id, is_meta) for a key of ours, None for anything else."""
+        cert_id = cert_id_from_key(self.namespace, key)
+        if cert_id:
+            return cert_id, False
+        cert_id = cert_id_from_key(META_PREFIX + self.namespace, key)
+        return (cert_id, True) if cert_id else None
+
+    def entry(
+        self,
+        cert_id: str,
+        staple: bytes | None,
+        meta: bytes | None,
+        staple_expires_at: float | None = None,
+        meta_expires_at: float | None = None,
+    ) -> Entry | None:
+        """The Entry for raw values, or None when neither is usable.
+
+        A staple value that is not flag + DER (another program's data under
+        our key) is treated as absent: the next fetch overwrites it.
+        """
+        flag, der = FLAG_VALID, b""
+        if staple is not None:
+            try:
+                flag, der = decode_value(staple)
+            except EntryFormatError:
+                flag, der = FLAG_VALID, b""
+        meta_dict = _load_meta(meta)
+        if not der and meta_dict is None:
+            return None
+        return Entry(
+            cert_id=cert_id,
+            key=self.staple_key(cert_id),
+            der=der,
+            flag=flag,
+            expires_at=staple_expires_at if der else meta_expires_at,
+            meta=meta_dict,
+        )
+
+
+def _load_meta(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def dump_meta(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()

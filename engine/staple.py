@@ -1,0 +1,80 @@
+"""A parsed OCSP response: what it says, in the terms an operator reads.
+
+``good`` is the only status worth stapling. ``revoked`` and ``unknown`` are
+valid answers (signed, current) but not good ones: the engine keeps them
+apart from errors, and a front end reports them with their own exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.x509 import ocsp
+
+from engine.errors import MalformedResponseError
+
+GOOD = "good"
+REVOKED = "revoked"
+UNKNOWN = "unknown"
+
+_STATUS = {
+    ocsp.OCSPCertStatus.GOOD: GOOD,
+    ocsp.OCSPCertStatus.REVOKED: REVOKED,
+    ocsp.OCSPCertStatus.UNKNOWN: UNKNOWN,
+}
+
+RESPONSE_STATUS_NAMES = {
+    ocsp.OCSPResponseStatus.SUCCESSFUL: "successful",
+    ocsp.OCSPResponseStatus.MALFORMED_REQUEST: "malformed_request",
+    ocsp.OCSPResponseStatus.INTERNAL_ERROR: "internal_error",
+    ocsp.OCSPResponseStatus.TRY_LATER: "try_later",
+    ocsp.OCSPResponseStatus.SIG_REQUIRED: "sig_required",
+    ocsp.OCSPResponseStatus.UNAUTHORIZED: "unauthorized",
+}
+
+
+def parse_response(der: bytes, source: str = "response") -> ocsp.OCSPResponse:
+    try:
+        return ocsp.load_der_ocsp_response(der)
+    except ValueError as exc:
+        raise MalformedResponseError(f"{source}: not a DER OCSPResponse ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Staple:
+    """A validated (or, for inspect, merely decoded) single OCSP answer."""
+
+    der: bytes
+    status: str
+    serial_number: int
+    this_update: float
+    next_update: float | None
+    produced_at: float
+    revocation_time: float | None = None
+    revocation_reason: str | None = None
+
+    @property
+    def good(self) -> bool:
+        return self.status == GOOD
+
+    @classmethod
+    def from_single(
+        cls, der: bytes, response: ocsp.OCSPResponse, single: ocsp.OCSPSingleResponse
+    ) -> "Staple":
+        revocation_time = None
+        reason = None
+        status = _STATUS[single.certificate_status]
+        if status == REVOKED:
+            revocation_time = single.revocation_time_utc.timestamp() if single.revocation_time_utc else None
+            reason = single.revocation_reason.name if single.revocation_reason else None
+        next_update = single.next_update_utc
+        return cls(
+            der=der,
+            status=status,
+            serial_number=single.serial_number,
+            this_update=single.this_update_utc.timestamp(),
+            next_update=next_update.timestamp() if next_update else None,
+            produced_at=response.produced_at_utc.timestamp(),
+            revocation_time=revocation_time,
+            revocation_reason=reason,
+        )

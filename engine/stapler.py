@@ -1,0 +1,204 @@
+"""The request path and refreshes under the striped fetch locks (DESIGN.md 2.4).
+
+``Stapler.staple(leaf)`` is what a handshake would call. It reads the cache
+without taking any fetch lock, and in the common case returns at once.
+Only when nothing usable is cached (or, with prefetch off, when the staple
+is due) does it take the certificate's stripe, look in the cache again
+(another thread or process may have refreshed it while we waited), fetch
+if still needed, and store. Every wait on that slow path is bounded by the
+request budget: past it the answer is "no staple" (or the staple we
+already have), never a handshake kept waiting.
+
+``Stapler.refresh(leaf)`` is the same slow path for the prefetch worker,
+``warm`` and ``fetch``: wait for the stripe, look again, fetch when due.
+
+With ``lease`` on and a cache shared by several hosts (memcached, redis),
+a refresher first adds a lease key with a TTL: one instance refreshes, the
+others find the lease taken and use what it stores.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, replace
+from engine.cache import Cache
+from engine.certs import Leaf
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import FetchError, StapleError, ValidationError
+from engine.fetch import FetchOptions, fetch, store
+from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
+from engine.providers.layout import FLAG_VALID
+from engine.staple import Staple
+from engine.stripes import StripedLocks, StripeTimeoutError
+from engine.validate import validate
+
+#: validated (cert id, DER) pairs remembered, so that re-reading an
+#: unchanged staple costs a dict lookup and not a signature verification
+MEMO_SIZE = 50_000
+#: how often an instance that lost the lease looks for the winner's staple
+LEASE_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class StaplerOptions:
+    #: a prefetch worker keeps staples fresh: the request path serves a due
+    #: (but usable) staple at once instead of refreshing it itself
+    prefetch: bool = True
+    #: how long the request path may wait, stripe and responder together
+    request_budget: float = 2.0
+    #: one instance refreshes for all that share the cache
+    lease: bool = False
+    lease_ttl: int = 30
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the request path answers: a staple to send, or None and why."""
+
+    staple: Staple | None
+    #: cache | fetched | stale (due or refresh failed, still usable) | none
+    source: str
+    error: StapleError | None = None
+
+
+@dataclass(frozen=True)
+class Refresh:
+    staple: Staple
+    #: updated | fresh (nothing to do) | leased (another instance refreshes)
+    action: str
+    previous: Staple | None = None
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Stapler:
+    def __init__(
+        self,
+        cache: Cache,
+        locks: StripedLocks,
+        *,
+        fetch_options: FetchOptions = FetchOptions(),
+        policy: FreshnessPolicy = DEFAULT_POLICY,
+        options: StaplerOptions = StaplerOptions(),
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.cache = cache
+        self.locks = locks
+        self.fetch_options = fetch_options
+        self.policy = policy
+        self.options = options
+        self.clock = clock
+        self._memo: dict[tuple[str, bytes], Staple] = {}
+
+    # -- reading -------------------------------------------------------------
+
+    def cached(self, leaf: Leaf) -> Staple | None:
+        """The cached staple for ``leaf`` if it is genuine, whatever its age.
+
+        Re-validated on every read (signature, responder, CertID): the
+        cache may be shared, and anyone who can write to it could plant a
+        response. httpd's own error entries (flag 0x00) and anything that
+        fails validation count as missing.
+        """
+        entry = self.cache.get(leaf.cert_id)
+        if not entry or entry.flag != FLAG_VALID or not entry.der:
+            return None
+        memo_key = (leaf.cert_id, entry.der)
+        staple = self._memo.get(memo_key)
+        if staple is None:
+            try:
+                staple = validate(entry.der, leaf, self.clock.now(), check_time=False, source="cached staple")
+            except ValidationError:
+                return None
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[memo_key] = staple
+        return staple
+
+    def usable(self, staple: Staple | None, now: float) -> bool:
+        return staple is not None and is_usable(staple.this_update, staple.next_update, now, self.policy)
+
+    def due(self, staple: Staple, now: float) -> bool:
+        return now >= renewal_point(staple.this_update, staple.next_update, self.policy)
+
+    # -- the request path ----------------------------------------------------
+
+    def staple(self, leaf: Leaf) -> Lookup:
+        """A staple to send now, never waiting past the request budget."""
+        current = self.cached(leaf)
+        now = self.clock.now()
+        if self.usable(current, now) and (self.options.prefetch or not self.due(current, now)):
+            return Lookup(current, "cache")
+        deadline = time.monotonic() + self.options.request_budget
+        fallback = current if self.usable(current, now) else None
+        try:
+            result = self.refresh(leaf, lock_timeout=self.options.request_budget, deadline=deadline)
+        except StapleError as error:
+            return Lookup(fallback, "stale" if fallback else "none", error)
+        if not self.usable(result.staple, self.clock.now()):
+            return Lookup(fallback, "stale" if fallback else "none")
+        return Lookup(result.staple, "fetched" if result.action == "updated" else "cache")
+
+    # -- refreshing ----------------------------------------------------------
+
+    def refresh(
+        self,
+        leaf: Leaf,
+        *,
+        force: bool = False,
+        lock_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Refresh:
+        """Make sure a current staple is cached: fetch unless one is fresh.
+
+        Takes the stripe (waiting at most ``lock_timeout``), looks in the
+        cache again, and fetches only when the staple is missing, unusable
+        or due (or ``force``). A failed or invalid fetch raises and leaves
+        the cache as it was. ``deadline`` (time.monotonic) bounds the fetch.
+        """
+        with self.locks.hold(leaf.cert_id, timeout=lock_timeout):
+            return self._refresh_held(leaf, force, deadline)
+
+    def _refresh_held(self, leaf: Leaf, force: bool, deadline: float | None) -> Refresh:
+        current = self.cached(leaf)
+        now = self.clock.now()
+        if not force and self.usable(current, now) and not self.due(current, now):
+            return Refresh(current, "fresh", current)
+        if self.options.lease and self.cache.shared and not force:
+            if not self.cache.add_lease(leaf.cert_id, owner_id(), self.options.lease_ttl):
+                if self.usable(current, now):
+                    return Refresh(current, "leased", current)
+                theirs = self._await_other_instance(leaf, deadline)
+                if theirs is not None:
+                    return Refresh(theirs, "leased", current)
+                # the other instance gave nothing in time: fetch ourselves
+                # rather than leave a handshake without a staple
+        options = self.fetch_options
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StripeTimeoutError("request budget spent waiting for the stripe", self.locks.stripe_of(leaf.cert_id))
+            transport = replace(options.transport, timeout=min(options.transport.timeout, left))
+            options = replace(options, transport=transport)
+        staple = fetch(leaf, options, self.clock)
+        store(self.cache, leaf, staple, self.clock.now(), self.policy)
+        self._memo[(leaf.cert_id, staple.der)] = staple
+        return Refresh(staple, "updated", current)
+
+    def _await_other_instance(self, leaf: Leaf, deadline: float | None) -> Staple | None:
+        """Poll the shared cache while another instance holds the lease."""
+        give_up = time.monotonic() + self.options.lease_ttl
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        while time.monotonic() < give_up:
+            time.sleep(LEASE_POLL)
+            staple = self.cached(leaf)
+            if self.usable(staple, self.clock.now()):
+                return staple
+        return None
+
+

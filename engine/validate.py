@@ -1,0 +1,224 @@
+"""Validating an OCSP response before anything stores, serves or exports it.
+
+RFC 6960 section 3.2 and 4.2.2.2, in the order an operator would want to
+hear about failures: is it an answer at all, is it about our certificate,
+did someone with authority sign it, is it current. Each failed check raises
+its own error class with a message that names the check and the values.
+
+cryptography parses OCSP responses but does not verify their signatures:
+that is done here, with the issuer's key or a delegated responder's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
+
+from engine.certs import Leaf, issued_by
+from engine.clock import iso
+from engine.errors import (
+    BeyondCertificateError,
+    CertIDMismatchError,
+    ExpiredResponseError,
+    NonceMismatchError,
+    NotYetValidError,
+    ResponderCertificateError,
+    ResponseStatusError,
+    SignatureError,
+    TooOldError,
+    UnauthorizedResponderError,
+)
+from engine.request import CertID, build_request
+from engine.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
+
+DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
+DEFAULT_MAX_AGE = 3600.0  # without nextUpdate: as long as mod_ssl keeps one
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    skew: float = DEFAULT_SKEW
+    #: how old a response without nextUpdate may be, in seconds
+    max_age: float = DEFAULT_MAX_AGE
+    #: refuse a nextUpdate after the certificate's own notAfter
+    check_not_after: bool = False
+
+
+def validate(
+    der: bytes,
+    leaf: Leaf,
+    now: float,
+    *,
+    cert_id: CertID | None = None,
+    nonce: bytes | None = None,
+    options: ValidationOptions = ValidationOptions(),
+    source: str = "response",
+    check_time: bool = True,
+) -> Staple:
+    """Check everything, or raise the ValidationError of the first failed check.
+
+    ``cert_id`` is the CertID we asked about; when re-validating a cached
+    staple it is None and the leaf is matched with whatever hash the
+    response used. ``nonce`` is the nonce we sent, if any.
+    """
+    response = parse_response(der, source)
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        name = RESPONSE_STATUS_NAMES.get(response.response_status, str(response.response_status))
+        raise ResponseStatusError(
+            f"{source}: responseStatus is {name} ({response.response_status.value}), not successful",
+            name,
+        )
+    single = _matching_single(response, leaf, cert_id, source)
+    _check_signer(response, leaf, now, options, source)
+    staple = Staple.from_single(der, response, single)
+    if check_time:
+        check_times(staple, now, options, source)
+    if nonce is not None:
+        _check_nonce(response, nonce, source)
+    if check_time and options.check_not_after and staple.next_update and staple.next_update > leaf.not_after:
+        raise BeyondCertificateError(
+            f"{source}: nextUpdate {iso(staple.next_update)} is after the certificate's "
+            f"notAfter {iso(leaf.not_after)}"
+        )
+    return staple
+
+
+def check_times(staple: Staple, now: float, options: ValidationOptions, source: str) -> None:
+    if staple.this_update > now + options.skew:
+        raise NotYetValidError(
+            f"{source}: thisUpdate {iso(staple.this_update)} is in the future "
+            f"(now {iso(now)}, allowed skew {options.skew:g} s)"
+        )
+    if staple.next_update is not None:
+        if staple.next_update < now - options.skew:
+            raise ExpiredResponseError(
+                f"{source}: nextUpdate {iso(staple.next_update)} has passed "
+                f"(now {iso(now)}, allowed skew {options.skew:g} s)"
+            )
+    elif now - staple.this_update > options.max_age:
+        raise TooOldError(
+            f"{source}: no nextUpdate and thisUpdate {iso(staple.this_update)} is "
+            f"{now - staple.this_update:.0f} s old (maximum age {options.max_age:g} s)"
+        )
+
+
+@lru_cache(maxsize=4096)
+def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID:
+    return build_request(Leaf(cert=cert, issuer=issuer), hash_name=hash_name).cert_id
+
+
+def _matching_single(
+    response: ocsp.OCSPResponse, leaf: Leaf, cert_id: CertID | None, source: str
+) -> ocsp.OCSPSingleResponse:
+    seen = []
+    for single in response.responses:
+        hash_name = single.hash_algorithm.name
+        wanted = cert_id or _expected(leaf.cert, leaf.issuer, hash_name)
+        got = CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
+        if got == wanted:
+            return single
+        seen.append(got)
+    wanted = cert_id or _expected(leaf.cert, leaf.issuer, "sha1")
+    found = "; ".join(c.describe() for c in seen) or "no single responses"
+    raise CertIDMismatchError(
+        f"{source}: answers for a different certificate: asked about {wanted.describe()}, got {found}"
+    )
+
+
+def _key_hash(cert: x509.Certificate) -> bytes:
+    # RFC 6960 ResponderID byKey: SHA-1 of the subjectPublicKey BIT STRING,
+    # which is what a method-1 SubjectKeyIdentifier is.
+    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+
+
+def _names(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
+    if response.responder_name is not None:
+        return response.responder_name == cert.subject
+    return response.responder_key_hash == _key_hash(cert)
+
+
+def _responder_id(response: ocsp.OCSPResponse) -> str:
+    if response.responder_name is not None:
+        return f"name {response.responder_name.rfc4514_string()}"
+    return f"key hash {response.responder_key_hash.hex() if response.responder_key_hash else '?'}"
+
+
+def _check_signer(
+    response: ocsp.OCSPResponse, leaf: Leaf, now: float, options: ValidationOptions, source: str
+) -> None:
+    if _names(response, leaf.issuer):
+        _verify_signature(response, leaf.issuer, source, "the issuer")
+        return
+    delegate = next((c for c in response.certificates if _names(response, c)), None)
+    if delegate is None:
+        raise UnauthorizedResponderError(
+            f"{source}: signed by responder {_responder_id(response)}, which is not the issuer "
+            f"{leaf.issuer.subject.rfc4514_string()} and whose certificate is not in the response"
+        )
+    who = f"delegated responder {delegate.subject.rfc4514_string()}"
+    if not issued_by(delegate, leaf.issuer):
+        raise UnauthorizedResponderError(
+            f"{source}: {who} is not issued by the certificate's issuer "
+            f"{leaf.issuer.subject.rfc4514_string()}"
+        )
+    try:
+        eku = delegate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = []
+    if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        raise ResponderCertificateError(f"{source}: {who} lacks the OCSPSigning extended key usage")
+    not_before = delegate.not_valid_before_utc.timestamp()
+    not_after = delegate.not_valid_after_utc.timestamp()
+    if not (not_before - options.skew <= now <= not_after + options.skew):
+        raise ResponderCertificateError(
+            f"{source}: {who} is not valid now ({iso(now)}): valid from {iso(not_before)} "
+            f"to {iso(not_after)}"
+        )
+    _verify_signature(response, delegate, source, who)
+
+
+def _verify_signature(
+    response: ocsp.OCSPResponse, signer: x509.Certificate, source: str, who: str
+) -> None:
+    key = signer.public_key()
+    data, signature = response.tbs_response_bytes, response.signature
+    algorithm = response.signature_hash_algorithm
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
+                pad: padding.AsymmetricPadding = padding.PSS(
+                    mgf=padding.MGF1(algorithm or hashes.SHA256()), salt_length=padding.PSS.AUTO
+                )
+            else:
+                pad = padding.PKCS1v15()
+            key.verify(signature, data, pad, algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(algorithm))
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(signature, data)
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(signature, data, algorithm)
+        else:
+            raise SignatureError(f"{source}: {who} has a key type we cannot verify ({type(key).__name__})")
+    except InvalidSignature:
+        raise SignatureError(f"{source}: signature does not verify with the key of {who}") from None
+    except (UnsupportedAlgorithm, TypeError, ValueError) as exc:
+        raise SignatureError(f"{source}: cannot verify the signature of {who}: {exc}") from None
+
+
+def _check_nonce(response: ocsp.OCSPResponse, sent: bytes, source: str) -> None:
+    try:
+        got = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        raise NonceMismatchError(f"{source}: we sent a nonce and the response carries none") from None
+    if got != sent:
+        raise NonceMismatchError(
+            f"{source}: nonce {got.hex()} does not match the one we sent ({sent.hex()})"
+        )

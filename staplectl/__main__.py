@@ -1,0 +1,3 @@
+from staplectl.app import main
+
+main()

@@ -1,0 +1,47 @@
+"""The staplectl command line: one Typer app, one module per command."""
+
+from __future__ import annotations
+
+import typer
+
+from staplectl import __version__
+from staplectl.commands import fetch as fetch_command
+from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt
+
+app = typer.Typer(
+    name="staplectl",
+    help="Keep OCSP staples fresh for TLS servers: fetch, warm, inspect and prefetch "
+    "responses in the cache that Apache httpd, nginx and HAProxy staple from.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"staplectl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.obj = Settings(cache=cache, config=config, verbose=verbose, quiet=quiet)
+
+
+app.command("fetch")(fetch_command.fetch)
+
+
+def main() -> None:
+    app()

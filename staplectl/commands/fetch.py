@@ -1,0 +1,138 @@
+"""staplectl fetch: ask a certificate's responder once, validate, store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+
+from engine.atomic import write_atomic
+from engine.cache import Cache
+from engine.certs import Leaf, load_leaf
+from engine.clock import SYSTEM_CLOCK, iso
+from engine.errors import InputError
+from engine.fetch import FetchOptions, fetch as fetch_staple, store
+from engine.providers import open_provider
+from engine.providers.layout import DEFAULT_NAMESPACE, staple_key
+from engine.staple import GOOD, Staple
+from engine.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, TransportOptions, check_url
+from engine.validate import ValidationOptions
+from staplectl import fmt
+from staplectl.exitcodes import Exit
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.terminal import Terminal
+
+
+def fetch(
+    ctx: typer.Context,
+    cert: Annotated[Path, typer.Argument(metavar="CERT", help="Leaf certificate (PEM, may hold its chain; or DER).", show_default=False)],
+    issuer: Annotated[
+        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, when the leaf's file holds no chain.")
+    ] = None,
+    url: Annotated[
+        Optional[str], typer.Option("--url", metavar="URL", help="Responder URL to use instead of the certificate's AIA one.")
+    ] = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Fetch and validate only; leave the cache alone.")] = False,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", metavar="FILE", help="Also write the response DER here (atomically).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", min=0.1, help="Total deadline for the responder: connect, send and read.")
+    ] = DEFAULT_TIMEOUT,
+    max_size: Annotated[
+        int, typer.Option("--max-size", metavar="BYTES", min=512, help="Largest response accepted.")
+    ] = DEFAULT_MAX_SIZE,
+    nonce: Annotated[bool, typer.Option("--nonce", help="Send a nonce and require it back.")] = False,
+    get: Annotated[bool, typer.Option("--get", help="Use an RFC 5019 GET when the request is small enough.")] = False,
+    json_output: JsonOpt = False,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fetch, validate and store one certificate's OCSP response.
+
+    Exit 0 when the responder says good, 1 for revoked or unknown, 2 for bad
+    input, 3 when the responder, the response or the cache failed (the cache
+    is then unchanged).
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term, json_errors=json_output):
+        if url is not None:
+            check_url(url)
+        leaf = load_leaf(cert, issuer_path=issuer, url_override=url)
+        responder = leaf.responder_url()
+        store_to = None if no_store else Cache(open_provider(opts.cache))
+        options = FetchOptions(
+            transport=TransportOptions(timeout=timeout, max_size=max_size, use_get=get),
+            validation=ValidationOptions(),
+            nonce=nonce,
+        )
+        term.debug(f"asking {responder} about serial {leaf.serial_hex} ({leaf.cert_id})")
+        staple = fetch_staple(leaf, options)
+        now = SYSTEM_CLOCK.now()
+        stored = False
+        if store_to is not None:
+            try:
+                stored = store(store_to, leaf, staple, now) > 0
+            finally:
+                store_to.close()
+        if out is not None:
+            try:
+                write_atomic(out, staple.der)
+            except OSError as exc:
+                raise InputError(f"{out}: cannot write the response: {exc.strerror}") from None
+        result = _result(leaf, staple, responder, store_to, stored, now)
+        if json_output:
+            term.json(result)
+        else:
+            _show(term, leaf, staple, result, now)
+    raise typer.Exit(int(Exit.OK if staple.status == GOOD else Exit.NOT_GOOD))
+
+
+def _result(
+    leaf: Leaf, staple: Staple, responder: str, cache: Cache | None, stored: bool, now: float
+) -> dict[str, Any]:
+    namespace = getattr(cache.provider, "namespace", DEFAULT_NAMESPACE) if cache else DEFAULT_NAMESPACE
+    return {
+        "cert": str(leaf.path) if leaf.path else None,
+        "cert_sha1": leaf.cert_id,
+        "serial": leaf.serial_hex,
+        "subject": leaf.subject,
+        "must_staple": leaf.must_staple,
+        "status": staple.status,
+        "revocation_time": iso(staple.revocation_time),
+        "revocation_reason": staple.revocation_reason,
+        "this_update": iso(staple.this_update),
+        "next_update": iso(staple.next_update),
+        "produced_at": iso(staple.produced_at),
+        "seconds_left": int(staple.next_update - now) if staple.next_update else None,
+        "responder": responder,
+        "cache": cache.provider.uri if cache else None,
+        "cache_key": staple_key(namespace, leaf.cert_id),
+        "stored": stored,
+    }
+
+
+def _show(term: Terminal, leaf: Leaf, staple: Staple, result: dict[str, Any], now: float) -> None:
+    colour = {"good": "green", "revoked": "red"}.get(staple.status, "yellow")
+    term.out.print(f"[bold {colour}]{staple.status}[/]  {escape(leaf.subject)}")
+    rows = [
+        ("certificate", result["cert"] or "-"),
+        ("serial", result["serial"]),
+        ("this update", fmt.timestamp(staple.this_update, now)),
+        ("next update", fmt.timestamp(staple.next_update, now) if staple.next_update else "none (kept at most 1 h)"),
+        ("produced at", iso(staple.produced_at)),
+        ("responder", result["responder"]),
+        ("cache key", result["cache_key"]),
+        ("stored", f"yes, in {result['cache']}" if result["stored"] else ("no (--no-store)" if result["cache"] is None else "no (already expired)")),
+    ]
+    if staple.revocation_time is not None:
+        rows.insert(2, ("revoked", f"{iso(staple.revocation_time)} ({staple.revocation_reason or 'no reason given'})"))
+    if leaf.must_staple:
+        rows.append(("must-staple", "yes: a server without this staple will fail handshakes"))
+    for label, value in rows:
+        term.out.print(f"  [dim]{label:<12}[/] {escape(str(value))}")

@@ -1,0 +1,41 @@
+"""All output goes through one Terminal: data to stdout, diagnostics to stderr.
+
+JSON is printed plain (no colour, no wrapping) so that scripts can rely on
+it. Rich honours NO_COLOR on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+
+class Terminal:
+    def __init__(self, *, verbose: int = 0, quiet: bool = False) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=False)
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+    def json(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]staplectl: error:[/] {escape(message)}")
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[yellow]staplectl: warning:[/] {escape(message)}")
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(escape(message))
+
+    def debug(self, message: str) -> None:
+        if self.verbose and not self.quiet:
+            self.err.print(f"[dim]{escape(message)}[/]")

@@ -1,0 +1,68 @@
+"""Running staplectl: in-process with Typer's CliRunner, or as the installed program."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from staplectl.app import app
+
+
+@dataclass
+class Ran:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def cli(home):
+    """Run staplectl in-process: cli("fetch", path, ...) -> Ran."""
+    runner = CliRunner()
+
+    def run(*args: str | Path, env: dict[str, str] | None = None) -> Ran:
+        result = runner.invoke(app, [str(a) for a in args], env=_env(env), catch_exceptions=False)
+        return Ran(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+def staplectl_path() -> str:
+    beside = Path(sys.executable).with_name("staplectl")
+    found = str(beside) if beside.exists() else shutil.which("staplectl")
+    if not found:
+        pytest.fail("the staplectl console script is not installed (pip install -e .)")
+    return found
+
+
+@pytest.fixture
+def staplectl(home):
+    """Run the installed staplectl as a real process."""
+    program = staplectl_path()
+
+    def run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 60) -> Ran:
+        full_env = dict(os.environ)
+        full_env.update(_env(env))
+        done = subprocess.run(
+            [program, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout
+        )
+        return Ran(done.returncode, done.stdout, done.stderr)
+
+    return run

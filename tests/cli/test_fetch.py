@@ -1,0 +1,202 @@
+"""staplectl fetch, in-process and as the installed program, against the
+scripted responder and the real `openssl ocsp`, on the local store and a
+real memcached."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from pymemcache.client.base import Client
+
+from engine.providers import open_provider
+from engine.providers.layout import apr_server_index
+from tests.openssl_responder import OpenSSLResponder
+from tests.responder import Behaviour
+
+
+def stored(home, cert_id):
+    with open_provider(f"local:{home / 'staples.db'}") as provider:
+        return provider.get(cert_id)
+
+
+def cert_id_of(issued):
+    import hashlib
+
+    return hashlib.sha1(issued.der_path.read_bytes()).hexdigest()
+
+
+class TestFetchInProcess:
+    def test_good_is_stored_and_shown(self, cli, pki, home):
+        ran = cli("fetch", pki.good.chain_path)
+        assert ran.exit_code == 0, ran.stderr
+        assert ran.stdout.startswith("good")
+        assert "mod_ssl-staple:" + cert_id_of(pki.good) in ran.stdout
+        entry = stored(home, cert_id_of(pki.good))
+        assert entry and entry.flag == 1 and entry.meta["cert_path"] == str(pki.good.chain_path)
+
+    def test_json_fields(self, cli, pki):
+        data = cli("fetch", pki.good.chain_path, "--json").json()
+        for key in ("cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "cache_key", "stored"):
+            assert key in data
+        assert data["cert_sha1"] == cert_id_of(pki.good)
+        assert data["serial"] == format(pki.good.cert.serial_number, "X")
+        assert data["status"] == "good" and data["stored"] is True
+        assert data["this_update"].endswith("Z") and "T" in data["next_update"]
+        assert data["cache_key"] == f"mod_ssl-staple:{data['cert_sha1']}"
+
+    def test_revoked_exits_1_and_is_stored(self, cli, pki, responder, home):
+        responder.script(pki.other, Behaviour(cert_status="revoked"))
+        ran = cli("fetch", pki.other.chain_path, "--json")
+        assert ran.exit_code == 1
+        assert ran.json()["status"] == "revoked"
+        assert stored(home, cert_id_of(pki.other))
+
+    def test_unknown_exits_1(self, cli, pki, responder):
+        responder.script(pki.good, Behaviour(cert_status="unknown"))
+        assert cli("fetch", pki.good.chain_path).exit_code == 1
+
+    def test_no_store(self, cli, pki, home):
+        ran = cli("fetch", pki.good.chain_path, "--no-store", "--json")
+        assert ran.exit_code == 0
+        assert ran.json()["stored"] is False
+        assert not stored(home, cert_id_of(pki.good))
+
+    def test_issuer_option_and_url_override(self, cli, pki, responder):
+        ran = cli("fetch", pki.no_aia.cert_path, "--issuer", pki.intermediate.cert_path, "--url", responder.url)
+        assert ran.exit_code == 0, ran.stderr
+        assert responder.requests_for(pki.no_aia) == 1
+
+    def test_global_cache_option_before_the_command(self, cli, pki, tmp_path):
+        db = tmp_path / "elsewhere.db"
+        assert cli("--cache", f"local:{db}", "fetch", pki.good.chain_path).exit_code == 0
+        with open_provider(f"local:{db}") as provider:
+            assert provider.get(cert_id_of(pki.good))
+
+    def test_memcached_in_httpd_layout(self, cli, pki, memcached):
+        uri = f"memcache://{memcached.host}:{memcached.port}"
+        ran = cli("fetch", pki.good.chain_path, "--cache", uri, "--out", pki.directory / "good.ocsp")
+        assert ran.exit_code == 0, ran.stderr
+        raw = Client(memcached.address).get(f"mod_ssl-staple:{cert_id_of(pki.good)}")
+        assert raw == b"\x01" + (pki.directory / "good.ocsp").read_bytes()
+
+    def test_memcached_pair_uses_apr_utils_server(self, cli, pki, memcached_pair):
+        uri = "memcache://" + ",".join(f"{s.host}:{s.port}" for s in memcached_pair)
+        for issued in (pki.good, pki.other, pki.rsa):
+            assert cli("fetch", issued.chain_path, "--cache", uri).exit_code == 0
+            key = f"mod_ssl-staple:{cert_id_of(issued)}"
+            chosen = memcached_pair[apr_server_index(key, 2)]
+            assert Client(chosen.address).get(key) is not None
+
+
+class TestOpenSSLInterop:
+    def test_fetch_from_openssl_and_openssl_verifies_our_out_file(self, cli, pki, tmp_path):
+        with OpenSSLResponder(pki, tmp_path / "ocsp", revoked=["other"]) as real:
+            out = tmp_path / "good.der"
+            ran = cli("fetch", pki.good.chain_path, "--url", real.url, "--out", out, "--json")
+            assert ran.exit_code == 0, ran.stderr
+            assert ran.json()["status"] == "good"
+            revoked = cli("fetch", pki.other.chain_path, "--url", real.url, "--json")
+            assert revoked.exit_code == 1 and revoked.json()["status"] == "revoked"
+        check = subprocess.run(
+            ["openssl", "ocsp", "-respin", str(out), "-issuer", str(pki.intermediate.cert_path),
+             "-CAfile", str(pki.bundle_path), "-cert", str(pki.good.cert_path)],
+            capture_output=True, text=True,
+        )
+        assert "Response verify OK" in check.stderr + check.stdout
+        assert f"{pki.good.cert_path}: good" in check.stdout
+
+
+class TestInstalledProgram:
+    def test_subprocess_fetch_local_store(self, staplectl, pki, home):
+        ran = staplectl("fetch", pki.good.chain_path, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        assert ran.json()["stored"] is True
+        assert stored(home, cert_id_of(pki.good))
+
+    def test_subprocess_fetch_from_openssl_into_memcached(self, staplectl, pki, memcached, tmp_path):
+        with OpenSSLResponder(pki, tmp_path / "ocsp") as real:
+            uri = f"memcache://{memcached.host}:{memcached.port}"
+            ran = staplectl("fetch", pki.must_staple.chain_path, "--url", real.url, "--cache", uri)
+        assert ran.exit_code == 0, ran.stderr
+        assert "must-staple" in ran.stdout
+        assert Client(memcached.address).get(f"mod_ssl-staple:{cert_id_of(pki.must_staple)}")[0] == 1
+
+    def test_subprocess_bad_input_has_no_traceback(self, staplectl, tmp_path):
+        ran = staplectl("fetch", tmp_path / "missing.pem")
+        assert ran.exit_code == 2
+        assert "missing.pem: no such file" in ran.stderr
+        assert "Traceback" not in ran.stderr
+
+
+# -- bad input and failures: message, exit code, and an unchanged cache -------
+
+
+def _junk(tmp_path):
+    path = tmp_path / "junk.pem"
+    path.write_text("not a certificate\n")
+    return path
+
+
+BAD_INPUT = [
+    # (id, args builder, exit code, message)
+    ("missing-file", lambda p, t, r: ["fetch", t / "nope.pem"], 2, "nope.pem: no such file"),
+    ("not-a-certificate", lambda p, t, r: ["fetch", _junk(t)], 2, "junk.pem: not a certificate"),
+    ("private-key", lambda p, t, r: ["fetch", p.good.key_path], 2, "not a certificate"),
+    ("no-issuer", lambda p, t, r: ["fetch", p.good.cert_path], 2, "issuer of CN=good"),
+    ("no-ocsp-url", lambda p, t, r: ["fetch", p.no_aia.chain_path], 2, "names no OCSP responder"),
+    ("bad-url-scheme", lambda p, t, r: ["fetch", p.good.chain_path, "--url", "ldap://x/"], 2, "'ldap' is not allowed"),
+    ("bad-cache-uri", lambda p, t, r: ["fetch", p.good.chain_path, "--cache", "mongo://x"], 2, "unknown scheme 'mongo'"),
+    ("bad-cache-port", lambda p, t, r: ["fetch", p.good.chain_path, "--cache", "memcache://127.0.0.1:http"], 2, "port 'http' is not a number"),
+    ("bad-timeout", lambda p, t, r: ["fetch", p.good.chain_path, "--timeout", "soon"], 2, "Invalid value for '--timeout'"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [b[1:] for b in BAD_INPUT], ids=[b[0] for b in BAD_INPUT])
+def test_bad_input(cli, pki, tmp_path, responder, args, code, message):
+    ran = cli(*args(pki, tmp_path, responder))
+    assert ran.exit_code == code
+    assert message in ran.stderr
+
+
+FAILURES = [
+    ("try-later", Behaviour(response_status="try_later"), "try_later"),
+    ("wrong-signer", Behaviour(signer="rogue"), "not issued by the certificate's issuer"),
+    ("bad-signature", Behaviour(corrupt_signature=True), "signature does not verify"),
+    ("wrong-certid", Behaviour(wrong_certid=True), "different certificate"),
+    ("expired", Behaviour(this_update_offset=-7200, next_update_offset=-3600), "has passed"),
+    ("http-500", Behaviour(http_status=500), "HTTP 500"),
+    ("garbage", Behaviour(body=b"garbage"), "not a DER OCSPResponse"),
+    ("hanging", Behaviour(hang=True), "no complete answer within 0.5 s"),
+]
+
+
+@pytest.mark.parametrize(("behaviour", "message"), [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES])
+def test_failure_exits_3_and_leaves_the_cache_unchanged(cli, pki, responder, home, behaviour, message):
+    assert cli("fetch", pki.good.chain_path).exit_code == 0
+    before = stored(home, cert_id_of(pki.good))
+    responder.script(pki.good, behaviour)
+    ran = cli("fetch", pki.good.chain_path, "--timeout", "0.5", "--json")
+    assert ran.exit_code == 3
+    assert message in ran.stderr
+    assert ran.json()["error"]["message"] in ran.stderr.replace("\n", " ") or ran.json()["error"]["reason"]
+    after = stored(home, cert_id_of(pki.good))
+    assert after.der == before.der and after.meta == before.meta
+
+
+def test_unreachable_cache_exits_3(cli, pki):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    ran = cli("fetch", pki.good.chain_path, "--cache", f"memcache://127.0.0.1:{port}?timeout=0.5")
+    assert ran.exit_code == 3
+    assert f"127.0.0.1:{port}" in ran.stderr
+
+
+def test_unwritable_out_is_bad_input(cli, pki, tmp_path):
+    ran = cli("fetch", pki.good.chain_path, "--out", tmp_path / "no" / "such" / "dir" / "x.der")
+    assert ran.exit_code == 2
+    assert "x.der: cannot write" in ran.stderr

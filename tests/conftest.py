@@ -1,0 +1,91 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ServerProcess, start_memcached, start_redis
+
+# -- real cache servers, one set per test session (see tests/servers.py) -----
+
+
+@pytest.fixture(scope="session")
+def memcached() -> Iterator[ServerProcess]:
+    server = start_memcached()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def memcached_pair() -> Iterator[list[ServerProcess]]:
+    """Two servers, for apr-util's choice of server per key."""
+    servers = [start_memcached()]
+    try:
+        servers.append(start_memcached())
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[ServerProcess]:
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_pair() -> Iterator[list[ServerProcess]]:
+    servers = [start_redis()]
+    try:
+        servers.append(start_redis())
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# -- a test PKI and the scripted responder its certificates point at ----------
+
+from tests.pki import PKI  # noqa: E402
+from tests.responder import Behaviour, ScriptedResponder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _responder_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedResponder]:
+    responder = ScriptedResponder()
+    responder.pki = PKI(tmp_path_factory.mktemp("pki"), responder.url)
+    responder.start()
+    yield responder
+    responder.stop()
+
+
+@pytest.fixture
+def responder(_responder_session: ScriptedResponder) -> Iterator[ScriptedResponder]:
+    """The in-process responder, back to answering `good` for everyone."""
+    _responder_session.reset()
+    yield _responder_session
+    _responder_session.reset()
+
+
+@pytest.fixture
+def pki(responder: ScriptedResponder) -> PKI:
+    assert responder.pki is not None
+    return responder.pki
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh $STAPLECTL_HOME, so the default local store is the test's own."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("STAPLECTL_HOME", str(path))
+    monkeypatch.delenv("STAPLECTL_CACHE", raising=False)
+    monkeypatch.delenv("STAPLECTL_CONFIG", raising=False)
+    return path
+
+
+__all__ = ["Behaviour"]

@@ -1,0 +1,478 @@
+"""Striped fetch locks, with real threads and real processes: no mocks.
+
+Threads and processes are synchronised with events, barriers and pipes;
+nothing here sleeps to wait for something to happen, and no assertion is
+about how long anything took.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine.errors import StapleError
+from engine.stripe_stats import STATS_FILE, StripeStatsError, process_alive, process_start
+from engine.stripes import (
+    StripeDirectoryError,
+    StripedLocks,
+    StripeTimeoutError,
+    read_stats,
+    stripe_of,
+)
+
+FORK = multiprocessing.get_context("fork")
+SPAWN = multiprocessing.get_context("spawn")
+#: an upper bound on waiting for another process; a healthy run takes milliseconds
+PATIENCE = 30.0
+
+
+def cache_id(n: int | str) -> str:
+    return hashlib.sha1(str(n).encode()).hexdigest()
+
+
+def same_stripe(locks: StripedLocks, count: int, start: int = 0) -> list[str]:
+    """``count`` cache ids that all map to one stripe."""
+    by_stripe: dict[int, list[str]] = {}
+    for n in range(start, start + 100_000):
+        ids = by_stripe.setdefault(locks.stripe_of(cache_id(n)), [])
+        ids.append(cache_id(n))
+        if len(ids) == count:
+            return ids
+    raise AssertionError("unreachable")
+
+
+def other_stripe(locks: StripedLocks, cert_id: str) -> str:
+    return next(cache_id(n) for n in range(1000) if locks.stripe_of(cache_id(n)) != locks.stripe_of(cert_id))
+
+
+def in_thread(fn) -> object:
+    """Run ``fn`` in another thread (one that holds nothing) and return or raise what it did."""
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append(("ok", fn()))
+        except BaseException as exc:  # handed back to the test
+            result.append(("raised", exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(PATIENCE)
+    kind, value = result[0]
+    if kind == "raised":
+        raise value
+    return value
+
+
+def try_hold(locks: StripedLocks, cert_id: str) -> str:
+    try:
+        with locks.hold(cert_id, timeout=0):
+            return "acquired"
+    except StripeTimeoutError:
+        return "timeout"
+
+
+@pytest.fixture
+def lock_dir(tmp_path: Path) -> Path:
+    return tmp_path / "locks"
+
+
+@pytest.fixture
+def locks(lock_dir: Path):
+    locks = StripedLocks(lock_dir)
+    yield locks
+    locks.close()
+
+
+# -- children (module level, so that spawned processes can import them) ------------
+
+
+def child_hold_until_told(directory: str, cert_id: str, held, release) -> None:
+    with StripedLocks(Path(directory)) as locks, locks.hold(cert_id):
+        held.set()
+        release.wait(PATIENCE)
+
+
+def child_hold_until_killed(directory: str, cert_id: str, held) -> None:
+    locks = StripedLocks(Path(directory))
+    with locks.hold(cert_id):
+        held.set()
+        threading.Event().wait()
+
+
+def child_read_stats(directory: str, conn) -> None:
+    conn.send([s.to_dict() for s in read_stats(Path(directory))])
+
+
+def child_try_inherited(locks: StripedLocks, held, cert_id: str, conn) -> None:
+    if held is not None:
+        held.__exit__(None, None, None)  # leaving, in the child, a `with` entered before the fork
+    conn.send(try_hold(locks, cert_id))
+
+
+def run_child(context, target, *args) -> None:
+    child = context.Process(target=target, args=args, daemon=True)
+    child.start()
+    child.join(PATIENCE)
+    assert child.exitcode == 0
+
+
+def stats_from_child(lock_dir: Path) -> list[dict]:
+    receive, send = SPAWN.Pipe(duplex=False)
+    run_child(SPAWN, child_read_stats, str(lock_dir), send)
+    return receive.recv()
+
+
+def wait_for_blocked_flock(path: Path, pid: int) -> None:
+    """Until /proc/locks shows ``pid`` blocked on the flock of ``path``."""
+    inode = os.stat(path).st_ino
+    for _ in range(1_000_000):
+        with open("/proc/locks") as handle:
+            for line in handle:
+                fields = line.split()
+                if "->" in fields and fields[fields.index("->") + 1] == "FLOCK":
+                    if int(fields[-4]) == pid and int(fields[-3].rsplit(":", 1)[1]) == inode:
+                        return
+        os.sched_yield()
+    raise AssertionError(f"pid {pid} never blocked on {path}")
+
+
+# -- the mapping ----------------------------------------------------------------------
+
+
+def test_a_cache_id_maps_by_its_first_32_bits_in_either_case(locks: StripedLocks) -> None:
+    for n in range(100):
+        cert_id = cache_id(n)
+        assert locks.stripe_of(cert_id) == int(cert_id[:8], 16) % 64
+        assert locks.stripe_of(cert_id.upper()) == locks.stripe_of(cert_id)
+        assert stripe_of(cert_id, 7) == int(cert_id[:8], 16) % 7
+
+
+def test_the_mapping_is_the_same_in_other_processes() -> None:
+    ids = [cache_id(n) for n in range(300)] + ["example.com", "not a cache id", "ünïcöde", "", "ABC"]
+    here = [stripe_of(i, n) for i in ids for n in (64, 7, 1)]
+    program = (
+        "import json, sys\n"
+        "from engine.stripes import stripe_of\n"
+        "ids = json.load(sys.stdin)\n"
+        "print(json.dumps([stripe_of(i, n) for i in ids for n in (64, 7, 1)]))\n"
+    )
+    for seed in ("1", "2"):  # str hashes differ between these: the mapping must not
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run(
+            [sys.executable, "-c", program], input=json.dumps(ids), env=env, capture_output=True, text=True, check=True
+        )
+        assert json.loads(out.stdout) == here
+
+
+@pytest.mark.parametrize("make_id", [cache_id, lambda n: f"host{n}.example.org"], ids=["cache ids", "other strings"])
+def test_certificates_spread_evenly_over_the_stripes(make_id) -> None:
+    counts = Counter(stripe_of(make_id(n), 64) for n in range(64_000))
+    assert sorted(counts) == list(range(64))
+    # 1000 expected per stripe, standard deviation about 31
+    assert 800 < min(counts.values()) <= max(counts.values()) < 1200
+
+
+# -- threads ----------------------------------------------------------------------
+
+
+def test_threads_exclude_each_other_on_one_stripe(locks: StripedLocks) -> None:
+    threads, rounds = 8, 200
+    ids = same_stripe(locks, threads)  # different certificates, one stripe
+    barrier = threading.Barrier(threads)
+    state = {"count": 0, "inside": 0, "overlaps": 0}
+
+    def work(cert_id: str) -> None:
+        barrier.wait()
+        for _ in range(rounds):
+            with locks.hold(cert_id):
+                state["inside"] += 1
+                if state["inside"] != 1:
+                    state["overlaps"] += 1
+                value = state["count"]
+                os.sched_yield()  # releases the GIL: invites another thread in
+                state["count"] = value + 1
+                state["inside"] -= 1
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in ids]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(PATIENCE)
+    assert state == {"count": threads * rounds, "inside": 0, "overlaps": 0}
+    figures = locks.stats()[locks.stripe_of(ids[0])]
+    assert figures.acquisitions == threads * rounds
+    assert 0 < figures.contended <= figures.acquisitions
+    assert figures.max_wait >= figures.total_wait / figures.acquisitions > 0
+
+
+def test_a_held_stripe_blocks_only_its_own_certificates(locks: StripedLocks) -> None:
+    first, neighbour = same_stripe(locks, 2)
+    elsewhere = other_stripe(locks, first)
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.hold(first):
+            held.set()
+            done.wait(PATIENCE)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(PATIENCE)
+        assert try_hold(locks, elsewhere) == "acquired"
+        with pytest.raises(StripeTimeoutError) as caught:
+            with locks.hold(neighbour, timeout=0):
+                pass
+        assert isinstance(caught.value, StapleError)
+        assert caught.value.reason == "lock_timeout"
+        assert caught.value.stripe == locks.stripe_of(first)
+        assert f"held by this process for certificate {first}" in str(caught.value)
+    finally:
+        done.set()
+        thread.join(PATIENCE)
+    assert try_hold(locks, neighbour) == "acquired"
+
+
+def test_a_thread_reenters_its_stripe_for_another_certificate(locks: StripedLocks, lock_dir: Path) -> None:
+    first, second = same_stripe(locks, 2)
+    stripe = locks.stripe_of(first)
+    with locks.hold(first) as outer:
+        with locks.hold(second, timeout=0) as inner:
+            assert (outer.reentered, inner.reentered) == (False, True)
+            assert inner.stripe == outer.stripe == stripe
+            # another object on the same directory is the same stripes in this process
+            with StripedLocks(lock_dir) as again, again.hold(second, timeout=0) as third:
+                assert third.reentered
+        assert locks.stats()[stripe].holder_cert_id == first
+        assert in_thread(lambda: try_hold(locks, second)) == "timeout"  # still ours
+    assert in_thread(lambda: try_hold(locks, second)) == "acquired"
+    figures = locks.stats()[stripe]
+    assert (figures.acquisitions, figures.reentries) == (2, 2)
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def test_two_processes_exclude_each_other(locks: StripedLocks, lock_dir: Path) -> None:
+    cert_id = cache_id("shared")
+    held, release = SPAWN.Event(), SPAWN.Event()
+    child = SPAWN.Process(target=child_hold_until_told, args=(str(lock_dir), cert_id, held, release), daemon=True)
+    child.start()
+    try:
+        assert held.wait(PATIENCE)
+        with pytest.raises(StripeTimeoutError) as caught:
+            with locks.hold(cert_id, timeout=0.2):
+                pass
+        assert f"held by pid {child.pid} for certificate {cert_id}" in str(caught.value)
+        figures = read_stats(lock_dir)[locks.stripe_of(cert_id)]
+        assert (figures.holder_cert_id, figures.holder_pid, figures.holder_alive) == (cert_id, child.pid, True)
+    finally:
+        release.set()
+        child.join(PATIENCE)
+    assert child.exitcode == 0
+    with locks.hold(cert_id, timeout=0) as hold:
+        assert not hold.contended
+    figures = locks.stats()[locks.stripe_of(cert_id)]
+    assert (figures.acquisitions, figures.contended) == (2, 0)  # a timed-out try is no acquisition
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs /proc/locks to see a blocked flock")
+def test_a_waiting_process_gets_the_stripe_when_its_holder_lets_go(locks: StripedLocks, lock_dir: Path) -> None:
+    cert_id = cache_id("waited for")
+    stripe = locks.stripe_of(cert_id)
+    held, release = SPAWN.Event(), SPAWN.Event()
+    child = SPAWN.Process(target=child_hold_until_told, args=(str(lock_dir), cert_id, held, release), daemon=True)
+    child.start()
+    got: list = []
+
+    def wait() -> None:
+        with locks.hold(cert_id) as hold:  # no timeout: sleeps in flock
+            got.append((hold.contended, hold.waited))
+
+    waiter = threading.Thread(target=wait)
+    try:
+        assert held.wait(PATIENCE)
+        waiter.start()
+        wait_for_blocked_flock(lock_dir / f"stripe-{stripe:04d}.lock", os.getpid())
+    finally:
+        release.set()
+        waiter.join(PATIENCE)
+        child.join(PATIENCE)
+    [(contended, waited)] = got
+    assert contended and waited > 0
+    figures = locks.stats()[stripe]
+    assert (figures.acquisitions, figures.contended) == (2, 1)
+    assert figures.max_wait >= waited and figures.max_wait >= figures.total_wait / 2
+
+
+def test_a_killed_holder_leaves_the_stripe_free(locks: StripedLocks, lock_dir: Path) -> None:
+    cert_id = cache_id("doomed")
+    stripe = locks.stripe_of(cert_id)
+    held = FORK.Event()
+    child = FORK.Process(target=child_hold_until_killed, args=(str(lock_dir), cert_id, held), daemon=True)
+    child.start()
+    try:
+        assert held.wait(PATIENCE)
+        assert read_stats(lock_dir)[stripe].holder_alive
+        os.kill(child.pid, signal.SIGKILL)
+        # dead but not reaped: a zombie holds no descriptors, so no flock
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        figures = read_stats(lock_dir)[stripe]
+        assert (figures.holder_cert_id, figures.holder_pid, figures.holder_alive) == (cert_id, child.pid, False)
+        with locks.hold(cert_id, timeout=0):
+            figures = read_stats(lock_dir)[stripe]
+            assert (figures.holder_pid, figures.holder_alive) == (os.getpid(), True)
+    finally:
+        child.kill()
+        child.join(PATIENCE)
+    figures = read_stats(lock_dir)[stripe]
+    assert (figures.holder_cert_id, figures.holder_pid, figures.holder_alive) == (None, None, False)
+    assert figures.acquisitions == 2
+
+
+def test_a_forked_child_does_not_share_its_parents_stripe(locks: StripedLocks) -> None:
+    cert_id = cache_id("forked")
+    with locks.hold(cert_id) as held:
+        for inherited in (held, None):  # the second child checks the first let nothing go
+            receive, send = FORK.Pipe(duplex=False)
+            run_child(FORK, child_try_inherited, locks, inherited, cert_id, send)
+            assert receive.recv() == "timeout"
+    receive, send = FORK.Pipe(duplex=False)
+    run_child(FORK, child_try_inherited, locks, None, cert_id, send)
+    assert receive.recv() == "acquired"
+
+
+def test_a_dead_or_reused_pid_is_not_alive() -> None:
+    me = os.getpid()
+    assert process_alive(me, process_start(me))
+    assert not process_alive(me, process_start(me) + 1)  # our pid, another process
+    child = FORK.Process(target=int)
+    child.start()
+    child.join(PATIENCE)
+    assert not process_alive(child.pid)
+    assert not process_alive(0)
+
+
+# -- the figures ----------------------------------------------------------------------
+
+
+def test_stats_record_holds_and_show_the_holder_to_other_processes(locks: StripedLocks, lock_dir: Path) -> None:
+    cert_id = cache_id("figures")
+    stripe = locks.stripe_of(cert_id)
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.hold(cert_id):
+            held.set()
+            done.wait(PATIENCE)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(PATIENCE)
+        seen = stats_from_child(lock_dir)[stripe]
+    finally:
+        done.set()
+        thread.join(PATIENCE)
+    assert seen["holder_cert_id"] == cert_id
+    assert (seen["holder_pid"], seen["holder_alive"]) == (os.getpid(), True)
+    assert seen["holder_since"].endswith("Z")
+    assert seen["acquisitions"] == 1
+
+    for _ in range(4):
+        with locks.hold(cert_id):
+            pass
+    figures = locks.stats()[stripe]
+    assert (figures.acquisitions, figures.contended, figures.reentries) == (5, 0, 0)
+    assert figures.total_hold > 0 and figures.max_hold >= figures.total_hold / 5
+    assert figures.total_wait > 0 and figures.max_wait >= figures.total_wait / 5
+    assert (figures.holder_cert_id, figures.holder_pid, figures.holder_since) == (None, None, None)
+    assert stats_from_child(lock_dir)[stripe] == figures.to_dict()
+    assert read_stats(lock_dir) == locks.stats()
+    untouched = locks.stats()[locks.stripe_of(other_stripe(locks, cert_id))]
+    assert (untouched.acquisitions, untouched.total_hold, untouched.holder_alive) == (0, 0.0, False)
+
+
+def test_stats_of_a_directory_never_used_are_empty(tmp_path: Path) -> None:
+    assert read_stats(tmp_path) == []
+    assert read_stats(tmp_path / "missing") == []
+
+
+def test_another_stripe_count_replaces_the_stats_file(lock_dir: Path) -> None:
+    with StripedLocks(lock_dir, stripes=64) as locks, locks.hold(cache_id(1)):
+        pass
+    with StripedLocks(lock_dir, stripes=16) as locks:
+        assert len(locks.stats()) == 16
+        assert all(figures.acquisitions == 0 for figures in read_stats(lock_dir))
+        assert len(read_stats(lock_dir)) == 16
+
+
+def test_a_foreign_stats_file_is_refused_by_readers_and_replaced_by_users(lock_dir: Path) -> None:
+    lock_dir.mkdir(mode=0o750)
+    (lock_dir / STATS_FILE).write_bytes(b"not ours" * 100)
+    with pytest.raises(StripeStatsError):
+        read_stats(lock_dir)
+    with StripedLocks(lock_dir, stripes=8):
+        assert len(read_stats(lock_dir)) == 8
+
+
+def test_one_process_uses_one_stripe_count_per_directory(locks: StripedLocks, lock_dir: Path) -> None:
+    with pytest.raises(ValueError, match="already open in this process with 64 stripes"):
+        StripedLocks(lock_dir, stripes=32)
+    for bad in (0, -1, 4097, 2.0, True):
+        with pytest.raises(ValueError):
+            StripedLocks(lock_dir, stripes=bad)
+
+
+# -- files and lifetime ---------------------------------------------------------------
+
+
+def test_files_are_never_world_writable(lock_dir: Path) -> None:
+    old = os.umask(0)  # the modes must not depend on the caller's umask
+    try:
+        with StripedLocks(lock_dir) as locks, locks.hold(cache_id(1)):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(lock_dir).st_mode) == 0o750
+    files = list(lock_dir.iterdir())
+    assert {f.name for f in files} == {STATS_FILE, f"stripe-{stripe_of(cache_id(1), 64):04d}.lock"}
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o640 for f in files)
+
+
+def test_a_world_writable_directory_is_refused(lock_dir: Path) -> None:
+    lock_dir.mkdir()
+    lock_dir.chmod(0o777)
+    with pytest.raises(StripeDirectoryError, match="writable by everyone"):
+        StripedLocks(lock_dir)
+
+
+def test_closing_while_a_stripe_is_held_is_refused(lock_dir: Path) -> None:
+    locks = StripedLocks(lock_dir)
+    with locks.hold(cache_id(1)):
+        with pytest.raises(RuntimeError, match="still held"):
+            locks.close()
+    locks.close()
+    with pytest.raises(ValueError, match="closed"):
+        locks.hold(cache_id(1))
+
+
+def test_the_engine_module_imports_no_front_end() -> None:
+    program = (
+        "import sys, engine.stripes\n"
+        "print(sorted({'staplectl', 'typer', 'rich', 'textual'} & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
