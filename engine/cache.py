@@ -16,6 +16,7 @@ Two jobs, nothing else:
 from __future__ import annotations
 
 import dbm
+import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -42,12 +43,17 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def redact(uri: str) -> str:
+    """The URI without its password (redis://:secret@host): messages get logged."""
+    return re.sub(r"^(\w+://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+
+
 class Cache:
     def __init__(self, provider: Provider, mutex: CacheMutex | None = None) -> None:
         self.provider = provider
         if provider.needs_mutex and mutex is None:
             if not provider.mutex_path:
-                raise ValueError(f"provider {provider.uri or provider!r} needs a mutex but names no lock file")
+                raise ValueError(f"provider {provider!r} needs a mutex but names no lock file")
             mutex = CacheMutex(provider.mutex_path)
         # A mutex handed in for a provider that does not need one is ignored:
         # taking it would only serialise callers for nothing.
@@ -73,7 +79,7 @@ class Cache:
         except StapleError:
             raise
         except STORE_ERRORS as exc:
-            name = self.provider.uri or type(self.provider).__name__
+            name = redact(self.provider.uri) or type(self.provider).__name__
             raise CacheUnavailableError(f"cache {name}: {action} failed: {exc}") from exc
 
     def get(self, cert_id: str) -> Entry | _NoEntry:
@@ -96,6 +102,9 @@ class Cache:
 
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
         self._call("set_meta", lambda: self.provider.set_meta(cert_id, meta, ttl))
+
+    def add_lease(self, cert_id: str, owner: str, ttl: int) -> bool:
+        return self._call("add_lease", lambda: self.provider.add_lease(cert_id, owner, ttl))
 
     def delete(self, cert_id: str) -> None:
         self._call("delete", lambda: self.provider.delete(cert_id))

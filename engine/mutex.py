@@ -12,7 +12,7 @@ process and the other processes on this host:
   CacheMutex for that path, so that two Cache objects on one dbm file in
   one process exclude each other through the same thread lock.
 - After a fork the child opens its own descriptor: an inherited one would
-  share the parent's flock.
+  share the parent's flock (see _forget_parent_locks).
 
 The mutex is never held across network I/O, so acquiring it blocks without
 a timeout.
@@ -58,27 +58,31 @@ class _LockFile:
 
 _registry_lock = threading.Lock()
 _registry: dict[str, _LockFile] = {}
-_registry_pid = os.getpid()
 
 
 def _lock_file(path: str) -> _LockFile:
-    global _registry_pid
+    key = os.path.abspath(path)
     with _registry_lock:
-        if _registry_pid != os.getpid():
-            # A forked child: the parent's descriptors and thread locks are
-            # not ours (a lock may even have been held by a thread that does
-            # not exist here). Closing our copy of a descriptor leaves the
-            # parent's flock alone: it goes with the parent's own copy.
-            for stale in _registry.values():
-                if stale.fd is not None:
-                    os.close(stale.fd)
-            _registry.clear()
-            _registry_pid = os.getpid()
-        key = os.path.abspath(path)
         lock_file = _registry.get(key)
         if lock_file is None:
             lock_file = _registry[key] = _LockFile(key)
         return lock_file
+
+
+def _forget_parent_locks() -> None:
+    # In a forked child the parent's thread locks are not ours (one may be
+    # held by a thread that does not exist here), nor are its descriptors.
+    # Closing our copy of a descriptor leaves the parent's flock alone: it
+    # goes with the parent's own copy.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for stale in _registry.values():
+        if stale.fd is not None:
+            os.close(stale.fd)
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_locks)
 
 
 class CacheMutex:

@@ -50,9 +50,11 @@ class ServerProcess:
 
 
 def find_binary(name: str, package: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
+    path = shutil.which(name)
     if path:
         return path
+    if os.access(f"/usr/bin/{name}", os.X_OK):  # PATH without /usr/bin
+        return f"/usr/bin/{name}"
     message = f"{name} is not installed: install the {package!r} package (apt-get install {package})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI=true requires it", pytrace=False)

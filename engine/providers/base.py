@@ -113,6 +113,15 @@ class Provider(ABC):
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
         """Store metadata alone; the staple, if any, is left as it is."""
 
+    def add_lease(self, cert_id: str, owner: str, ttl: int) -> bool:
+        """Atomically claim the refresh of a certificate for ``ttl`` seconds.
+
+        True when the claim is ours, False when another owner holds it. A
+        store that only one host uses needs no lease (the striped locks
+        already exclude every process there), so the default grants it.
+        """
+        return True
+
     @abstractmethod
     def delete(self, cert_id: str) -> None:
         """Remove the staple and its metadata. Deleting a miss is not an error."""

@@ -79,7 +79,9 @@ class DbmProvider(Provider):
             # Now, not on first use: the mutex's lock file goes here too.
             ensure_private_dir(self.path.parent)
         except OSError as exc:
-            raise CacheUnavailableError(f"dbm cache {self.path}: cannot create its directory: {exc}") from exc
+            raise CacheUnavailableError(
+                f"dbm cache {self.path}: cannot create its directory: {exc}"
+            ) from exc
 
     @property
     def mutex_path(self) -> str:

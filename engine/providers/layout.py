@@ -20,6 +20,8 @@ LEGACY_NAMESPACE = "mod_ssl-stapling"  # httpd 2.4.5 .. 2.4.43
 
 #: prefix of our own metadata keys; httpd never reads them
 META_PREFIX = "staplectl-meta:"
+#: prefix of the refresh leases instances sharing a cache take (stapler.py)
+LEASE_PREFIX = "staplectl-lease:"
 
 FLAG_VALID = 0x01
 FLAG_ERROR = 0x00
@@ -45,6 +47,11 @@ def meta_key(namespace: str, cert_id: str) -> str:
     # The namespace is part of the metadata key so that two namespaces on
     # one server (httpd before and after 2.4.44) keep their metadata apart.
     return f"{META_PREFIX}{namespace}:{cert_id}"
+
+
+def lease_key(namespace: str, cert_id: str) -> str:
+    """Who refreshes a certificate for every instance sharing the cache."""
+    return f"{LEASE_PREFIX}{namespace}:{cert_id}"
 
 
 def cert_id_from_key(namespace: str, key: str) -> str | None:

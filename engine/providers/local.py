@@ -147,10 +147,13 @@ class LocalProvider(Provider):
             try:
                 yield conn
                 self._maybe_purge(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # also after a failed COMMIT (disk full): the next BEGIN on
+                # this connection must not find a transaction still open
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def _maybe_purge(self, conn: sqlite3.Connection) -> None:
         now = self._clock.now()

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,7 +36,7 @@ from engine.providers.base import NO_ENTRY, Entry, Provider, _NoEntry
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, MEMCACHED_MAX_TTL, encode_value
 from engine.providers.sharded import Layout, dump_meta, server_label
 
-#: keys per "get" command: memcached reads long command lines in pieces
+#: keys per "get" command, so that one reply stays small next to the timeout
 _GET_CHUNK = 100
 
 
@@ -144,11 +144,12 @@ class MemcacheProvider(Provider):
                 if parsed and layout.server_of(key) == index:
                     cert_ids.add(parsed[0])
                     expiries[key] = expires_at
-        found = self.get_many(sorted(cert_ids))
-        return iter(
-            replace(entry, expires_at=expiries.get(layout.staple_key(cid) if entry.der else layout.meta_key(cid)))
-            for cid, entry in found.items()
-        )
+        entries = []
+        for cid, entry in self.get_many(sorted(cert_ids)).items():
+            # a metadata-only entry lives as long as its metadata key
+            key = layout.staple_key(cid) if entry.der else layout.meta_key(cid)
+            entries.append(replace(entry, expires_at=expiries.get(key)))
+        return iter(entries)
 
     def metadump(self, index: int) -> list[tuple[str, float | None]]:
         """Every key on one server with its expiry (None: never expires)."""
@@ -218,6 +219,12 @@ class MemcacheProvider(Provider):
         if ttl <= 0:
             return
         self._store(self._layout.meta_key(cert_id), dump_meta(meta), _expire(ttl))
+
+    def add_lease(self, cert_id: str, owner: str, ttl: int) -> bool:
+        key = self._layout.lease_key(cert_id)
+        with self._on(self._layout.server_of(key), "add") as client:
+            # memcached's add stores only when the key is absent: atomic
+            return bool(client.add(key, owner.encode(), expire=_expire(ttl), noreply=False))
 
     def delete(self, cert_id: str) -> None:
         for key in (self._layout.staple_key(cert_id), self._layout.meta_key(cert_id)):

@@ -179,6 +179,11 @@ class RedisProvider(Provider):
             return
         self._store(self._layout.meta_key(cert_id), dump_meta(meta), _ex(ttl))
 
+    def add_lease(self, cert_id: str, owner: str, ttl: int) -> bool:
+        key = self._layout.lease_key(cert_id)
+        with self._on(self._layout.server_of(key), "set") as client:
+            return bool(client.set(key, owner.encode(), nx=True, ex=_ex(ttl)))
+
     def delete(self, cert_id: str) -> None:
         for key in (self._layout.staple_key(cert_id), self._layout.meta_key(cert_id)):
             with self._on(self._layout.server_of(key), "delete") as client:

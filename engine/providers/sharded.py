@@ -25,6 +25,7 @@ from engine.providers.layout import (
     apr_server_index,
     cert_id_from_key,
     decode_value,
+    lease_key,
     meta_key,
     staple_key,
 )
@@ -49,6 +50,9 @@ class Layout:
 
     def meta_key(self, cert_id: str) -> str:
         return meta_key(self.namespace, cert_id)
+
+    def lease_key(self, cert_id: str) -> str:
+        return lease_key(self.namespace, cert_id)
 
     def server_of(self, key: str) -> int:
         return apr_server_index(key, self.server_count)

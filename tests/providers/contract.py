@@ -157,6 +157,13 @@ class ProviderContract:
         got = provider.get(cid)
         assert got and got.flag == FLAG_ERROR and got.der == der_for("tryLater")
 
+    def test_lease_is_exclusive_on_a_shared_store(self, provider: Provider) -> None:
+        cid = cert_id("lease")
+        assert provider.add_lease(cid, "host-a:1", 30)
+        # a store one host uses grants every lease: the stripes exclude there
+        assert provider.add_lease(cid, "host-b:2", 30) is (not provider.shared)
+        assert not [e for e in provider.entries() if e.cert_id == cid]  # leases are no entries
+
     def test_set_replaces_the_staple(self, provider: Provider) -> None:
         cid = cert_id(1)
         provider.set(cid, der_for("old"), 600, flag=FLAG_ERROR)

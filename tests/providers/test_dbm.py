@@ -31,9 +31,13 @@ class TestDbmProvider(ProviderContract):
         return f"dbm:{tmp_path / 'state' / 'staples'}"
 
     @pytest.fixture
-    def provider(self, uri: str) -> DbmProvider:
-        self._clock = FrozenClock(time.time())
-        return DbmProvider(Path(uri.removeprefix("dbm:")), clock=self._clock)
+    def clock(self) -> FrozenClock:
+        return FrozenClock(time.time())
+
+    @pytest.fixture
+    def provider(self, uri: str, clock: FrozenClock) -> DbmProvider:
+        self._clock = clock
+        return DbmProvider(Path(uri.removeprefix("dbm:")), clock=clock)
 
     def now(self) -> float:
         return self._clock.now()
@@ -46,6 +50,21 @@ def test_needs_the_mutex_and_names_its_lock_file(tmp_path: Path) -> None:
     provider = DbmProvider(tmp_path / "staples")
     assert provider.needs_mutex is True
     assert provider.mutex_path == str(tmp_path / "staples") + ".lock"
+
+
+def test_files_are_not_world_accessible(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        cache = Cache(DbmProvider(tmp_path / "state" / "staples"))
+        cache.set(cert_id(1), der_for("one"), 600)
+        cache.set(cert_id(2), der_for("two"), 600)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o750
+    files = list((tmp_path / "state").iterdir())
+    assert {f.name for f in files} >= {"staples.dat", "staples.dir", "staples.lock"}
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o640, f
 
 
 # -- the Cache wrapper takes the mutex around each call, and only then --------
@@ -223,6 +242,15 @@ def test_store_errors_become_cache_unavailable_naming_the_uri(tmp_path: Path, er
     with pytest.raises(CacheUnavailableError, match=str(tmp_path / "staples")) as info:
         cache.get(cert_id(1))
     assert info.value.__cause__ is error
+
+
+def test_the_cache_password_stays_out_of_error_messages(tmp_path: Path) -> None:
+    provider = Failing(tmp_path / "staples", OSError("refused"))
+    provider.uri = "redis://:s3cret@cache:6379/0"
+    with pytest.raises(CacheUnavailableError) as info:
+        Cache(provider).get(cert_id(1))
+    assert "s3cret" not in str(info.value)
+    assert "redis://:***@cache:6379/0" in str(info.value)
 
 
 def test_programming_errors_are_not_disguised(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ class TestLocalProvider(ProviderContract):
 
 
 def _rows(path: Path) -> list[str]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return [row[0] for row in conn.execute("SELECT cert_id FROM staples ORDER BY cert_id")]
 
 
@@ -159,7 +161,7 @@ def test_a_crash_mid_write_keeps_every_committed_entry(tmp_path: Path) -> None:
     writer.wait()
     assert writer.returncode == -signal.SIGKILL
 
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     with LocalProvider(path) as provider:
         found = provider.get_many(cert_id(n) for n in committed)
@@ -172,8 +174,6 @@ def test_a_crash_mid_write_keeps_every_committed_entry(tmp_path: Path) -> None:
 
 
 def test_threads_share_one_provider(tmp_path: Path) -> None:
-    import threading
-
     provider = LocalProvider(tmp_path / "staples.db")
     errors: list[BaseException] = []
 

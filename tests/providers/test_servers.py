@@ -22,7 +22,9 @@ def test_a_missing_server_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
         find_binary(MISSING, "some-package")
 
 
-@pytest.mark.parametrize(("running", "start"), [("memcached", start_memcached), ("redis_server", start_redis)])
+@pytest.mark.parametrize(
+    ("running", "start"), [("memcached", start_memcached), ("redis_server", start_redis)]
+)
 def test_a_taken_port_is_retried(monkeypatch: pytest.MonkeyPatch, request, running, start) -> None:
     # The first port offered is one a server of the session already listens on.
     taken = request.getfixturevalue(running).port

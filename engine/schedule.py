@@ -1,0 +1,268 @@
+"""The prefetch worker's schedule: when each certificate is next due, and
+which due certificate may run now. No threads, no clock, no I/O.
+
+Two parts:
+
+- Planning: pure functions from an outcome (an answer, a failure, a busy
+  stripe) to the next attempt, built on engine.freshness.
+- ``Schedule``: due times in a heap of (due, seq, cert_id) with lazy
+  deletion, O(log n) per operation for 100,000 certificates, and the
+  per-responder limit. A due certificate whose responder already has
+  ``per_responder`` fetches in flight is parked in that responder's queue
+  and stays there until one of them ends: the heap goes on to the next
+  due certificate. One hanging responder so holds at most
+  ``per_responder`` workers, and the certificates of every other responder
+  keep being renewed (HAProxy's single updater stalled them all, haproxy
+  #3498).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from engine.freshness import FreshnessPolicy, backoff, renew_at
+
+#: no attempt is planned sooner than this after the last: a policy with
+#: min_delay 0, or a staple about to lapse, must not spin a worker
+MIN_RETRY = 1.0
+
+
+# -- planning -------------------------------------------------------------------
+
+
+def after_answer(
+    this_update: float, next_update: float | None, now: float, policy: FreshnessPolicy, rand: float
+) -> float:
+    """After a current answer (good, revoked or unknown): renew it on time."""
+    return max(renew_at(this_update, next_update, now, policy, rand), now + MIN_RETRY)
+
+
+def after_wait(now: float, policy: FreshnessPolicy) -> float:
+    """After a busy stripe or another instance's lease: look again soon."""
+    return now + max(policy.min_delay, MIN_RETRY)
+
+
+def after_failure(
+    failures: int,
+    temporary: bool,
+    expires: float | None,
+    now: float,
+    policy: FreshnessPolicy,
+    rand: float,
+) -> float:
+    """After the ``failures``-th failure in a row.
+
+    Exponential backoff; a permanent failure (a 4xx, a response signed by
+    the wrong key) waits the cap, since asking again soon only hammers the
+    responder. ``expires`` is when the cached staple that is still usable
+    lapses: if the backoff would outlast it, try again halfway to that
+    moment instead, so the last good response gets its chances to be
+    renewed before it truly expires.
+    """
+    delay = backoff(failures, policy, rand) if temporary else policy.backoff_cap
+    if expires is not None and expires < now + delay:
+        delay = (expires - now) / 2
+    return now + max(delay, MIN_RETRY)
+
+
+def responder_key(url: str | None) -> str:
+    """What the per-responder limit counts by: scheme, host and port.
+
+    Two URLs on one host (``/ca1``, ``/ca2``) hang together when that host
+    hangs, so they share the limit.
+    """
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    if not parts.hostname:
+        return url
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}"
+
+
+# -- the schedule ---------------------------------------------------------------
+
+_QUEUED, _PARKED, _RUNNING = "queued", "parked", "running"
+
+
+@dataclass
+class _Entry:
+    cert_id: str
+    responder: str
+    due: float
+    seq: int
+    where: str = _QUEUED
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A certificate taken to run; handed back to ``done``."""
+
+    cert_id: str
+    responder: str
+    seq: int
+    due: float
+
+
+class Schedule:
+    """Due times and the per-responder limit. Not thread-safe: callers lock."""
+
+    def __init__(self, per_responder: int) -> None:
+        if per_responder < 1:
+            raise ValueError(f"per_responder must be 1 or more, not {per_responder}")
+        self.per_responder = per_responder
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._in_flight: dict[str, int] = {}
+        #: per responder, (seq, cert_id) of due certificates waiting for a slot
+        self._parked: dict[str, deque[tuple[int, str]]] = {}
+        #: taken out of _parked when a slot freed: due and, probably, runnable
+        self._ready: deque[tuple[int, str]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, cert_id: object) -> bool:
+        return cert_id in self._entries
+
+    @property
+    def running(self) -> int:
+        return sum(self._in_flight.values())
+
+    def in_flight(self, responder: str) -> int:
+        return self._in_flight.get(responder, 0)
+
+    def due_of(self, cert_id: str) -> float | None:
+        entry = self._entries.get(cert_id)
+        return entry.due if entry else None
+
+    def add(self, cert_id: str, responder: str, due: float) -> None:
+        """Schedule a certificate (again, replacing its due time if queued)."""
+        entry = self._entries.get(cert_id)
+        if entry is not None and entry.where == _RUNNING:
+            raise ValueError(f"{cert_id} is running; done() reschedules it")
+        self._entries[cert_id] = entry = _Entry(cert_id, responder, due, next(self._seq))
+        self._push(entry)
+
+    def set_responder(self, cert_id: str, responder: str) -> None:
+        """A reloaded certificate with another responder keeps its due time.
+
+        A running one is still counted against the responder it was taken
+        with (its Ticket's), until done().
+        """
+        self._entries[cert_id].responder = responder
+
+    def remove(self, cert_id: str) -> None:
+        # Its heap and parked items die lazily: their seq no longer matches.
+        self._entries.pop(cert_id, None)
+        if len(self._heap) > 2 * len(self._entries) + 1024:
+            self._compact()
+
+    def take(self, now: float) -> Ticket | None:
+        """A due certificate whose responder has room, marked running; else None."""
+        while self._ready:
+            entry = self._live(*self._ready.popleft(), _PARKED)
+            if entry is not None:
+                if self._has_room(entry):
+                    return self._start(entry)
+                self._park(entry)  # its responder changed on a reload, and that one is full
+        while self._heap and self._heap[0][0] <= now:
+            _, seq, cert_id = heapq.heappop(self._heap)
+            entry = self._live(seq, cert_id, _QUEUED)
+            if entry is None:
+                continue
+            if self._has_room(entry):
+                return self._start(entry)
+            self._park(entry)
+        return None
+
+    def done(self, ticket: Ticket, due: float | None) -> bool:
+        """A run has ended: free its slot and schedule the certificate at ``due``.
+
+        Returns False when the certificate was removed (or replaced) while it
+        ran: then nothing is scheduled, and its outcome concerns nobody.
+        """
+        left = self._in_flight[ticket.responder] - 1
+        if left:
+            self._in_flight[ticket.responder] = left
+        else:
+            del self._in_flight[ticket.responder]
+        self._unpark_one(ticket.responder)
+        entry = self._entries.get(ticket.cert_id)
+        if entry is None or entry.seq != ticket.seq or entry.where != _RUNNING:
+            return False
+        entry.where = _QUEUED
+        if due is not None:
+            entry.due = due
+        entry.seq = next(self._seq)
+        self._push(entry)
+        return True
+
+    def next_wakeup(self) -> float | None:
+        """When the next queued certificate falls due (parked ones wait for a slot, not a time)."""
+        while self._heap:
+            due, seq, cert_id = self._heap[0]
+            if self._live(seq, cert_id, _QUEUED) is not None:
+                return due
+            heapq.heappop(self._heap)
+        return None
+
+    def next_due(self) -> float | None:
+        """The earliest due time of any certificate waiting to run, parked or queued."""
+        dues = [self.next_wakeup()]
+        for waiting in (self._ready, *self._parked.values()):
+            dues += [e.due for e in (self._live(s, c, _PARKED) for s, c in waiting) if e is not None]
+        known = [due for due in dues if due is not None]
+        return min(known) if known else None
+
+    def items(self) -> list[tuple[str, float]]:
+        """(cert_id, due) of every certificate, earliest first; a running one shows the due time it was taken at."""
+        return sorted(((e.cert_id, e.due) for e in self._entries.values()), key=lambda item: (item[1], item[0]))
+
+    # -- inside ----------------------------------------------------------------
+
+    def _push(self, entry: _Entry) -> None:
+        heapq.heappush(self._heap, (entry.due, entry.seq, entry.cert_id))
+
+    def _live(self, seq: int, cert_id: str, where: str) -> _Entry | None:
+        entry = self._entries.get(cert_id)
+        if entry is None or entry.seq != seq or entry.where != where:
+            return None
+        return entry
+
+    def _has_room(self, entry: _Entry) -> bool:
+        return self._in_flight.get(entry.responder, 0) < self.per_responder
+
+    def _start(self, entry: _Entry) -> Ticket:
+        entry.where = _RUNNING
+        self._in_flight[entry.responder] = self._in_flight.get(entry.responder, 0) + 1
+        return Ticket(entry.cert_id, entry.responder, entry.seq, entry.due)
+
+    def _park(self, entry: _Entry) -> None:
+        entry.where = _PARKED
+        self._parked.setdefault(entry.responder, deque()).append((entry.seq, entry.cert_id))
+
+    def _unpark_one(self, responder: str) -> None:
+        waiting = self._parked.get(responder)
+        while waiting:
+            seq, cert_id = waiting.popleft()
+            if self._live(seq, cert_id, _PARKED) is not None:
+                self._ready.append((seq, cert_id))
+                break
+        if not waiting:
+            self._parked.pop(responder, None)
+
+    def _compact(self) -> None:
+        """Drop the heap items of removed certificates: a reload that removes
+        many would otherwise leave them until their due time comes."""
+        self._heap = [(e.due, e.seq, e.cert_id) for e in self._entries.values() if e.where == _QUEUED]
+        heapq.heapify(self._heap)

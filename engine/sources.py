@@ -1,0 +1,136 @@
+"""Where certificates come from: files, directories and globs.
+
+An operator names certificates the way their server configuration does: a
+chain file, a directory of them (``/etc/haproxy/certs``), or a glob
+(``/etc/letsencrypt/live/*/fullchain.pem``). A directory holds other things
+too (private keys, ``.ocsp`` staples, README files): only the usual
+certificate suffixes are read from it, and a file among those that holds no
+certificate (a key saved as ``.pem``) is reported, never fatal, so that one
+stray file does not keep 100,000 certificates from being renewed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from cryptography import x509
+
+from engine.certs import Leaf, load_leaf
+from engine.errors import InputError, StapleError
+
+#: what a directory is searched for (not recursively)
+CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der")
+_GLOB_CHARS = frozenset("*?[")
+
+
+class NoMatchError(InputError):
+    """A certificate spec that names no certificate file at all."""
+
+    reason = "no_match"
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    """One operator-given source: a file, a directory or a glob.
+
+    ``issuer`` and ``url`` apply to every certificate the pattern finds
+    (``--issuer`` and ``--url`` of the command line).
+    """
+
+    pattern: str
+    issuer: Path | None = None
+    url: str | None = None
+
+
+@dataclass
+class LoadResult:
+    leaves: list[Leaf] = field(default_factory=list)
+    #: (file, or the pattern when it matched nothing; the error saying why)
+    problems: list[tuple[Path | str, StapleError]] = field(default_factory=list)
+
+
+def _candidates(path: Path) -> list[Path]:
+    """A file is itself; a directory is its certificate files."""
+    if not path.is_dir():
+        return [path] if path.is_file() else []
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []  # reported as "matches no file" with the reason below
+    return [
+        path / name
+        for name in names
+        if name.lower().endswith(CERT_SUFFIXES) and (path / name).is_file()
+    ]
+
+
+def _why_nothing(spec: CertSpec) -> str:
+    path = Path(spec.pattern).expanduser()
+    if set(spec.pattern) & _GLOB_CHARS:
+        return f"{spec.pattern}: matches no file"
+    if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            return f"{spec.pattern}: matches no file (the directory cannot be read)"
+        suffixes = ", ".join(f"*{s}" for s in CERT_SUFFIXES)
+        return f"{spec.pattern}: matches no file (a directory with no {suffixes} file in it)"
+    return f"{spec.pattern}: matches no file (no such file or directory)"
+
+
+def _expand(specs: Iterable[CertSpec]) -> tuple[list[tuple[Path, CertSpec]], list[CertSpec]]:
+    """Every file with the first spec that found it (sorted), and the specs that found none."""
+    found: dict[Path, CertSpec] = {}
+    empty = []
+    for spec in specs:
+        pattern = os.path.expanduser(spec.pattern)
+        if set(pattern) & _GLOB_CHARS:
+            matches = [Path(m) for m in glob.glob(pattern)]
+        else:
+            matches = [Path(pattern)]
+        files = [f for m in matches for f in _candidates(m)]
+        if not files:
+            empty.append(spec)
+        for file in files:
+            # abspath, not resolve(): letsencrypt's live/ names are symlinks
+            # whose targets change at every renewal; the operator knows the
+            # name they gave.
+            found.setdefault(Path(os.path.abspath(file)), spec)
+    return sorted(found.items()), empty
+
+
+def expand(specs: Iterable[CertSpec]) -> list[Path]:
+    """The certificate files the specs name: absolute, de-duplicated, sorted."""
+    return [path for path, _ in _expand(specs)[0]]
+
+
+def load_all(specs: Iterable[CertSpec]) -> LoadResult:
+    """Load every leaf the specs name; what cannot be loaded becomes a problem.
+
+    A certificate found in two files is loaded once (from the first file in
+    sorted order). Issuers equal by DER are one shared object: with 100,000
+    leaves from one CA, one intermediate in memory instead of 100,000.
+    """
+    files, empty = _expand(specs)
+    result = LoadResult()
+    for spec in empty:
+        result.problems.append((spec.pattern, NoMatchError(_why_nothing(spec))))
+    # cryptography's certificates hash and compare by their DER
+    issuers: dict[x509.Certificate, x509.Certificate] = {}
+    seen: set[x509.Certificate] = set()
+    for path, spec in files:
+        try:
+            leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url)
+        except StapleError as error:
+            result.problems.append((path, error))
+            continue
+        if leaf.cert in seen:
+            continue
+        seen.add(leaf.cert)
+        shared = issuers.setdefault(leaf.issuer, leaf.issuer)
+        if shared is not leaf.issuer:
+            leaf = replace(leaf, issuer=shared)
+        result.leaves.append(leaf)
+    return result
