@@ -153,13 +153,18 @@ class Schedule:
         self._entries[cert_id] = entry = _Entry(cert_id, responder, due, next(self._seq))
         self._push(entry)
 
-    def set_responder(self, cert_id: str, responder: str) -> None:
-        """A reloaded certificate with another responder keeps its due time.
-
-        A running one is still counted against the responder it was taken
-        with (its Ticket's), until done().
+    def move(self, cert_id: str, responder: str, due: float) -> None:
+        """A reloaded certificate with another responder: due at ``due``, counted
+        against the new one. A running one is only relabelled: done() plans its
+        next run, and its slot stays with the responder it was taken for.
         """
-        self._entries[cert_id].responder = responder
+        entry = self._entries[cert_id]
+        entry.responder = responder
+        if entry.where != _RUNNING:
+            # Re-queued even when parked: it must not wait for a slot of a
+            # responder it no longer uses.
+            entry.where, entry.due, entry.seq = _QUEUED, due, next(self._seq)
+            self._push(entry)
 
     def remove(self, cert_id: str) -> None:
         # Its heap and parked items die lazily: their seq no longer matches.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from staplectl import __version__
+from staplectl.commands import config as config_command
 from staplectl.commands import fetch as fetch_command
 from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt
 
@@ -41,6 +42,7 @@ def main_options(
 
 
 app.command("fetch")(fetch_command.fetch)
+app.command("config")(config_command.config)
 
 
 def main() -> None:

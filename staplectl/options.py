@@ -15,6 +15,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from engine.errors import StapleError
+from staplectl.config import Config, load as load_config
 from staplectl.exitcodes import for_error
 from staplectl.terminal import Terminal
 
@@ -52,6 +53,13 @@ class Settings:
     config: Path | None = None
     verbose: int = 0
     quiet: bool = False
+
+    def load_config(self) -> Config:
+        """The effective configuration: the file, then ``--cache`` over it."""
+        config = load_config(self.config, explicit=self.config is not None)
+        if self.cache:
+            config.cache = self.cache
+        return config
 
 
 def settings(

@@ -66,7 +66,7 @@ def in_thread(fn) -> object:
         except BaseException as exc:  # handed back to the test
             result.append(("raised", exc))
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(PATIENCE)
     kind, value = result[0]
@@ -205,11 +205,12 @@ def test_threads_exclude_each_other_on_one_stripe(locks: StripedLocks) -> None:
                 state["count"] = value + 1
                 state["inside"] -= 1
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in ids]
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in ids]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(PATIENCE)
+    assert not any(worker.is_alive() for worker in workers)
     assert state == {"count": threads * rounds, "inside": 0, "overlaps": 0}
     figures = locks.stats()[locks.stripe_of(ids[0])]
     assert figures.acquisitions == threads * rounds
@@ -227,7 +228,7 @@ def test_a_held_stripe_blocks_only_its_own_certificates(locks: StripedLocks) -> 
             held.set()
             done.wait(PATIENCE)
 
-    thread = threading.Thread(target=holder)
+    thread = threading.Thread(target=holder, daemon=True)
     thread.start()
     try:
         assert held.wait(PATIENCE)
@@ -301,7 +302,7 @@ def test_a_waiting_process_gets_the_stripe_when_its_holder_lets_go(locks: Stripe
         with locks.hold(cert_id) as hold:  # no timeout: sleeps in flock
             got.append((hold.contended, hold.waited))
 
-    waiter = threading.Thread(target=wait)
+    waiter = threading.Thread(target=wait, daemon=True)
     try:
         assert held.wait(PATIENCE)
         waiter.start()
@@ -378,7 +379,7 @@ def test_stats_record_holds_and_show_the_holder_to_other_processes(locks: Stripe
             held.set()
             done.wait(PATIENCE)
 
-    thread = threading.Thread(target=holder)
+    thread = threading.Thread(target=holder, daemon=True)
     thread.start()
     try:
         assert held.wait(PATIENCE)

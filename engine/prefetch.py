@@ -1,0 +1,478 @@
+"""The prefetch worker (DESIGN.md 2.3): renew every staple before it lapses.
+
+One worker keeps up to 100,000 certificates fresh with a fixed number of
+threads: a dispatcher that sleeps on a condition until the earliest due
+time (or a wake-up), and ``concurrency`` workers that run one refresh each.
+No thread or timer per certificate, and no polling while nothing is due.
+Jobs go through ``Stapler.refresh``, so they take the certificate's stripe
+and look in the cache again: a staple the request path or another process
+just fetched is not fetched twice.
+
+When to run each certificate next is engine.schedule's business; this
+module runs jobs, keeps the per-certificate state (engine.state) that
+``inspect`` and the dashboard read, and reports every outcome as a
+WorkerEvent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from engine.certs import Leaf
+from engine.clock import SYSTEM_CLOCK, Clock, iso
+from engine.errors import StapleError
+from engine.freshness import expires_at
+from engine.schedule import Schedule, Ticket, after_answer, after_failure, after_wait, responder_key
+from engine.staple import Staple
+from engine.state import CertState, HistoryEntry, StateStore, StateStoreError
+from engine.stapler import Refresh, Stapler, owner_id
+from engine.stripes import StripeTimeoutError
+
+#: seconds between heartbeats of a started worker
+HEARTBEAT_INTERVAL = 10.0
+_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    #: refreshes in flight at once, all responders together
+    concurrency: int = 8
+    #: refreshes in flight at once for one responder (scheme, host, port)
+    per_responder: int = 2
+    #: how long stop() waits for running refreshes before leaving them
+    stop_grace: float = 3.0
+    #: how long a job waits for its stripe before it reports "busy"
+    lock_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.per_responder < 1:
+            raise ValueError("concurrency and per_responder must be 1 or more")
+        if self.stop_grace < 0 or self.lock_timeout < 0:
+            raise ValueError("stop_grace and lock_timeout must not be negative")
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """One outcome, for logs, metrics and the dashboard.
+
+    action: updated | fresh | leased | failed | busy (the stripe was held
+    elsewhere past lock_timeout) | added | removed. level: info | warning
+    (a failure with a usable staple still cached; a revoked or unknown
+    answer) | error (a failure with nothing usable left to serve).
+    """
+
+    when: float
+    level: str
+    cert_id: str
+    name: str
+    action: str
+    detail: str
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "when": iso(self.when)}
+
+
+class _Cert:
+    __slots__ = ("leaf", "state", "planned_from")
+
+    def __init__(self, leaf: Leaf, state: CertState) -> None:
+        self.leaf = leaf
+        self.state = state
+        #: thisUpdate of the staple the current due time was planned to
+        #: renew (see _refresh); None until a run found one
+        self.planned_from: float | None = None
+
+
+class _UnexpectedError(StapleError):
+    """A bug in a refresh: reported and retried like a failure, so one
+    certificate that trips it does not take a worker thread down."""
+
+    reason = "internal_error"
+    temporary = True
+
+
+def _responder_url(leaf: Leaf) -> str | None:
+    try:
+        return leaf.responder_url()
+    except StapleError:
+        return None  # its refresh fails with the reason, and is reported then
+
+
+class PrefetchWorker:
+    def __init__(
+        self,
+        stapler: Stapler,
+        *,
+        state: StateStore | None = None,
+        options: WorkerOptions = WorkerOptions(),
+        clock: Clock = SYSTEM_CLOCK,
+        rand: Callable[[], float] = random.random,
+        on_event: Callable[[WorkerEvent], None] = lambda event: None,
+    ) -> None:
+        self.stapler = stapler
+        self.policy = stapler.policy  # one policy: the stapler's "due" must agree with our schedule
+        self.state = state
+        self.options = options
+        self.clock = clock
+        self.rand = rand
+        self.on_event = on_event
+        self.worker_id = f"{owner_id()}/{next(_numbers)}"
+        self.started = clock.now()
+        self._lock = threading.Lock()
+        self._dispatch_cv = threading.Condition(self._lock)
+        self._work_cv = threading.Condition(self._lock)
+        # Held around every state write, so that a job ending for a
+        # certificate that load() just removed cannot write its row back.
+        self._state_lock = threading.Lock()
+        self._schedule = Schedule(options.per_responder)
+        self._certs: dict[str, _Cert] = {}
+        self._running = 0
+        self._handoff: deque[Ticket] = deque()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._loaded = False
+
+    # -- certificates -----------------------------------------------------------
+
+    def load(self, leaves: Iterable[Leaf]) -> tuple[int, int]:
+        """Make the schedule hold exactly these leaves; return (added, removed).
+
+        A reload without restart: a certificate already scheduled keeps its
+        due time and failure count (unless its responder changed: then it
+        is due now), new ones are due now, removed ones leave the schedule
+        and the state. The first load picks up the failure counts a
+        previous run left in the state, and drops rows it no longer needs.
+        """
+        now = self.clock.now()
+        incoming: dict[str, Leaf] = {}
+        for leaf in leaves:
+            incoming.setdefault(leaf.cert_id, leaf)
+        previous: dict[str, CertState] = {}
+        if not self._loaded and self.state is not None:
+            previous = {s.cert_id: s for s in self.state.all()}
+        rows: list[CertState] = []
+        events: list[WorkerEvent] = []
+        with self._state_lock:
+            with self._lock:
+                removed = [cert_id for cert_id in self._certs if cert_id not in incoming]
+                for cert_id in removed:
+                    cert = self._certs.pop(cert_id)
+                    self._schedule.remove(cert_id)
+                    events.append(WorkerEvent(now, "info", cert_id, cert.leaf.name, "removed", "left the schedule"))
+                added = 0
+                for cert_id, leaf in incoming.items():
+                    cert = self._certs.get(cert_id)
+                    if cert is None:
+                        row = self._add(cert_id, leaf, previous.get(cert_id), now)
+                        added += 1
+                        detail = f"due now; responder {row.responder or '(none)'}"
+                        events.append(WorkerEvent(now, "info", cert_id, leaf.name, "added", detail))
+                    else:
+                        row = self._update(cert, leaf, now)
+                    if row is not None:
+                        rows.append(row)
+                self._loaded = True
+                self._dispatch_cv.notify()
+            if self.state is not None:
+                self.state.remove([*removed, *(c for c in previous if c not in incoming)])
+                self.state.put_many(rows)
+        for event in events:
+            self._emit(event)
+        return added, len(removed)
+
+    def _add(self, cert_id: str, leaf: Leaf, before: CertState | None, now: float) -> CertState:
+        identity = {
+            "name": leaf.name,
+            "path": str(leaf.path) if leaf.path else None,
+            "responder": _responder_url(leaf),
+            "next_attempt": now,
+        }
+        state = replace(before, **identity) if before else CertState(cert_id, **identity)
+        self._certs[cert_id] = _Cert(leaf, state)
+        self._schedule.add(cert_id, responder_key(state.responder), now)
+        return state
+
+    def _update(self, cert: _Cert, leaf: Leaf, now: float) -> CertState | None:
+        """An unchanged certificate keeps its schedule; a changed name or responder is recorded."""
+        cert.leaf = leaf
+        old = cert.state
+        url = _responder_url(leaf)
+        path = str(leaf.path) if leaf.path else None
+        if (old.name, old.path, old.responder) == (leaf.name, path, url):
+            return None
+        cert.state = replace(old, name=leaf.name, path=path, responder=url)
+        if url != old.responder:
+            # A new responder (a --url added, a reissued AIA): try it now,
+            # not after the backoff the old one earned.
+            self._schedule.move(old.cert_id, responder_key(url), now)
+            cert.state = replace(cert.state, next_attempt=now)
+        return cert.state
+
+    # -- the schedule -------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            return self._schedule.next_due()
+
+    def schedule(self) -> list[tuple[str, float]]:
+        """(cert_id, due) of every certificate, earliest first."""
+        with self._lock:
+            return self._schedule.items()
+
+    def run_due(self) -> list[WorkerEvent]:
+        """Run every job due now to completion, within the limits; return their events.
+
+        For ``prefetch --once`` and tests with a FrozenClock. "Now" is read
+        once: a job rescheduled during the run is due later, so the run ends.
+        """
+        if self._threads:
+            raise RuntimeError("run_due() is for a worker that is not start()ed")
+        now = self.clock.now()
+        events: list[WorkerEvent] = []
+        pending: set[Future[WorkerEvent | None]] = set()
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="prefetch-once") as pool:
+            while True:
+                with self._lock:
+                    for ticket in self._take(now):
+                        pending.add(pool.submit(self._run, ticket))
+                if not pending:
+                    return events
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                events += [event for event in (f.result() for f in finished) if event is not None]
+
+    def _take(self, now: float) -> list[Ticket]:
+        """Take due jobs up to the concurrency limit (self._lock held)."""
+        taken = []
+        while self._running < self.options.concurrency:
+            ticket = self._schedule.take(now)
+            if ticket is None:
+                break
+            self._running += 1
+            taken.append(ticket)
+        return taken
+
+    # -- one job ------------------------------------------------------------------
+
+    def _run(self, ticket: Ticket) -> WorkerEvent | None:
+        with self._lock:
+            cert = self._certs.get(ticket.cert_id)
+            before = cert.state if cert else None
+        if cert is None or before is None:
+            self._finish(ticket, None, None, None)  # removed between take and now
+            return None
+        leaf = cert.leaf
+        started = self.clock.now()
+        try:
+            result = self._refresh(cert)
+        except StripeTimeoutError as error:
+            now = self.clock.now()
+            due = after_wait(now, self.policy)
+            detail = f"stripe {error.stripe} held elsewhere for {self.options.lock_timeout:g} s; look again at {iso(due)}"
+            event = WorkerEvent(now, "info", ticket.cert_id, leaf.name, "busy", detail, error.reason)
+            return self._finish(ticket, due, event, {"last_attempt": started, "next_attempt": due})
+        except StapleError as error:
+            return self._failed(ticket, leaf, before, started, error)
+        except Exception as exc:
+            error = _UnexpectedError(f"{leaf.name}: unexpected {type(exc).__name__} in refresh: {exc}")
+            traceback.print_exc()
+            return self._failed(ticket, leaf, before, started, error)
+        now = self.clock.now()
+        staple = result.staple
+        changes: dict[str, Any] = {
+            "status": staple.status, "this_update": staple.this_update, "next_update": staple.next_update,
+            "last_attempt": started,
+        }  # fmt: skip
+        level = "info" if staple.good else "warning"
+        until = f"nextUpdate {iso(staple.next_update)}" if staple.next_update else "no nextUpdate"
+        if result.action == "leased":
+            due = after_wait(now, self.policy)
+            detail = f"another instance holds the lease; {staple.status}, {until}; look again at {iso(due)}"
+        else:
+            due = after_answer(staple.this_update, staple.next_update, now, self.policy, self.rand())
+            cert.planned_from = staple.this_update  # only this job's thread touches it
+            changes.update(last_success=now, failures=0, last_error=None, last_reason=None)
+            what = "fetched" if result.action == "updated" else "cached staple still fresh"
+            detail = f"{staple.status} ({what}), thisUpdate {iso(staple.this_update)}, {until}; renew at {iso(due)}"
+        changes["next_attempt"] = due
+        event = WorkerEvent(now, level, ticket.cert_id, leaf.name, result.action, detail)
+        return self._finish(ticket, due, event, changes)
+
+    def _refresh(self, cert: _Cert) -> Refresh:
+        """Stapler.refresh, forced when our own renewal time has come.
+
+        The stapler calls a staple due at its renewal point; renew_at puts
+        our run earlier (jitter) or caps it (max_delay: a 7-day response is
+        looked at daily, so a revocation is noticed within a day). Then the
+        stapler answers "fresh", and unforced we would look again every
+        min_delay until the renewal point (some 38 idle runs per cycle
+        with the default policy), and max_delay would mean nothing. So
+        when the staple found is still the one this run was planned to
+        renew, nobody renewed it meanwhile, and we fetch. A newer one (the
+        request path or another process renewed it) is left alone.
+        """
+        leaf, timeout = cert.leaf, self.options.lock_timeout
+        result = self.stapler.refresh(leaf, lock_timeout=timeout)
+        planned = cert.planned_from
+        if result.action == "fresh" and planned is not None and result.staple.this_update <= planned:
+            result = self.stapler.refresh(leaf, force=True, lock_timeout=timeout)
+        return result
+
+    def _failed(
+        self, ticket: Ticket, leaf: Leaf, before: CertState, started: float, error: StapleError
+    ) -> WorkerEvent | None:
+        now = self.clock.now()
+        failures = before.failures + 1
+        # InputError (no responder URL, a bad one) has no `temporary`: a
+        # configuration problem is not fixed by asking again soon.
+        temporary = bool(getattr(error, "temporary", False))
+        usable = self._usable_cached(leaf, now)
+        expires = expires_at(usable.this_update, usable.next_update, self.policy) if usable else None
+        due = after_failure(failures, temporary, expires, now, self.policy, self.rand())
+        changes: dict[str, Any] = {
+            "failures": failures, "last_error": str(error), "last_reason": error.reason,
+            "last_attempt": started, "next_attempt": due,
+        }  # fmt: skip
+        kind = "temporary" if temporary else "permanent"
+        if usable is not None:
+            changes.update(status=usable.status, this_update=usable.this_update, next_update=usable.next_update)
+            left = f"the last good staple is served until {iso(expires)}"
+        else:
+            left = "no usable staple is cached"
+        detail = f"{error} ({kind}, failure {failures} in a row); {left}; retry at {iso(due)}"
+        level = "warning" if usable is not None else "error"
+        event = WorkerEvent(now, level, ticket.cert_id, leaf.name, "failed", detail, error.reason)
+        return self._finish(ticket, due, event, changes)
+
+    def _usable_cached(self, leaf: Leaf, now: float) -> Staple | None:
+        try:
+            staple = self.stapler.cached(leaf)
+        except StapleError:
+            return None  # the cache is down too: nothing we can count on
+        return staple if self.stapler.usable(staple, now) else None
+
+    def _finish(
+        self, ticket: Ticket, due: float | None, event: WorkerEvent | None, changes: dict[str, Any] | None
+    ) -> WorkerEvent | None:
+        """Reschedule, record the state and one history row, report."""
+        with self._state_lock:
+            with self._lock:
+                current = self._schedule.done(ticket, due)
+                self._running -= 1
+                self._dispatch_cv.notify()
+                cert = self._certs.get(ticket.cert_id) if current else None
+                if cert is not None and changes is not None:
+                    cert.state = replace(cert.state, **changes)
+                state = cert.state if cert is not None else None
+            if self._stopping or event is None:
+                return None  # stop() returned; whoever called it may have closed the store
+            if state is not None and self.state is not None:
+                try:
+                    self.state.put(state, HistoryEntry(event.when, event.action, event.detail))
+                except StateStoreError as error:
+                    event = replace(event, level="error", detail=f"{event.detail}; state not recorded: {error}")
+        self._emit(event)
+        return event
+
+    def _emit(self, event: WorkerEvent) -> None:
+        try:
+            self.on_event(event)
+        except Exception:
+            # A broken observer must not stop renewals.
+            traceback.print_exc()
+
+    # -- the background service ---------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._threads or self._stopping:
+                raise RuntimeError("a worker is started once")
+            self.started = self.clock.now()
+            self._threads = [threading.Thread(target=self._dispatch_loop, name="prefetch-dispatch", daemon=True)]
+            # Daemon threads: a fetch hanging in a socket must never keep the process from exiting.
+            self._threads += [
+                threading.Thread(target=self._work_loop, name=f"prefetch-{n}", daemon=True)
+                for n in range(self.options.concurrency)
+            ]
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        """Look at the schedule now (after a clock change, a load, a "refresh now")."""
+        with self._lock:
+            self._dispatch_cv.notify()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop dispatching and wait at most ``timeout`` (default stop_grace) for running jobs.
+
+        Returns True when every thread ended; False when some are still in a
+        fetch: they are daemon threads, left to end with their deadline or
+        the process, and record nothing more.
+        """
+        grace = self.options.stop_grace if timeout is None else timeout
+        end = time.monotonic() + grace
+        with self._lock:
+            self._stopping = True
+            self._dispatch_cv.notify_all()
+            self._work_cv.notify_all()
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        if self.state is not None and self._threads:
+            try:
+                self.state.forget_worker(self.worker_id)
+            except StateStoreError:
+                pass  # the heartbeat goes stale on its own
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def heartbeat(self) -> None:
+        if self.state is None:
+            return
+        with self._lock:
+            count = len(self._certs)
+        self.state.heartbeat(self.worker_id, os.getpid(), self.started, self.clock.now(), count)
+
+    def _dispatch_loop(self) -> None:
+        next_beat = 0.0
+        while True:
+            if time.monotonic() >= next_beat:
+                try:
+                    self.heartbeat()
+                except StateStoreError:
+                    pass  # every job's event reports a broken state store; a beat need not
+                next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+            with self._lock:
+                if self._stopping:
+                    return
+                now = self.clock.now()
+                for ticket in self._take(now):
+                    self._handoff.append(ticket)
+                    self._work_cv.notify()
+                # Wake for the next beat at the latest: also notices a wall clock that jumped.
+                timeout = next_beat - time.monotonic()
+                if self._running < self.options.concurrency:
+                    wakeup = self._schedule.next_wakeup()
+                    if wakeup is not None:
+                        timeout = min(timeout, wakeup - now)
+                # else a job ending notifies us
+                if timeout > 0:
+                    self._dispatch_cv.wait(timeout)
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._handoff and not self._stopping:
+                    self._work_cv.wait()
+                if self._stopping:
+                    return
+                ticket = self._handoff.popleft()
+            self._run(ticket)

@@ -1,0 +1,45 @@
+"""staplectl config: print the effective configuration."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.terminal import Terminal
+
+
+def config(
+    ctx: typer.Context,
+    json_output: JsonOpt = False,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Print the effective configuration: the file's values over the defaults.
+
+    Shows where the file came from (--config, $STAPLECTL_CONFIG, or the
+    default locations), and every option with the value in force.
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term, json_errors=json_output):
+        effective = opts.load_config().to_dict()
+    if json_output:
+        term.json(effective)
+        return
+    term.out.print(f"# configuration file: {escape(effective.pop('config_file') or '(none: defaults)')}")
+    for key in ("cache", "state"):
+        term.out.print(f'{key} = "{escape(effective.pop(key))}"')
+    certificates = effective.pop("certificates")
+    if certificates:
+        term.out.print("\n[dim]# certificates[/]")
+    for spec in certificates:
+        extra = "".join(f', {k} = "{v}"' for k, v in spec.items() if k != "pattern" and v)
+        term.out.print(escape(f'[[certificates]]\npath = "{spec["pattern"]}"{extra}'))
+    for section, values in effective.items():
+        term.out.print(f"\n\\[{section}]")
+        for key, value in values.items():
+            shown = str(value).lower() if isinstance(value, bool) else (f'"{value}"' if isinstance(value, str) else value)
+            term.out.print(escape(f"{key} = {shown}"))

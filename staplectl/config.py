@@ -1,0 +1,276 @@
+"""The configuration file (TOML) and the effective configuration.
+
+Every option has a default, so a file naming only certificates works:
+
+    certificates = ["/etc/ssl/private/www.pem", "/etc/ssl/sites/*.pem"]
+
+Where the file comes from: ``--config``, else ``$STAPLECTL_CONFIG``, else
+the first of ``$XDG_CONFIG_HOME/staplectl/config.toml`` (or
+``~/.config/...``) and ``/etc/staplectl/config.toml`` that exists, else
+none (the defaults). ``--cache`` on the command line wins over ``cache``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine.durations import format_duration, parse_duration
+from engine.errors import InputError
+from engine.freshness import FreshnessPolicy
+from engine.paths import state_dir
+from engine.providers import default_cache_uri
+from engine.sources import CertSpec
+from engine.stripes import DEFAULT_STRIPES
+from engine.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT
+from engine.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW
+
+
+class ConfigError(InputError):
+    reason = "bad_config"
+
+
+@dataclass
+class Locks:
+    stripes: int = DEFAULT_STRIPES
+    directory: Path | None = None  # default: <state dir>/locks
+
+    def path(self) -> Path:
+        return self.directory or state_dir() / "locks"
+
+
+@dataclass
+class Prefetch:
+    enabled: bool = True
+    renew_fraction: float = 0.5
+    min_delay: float = 60.0
+    max_delay: float = 86400.0
+    jitter: float = 0.1
+    backoff_base: float = 60.0
+    backoff_cap: float = 3600.0
+    backoff_jitter: float = 0.5
+    concurrency: int = 8
+    per_responder: int = 2
+
+
+@dataclass
+class Responder:
+    timeout: float = DEFAULT_TIMEOUT
+    max_size: int = DEFAULT_MAX_SIZE
+    skew: float = DEFAULT_SKEW
+    max_age: float = DEFAULT_MAX_AGE
+    nonce: bool = False
+    get: bool = False
+    check_not_after: bool = False
+
+
+@dataclass
+class Request:
+    budget: float = 2.0
+    lease: bool = False
+    lease_ttl: float = 30.0
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    cache: str | None = None
+    certificates: list[CertSpec] = field(default_factory=list)
+    locks: Locks = field(default_factory=Locks)
+    prefetch: Prefetch = field(default_factory=Prefetch)
+    responder: Responder = field(default_factory=Responder)
+    request: Request = field(default_factory=Request)
+    state: Path | None = None  # default: <state dir>/worker.db
+
+    @property
+    def cache_uri(self) -> str:
+        return self.cache or default_cache_uri()
+
+    def state_path(self) -> Path:
+        return self.state or state_dir() / "worker.db"
+
+    def policy(self) -> FreshnessPolicy:
+        p = self.prefetch
+        return FreshnessPolicy(
+            renew_fraction=p.renew_fraction,
+            min_delay=p.min_delay,
+            max_delay=p.max_delay,
+            jitter=p.jitter,
+            backoff_base=p.backoff_base,
+            backoff_cap=p.backoff_cap,
+            backoff_jitter=p.backoff_jitter,
+            skew=self.responder.skew,
+            max_age=self.responder.max_age,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective configuration, durations written as durations."""
+
+        def section(obj: Any) -> dict[str, Any]:
+            out = {}
+            for f in fields(obj):
+                value = getattr(obj, f.name)
+                if f.name in _DURATIONS.get(type(obj).__name__, ()):
+                    value = format_duration(value)
+                elif isinstance(value, Path):
+                    value = str(value)
+                out[f.name] = value
+            return out
+
+        return {
+            "config_file": str(self.path) if self.path else None,
+            "cache": self.cache_uri,
+            "state": str(self.state_path()),
+            "certificates": [
+                {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
+                for spec in self.certificates
+            ],
+            "locks": {**section(self.locks), "directory": str(self.locks.path())},
+            "prefetch": section(self.prefetch),
+            "responder": section(self.responder),
+            "request": section(self.request),
+        }
+
+
+_DURATIONS = {
+    "Prefetch": ("min_delay", "max_delay", "backoff_base", "backoff_cap"),
+    "Responder": ("timeout", "skew", "max_age"),
+    "Request": ("budget", "lease_ttl"),
+}
+_SECTIONS = {"locks": Locks, "prefetch": Prefetch, "responder": Responder, "request": Request}
+_TOP = {"cache", "certificates", "state", *_SECTIONS}
+
+
+def default_path() -> Path | None:
+    env = os.environ.get("STAPLECTL_CONFIG")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    candidates = [
+        (Path(xdg) if xdg else Path.home() / ".config") / "staplectl" / "config.toml",
+        Path("/etc/staplectl/config.toml"),
+    ]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def load(path: Path | None = None, *, explicit: bool = False) -> Config:
+    """Load a configuration file; with no file, the defaults.
+
+    ``explicit``: the path was named by the operator, so a missing file is
+    an error rather than "use the defaults".
+    """
+    if path is None:
+        path = default_path()
+        explicit = explicit or bool(os.environ.get("STAPLECTL_CONFIG"))
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
+    where = str(path) if path else "configuration"
+    unknown = set(data) - _TOP
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_TOP))})"
+        )
+    config = Config(path=path)
+    if "cache" in data:
+        config.cache = _typed(where, "cache", data["cache"], str)
+    if "state" in data:
+        config.state = Path(_typed(where, "state", data["state"], str)).expanduser()
+    config.certificates = _certificates(where, data.get("certificates", []), path)
+    for name, cls in _SECTIONS.items():
+        if name in data:
+            setattr(config, name, _section(where, name, data[name], cls))
+    try:
+        config.policy()
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [prefetch]: {exc}") from None
+    return config
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _typed(where: str, key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {key} = {value!r} should be {_KIND_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+def _section(where: str, name: str, table: Any, cls: type) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{name}] should be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {name}.{sorted(unknown)[0]} (known in [{name}]: {', '.join(known)})"
+        )
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        qualified = f"{name}.{key}"
+        if key in _DURATIONS.get(cls.__name__, ()):
+            try:
+                values[key] = parse_duration(value, f"{where}: {qualified}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        elif key == "directory":
+            values[key] = Path(_typed(where, qualified, value, str)).expanduser()
+        else:
+            kind = type(getattr(cls(), key))
+            values[key] = _typed(where, qualified, value, kind)
+            if kind in (int, float) and values[key] <= 0 and key not in ("jitter", "backoff_jitter"):
+                raise ConfigError(f"{where}: {qualified} = {value!r} must be positive")
+    return cls(**values)
+
+
+def _certificates(where: str, items: Any, path: Path | None) -> list[CertSpec]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: certificates should be a list of paths or tables")
+    base = path.parent if path else Path.cwd()
+
+    def resolve(text: str) -> str:
+        # relative paths are relative to the configuration file, not the cwd
+        expanded = os.path.expanduser(text)
+        return expanded if os.path.isabs(expanded) else str(base / expanded)
+
+    specs = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            specs.append(CertSpec(resolve(item)))
+            continue
+        if not isinstance(item, dict) or "path" not in item:
+            raise ConfigError(f"{where}: certificates[{index}] should be a path or a table with 'path'")
+        unknown = set(item) - {"path", "issuer", "url"}
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key certificates[{index}].{sorted(unknown)[0]} (known: path, issuer, url)"
+            )
+        issuer = item.get("issuer")
+        specs.append(
+            CertSpec(
+                resolve(_typed(where, f"certificates[{index}].path", item["path"], str)),
+                issuer=Path(resolve(issuer)) if issuer else None,
+                url=item.get("url"),
+            )
+        )
+    return specs

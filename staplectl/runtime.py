@@ -1,0 +1,35 @@
+"""Building the engine from the effective configuration, the same way for
+every command (and the dashboard)."""
+
+from __future__ import annotations
+
+from engine.cache import Cache
+from engine.fetch import FetchOptions
+from engine.providers import open_provider
+from engine.stapler import Stapler, StaplerOptions
+from engine.stripes import StripedLocks
+from engine.transport import TransportOptions
+from engine.validate import ValidationOptions
+from staplectl.config import Config
+
+
+def fetch_options(config: Config) -> FetchOptions:
+    r = config.responder
+    return FetchOptions(
+        transport=TransportOptions(timeout=r.timeout, max_size=r.max_size, use_get=r.get),
+        validation=ValidationOptions(skew=r.skew, max_age=r.max_age, check_not_after=r.check_not_after),
+        nonce=r.nonce,
+    )
+
+
+def open_stapler(config: Config) -> Stapler:
+    """The cache, the stripes and the request path, as configured."""
+    cache = Cache(open_provider(config.cache_uri))
+    locks = StripedLocks(config.locks.path(), config.locks.stripes)
+    options = StaplerOptions(
+        prefetch=config.prefetch.enabled,
+        request_budget=config.request.budget,
+        lease=config.request.lease,
+        lease_ttl=int(config.request.lease_ttl),
+    )
+    return Stapler(cache, locks, fetch_options=fetch_options(config), policy=config.policy(), options=options)

@@ -1,0 +1,509 @@
+"""The prefetch worker against the scripted responder and a real local store.
+
+Scheduling is tested with a FrozenClock and run_due(): nothing sleeps to let
+time pass. The threaded tests (start/stop, a hanging responder) wait on
+conditions with a generous deadline; no assertion is about how fast
+anything ran, except that stop() comes back within its grace period.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import pytest
+
+from engine.cache import Cache
+from engine.certs import Leaf, load_leaf
+from engine.clock import FrozenClock, iso
+from engine.fetch import FetchOptions
+from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
+from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
+from engine.providers import open_provider
+from engine.schedule import MIN_RETRY, Schedule, after_answer, after_failure, responder_key
+from engine.stapler import Stapler
+from engine.state import StateStore
+from engine.stripes import StripedLocks
+from engine.transport import TransportOptions
+from tests.responder import Behaviour, ScriptedResponder
+
+PATIENCE = 30.0
+SPAWN = multiprocessing.get_context("spawn")
+_names = itertools.count()
+
+
+@dataclass
+class Rig:
+    worker: PrefetchWorker
+    clock: FrozenClock
+    stapler: Stapler
+    state: StateStore
+    events: list[WorkerEvent]
+
+    @property
+    def policy(self) -> FreshnessPolicy:
+        return self.stapler.policy
+
+    def due(self, leaf: Leaf) -> float:
+        return dict(self.worker.schedule())[leaf.cert_id]
+
+    def run_at(self, when: float) -> list[WorkerEvent]:
+        self.clock.set(when)
+        return self.worker.run_due()
+
+    def close(self) -> None:
+        self.worker.stop(timeout=0)
+        self.state.close()
+        self.stapler.cache.close()
+        self.stapler.locks.close()
+
+
+@pytest.fixture
+def rig(tmp_path, responder):
+    made = []
+
+    def make(policy=DEFAULT_POLICY, rand=0.5, timeout=10.0, state_path=None, **options) -> Rig:
+        clock = FrozenClock(time.time())
+        fetch_options = FetchOptions(transport=TransportOptions(timeout=timeout))
+        cache = Cache(open_provider(f"local:{tmp_path / 's.db'}"))
+        stapler = Stapler(cache, StripedLocks(tmp_path / "locks"), fetch_options=fetch_options, policy=policy, clock=clock)
+        state = StateStore(state_path or tmp_path / "state" / "worker.db")
+        events: list[WorkerEvent] = []
+        worker = PrefetchWorker(
+            stapler, state=state, options=WorkerOptions(**options), clock=clock,
+            rand=lambda: rand, on_event=events.append,
+        )  # fmt: skip
+        made.append(Rig(worker, clock, stapler, state, events))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def new_leaf(pki, **kwargs) -> Leaf:
+    """A leaf of its own: the responder counts requests per serial for the whole session."""
+    return load_leaf(pki.leaf(f"prefetch-{next(_names)}", **kwargs).chain_path)
+
+
+def requests(responder, leaf: Leaf) -> int:
+    return responder.requests_for(leaf.serial)
+
+
+def by_cert(events: list[WorkerEvent]) -> dict[str, WorkerEvent]:
+    return {event.cert_id: event for event in events}
+
+
+def eventually(condition, what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {PATIENCE} s: {what}")
+        time.sleep(0.01)
+
+
+# -- scheduling, with a frozen clock ---------------------------------------------
+
+
+class TestRenewal:
+    def test_new_certificates_are_due_at_once_and_fetched(self, rig, pki, responder):
+        r = rig()
+        leaves = [new_leaf(pki), new_leaf(pki)]
+        assert r.worker.load(leaves) == (2, 0)
+        assert r.worker.schedule() == sorted((leaf.cert_id, r.clock.now()) for leaf in leaves)
+        assert r.worker.next_due() == r.clock.now()
+        assert [e.action for e in r.events] == ["added", "added"]
+        events = r.worker.run_due()
+        assert sorted(e.action for e in events) == ["updated", "updated"]
+        assert {e.level for e in events} == {"info"}
+        for leaf in leaves:
+            assert requests(responder, leaf) == 1
+            assert r.stapler.cached(leaf) is not None
+
+    def test_after_success_the_next_run_is_renew_at(self, rig, pki):
+        r = rig()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        now = r.clock.now()
+        r.worker.run_due()
+        staple = r.stapler.cached(leaf)
+        expected = renew_at(staple.this_update, staple.next_update, now, r.policy, 0.5)
+        assert r.due(leaf) == expected
+        assert r.worker.next_due() == expected
+        row = r.state.get(leaf.cert_id)
+        assert row.next_attempt == expected
+        assert (row.status, row.failures, row.this_update, row.last_success) == ("good", 0, staple.this_update, now)
+        assert [h.action for h in r.state.history(leaf.cert_id)] == ["updated"]
+
+    def test_nothing_runs_before_due_and_the_renewal_runs_at_due(self, rig, pki, responder):
+        r = rig()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        r.worker.run_due()
+        first = r.stapler.cached(leaf)
+        due = r.due(leaf)
+        assert r.run_at(due - 0.001) == []
+        assert requests(responder, leaf) == 1
+        (event,) = r.run_at(due)
+        # renew_at is jittered before the stapler's own renewal point: the
+        # worker renews anyway, since nobody renewed this staple meanwhile
+        assert event.action == "updated"
+        assert requests(responder, leaf) == 2
+        assert r.stapler.cached(leaf).der != first.der
+
+    def test_a_staple_renewed_elsewhere_is_not_fetched_again(self, rig, pki, responder):
+        r = rig()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        r.worker.run_due()
+        responder.script(leaf.serial, Behaviour(this_update_offset=-30))  # newer than the worker's
+        assert r.stapler.refresh(leaf, force=True).action == "updated"  # a one-shot `fetch`, say
+        newer = r.stapler.cached(leaf)
+        (event,) = r.run_at(r.due(leaf))
+        assert event.action == "fresh"
+        assert requests(responder, leaf) == 2
+        assert r.due(leaf) == renew_at(newer.this_update, newer.next_update, r.clock.now(), r.policy, 0.5)
+
+    def test_revoked_and_unknown_are_answers_scheduled_like_good(self, rig, pki, responder):
+        r = rig()
+        revoked, unknown = new_leaf(pki), new_leaf(pki)
+        responder.script(revoked.serial, Behaviour(cert_status="revoked"))
+        responder.script(unknown.serial, Behaviour(cert_status="unknown"))
+        r.worker.load([revoked, unknown])
+        now = r.clock.now()
+        events = by_cert(r.worker.run_due())
+        for leaf, status in ((revoked, "revoked"), (unknown, "unknown")):
+            event = events[leaf.cert_id]
+            assert (event.action, event.level) == ("updated", "warning")
+            assert status in event.detail
+            staple = r.stapler.cached(leaf)
+            assert r.due(leaf) == renew_at(staple.this_update, staple.next_update, now, r.policy, 0.5)
+            row = r.state.get(leaf.cert_id)
+            assert (row.status, row.failures) == (status, 0)
+
+
+class TestFailures:
+    def test_backoff_doubles_and_resets_after_success(self, rig, pki, responder):
+        r = rig()
+        base = r.policy.backoff_base
+        leaf = new_leaf(pki)
+        responder.script(leaf.serial, Behaviour(http_status=503))
+        r.worker.load([leaf])
+        due = r.clock.now()
+        for failures, expected in ((1, base), (2, 2 * base), (3, 4 * base)):
+            (event,) = r.run_at(due)
+            assert (event.action, event.level, event.reason) == ("failed", "error", "http_status")
+            assert "HTTP 503" in event.detail and "no usable staple" in event.detail
+            assert r.due(leaf) - due == expected == backoff(failures, r.policy, 0.5)
+            assert r.state.get(leaf.cert_id).failures == failures
+            due = r.due(leaf)
+        responder.script(leaf.serial, None)
+        (event,) = r.run_at(due)
+        assert event.action == "updated"
+        row = r.state.get(leaf.cert_id)
+        assert (row.failures, row.last_error, row.last_reason) == (0, None, None)
+        # the count starts again from one
+        responder.script(leaf.serial, Behaviour(http_status=503))
+        due = r.due(leaf)
+        (event,) = r.run_at(due)
+        assert (event.action, event.level) == ("failed", "warning")  # a good staple is still cached
+        assert r.due(leaf) - due == base
+
+    @pytest.mark.parametrize(
+        "behaviour", [Behaviour(signer="rogue"), Behaviour(http_status=404)], ids=["rogue-signer", "http-404"]
+    )
+    def test_a_permanent_failure_waits_the_cap(self, rig, pki, responder, behaviour):
+        r = rig()
+        leaf = new_leaf(pki)
+        responder.script(leaf.serial, behaviour)
+        r.worker.load([leaf])
+        now = r.clock.now()
+        (event,) = r.worker.run_due()
+        assert event.action == "failed" and "permanent" in event.detail
+        assert r.due(leaf) == now + r.policy.backoff_cap
+
+    def test_no_responder_url_is_permanent(self, rig, pki):
+        r = rig()
+        leaf = load_leaf(pki.no_aia.cert_path, issuer_path=pki.intermediate.cert_path)
+        r.worker.load([leaf])
+        now = r.clock.now()
+        (event,) = r.worker.run_due()
+        assert event.reason == "no_responder_url"
+        assert r.due(leaf) == now + r.policy.backoff_cap
+        assert r.state.get(leaf.cert_id).responder is None
+
+    def test_the_last_good_staple_is_kept_and_renewed_before_it_expires(self, rig, pki, responder):
+        r = rig(policy=FreshnessPolicy(backoff_base=600, backoff_cap=3600))
+        leaf = new_leaf(pki)
+        responder.script(leaf.serial, Behaviour(next_update_offset=600))
+        r.worker.load([leaf])
+        r.worker.run_due()
+        good = r.stapler.cached(leaf)
+        responder.script(leaf.serial, Behaviour(http_status=500))
+        due = r.due(leaf)
+        (event,) = r.run_at(due)
+        assert (event.action, event.level) == ("failed", "warning")
+        assert "served until" in event.detail
+        # a backoff of 600 s would outlast the staple: halfway to its expiry instead
+        assert good.next_update < due + 600
+        assert r.due(leaf) == due + (good.next_update - due) / 2
+        assert r.stapler.cached(leaf).der == good.der
+        lookup = r.stapler.staple(leaf)  # the request path still serves it
+        assert (lookup.source, lookup.staple.der) == ("cache", good.der)
+        row = r.state.get(leaf.cert_id)
+        assert (row.status, row.next_update, row.failures) == ("good", good.next_update, 1)
+        # past its expiry nothing usable is left: an error, and the cache is not touched
+        (event,) = r.run_at(good.next_update + 1)
+        assert (event.action, event.level) == ("failed", "error")
+        assert r.stapler.cached(leaf).der == good.der
+
+
+class TestBusy:
+    def test_a_stripe_held_elsewhere_is_busy_not_a_failure(self, rig, pki, tmp_path):
+        r = rig(lock_timeout=0.05)
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        held, release = threading.Event(), threading.Event()
+
+        def holder():
+            with StripedLocks(tmp_path / "locks") as locks, locks.hold(leaf.cert_id):
+                held.set()
+                release.wait(PATIENCE)
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        try:
+            assert held.wait(PATIENCE)
+            now = r.clock.now()
+            (event,) = r.worker.run_due()
+        finally:
+            release.set()
+            thread.join()
+        assert (event.action, event.level, event.reason) == ("busy", "info", "lock_timeout")
+        assert r.due(leaf) == now + r.policy.min_delay
+        assert r.state.get(leaf.cert_id).failures == 0
+
+
+class TestReload:
+    def test_reload_adds_and_removes_and_keeps_the_rest(self, rig, pki, responder):
+        r = rig()
+        a, b, c = new_leaf(pki), new_leaf(pki), new_leaf(pki)
+        r.worker.load([a, b])
+        r.worker.run_due()
+        due_b = r.due(b)
+        r.clock.advance(60)
+        r.events.clear()
+        assert r.worker.load([b, c]) == (1, 1)
+        assert dict(r.worker.schedule()) == {b.cert_id: due_b, c.cert_id: r.clock.now()}
+        assert sorted((e.action, e.cert_id) for e in r.events) == sorted([("added", c.cert_id), ("removed", a.cert_id)])
+        assert r.state.get(a.cert_id) is None
+        assert r.state.get(b.cert_id).last_success is not None
+        assert r.worker.load([b, c]) == (0, 0)  # the same set again changes nothing
+        (event,) = r.worker.run_due()
+        assert event.cert_id == c.cert_id
+        assert [requests(responder, leaf) for leaf in (a, b, c)] == [1, 1, 1]
+
+    def test_a_new_responder_is_tried_at_once(self, rig, pki, responder):
+        r = rig()
+        leaf = new_leaf(pki)
+        responder.script(leaf.serial, Behaviour(http_status=404))
+        r.worker.load([leaf])
+        r.worker.run_due()
+        assert r.due(leaf) == r.clock.now() + r.policy.backoff_cap
+        moved = replace(leaf, url_override=responder.url.replace("127.0.0.1", "localhost"))
+        assert r.worker.load([moved]) == (0, 0)
+        assert r.due(leaf) == r.clock.now()
+        assert r.state.get(leaf.cert_id).responder == moved.url_override
+
+    def test_a_restart_keeps_failure_counts_and_drops_stale_rows(self, rig, pki, responder, tmp_path):
+        first = rig()
+        leaf, gone = new_leaf(pki), new_leaf(pki)
+        responder.script(leaf.serial, Behaviour(http_status=503))
+        first.worker.load([leaf, gone])
+        first.worker.run_due()
+        first.run_at(first.due(leaf))
+        assert first.state.get(leaf.cert_id).failures == 2
+        second = rig(state_path=first.state.path)
+        second.clock.set(first.clock.now())
+        assert second.worker.load([leaf]) == (1, 0)
+        assert second.due(leaf) == second.clock.now()  # due at once, whatever the old backoff
+        assert second.state.get(gone.cert_id) is None
+        now = second.clock.now()
+        second.worker.run_due()
+        assert second.state.get(leaf.cert_id).failures == 3
+        assert second.due(leaf) == now + 4 * second.policy.backoff_base
+
+
+def _read_state(path, cert_id, results):
+    with StateStore(path) as store:
+        row = store.get(cert_id)
+        results.put((row.to_dict() if row else None, [h.to_dict() for h in store.history(cert_id)]))
+
+
+def test_state_rows_are_readable_from_another_process(rig, pki, responder):
+    r = rig()
+    leaf = new_leaf(pki)
+    responder.script(leaf.serial, Behaviour(http_status=503))
+    r.worker.load([leaf])
+    r.worker.run_due()
+    results = SPAWN.Queue()
+    reader = SPAWN.Process(target=_read_state, args=(r.state.path, leaf.cert_id, results))
+    reader.start()
+    row, history = results.get(timeout=PATIENCE)
+    reader.join(PATIENCE)
+    assert row["failures"] == 1
+    assert "HTTP 503" in row["last_error"] and row["last_reason"] == "http_status"
+    assert row["next_attempt"] == iso(r.due(leaf))
+    assert row["name"] == str(leaf.path) and row["responder"] == responder.url
+    assert [h["action"] for h in history] == ["failed"]
+
+
+# -- the background service, with real threads -----------------------------------
+
+
+@pytest.fixture
+def hanging(pki):
+    """A second responder that reads every request and never answers."""
+    other = ScriptedResponder(pki)
+    other.default = Behaviour(hang=True)
+    other.start()
+    yield other
+    other.stop()
+
+
+class TestService:
+    def test_a_hanging_responder_holds_at_most_per_responder_workers(self, rig, pki, responder, hanging):
+        # the transport timeout outlasts the test: a hung request stays in flight
+        r = rig(timeout=120.0, concurrency=4, per_responder=2, stop_grace=0.5)
+        stuck = [new_leaf(pki, ocsp_url=hanging.url) for _ in range(6)]
+        healthy = [new_leaf(pki) for _ in range(12)]
+        r.worker.load(stuck + healthy)
+        r.worker.start()
+        renewed = {leaf.cert_id for leaf in healthy}
+        try:
+            eventually(lambda: renewed <= {e.cert_id for e in r.events if e.action == "updated"}, "every healthy one renewed")
+        except AssertionError:
+            import sys
+            for e in r.events: print(e, file=sys.stderr)
+            print([requests(responder, leaf) for leaf in healthy], hanging.request_count, r.worker._schedule._in_flight, r.worker._running, r.worker._handoff, file=sys.stderr)
+            import threading, traceback
+            for t in threading.enumerate():
+                print(t.name, file=sys.stderr); traceback.print_stack(sys._current_frames()[t.ident], file=sys.stderr)
+            raise
+        eventually(lambda: hanging.request_count == 2, "two requests reach the hanging responder")
+        assert [requests(responder, leaf) for leaf in healthy] == [1] * len(healthy)
+        r.worker.wake()  # the four parked ones are due: they must still wait
+        assert r.worker.next_due() <= r.clock.now()
+        assert hanging.request_count == 2
+        assert all(r.stapler.cached(leaf) is not None for leaf in healthy)
+
+    def test_stop_returns_within_grace_while_a_fetch_hangs(self, rig, pki, hanging):
+        r = rig(timeout=120.0, stop_grace=0.5)
+        r.worker.load([new_leaf(pki, ocsp_url=hanging.url)])
+        r.worker.start()
+        eventually(lambda: hanging.request_count == 1, "the fetch reaches the responder")
+        began = time.monotonic()
+        assert r.worker.stop() is False  # one thread is still in its fetch
+        assert time.monotonic() - began < 0.5 + 2.0
+
+    def test_sleeps_until_due_and_wakes_when_told(self, rig, pki, responder):
+        r = rig()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        r.worker.start()
+        eventually(lambda: requests(responder, leaf) == 1, "the first fetch")
+        eventually(lambda: r.state.get(leaf.cert_id).last_success is not None, "its state")
+        assert [b.worker_id for b in r.state.workers()] == [r.worker.worker_id]
+        r.clock.set(r.due(leaf))
+        r.worker.wake()
+        eventually(lambda: requests(responder, leaf) == 2, "the renewal after wake()")
+        assert r.worker.stop() is True
+        assert r.state.workers() == []
+
+    def test_load_while_running_wakes_the_dispatcher(self, rig, pki, responder):
+        r = rig()
+        r.worker.start()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        eventually(lambda: requests(responder, leaf) == 1, "the new certificate fetched")
+        with pytest.raises(RuntimeError):
+            r.worker.run_due()
+
+
+# -- the schedule on its own -------------------------------------------------------
+
+
+class TestSchedule:
+    def test_due_order_and_nothing_early(self):
+        schedule = Schedule(per_responder=2)
+        schedule.add("b", "r1", 20.0)
+        schedule.add("a", "r2", 10.0)
+        assert schedule.take(9.9) is None
+        assert schedule.take(20.0).cert_id == "a"
+        assert schedule.take(20.0).cert_id == "b"
+        assert schedule.take(20.0) is None
+
+    def test_a_full_responder_parks_its_jobs_and_others_go_on(self):
+        schedule = Schedule(per_responder=2)
+        for n in range(4):
+            schedule.add(f"slow{n}", "slow", float(n))
+        schedule.add("fast", "fast", 10.0)
+        first, second = schedule.take(10.0), schedule.take(10.0)
+        assert (first.cert_id, second.cert_id) == ("slow0", "slow1")
+        assert schedule.take(10.0).cert_id == "fast"  # past the two parked ones
+        assert schedule.take(10.0) is None
+        assert schedule.in_flight("slow") == 2
+        assert schedule.next_wakeup() is None and schedule.next_due() == 2.0
+        assert schedule.done(first, 100.0)
+        assert schedule.take(10.0).cert_id == "slow2"  # a slot freed: the earliest parked
+        assert schedule.take(10.0) is None
+
+    def test_removed_jobs_vanish_even_when_parked_or_running(self):
+        schedule = Schedule(per_responder=1)
+        schedule.add("a", "r", 0.0)
+        schedule.add("b", "r", 0.0)
+        running = schedule.take(0.0)
+        assert schedule.take(0.0) is None  # b parked
+        schedule.remove("b")
+        schedule.remove(running.cert_id)
+        assert schedule.done(running, 50.0) is False
+        assert schedule.take(100.0) is None and len(schedule) == 0 and schedule.in_flight("r") == 0
+
+    def test_move_requeues_a_parked_job_on_its_new_responder(self):
+        schedule = Schedule(per_responder=1)
+        schedule.add("a", "r1", 0.0)
+        schedule.add("b", "r1", 0.0)
+        schedule.take(0.0)
+        assert schedule.take(0.0) is None
+        schedule.move("b", "r2", 5.0)
+        assert schedule.take(5.0).cert_id == "b"
+
+    def test_many_removals_compact_the_heap(self):
+        schedule = Schedule(per_responder=2)
+        for n in range(5000):
+            schedule.add(str(n), "r", float(n))
+        for n in range(4990):
+            schedule.remove(str(n))
+        assert len(schedule._heap) < 5000
+        assert [schedule.take(1e9).cert_id for _ in range(2)] == ["4990", "4991"]
+
+    def test_responder_key_is_the_origin(self):
+        assert responder_key("http://OCSP.example.test/ca1") == responder_key("http://ocsp.example.test:80/ca2")
+        assert responder_key("https://ocsp.example.test/") != responder_key("http://ocsp.example.test/")
+        assert responder_key(None) == ""
+
+    def test_plans_never_come_sooner_than_min_retry(self):
+        policy = FreshnessPolicy(min_delay=0)
+        assert after_answer(0.0, 10.0, 9.999, policy, 0.0) == 9.999 + MIN_RETRY
+        assert after_failure(1, True, 100.5, 100.0, policy, 0.5) == 100.0 + MIN_RETRY
+
+    def test_failure_plans(self):
+        policy = DEFAULT_POLICY
+        assert after_failure(3, True, None, 0.0, policy, 0.5) == 4 * policy.backoff_base
+        assert after_failure(1, False, None, 0.0, policy, 0.5) == policy.backoff_cap
+        expires = expires_at(0.0, 100.0, policy)
+        assert after_failure(1, True, expires, 60.0, policy, 0.5) == 60.0 + (100.0 - 60.0) / 2
+        assert after_failure(1, True, 1e6, 20.0, policy, 0.5) == 20.0 + policy.backoff_base
