@@ -200,7 +200,8 @@ class PrefetchWorker:
         }
         state = replace(before, **identity) if before else CertState(cert_id, **identity)
         self._certs[cert_id] = _Cert(leaf, state)
-        self._schedule.add(cert_id, responder_key(state.responder), now)
+        stripe = self.stapler.locks.stripe_of(cert_id)
+        self._schedule.add(cert_id, responder_key(state.responder), now, stripe)
         return state
 
     def _update(self, cert: _Cert, leaf: Leaf, now: float) -> CertState | None:

@@ -6,14 +6,20 @@ Two parts:
 - Planning: pure functions from an outcome (an answer, a failure, a busy
   stripe) to the next attempt, built on engine.freshness.
 - ``Schedule``: due times in a heap of (due, seq, cert_id) with lazy
-  deletion, O(log n) per operation for 100,000 certificates, and the
-  per-responder limit. A due certificate whose responder already has
-  ``per_responder`` fetches in flight is parked in that responder's queue
-  and stays there until one of them ends: the heap goes on to the next
-  due certificate. One hanging responder so holds at most
-  ``per_responder`` workers, and the certificates of every other responder
-  keep being renewed (HAProxy's single updater stalled them all, haproxy
-  #3498).
+  deletion, O(log n) per operation for 100,000 certificates, and two gates
+  a due certificate must pass to run:
+
+  - its responder has fewer than ``per_responder`` fetches in flight;
+  - no other job of ours holds its stripe. Two jobs of one stripe cannot
+    both fetch: the second would only sit in a thread waiting for the
+    first, which with a hanging responder means for the whole fetch
+    deadline.
+
+  A certificate stopped at a gate is parked behind it until a job holding
+  it ends, and the heap goes on to the next due certificate. One hanging
+  responder so holds at most ``per_responder`` workers, and the
+  certificates of every other responder keep being renewed (HAProxy's
+  single updater stalled them all, haproxy #3498).
 """
 
 from __future__ import annotations
@@ -91,12 +97,15 @@ def responder_key(url: str | None) -> str:
 # -- the schedule ---------------------------------------------------------------
 
 _QUEUED, _PARKED, _RUNNING = "queued", "parked", "running"
+#: a gate: ("responder", key) or ("stripe", number)
+Gate = tuple[str, object]
 
 
 @dataclass
 class _Entry:
     cert_id: str
     responder: str
+    stripe: int | None
     due: float
     seq: int
     where: str = _QUEUED
@@ -108,12 +117,13 @@ class Ticket:
 
     cert_id: str
     responder: str
+    stripe: int | None
     seq: int
     due: float
 
 
 class Schedule:
-    """Due times and the per-responder limit. Not thread-safe: callers lock."""
+    """Due times and the gates. Not thread-safe: callers lock."""
 
     def __init__(self, per_responder: int) -> None:
         if per_responder < 1:
@@ -123,9 +133,10 @@ class Schedule:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._in_flight: dict[str, int] = {}
-        #: per responder, (seq, cert_id) of due certificates waiting for a slot
-        self._parked: dict[str, deque[tuple[int, str]]] = {}
-        #: taken out of _parked when a slot freed: due and, probably, runnable
+        self._stripes: set[int] = set()  # held by a running job
+        #: per gate, (seq, cert_id) of due certificates waiting for it
+        self._parked: dict[Gate, deque[tuple[int, str]]] = {}
+        #: taken out of _parked when their gate opened: due and, probably, runnable
         self._ready: deque[tuple[int, str]] = deque()
 
     def __len__(self) -> int:
@@ -134,23 +145,14 @@ class Schedule:
     def __contains__(self, cert_id: object) -> bool:
         return cert_id in self._entries
 
-    @property
-    def running(self) -> int:
-        return sum(self._in_flight.values())
-
     def in_flight(self, responder: str) -> int:
         return self._in_flight.get(responder, 0)
 
-    def due_of(self, cert_id: str) -> float | None:
-        entry = self._entries.get(cert_id)
-        return entry.due if entry else None
-
-    def add(self, cert_id: str, responder: str, due: float) -> None:
-        """Schedule a certificate (again, replacing its due time if queued)."""
-        entry = self._entries.get(cert_id)
-        if entry is not None and entry.where == _RUNNING:
-            raise ValueError(f"{cert_id} is running; done() reschedules it")
-        self._entries[cert_id] = entry = _Entry(cert_id, responder, due, next(self._seq))
+    def add(self, cert_id: str, responder: str, due: float, stripe: int | None = None) -> None:
+        """Schedule a new certificate (None as stripe: no stripe gate)."""
+        if cert_id in self._entries:
+            raise ValueError(f"{cert_id} is scheduled already; move() changes it")
+        self._entries[cert_id] = entry = _Entry(cert_id, responder, stripe, due, next(self._seq))
         self._push(entry)
 
     def move(self, cert_id: str, responder: str, due: float) -> None:
@@ -161,8 +163,8 @@ class Schedule:
         entry = self._entries[cert_id]
         entry.responder = responder
         if entry.where != _RUNNING:
-            # Re-queued even when parked: it must not wait for a slot of a
-            # responder it no longer uses.
+            # Re-queued even when parked: it must not wait behind a gate
+            # of a responder it no longer uses.
             entry.where, entry.due, entry.seq = _QUEUED, due, next(self._seq)
             self._push(entry)
 
@@ -173,25 +175,24 @@ class Schedule:
             self._compact()
 
     def take(self, now: float) -> Ticket | None:
-        """A due certificate whose responder has room, marked running; else None."""
+        """A due certificate past both gates, marked running; else None."""
         while self._ready:
             entry = self._live(*self._ready.popleft(), _PARKED)
             if entry is not None:
-                if self._has_room(entry):
-                    return self._start(entry)
-                self._park(entry)  # its responder changed on a reload, and that one is full
+                ticket = self._try(entry, woken=True)
+                if ticket is not None:
+                    return ticket
         while self._heap and self._heap[0][0] <= now:
             _, seq, cert_id = heapq.heappop(self._heap)
             entry = self._live(seq, cert_id, _QUEUED)
-            if entry is None:
-                continue
-            if self._has_room(entry):
-                return self._start(entry)
-            self._park(entry)
+            if entry is not None:
+                ticket = self._try(entry, woken=False)
+                if ticket is not None:
+                    return ticket
         return None
 
     def done(self, ticket: Ticket, due: float | None) -> bool:
-        """A run has ended: free its slot and schedule the certificate at ``due``.
+        """A run has ended: open its gates and schedule the certificate at ``due``.
 
         Returns False when the certificate was removed (or replaced) while it
         ran: then nothing is scheduled, and its outcome concerns nobody.
@@ -201,7 +202,10 @@ class Schedule:
             self._in_flight[ticket.responder] = left
         else:
             del self._in_flight[ticket.responder]
-        self._unpark_one(ticket.responder)
+        self._unpark_one(("responder", ticket.responder))
+        if ticket.stripe is not None:
+            self._stripes.discard(ticket.stripe)
+            self._unpark_one(("stripe", ticket.stripe))
         entry = self._entries.get(ticket.cert_id)
         if entry is None or entry.seq != ticket.seq or entry.where != _RUNNING:
             return False
@@ -213,7 +217,7 @@ class Schedule:
         return True
 
     def next_wakeup(self) -> float | None:
-        """When the next queued certificate falls due (parked ones wait for a slot, not a time)."""
+        """When the next queued certificate falls due (parked ones wait for a gate, not a time)."""
         while self._heap:
             due, seq, cert_id = self._heap[0]
             if self._live(seq, cert_id, _QUEUED) is not None:
@@ -244,27 +248,42 @@ class Schedule:
             return None
         return entry
 
-    def _has_room(self, entry: _Entry) -> bool:
-        return self._in_flight.get(entry.responder, 0) < self.per_responder
+    def _try(self, entry: _Entry, woken: bool) -> Ticket | None:
+        """Start it if both gates are open, else park it behind the closed one."""
+        responder_gate: Gate = ("responder", entry.responder)
+        stripe_gate: Gate = ("stripe", entry.stripe)
+        responder_open = self._in_flight.get(entry.responder, 0) < self.per_responder
+        stripe_open = entry.stripe is None or entry.stripe not in self._stripes
+        if responder_open and stripe_open:
+            entry.where = _RUNNING
+            self._in_flight[entry.responder] = self._in_flight.get(entry.responder, 0) + 1
+            if entry.stripe is not None:
+                self._stripes.add(entry.stripe)
+            return Ticket(entry.cert_id, entry.responder, entry.stripe, entry.seq, entry.due)
+        self._park(entry, stripe_gate if responder_open else responder_gate)
+        if woken:
+            # It was woken when one of its gates opened, and leaves that
+            # opening unused: wake the next one waiting there instead, or
+            # that one would wait for a later opening that may not come.
+            if responder_open:
+                self._unpark_one(responder_gate)
+            elif stripe_open and entry.stripe is not None:
+                self._unpark_one(stripe_gate)
+        return None
 
-    def _start(self, entry: _Entry) -> Ticket:
-        entry.where = _RUNNING
-        self._in_flight[entry.responder] = self._in_flight.get(entry.responder, 0) + 1
-        return Ticket(entry.cert_id, entry.responder, entry.seq, entry.due)
-
-    def _park(self, entry: _Entry) -> None:
+    def _park(self, entry: _Entry, gate: Gate) -> None:
         entry.where = _PARKED
-        self._parked.setdefault(entry.responder, deque()).append((entry.seq, entry.cert_id))
+        self._parked.setdefault(gate, deque()).append((entry.seq, entry.cert_id))
 
-    def _unpark_one(self, responder: str) -> None:
-        waiting = self._parked.get(responder)
+    def _unpark_one(self, gate: Gate) -> None:
+        waiting = self._parked.get(gate)
         while waiting:
             seq, cert_id = waiting.popleft()
             if self._live(seq, cert_id, _PARKED) is not None:
                 self._ready.append((seq, cert_id))
                 break
         if not waiting:
-            self._parked.pop(responder, None)
+            self._parked.pop(gate, None)
 
     def _compact(self) -> None:
         """Drop the heap items of removed certificates: a reload that removes

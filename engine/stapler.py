@@ -69,6 +69,8 @@ class Refresh:
     #: updated | fresh (nothing to do) | leased (another instance refreshes)
     action: str
     previous: Staple | None = None
+    #: the TTL the staple was stored with; 0 when this refresh stored nothing
+    ttl: int = 0
 
 
 def owner_id() -> str:
@@ -185,9 +187,9 @@ class Stapler:
             transport = replace(options.transport, timeout=min(options.transport.timeout, left))
             options = replace(options, transport=transport)
         staple = fetch(leaf, options, self.clock)
-        store(self.cache, leaf, staple, self.clock.now(), self.policy)
+        ttl = store(self.cache, leaf, staple, self.clock.now(), self.policy)
         self._memo[(leaf.cert_id, staple.der)] = staple
-        return Refresh(staple, "updated", current)
+        return Refresh(staple, "updated", current, ttl)
 
     def _await_other_instance(self, leaf: Leaf, deadline: float | None) -> Staple | None:
         """Poll the shared cache while another instance holds the lease."""

@@ -249,12 +249,12 @@ class _ProcessStripes:
     def _timeout(self, held: Held) -> StripeTimeoutError:
         holder = self.stats.read(held.stripe)
         if holder.holder_pid is None:
-            by = "its holder just left"
+            by = "no holder recorded: it has just let go"
         else:
             whose = "this process" if holder.holder_pid == self.pid else f"pid {holder.holder_pid}"
             by = (
-                f"held by {whose} for certificate {holder.holder_cert_id} "
-                f"for {max(0.0, time.time() - (holder.holder_since or 0.0)):.3f} s"
+                f"held for {max(0.0, time.time() - (holder.holder_since or 0.0)):.3f} s "
+                f"by {whose} for certificate {holder.holder_cert_id}"
             )
         return StripeTimeoutError(
             f"stripe {held.stripe} of {self.directory} for certificate {held.cert_id} "

@@ -5,8 +5,14 @@ from __future__ import annotations
 import typer
 
 from staplectl import __version__
+from staplectl.commands import check as check_command
 from staplectl.commands import config as config_command
+from staplectl.commands import export as export_command
 from staplectl.commands import fetch as fetch_command
+from staplectl.commands import inspect as inspect_command
+from staplectl.commands import locks as locks_command
+from staplectl.commands import prefetch as prefetch_command
+from staplectl.commands import warm as warm_command
 from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt
 
 app = typer.Typer(
@@ -42,6 +48,12 @@ def main_options(
 
 
 app.command("fetch")(fetch_command.fetch)
+app.command("warm")(warm_command.warm)
+app.command("inspect")(inspect_command.inspect)
+app.command("prefetch")(prefetch_command.prefetch)
+app.command("check")(check_command.check)
+app.command("export")(export_command.export)
+app.command("locks")(locks_command.locks)
 app.command("config")(config_command.config)
 
 

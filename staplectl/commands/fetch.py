@@ -13,14 +13,13 @@ from engine.cache import Cache
 from engine.certs import Leaf, load_leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError
-from engine.fetch import FetchOptions, fetch as fetch_staple, store
-from engine.providers import open_provider
+from engine.fetch import fetch as fetch_staple
 from engine.providers.layout import DEFAULT_NAMESPACE, staple_key
 from engine.staple import GOOD, Staple
-from engine.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, TransportOptions, check_url
-from engine.validate import ValidationOptions
+from engine.transport import check_url
 from staplectl import fmt
 from staplectl.exitcodes import Exit
+from staplectl.runtime import fetch_options, open_stapler
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.terminal import Terminal
 
@@ -39,11 +38,13 @@ def fetch(
         Optional[Path], typer.Option("--out", metavar="FILE", help="Also write the response DER here (atomically).")
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", metavar="SECONDS", min=0.1, help="Total deadline for the responder: connect, send and read.")
-    ] = DEFAULT_TIMEOUT,
+        Optional[float],
+        typer.Option("--timeout", metavar="SECONDS", min=0.1, help="Total deadline for the responder: connect, send and read. [default: responder.timeout, 10 s]", show_default=False),
+    ] = None,
     max_size: Annotated[
-        int, typer.Option("--max-size", metavar="BYTES", min=512, help="Largest response accepted.")
-    ] = DEFAULT_MAX_SIZE,
+        Optional[int],
+        typer.Option("--max-size", metavar="BYTES", min=512, help="Largest response accepted. [default: responder.max_size, 65536]", show_default=False),
+    ] = None,
     nonce: Annotated[bool, typer.Option("--nonce", help="Send a nonce and require it back.")] = False,
     get: Annotated[bool, typer.Option("--get", help="Use an RFC 5019 GET when the request is small enough.")] = False,
     json_output: JsonOpt = False,
@@ -63,33 +64,38 @@ def fetch(
     with reporting(term, json_errors=json_output):
         if url is not None:
             check_url(url)
+        effective = opts.load_config()
+        responder = effective.responder
+        responder.timeout = timeout if timeout is not None else responder.timeout
+        responder.max_size = max_size if max_size is not None else responder.max_size
+        responder.nonce = nonce or responder.nonce
+        responder.get = get or responder.get
         leaf = load_leaf(cert, issuer_path=issuer, url_override=url)
-        responder = leaf.responder_url()
-        store_to = None if no_store else Cache(open_provider(opts.cache))
-        options = FetchOptions(
-            transport=TransportOptions(timeout=timeout, max_size=max_size, use_get=get),
-            validation=ValidationOptions(),
-            nonce=nonce,
-        )
-        term.debug(f"asking {responder} about serial {leaf.serial_hex} ({leaf.cert_id})")
-        staple = fetch_staple(leaf, options)
+        responder_url = leaf.responder_url()
+        term.debug(f"asking {responder_url} about serial {leaf.serial_hex} ({leaf.cert_id})")
+        stapler = None if no_store else open_stapler(effective)
+        try:
+            if stapler is None:
+                staple, ttl = fetch_staple(leaf, fetch_options(effective)), 0
+            else:
+                # the same path as every refresh: the certificate's stripe,
+                # so a concurrent prefetch service does not fetch it too
+                result = stapler.refresh(leaf, force=True, lock_timeout=responder.timeout)
+                staple, ttl = result.staple, result.ttl
+        finally:
+            if stapler is not None:
+                stapler.cache.close()
         now = SYSTEM_CLOCK.now()
-        stored = False
-        if store_to is not None:
-            try:
-                stored = store(store_to, leaf, staple, now) > 0
-            finally:
-                store_to.close()
         if out is not None:
             try:
                 write_atomic(out, staple.der)
             except OSError as exc:
                 raise InputError(f"{out}: cannot write the response: {exc.strerror}") from None
-        result = _result(leaf, staple, responder, store_to, stored, now)
+        result_data = _result(leaf, staple, responder_url, stapler.cache if stapler else None, ttl > 0, now)
         if json_output:
-            term.json(result)
+            term.json(result_data)
         else:
-            _show(term, leaf, staple, result, now)
+            _show(term, leaf, staple, result_data, now)
     raise typer.Exit(int(Exit.OK if staple.status == GOOD else Exit.NOT_GOOD))
 
 

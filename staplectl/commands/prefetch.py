@@ -1,0 +1,201 @@
+"""staplectl prefetch: the prefetch worker as a foreground service.
+
+Runs under systemd or in a container: one log line per event on stderr,
+SIGTERM and SIGINT stop it within seconds, SIGHUP reloads the
+configuration (a broken file keeps the old one running), ``--once`` renews
+what is due and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Annotated, Optional
+
+import typer
+
+from engine.clock import SYSTEM_CLOCK, iso
+from engine.errors import InputError, StapleError
+from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
+from engine.sources import load_all
+from engine.state import StateStore
+from staplectl.config import Config
+from staplectl.exitcodes import Exit
+from staplectl.metrics import Metrics, MetricsServer
+from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt, reporting, settings
+from staplectl.runtime import open_stapler
+from staplectl.terminal import Terminal
+
+#: how long stop() may wait for refreshes in flight: well inside systemd's
+#: TimeoutStopSec and the 5 s an operator expects
+STOP_GRACE = 3.0
+
+
+def prefetch(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Renew what is due now, then exit.")] = False,
+    metrics: Annotated[
+        Optional[str],
+        typer.Option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics at http://HOST:PORT/metrics."),
+    ] = None,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Keep every configured certificate's staple fresh, in the foreground.
+
+    Renews each response at a fraction of its validity (prefetch.renew_fraction),
+    backs off on failures, and keeps the last good response in the cache
+    until it truly expires. Logs one line per event to stderr. SIGHUP reloads
+    the certificate list from the configuration; SIGTERM or SIGINT stop it
+    within seconds. With --once: renew what is due and exit (0 all good,
+    1 revoked or unknown, 3 any failure).
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term):
+        address = _address(metrics) if metrics else None
+        effective = opts.load_config()
+        service = Service(opts, effective, term)
+        if once:
+            raise typer.Exit(int(service.run_once()))
+        service.run(address)
+
+
+def _settings(config: Config) -> dict:
+    data = config.to_dict()
+    data.pop("certificates")
+    data.pop("config_file")
+    return data
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--metrics {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9470")
+    return host.strip("[]"), int(port)
+
+
+class Service:
+    def __init__(self, opts: Settings, config: Config, term: Terminal) -> None:
+        self.opts = opts
+        self.config = config
+        self.term = term
+        self.state = StateStore(config.state_path())
+        self.stapler = open_stapler(config)
+        self.metrics = Metrics(self.state, config.locks.path(), SYSTEM_CLOCK)
+        self.worker = PrefetchWorker(
+            self.stapler,
+            state=self.state,
+            options=WorkerOptions(
+                concurrency=config.prefetch.concurrency,
+                per_responder=config.prefetch.per_responder,
+                stop_grace=STOP_GRACE,
+                lock_timeout=config.responder.timeout + 5,
+            ),
+            on_event=self.on_event,
+        )
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._load(config)
+
+    # -- logging ----------------------------------------------------------------
+
+    def log(self, level: str, what: str) -> None:
+        if self.opts.quiet and level == "info":
+            return
+        sys.stderr.write(f"{iso(SYSTEM_CLOCK.now())} {level.upper():<7} {what}\n")
+        sys.stderr.flush()
+
+    def on_event(self, event: WorkerEvent) -> None:
+        self.metrics.observe(event)
+        if event.action in ("fresh", "added") and not self.opts.verbose:
+            # nothing happened yet: a line per idle look, or per certificate
+            # of 100,000 at start, would drown the log (-v shows them)
+            return
+        reason = f" [{event.reason}]" if event.reason else ""
+        self.log(event.level, f"{event.name} {event.action}{reason}: {event.detail}")
+
+    # -- certificates -----------------------------------------------------------
+
+    def _load(self, config: Config) -> None:
+        if not config.certificates:
+            where = config.path or "the configuration"
+            raise InputError(
+                f"{where}: no certificates configured: add `certificates = [\"/path/*.pem\"]`"
+            )
+        loaded = load_all(config.certificates)
+        for source, problem in loaded.problems:
+            self.log("error", f"{source} skipped: {problem}")
+        if not loaded.leaves:
+            raise InputError(f"{config.path or 'configuration'}: none of the configured certificates could be loaded")
+        added, removed = self.worker.load(loaded.leaves)
+        self.log("info", f"loaded {len(loaded.leaves)} certificates ({added} added, {removed} removed)")
+
+    # -- modes ------------------------------------------------------------------
+
+    def run_once(self) -> Exit:
+        try:
+            events = self.worker.run_due()
+        finally:
+            self.close()
+        if any(e.action == "failed" for e in events):
+            return Exit.FAILED
+        if any(e.level == "warning" for e in events):
+            return Exit.NOT_GOOD
+        return Exit.OK
+
+    def run(self, address: tuple[str, int] | None) -> None:
+        server = None
+        if address:
+            try:
+                server = MetricsServer(*address, self.metrics.render)
+            except OSError as exc:
+                raise InputError(f"--metrics {address[0]}:{address[1]}: cannot listen: {exc.strerror}") from None
+            server.start()
+            host, port = server.address
+            self.log("info", f"metrics at http://{host}:{port}/metrics")
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.worker.start()
+        self.log("info", f"prefetch worker started (pid {os.getpid()}, cache {self.stapler.cache.uri})")
+        try:
+            while not self._stop.is_set():
+                # signal handlers only set events: the work happens here,
+                # outside the handler, where locks may be taken safely
+                self._stop.wait(0.5)
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+        finally:
+            self.log("info", "stopping")
+            clean = self.worker.stop()
+            if server:
+                server.stop()
+            self.close()
+            self.log("info", "stopped" if clean else "stopped; refreshes still in flight were abandoned")
+
+    def reload(self) -> None:
+        self.log("info", "SIGHUP: reloading the configuration")
+        try:
+            config = self.opts.load_config()
+            self._load(config)
+        except StapleError as error:
+            self.log("error", f"reload failed, keeping the running configuration: {error}")
+            return
+        if _settings(config) != _settings(self.config):
+            self.log(
+                "warning",
+                "only the certificate list is reloaded; the other changed settings "
+                "(cache, locks, prefetch, responder, request) take effect at the next start",
+            )
+        self.config = config
+        self.worker.wake()
+
+    def close(self) -> None:
+        self.stapler.cache.close()
+        self.state.close()

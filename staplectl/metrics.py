@@ -1,0 +1,134 @@
+"""Prometheus metrics for `staplectl prefetch --metrics HOST:PORT`.
+
+The text exposition format (version 0.0.4), written by hand: a dozen
+lines of formatting do not justify a client library. Per-certificate
+figures come from the worker's state store, counters from its events, and
+stripe figures from the shared stats file, so a scrape never takes a lock
+the request path needs.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.clock import Clock
+from engine.prefetch import WorkerEvent
+from engine.state import StateStore
+from engine.stripe_stats import read_stats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    def __init__(self, state: StateStore, locks_dir: Path, clock: Clock) -> None:
+        self.state = state
+        self.locks_dir = locks_dir
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._successes = 0
+        self._failures: Counter[str] = Counter()
+
+    def observe(self, event: WorkerEvent) -> None:
+        with self._lock:
+            if event.action == "updated":
+                self._successes += 1
+            elif event.action == "failed":
+                self._failures[event.reason or "unknown"] += 1
+
+    def render(self) -> str:
+        now = self.clock.now()
+        lines: list[str] = []
+
+        def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+        states = self.state.all()
+
+        def cert_labels(s) -> str:
+            return f'{{cert="{_label(s.name)}",cert_sha1="{s.cert_id}"}}'
+
+        family(
+            "staplectl_staple_seconds_until_next_update", "gauge",
+            "Seconds until the cached staple's nextUpdate (negative: expired).",
+            [(cert_labels(s), s.next_update - now) for s in states if s.next_update is not None],
+        )
+        family(
+            "staplectl_staple_seconds_until_refresh", "gauge",
+            "Seconds until the worker's next attempt for this certificate.",
+            [(cert_labels(s), s.next_attempt - now) for s in states if s.next_attempt is not None],
+        )
+        family(
+            "staplectl_staple_consecutive_failures", "gauge",
+            "Failed refreshes since the last success.",
+            [(cert_labels(s), s.failures) for s in states],
+        )
+        with self._lock:
+            successes = self._successes
+            failures = sorted(self._failures.items())
+        family(
+            "staplectl_fetch_success_total", "counter",
+            "Responses fetched, validated and stored.",
+            [("", successes)],
+        )
+        family(
+            "staplectl_fetch_failures_total", "counter",
+            "Failed refreshes, by reason.",
+            [(f'{{reason="{_label(k)}"}}', v) for k, v in failures],
+        )
+        stripes = [s for s in read_stats(self.locks_dir) if s.acquisitions]
+        family("staplectl_stripe_acquisitions_total", "counter", "Stripe lock acquisitions.",
+               [(f'{{stripe="{s.stripe}"}}', s.acquisitions) for s in stripes])
+        family("staplectl_stripe_contended_total", "counter", "Acquisitions that had to wait.",
+               [(f'{{stripe="{s.stripe}"}}', s.contended) for s in stripes])
+        family("staplectl_stripe_wait_seconds_total", "counter", "Total time spent waiting for the stripe.",
+               [(f'{{stripe="{s.stripe}"}}', s.total_wait) for s in stripes])
+        family("staplectl_stripe_wait_seconds_max", "gauge", "Longest wait for the stripe.",
+               [(f'{{stripe="{s.stripe}"}}', s.max_wait) for s in stripes])
+        family("staplectl_certificates", "gauge", "Certificates the worker keeps fresh.", [("", len(states))])
+        return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """Serves GET /metrics on a background thread until stop()."""
+
+    def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                body = render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # scrapes are not events worth a log line
+
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,161 @@
+"""staplectl prefetch: --once in-process, and the real service as a process:
+it renews, reloads on SIGHUP, serves metrics, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engine.certs import load_leaf
+from engine.providers import open_provider
+from tests.cli.conftest import staplectl_path
+from tests.responder import Behaviour
+from tests.servers import free_port
+
+
+def write_config(path: Path, certs: list[Path], extra: str = "") -> Path:
+    listed = ", ".join(f'"{c}"' for c in certs)
+    path.write_text(f"certificates = [{listed}]\n{extra}")
+    return path
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class TestOnce:
+    def test_once_renews_what_is_due_and_exits(self, cli, pki, responder, home, tmp_path):
+        config = write_config(tmp_path / "c.toml", [pki.good.chain_path, pki.other.chain_path])
+        ran = cli("prefetch", "--once", "--config", config)
+        assert ran.exit_code == 0, ran.stderr
+        assert responder.requests_for(pki.good) == 1 and responder.requests_for(pki.other) == 1
+        assert "updated" in ran.stderr
+        with open_provider(f"local:{home / 'staples.db'}") as provider:
+            assert provider.get(load_leaf(pki.good.chain_path).cert_id)
+
+    def test_once_reports_failures_with_exit_3(self, cli, pki, responder, tmp_path):
+        responder.script(pki.good, Behaviour(http_status=500))
+        config = write_config(tmp_path / "c.toml", [pki.good.chain_path])
+        ran = cli("prefetch", "--once", "--config", config)
+        assert ran.exit_code == 3
+        assert "ERROR" in ran.stderr and "HTTP 500" in ran.stderr and "retry at" in ran.stderr
+
+    def test_once_revoked_exits_1(self, cli, pki, responder, tmp_path):
+        responder.script(pki.other, Behaviour(cert_status="revoked"))
+        config = write_config(tmp_path / "c.toml", [pki.other.chain_path])
+        assert cli("prefetch", "--once", "--config", config).exit_code == 1
+
+    def test_no_certificates_is_bad_input(self, cli, tmp_path):
+        config = tmp_path / "empty.toml"
+        config.write_text("")
+        ran = cli("prefetch", "--once", "--config", config)
+        assert ran.exit_code == 2
+        assert "no certificates configured" in ran.stderr
+
+    def test_bad_metrics_address(self, cli, pki, tmp_path):
+        config = write_config(tmp_path / "c.toml", [pki.good.chain_path])
+        ran = cli("prefetch", "--metrics", "nowhere", "--config", config)
+        assert ran.exit_code == 2
+        assert "--metrics 'nowhere': expected HOST:PORT" in ran.stderr
+
+
+@pytest.fixture
+def service(tmp_path, home):
+    procs: list[subprocess.Popen] = []
+
+    def start(config: Path, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "NO_COLOR": "1", "STAPLECTL_HOME": str(home)}
+        log = open(tmp_path / f"prefetch-{len(procs)}.log", "w+")
+        proc = subprocess.Popen(
+            [staplectl_path(), "prefetch", "--config", str(config), *args],
+            stdout=subprocess.DEVNULL, stderr=log, env=env, text=True,
+        )
+        proc.log = log  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def log_of(proc) -> str:
+    proc.log.flush()
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def test_service_renews_reloads_serves_metrics_and_stops(service, pki, responder, tmp_path):
+    # 6-second responses and a 1 s minimum delay: renewals every few seconds
+    short = Behaviour(this_update_offset=0, next_update_offset=6)
+    first = pki.leaf("svc_first")
+    second = pki.leaf("svc_second")
+    responder.script(first, short)
+    port = free_port()
+    config = write_config(
+        tmp_path / "c.toml", [first.chain_path], '[prefetch]\nmin_delay = "1s"\njitter = 0\n'
+    )
+    proc = service(config, "--metrics", f"127.0.0.1:{port}")
+
+    # it renews: several fetches of one certificate, each before the last expired
+    wait_for(lambda: responder.requests_for(first) >= 3, 30, "three renewals")
+    assert proc.poll() is None
+
+    # metrics over HTTP
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    cert_id = load_leaf(first.chain_path).cert_id
+    assert f'staplectl_staple_seconds_until_next_update{{cert="{first.chain_path}",cert_sha1="{cert_id}"}}' in body
+    assert "staplectl_fetch_success_total" in body
+    assert "staplectl_stripe_acquisitions_total{stripe=" in body
+
+    # SIGHUP: a new certificate in the file is picked up without a restart
+    write_config(config, [first.chain_path, second.chain_path], '[prefetch]\nmin_delay = "1s"\njitter = 0\n')
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: responder.requests_for(second) >= 1, 20, "the reloaded certificate's fetch")
+    assert "reloading the configuration" in log_of(proc)
+    assert proc.poll() is None
+
+    # SIGTERM: a clean exit within 5 s
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    log = log_of(proc)
+    assert "stopped" in log and "Traceback" not in log
+
+
+def test_service_stops_promptly_while_a_fetch_hangs(service, pki, responder, tmp_path):
+    stuck = pki.leaf("svc_hanging")
+    responder.script(stuck, Behaviour(hang=True))
+    proc = service(write_config(tmp_path / "c.toml", [stuck.chain_path]))
+    wait_for(lambda: responder.requests_for(stuck) >= 1, 20, "the hanging fetch")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_reload_with_a_broken_file_keeps_running(service, pki, responder, tmp_path):
+    config = write_config(tmp_path / "c.toml", [pki.good.chain_path])
+    proc = service(config)
+    wait_for(lambda: responder.requests_for(pki.good) >= 1, 20, "the first fetch")
+    config.write_text("certificates = [\n")  # not TOML
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed, keeping the running configuration" in log_of(proc), 10, "the reload error")
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+
