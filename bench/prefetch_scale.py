@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary directory, removed)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="prefetch-scale-"))
-    if args.workdir and any(workdir.iterdir()) if workdir.exists() else False:
+    if args.workdir and workdir.exists() and any(workdir.iterdir()):
         raise SystemExit(f"{workdir} is not empty")
     try:
         figures = run(args.count, args.idle, workdir)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -81,6 +82,11 @@ class RefreshMutexStapler(GlobalMutexStapler):
             if self.usable(current, self.clock.now()):
                 return Lookup(current, "cache")
             return self._fetch_and_store(leaf)
+
+
+def _serve(responder: ScriptedResponder) -> None:
+    responder.start()
+    threading.Event().wait()
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -175,7 +181,6 @@ def main() -> None:
     responder = ScriptedResponder()
     pki = PKI(work / "pki", responder.url)
     responder.pki = pki
-    responder.start()
     cached_leaves = [load_leaf(pki.leaf(f"cached{i}").chain_path) for i in range(args.cached)]
     hanging_issued = [pki.leaf(f"hanging{i}") for i in range(args.hanging)]
     for issued in hanging_issued:
@@ -188,6 +193,10 @@ def main() -> None:
         leaf = load_leaf(pki.leaf(f"cold{len(pki.leaves)}").chain_path)
         if stripe_of(leaf.cert_id, DEFAULT_STRIPES) not in hanging_stripes:
             cold_leaves.append(leaf)
+    # The responder runs in its own process, as a real one is on another
+    # host: in this one it would compete for the GIL with the lookups.
+    responder_process = multiprocessing.get_context("fork").Process(target=_serve, args=(responder,), daemon=True)
+    responder_process.start()
     fetch_options = FetchOptions(transport=TransportOptions(timeout=args.timeout))
 
     memcached = start_memcached() if "memcache" in args.stores else None
@@ -229,7 +238,8 @@ def main() -> None:
                 results.append({"store": store_name, "design": key, "label": label, **figures})
                 print(f"  measured {store_name} ({key}) {label}", file=sys.stderr)
     finally:
-        responder.stop()
+        responder_process.terminate()
+        responder_process.join(5)
         if memcached:
             memcached.stop()
 

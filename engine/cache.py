@@ -18,12 +18,10 @@ from __future__ import annotations
 import dbm
 import re
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
-
-from pymemcache.exceptions import MemcacheError
-from redis.exceptions import RedisError
 
 from engine.errors import CacheUnavailableError, StapleError
 from engine.mutex import CacheMutex
@@ -33,14 +31,27 @@ from engine.providers.layout import FLAG_VALID
 T = TypeVar("T")
 
 #: what a store may raise when it is down, full, corrupt or unreachable
+#: (pymemcache's and redis's own errors are added by store_errors())
 STORE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     EOFError,
     sqlite3.Error,
-    MemcacheError,
-    RedisError,
     *dbm.error,
 )
+#: (module, class) of the client libraries' base errors
+_CLIENT_ERRORS = (("pymemcache.exceptions", "MemcacheError"), ("redis.exceptions", "RedisError"))
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """STORE_ERRORS and the client libraries' errors, if they are loaded.
+
+    Not imported here: redis alone costs every command ~70 ms of startup,
+    and a library that raised must have been imported by its provider.
+    """
+    loaded = tuple(
+        getattr(sys.modules[module], name) for module, name in _CLIENT_ERRORS if module in sys.modules
+    )
+    return STORE_ERRORS + loaded
 
 
 def redact(uri: str) -> str:
@@ -78,7 +89,9 @@ class Cache:
                 return fn()
         except StapleError:
             raise
-        except STORE_ERRORS as exc:
+        except Exception as exc:
+            if not isinstance(exc, store_errors()):
+                raise
             name = redact(self.provider.uri) or type(self.provider).__name__
             raise CacheUnavailableError(f"cache {name}: {action} failed: {exc}") from exc
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import sys
 import threading
 import time
 import traceback
@@ -31,8 +32,7 @@ from typing import Any
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import StapleError
-from engine.freshness import expires_at
-from engine.schedule import Schedule, Ticket, after_answer, after_failure, after_wait, responder_key
+from engine.schedule import Schedule, Ticket, plan_answer, plan_busy, plan_failure, responder_key
 from engine.staple import Staple
 from engine.state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.stapler import Refresh, Stapler, owner_id
@@ -95,8 +95,7 @@ class _Cert:
 
 
 class _UnexpectedError(StapleError):
-    """A bug in a refresh: reported and retried like a failure, so one
-    certificate that trips it does not take a worker thread down."""
+    """A bug met in a refresh, as a failure."""
 
     reason = "internal_error"
     temporary = True
@@ -161,43 +160,44 @@ class PrefetchWorker:
         previous: dict[str, CertState] = {}
         if not self._loaded and self.state is not None:
             previous = {s.cert_id: s for s in self.state.all()}
-        rows: list[CertState] = []
-        events: list[WorkerEvent] = []
+        added: list[CertState] = []
+        changed: list[CertState] = []
         with self._state_lock:
             with self._lock:
-                removed = [cert_id for cert_id in self._certs if cert_id not in incoming]
-                for cert_id in removed:
-                    cert = self._certs.pop(cert_id)
+                removed = [(cid, cert.leaf.name) for cid, cert in self._certs.items() if cid not in incoming]
+                for cert_id, _ in removed:
+                    del self._certs[cert_id]
                     self._schedule.remove(cert_id)
-                    events.append(WorkerEvent(now, "info", cert_id, cert.leaf.name, "removed", "left the schedule"))
-                added = 0
                 for cert_id, leaf in incoming.items():
                     cert = self._certs.get(cert_id)
                     if cert is None:
-                        row = self._add(cert_id, leaf, previous.get(cert_id), now)
-                        added += 1
-                        detail = f"due now; responder {row.responder or '(none)'}"
-                        events.append(WorkerEvent(now, "info", cert_id, leaf.name, "added", detail))
-                    else:
-                        row = self._update(cert, leaf, now)
-                    if row is not None:
-                        rows.append(row)
+                        added.append(self._add(cert_id, leaf, previous.get(cert_id), now))
+                    elif (row := self._update(cert, leaf, now)) is not None:
+                        changed.append(row)
                 self._loaded = True
                 self._dispatch_cv.notify()
             if self.state is not None:
-                self.state.remove([*removed, *(c for c in previous if c not in incoming)])
-                self.state.put_many(rows)
-        for event in events:
-            self._emit(event)
-        return added, len(removed)
+                self.state.remove([*(cert_id for cert_id, _ in removed), *(c for c in previous if c not in incoming)])
+                self.state.put_many(added + changed)
+        # Built one at a time, not kept in a list: 100,000 events add up.
+        for cert_id, name in removed:
+            self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
+        for row in added:
+            detail = f"due now; responder {row.responder or '(none)'}"
+            self._emit(WorkerEvent(now, "info", row.cert_id, row.name, "added", detail))
+        return len(added), len(removed)
+
+    def _identity(self, leaf: Leaf) -> dict[str, Any]:
+        """The state fields a load sets. One string object per distinct
+        responder URL, and the name doubles as the path: at 100,000
+        certificates, copies cost tens of megabytes."""
+        name = leaf.name
+        url = _responder_url(leaf)
+        return {"name": name, "path": name if leaf.path else None, "responder": sys.intern(url) if url else None}
 
     def _add(self, cert_id: str, leaf: Leaf, before: CertState | None, now: float) -> CertState:
-        identity = {
-            "name": leaf.name,
-            "path": str(leaf.path) if leaf.path else None,
-            "responder": _responder_url(leaf),
-            "next_attempt": now,
-        }
+        identity = self._identity(leaf)
+        identity["next_attempt"] = now
         state = replace(before, **identity) if before else CertState(cert_id, **identity)
         self._certs[cert_id] = _Cert(leaf, state)
         stripe = self.stapler.locks.stripe_of(cert_id)
@@ -208,15 +208,14 @@ class PrefetchWorker:
         """An unchanged certificate keeps its schedule; a changed name or responder is recorded."""
         cert.leaf = leaf
         old = cert.state
-        url = _responder_url(leaf)
-        path = str(leaf.path) if leaf.path else None
-        if (old.name, old.path, old.responder) == (leaf.name, path, url):
+        identity = self._identity(leaf)
+        if (old.name, old.path, old.responder) == (identity["name"], identity["path"], identity["responder"]):
             return None
-        cert.state = replace(old, name=leaf.name, path=path, responder=url)
-        if url != old.responder:
+        cert.state = replace(old, **identity)
+        if identity["responder"] != old.responder:
             # A new responder (a --url added, a reissued AIA): try it now,
             # not after the backoff the old one earned.
-            self._schedule.move(old.cert_id, responder_key(url), now)
+            self._schedule.move(old.cert_id, responder_key(identity["responder"]), now)
             cert.state = replace(cert.state, next_attempt=now)
         return cert.state
 
@@ -268,92 +267,51 @@ class PrefetchWorker:
     def _run(self, ticket: Ticket) -> WorkerEvent | None:
         with self._lock:
             cert = self._certs.get(ticket.cert_id)
-            before = cert.state if cert else None
-        if cert is None or before is None:
+        if cert is None:
             self._finish(ticket, None, None, None)  # removed between take and now
             return None
-        leaf = cert.leaf
+        leaf, before, reason = cert.leaf, cert.state, None
         started = self.clock.now()
         try:
-            result = self._refresh(cert)
-        except StripeTimeoutError as error:
-            now = self.clock.now()
-            due = after_wait(now, self.policy)
-            detail = f"stripe {error.stripe} held elsewhere for {self.options.lock_timeout:g} s; look again at {iso(due)}"
-            event = WorkerEvent(now, "info", ticket.cert_id, leaf.name, "busy", detail, error.reason)
-            return self._finish(ticket, due, event, {"last_attempt": started, "next_attempt": due})
-        except StapleError as error:
-            return self._failed(ticket, leaf, before, started, error)
-        except Exception as exc:
-            error = _UnexpectedError(f"{leaf.name}: unexpected {type(exc).__name__} in refresh: {exc}")
-            traceback.print_exc()
-            return self._failed(ticket, leaf, before, started, error)
+            result: Refresh | Exception = self._refresh(cert)
+        except Exception as exc:  # every outcome is planned for, a bug included
+            result = exc
         now = self.clock.now()
-        staple = result.staple
-        changes: dict[str, Any] = {
-            "status": staple.status, "this_update": staple.this_update, "next_update": staple.next_update,
-            "last_attempt": started,
-        }  # fmt: skip
-        level = "info" if staple.good else "warning"
-        until = f"nextUpdate {iso(staple.next_update)}" if staple.next_update else "no nextUpdate"
-        if result.action == "leased":
-            due = after_wait(now, self.policy)
-            detail = f"another instance holds the lease; {staple.status}, {until}; look again at {iso(due)}"
+        if isinstance(result, StripeTimeoutError):
+            action, reason = "busy", result.reason
+            plan = plan_busy(result, self.options.lock_timeout, started, now, self.policy)
+        elif isinstance(result, Exception):
+            error = result
+            if not isinstance(error, StapleError):
+                # A bug: reported and retried like a failure, so that one
+                # certificate tripping it does not take a worker thread down.
+                traceback.print_exception(error)
+                error = _UnexpectedError(f"{leaf.name}: unexpected {type(error).__name__} in refresh: {error}")
+            action, reason = "failed", error.reason
+            usable = self._usable_cached(leaf, now)
+            plan = plan_failure(error, before.failures + 1, usable, started, now, self.policy, self.rand())
         else:
-            due = after_answer(staple.this_update, staple.next_update, now, self.policy, self.rand())
-            cert.planned_from = staple.this_update  # only this job's thread touches it
-            changes.update(last_success=now, failures=0, last_error=None, last_reason=None)
-            what = "fetched" if result.action == "updated" else "cached staple still fresh"
-            detail = f"{staple.status} ({what}), thisUpdate {iso(staple.this_update)}, {until}; renew at {iso(due)}"
-        changes["next_attempt"] = due
-        event = WorkerEvent(now, level, ticket.cert_id, leaf.name, result.action, detail)
-        return self._finish(ticket, due, event, changes)
+            action = result.action
+            plan = plan_answer(action, result.staple, started, now, self.policy, self.rand())
+            if action != "leased":
+                cert.planned_from = result.staple.this_update  # only this job's thread touches it
+        event = WorkerEvent(now, plan.level, ticket.cert_id, leaf.name, action, plan.detail, reason)
+        return self._finish(ticket, plan.due, event, plan.changes)
 
     def _refresh(self, cert: _Cert) -> Refresh:
-        """Stapler.refresh, forced when our own renewal time has come.
+        """Stapler.refresh, told which staple this run was planned to renew.
 
-        The stapler calls a staple due at its renewal point; renew_at puts
-        our run earlier (jitter) or caps it (max_delay: a 7-day response is
-        looked at daily, so a revocation is noticed within a day). Then the
-        stapler answers "fresh", and unforced we would look again every
-        min_delay until the renewal point (some 38 idle runs per cycle
-        with the default policy), and max_delay would mean nothing. So
-        when the staple found is still the one this run was planned to
-        renew, nobody renewed it meanwhile, and we fetch. A newer one (the
-        request path or another process renewed it) is left alone.
+        renew_at puts our run before the stapler's renewal point (jitter)
+        or caps it (max_delay: a 7-day response is looked at daily, so a
+        revocation is noticed within a day). Unless told, the stapler would
+        call that staple fresh, and we would look again every min_delay
+        until the renewal point and max_delay would mean nothing. A newer
+        staple (the request path or another process renewed it) is left
+        alone.
         """
-        leaf, timeout = cert.leaf, self.options.lock_timeout
-        result = self.stapler.refresh(leaf, lock_timeout=timeout)
-        planned = cert.planned_from
-        if result.action == "fresh" and planned is not None and result.staple.this_update <= planned:
-            result = self.stapler.refresh(leaf, force=True, lock_timeout=timeout)
-        return result
-
-    def _failed(
-        self, ticket: Ticket, leaf: Leaf, before: CertState, started: float, error: StapleError
-    ) -> WorkerEvent | None:
-        now = self.clock.now()
-        failures = before.failures + 1
-        # InputError (no responder URL, a bad one) has no `temporary`: a
-        # configuration problem is not fixed by asking again soon.
-        temporary = bool(getattr(error, "temporary", False))
-        usable = self._usable_cached(leaf, now)
-        expires = expires_at(usable.this_update, usable.next_update, self.policy) if usable else None
-        due = after_failure(failures, temporary, expires, now, self.policy, self.rand())
-        changes: dict[str, Any] = {
-            "failures": failures, "last_error": str(error), "last_reason": error.reason,
-            "last_attempt": started, "next_attempt": due,
-        }  # fmt: skip
-        kind = "temporary" if temporary else "permanent"
-        if usable is not None:
-            changes.update(status=usable.status, this_update=usable.this_update, next_update=usable.next_update)
-            left = f"the last good staple is served until {iso(expires)}"
-        else:
-            left = "no usable staple is cached"
-        detail = f"{error} ({kind}, failure {failures} in a row); {left}; retry at {iso(due)}"
-        level = "warning" if usable is not None else "error"
-        event = WorkerEvent(now, level, ticket.cert_id, leaf.name, "failed", detail, error.reason)
-        return self._finish(ticket, due, event, changes)
+        return self.stapler.refresh(
+            cert.leaf, replace_from=cert.planned_from, lock_timeout=self.options.lock_timeout
+        )
 
     def _usable_cached(self, leaf: Leaf, now: float) -> Staple | None:
         try:
@@ -418,8 +376,11 @@ class PrefetchWorker:
 
         Returns True when every thread ended; False when some are still in a
         fetch: they are daemon threads, left to end with their deadline or
-        the process, and record nothing more.
+        the process, and record nothing more. A worker never started has
+        nothing to stop (run_due() goes on working).
         """
+        if not self._threads:
+            return True
         grace = self.options.stop_grace if timeout is None else timeout
         end = time.monotonic() + grace
         with self._lock:
@@ -428,7 +389,7 @@ class PrefetchWorker:
             self._work_cv.notify_all()
         for thread in self._threads:
             thread.join(max(0.0, end - time.monotonic()))
-        if self.state is not None and self._threads:
+        if self.state is not None:
             try:
                 self.state.forget_worker(self.worker_id)
             except StateStoreError:

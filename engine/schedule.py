@@ -3,8 +3,9 @@ which due certificate may run now. No threads, no clock, no I/O.
 
 Two parts:
 
-- Planning: pure functions from an outcome (an answer, a failure, a busy
-  stripe) to the next attempt, built on engine.freshness.
+- Planning: pure functions from a job's outcome (an answer, a failure, a
+  busy stripe) to a Plan: the next attempt, built on engine.freshness,
+  how to report it, and what the certificate's state records.
 - ``Schedule``: due times in a heap of (due, seq, cert_id) with lazy
   deletion, O(log n) per operation for 100,000 certificates, and two gates
   a due certificate must pass to run:
@@ -28,9 +29,15 @@ import heapq
 import itertools
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
-from engine.freshness import FreshnessPolicy, backoff, renew_at
+from engine.clock import iso
+from engine.errors import StapleError
+from engine.freshness import FreshnessPolicy, backoff, expires_at, renew_at
+from engine.staple import Staple
+from engine.stripes import StripeTimeoutError
 
 #: no attempt is planned sooner than this after the last: a policy with
 #: min_delay 0, or a staple about to lapse, must not spin a worker
@@ -75,6 +82,82 @@ def after_failure(
     return now + max(delay, MIN_RETRY)
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one job's outcome means."""
+
+    due: float
+    #: info | warning | error
+    level: str
+    detail: str
+    #: the CertState fields to set
+    changes: dict[str, Any]
+
+
+def plan_answer(action: str, staple: Staple, started: float, now: float, policy: FreshnessPolicy, rand: float) -> Plan:
+    """After Stapler.refresh answered: updated, fresh, or leased (another instance refreshes).
+
+    revoked and unknown are answers like good, scheduled the same way, and
+    reported as warnings.
+    """
+    changes: dict[str, Any] = {
+        "status": staple.status, "this_update": staple.this_update, "next_update": staple.next_update,
+        "last_attempt": started,
+    }  # fmt: skip
+    until = f"nextUpdate {iso(staple.next_update)}" if staple.next_update else "no nextUpdate"
+    if action == "leased":
+        due = after_wait(now, policy)
+        detail = f"another instance holds the lease; {staple.status}, {until}; look again at {iso(due)}"
+    else:
+        due = after_answer(staple.this_update, staple.next_update, now, policy, rand)
+        changes.update(last_success=now, failures=0, last_error=None, last_reason=None)
+        what = "fetched" if action == "updated" else "cached staple still fresh"
+        detail = f"{staple.status} ({what}), thisUpdate {iso(staple.this_update)}, {until}; renew at {iso(due)}"
+    changes["next_attempt"] = due
+    return Plan(due, "info" if staple.good else "warning", detail, changes)
+
+
+def plan_busy(error: StripeTimeoutError, waited: float, started: float, now: float, policy: FreshnessPolicy) -> Plan:
+    """The stripe stayed held elsewhere: not a failure, someone is probably fetching it."""
+    due = after_wait(now, policy)
+    detail = f"stripe {error.stripe} held elsewhere for {waited:g} s; look again at {iso(due)}"
+    return Plan(due, "info", detail, {"last_attempt": started, "next_attempt": due})
+
+
+def plan_failure(
+    error: StapleError,
+    failures: int,
+    usable: Staple | None,
+    started: float,
+    now: float,
+    policy: FreshnessPolicy,
+    rand: float,
+) -> Plan:
+    """The ``failures``-th failure in a row; ``usable`` is the cached staple still servable, if any.
+
+    An error without ``temporary`` (an InputError: no responder URL, a bad
+    one) is permanent: a configuration problem is not fixed by asking
+    again soon. The cache is not touched: the last good response stays in
+    it, and is served, until it expires.
+    """
+    temporary = bool(getattr(error, "temporary", False))
+    expires = expires_at(usable.this_update, usable.next_update, policy) if usable else None
+    due = after_failure(failures, temporary, expires, now, policy, rand)
+    changes: dict[str, Any] = {
+        "failures": failures, "last_error": str(error), "last_reason": error.reason,
+        "last_attempt": started, "next_attempt": due,
+    }  # fmt: skip
+    if usable is not None:
+        changes.update(status=usable.status, this_update=usable.this_update, next_update=usable.next_update)
+        left = f"the last good staple is served until {iso(expires)}"
+    else:
+        left = "no usable staple is cached"
+    kind = "temporary" if temporary else "permanent"
+    detail = f"{error} ({kind}, failure {failures} in a row); {left}; retry at {iso(due)}"
+    return Plan(due, "warning" if usable is not None else "error", detail, changes)
+
+
+@lru_cache(maxsize=4096)  # a few responders serve most certificates
 def responder_key(url: str | None) -> str:
     """What the per-responder limit counts by: scheme, host and port.
 
@@ -101,7 +184,7 @@ _QUEUED, _PARKED, _RUNNING = "queued", "parked", "running"
 Gate = tuple[str, object]
 
 
-@dataclass
+@dataclass(slots=True)  # one per certificate: 100,000 in a big worker
 class _Entry:
     cert_id: str
     responder: str
@@ -111,7 +194,7 @@ class _Entry:
     where: str = _QUEUED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ticket:
     """A certificate taken to run; handed back to ``done``."""
 

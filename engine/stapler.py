@@ -152,6 +152,7 @@ class Stapler:
         leaf: Leaf,
         *,
         force: bool = False,
+        replace_from: float | None = None,
         lock_timeout: float | None = None,
         deadline: float | None = None,
     ) -> Refresh:
@@ -159,16 +160,24 @@ class Stapler:
 
         Takes the stripe (waiting at most ``lock_timeout``), looks in the
         cache again, and fetches only when the staple is missing, unusable
-        or due (or ``force``). A failed or invalid fetch raises and leaves
-        the cache as it was. ``deadline`` (time.monotonic) bounds the fetch.
+        or due, or ``force``, or when it is still one whose thisUpdate is
+        ``replace_from`` or older: the prefetch worker's way of saying "the
+        staple I planned to renew now", which its own schedule (jitter,
+        max_delay) may put before the renewal point; a newer one, which
+        someone else fetched meanwhile, is left alone. A failed or invalid
+        fetch raises and leaves the cache as it was. ``deadline``
+        (time.monotonic) bounds the fetch.
         """
         with self.locks.hold(leaf.cert_id, timeout=lock_timeout):
-            return self._refresh_held(leaf, force, deadline)
+            return self._refresh_held(leaf, force, replace_from, deadline)
 
-    def _refresh_held(self, leaf: Leaf, force: bool, deadline: float | None) -> Refresh:
+    def _refresh_held(
+        self, leaf: Leaf, force: bool, replace_from: float | None, deadline: float | None
+    ) -> Refresh:
         current = self.cached(leaf)
         now = self.clock.now()
-        if not force and self.usable(current, now) and not self.due(current, now):
+        wanted = replace_from is not None and current is not None and current.this_update <= replace_from
+        if not force and not wanted and self.usable(current, now) and not self.due(current, now):
             return Refresh(current, "fresh", current)
         if self.options.lease and self.cache.shared and not force:
             if not self.cache.add_lease(leaf.cert_id, owner_id(), self.options.lease_ttl):

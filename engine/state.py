@@ -93,7 +93,7 @@ class StateStoreError(StapleError):
     reason = "state_store"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: 100,000 of them live in a worker
 class CertState:
     """What the worker knows of one certificate. Times are Unix seconds."""
 
@@ -120,7 +120,7 @@ class CertState:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     when: float
     action: str
@@ -130,7 +130,7 @@ class HistoryEntry:
         return {"when": iso(self.when), "action": self.action, "detail": self.detail}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     worker_id: str
     pid: int

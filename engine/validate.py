@@ -132,6 +132,7 @@ def _matching_single(
     )
 
 
+@lru_cache(maxsize=1024)  # the same few issuers sign every response
 def _key_hash(cert: x509.Certificate) -> bytes:
     # RFC 6960 ResponderID byKey: SHA-1 of the subjectPublicKey BIT STRING,
     # which is what a method-1 SubjectKeyIdentifier is.

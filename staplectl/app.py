@@ -7,6 +7,7 @@ import typer
 from staplectl import __version__
 from staplectl.commands import check as check_command
 from staplectl.commands import config as config_command
+from staplectl.commands import dashboard as dashboard_command
 from staplectl.commands import export as export_command
 from staplectl.commands import fetch as fetch_command
 from staplectl.commands import inspect as inspect_command
@@ -55,6 +56,7 @@ app.command("check")(check_command.check)
 app.command("export")(export_command.export)
 app.command("locks")(locks_command.locks)
 app.command("config")(config_command.config)
+app.command("dashboard")(dashboard_command.dashboard)
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ class Terminal:
     def __init__(self, *, verbose: int = 0, quiet: bool = False) -> None:
         self.verbose = verbose
         self.quiet = quiet
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=False)
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=False, emoji=False)
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True, emoji=False)
 
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

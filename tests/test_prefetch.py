@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -71,7 +73,8 @@ def rig(tmp_path, responder):
         clock = FrozenClock(time.time())
         fetch_options = FetchOptions(transport=TransportOptions(timeout=timeout))
         cache = Cache(open_provider(f"local:{tmp_path / 's.db'}"))
-        stapler = Stapler(cache, StripedLocks(tmp_path / "locks"), fetch_options=fetch_options, policy=policy, clock=clock)
+        locks = StripedLocks(tmp_path / "locks")
+        stapler = Stapler(cache, locks, fetch_options=fetch_options, policy=policy, clock=clock)
         state = StateStore(state_path or tmp_path / "state" / "worker.db")
         events: list[WorkerEvent] = []
         worker = PrefetchWorker(
@@ -277,6 +280,42 @@ class TestFailures:
         assert r.stapler.cached(leaf).der == good.der
 
 
+class TestRobustness:
+    def test_an_unexpected_error_is_a_failure_not_a_dead_thread(self, rig, pki, monkeypatch, capsys):
+        r = rig()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+
+        def broken(*args, **kwargs):
+            raise ZeroDivisionError("a bug")
+
+        monkeypatch.setattr(r.stapler, "refresh", broken)
+        now = r.clock.now()
+        (event,) = r.worker.run_due()
+        assert (event.action, event.level, event.reason) == ("failed", "error", "internal_error")
+        assert "ZeroDivisionError" in event.detail
+        assert r.due(leaf) == now + r.policy.backoff_base
+        assert "ZeroDivisionError: a bug" in capsys.readouterr().err
+
+    def test_a_broken_observer_does_not_stop_renewals(self, rig, pki, responder):
+        r = rig()
+        leaves = [new_leaf(pki), new_leaf(pki)]
+
+        def observer(event):
+            raise RuntimeError("observer bug")
+
+        r.worker.on_event = observer
+        r.worker.load(leaves)
+        assert len(r.worker.run_due()) == 2
+        assert all(r.state.get(leaf.cert_id).last_success is not None for leaf in leaves)
+
+    def test_events_as_dicts(self, rig, pki):
+        r = rig()
+        r.worker.load([new_leaf(pki)])
+        data = r.worker.run_due()[0].to_dict()
+        assert data["when"].endswith("Z") and data["action"] == "updated" and data["reason"] is None
+
+
 class TestBusy:
     def test_a_stripe_held_elsewhere_is_busy_not_a_failure(self, rig, pki, tmp_path):
         r = rig(lock_timeout=0.05)
@@ -414,7 +453,9 @@ class TestService:
         r = rig(timeout=120.0, concurrency=2, per_responder=2, lock_timeout=120.0, stop_grace=0.5)
         stuck = new_leaf(pki, ocsp_url=hanging.url)
         stripe = r.stapler.locks.stripe_of(stuck.cert_id)
-        neighbour = next(leaf for leaf in iter(lambda: new_leaf(pki), None) if r.stapler.locks.stripe_of(leaf.cert_id) == stripe)
+        neighbour = new_leaf(pki)
+        while r.stapler.locks.stripe_of(neighbour.cert_id) != stripe:
+            neighbour = new_leaf(pki)
         others = leaves_outside(pki, r.stapler.locks, {stripe}, 6)
         r.worker.load([stuck, neighbour, *others])
         r.worker.start()
@@ -557,3 +598,12 @@ class TestSchedule:
         expires = expires_at(0.0, 100.0, policy)
         assert after_failure(1, True, expires, 60.0, policy, 0.5) == 60.0 + (100.0 - 60.0) / 2
         assert after_failure(1, True, 1e6, 20.0, policy, 0.5) == 20.0 + policy.backoff_base
+
+
+def test_the_worker_modules_import_no_front_end():
+    program = (
+        "import sys, engine.prefetch, engine.schedule, engine.sources, engine.state\n"
+        "print(sorted({'staplectl', 'typer', 'rich', 'textual'} & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

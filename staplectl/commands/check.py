@@ -1,10 +1,214 @@
-"""staplectl check (being written)."""
+"""staplectl check: a monitoring check in the Nagios plugin convention.
+
+Exactly one line on stdout, ``STAPLECTL <STATE> - <summary> | <perfdata>``,
+and the plugin exit codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), so
+that Nagios, Icinga, Sensu, Zabbix' agent or a cron job can run it as it
+is. It reads the cache and never fetches: a check must not change what it
+measures, nor hang on a responder.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
 import typer
 
+from engine.certs import Leaf
+from engine.clock import SYSTEM_CLOCK, iso
+from engine.durations import parse_duration
+from engine.errors import InputError, StapleError
+from engine.freshness import seconds_left
+from engine.staple import GOOD, Staple
+from staplectl import fmt
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, settings
+from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
+from staplectl.terminal import Terminal
 
-def check() -> None:
-    """Not written yet."""
-    raise typer.Exit(2)
+DEFAULT_WARN = "12h"
+DEFAULT_CRIT = "2h"
+
+
+class State(IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+#: which state wins when certificates disagree (monitoring-plugins' max_state)
+_SEVERITY = {State.OK: 0, State.UNKNOWN: 1, State.WARNING: 2, State.CRITICAL: 3}
+
+
+@dataclass
+class Finding:
+    name: str
+    state: State
+    #: why, in a few words ("revoked", "5 h left"); "" when OK
+    why: str
+    leaf: Leaf | None = None
+    staple: Staple | None = None
+    left: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.staple
+        return {
+            "cert": self.name,
+            "cert_sha1": self.leaf.cert_id if self.leaf else None,
+            "state": self.state.name,
+            "status": s.status if s else None,
+            "next_update": iso(s.next_update) if s else None,
+            "seconds_left": int(self.left) if self.left is not None else None,
+            "must_staple": self.leaf.must_staple if self.leaf else None,
+            "message": self.why,
+        }
+
+
+def check(
+    ctx: typer.Context,
+    certs: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="CERT", help="Certificate files, directories or globs. Default: the configuration's certificates.", show_default=False),
+    ] = None,
+    warn: Annotated[
+        str, typer.Option("--warn", "-w", metavar="DURATION", help="WARNING when a staple has less than this left until nextUpdate (30m, 12h, 1d).")
+    ] = DEFAULT_WARN,
+    crit: Annotated[
+        str, typer.Option("--crit", "-c", metavar="DURATION", help="CRITICAL when a staple has less than this left.")
+    ] = DEFAULT_CRIT,
+    issuer: Annotated[
+        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
+    ] = None,
+    json_output: JsonOpt = False,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check the cached staples, for Nagios, Icinga and friends. Never fetches.
+
+    Prints one status line with perfdata (seconds left per certificate) and
+    exits 0 OK, 1 WARNING (a staple has less than --warn left), 2 CRITICAL
+    (a staple missing, expired, revoked or unknown, or less than --crit
+    left; a must-staple certificate without one), 3 UNKNOWN (bad input, an
+    unloadable certificate, the cache unreachable).
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    try:
+        warn_s = parse_duration(warn, "--warn")
+        crit_s = parse_duration(crit, "--crit")
+        if warn_s < crit_s:
+            raise InputError(f"--warn {warn} must not be shorter than --crit {crit}")
+        effective = opts.load_config()
+        targets = load_targets(certs, issuer, None, effective)
+        reader = open_reader(effective)
+        try:
+            now = SYSTEM_CLOCK.now()
+            findings = [_judge(reader, leaf, now, warn_s, crit_s) for leaf in targets.leaves]
+        finally:
+            close_stapler(reader)
+    except (StapleError, ValueError) as error:
+        # Every failure to check is UNKNOWN, never the 2 (CRITICAL) that
+        # bad input means to the other commands.
+        _unknown(term, str(error), json_output, getattr(error, "reason", "bad_input"))
+    except Exception as exc:  # a bug: still UNKNOWN, not the 1 (WARNING) of a traceback
+        _unknown(term, f"internal error: {type(exc).__name__}: {exc}", json_output, "internal_error")
+    findings += [Finding(p.name, State.UNKNOWN, _without_name(p.name, str(p.error))) for p in targets.problems]
+    findings.sort(key=lambda f: f.name)
+    state = max((f.state for f in findings), key=_SEVERITY.__getitem__)
+    line = f"STAPLECTL {state.name} - {_clean(_summary(findings, state))} | {_perfdata(findings, warn_s, crit_s)}"
+    if json_output:
+        term.json({"state": state.name, "code": int(state), "summary": line,
+                   "certificates": [f.to_dict() for f in findings]})
+    else:
+        term.out.file.write(line + "\n")
+    for finding in findings:
+        term.debug(f"{finding.state.name:<8} {finding.name}: {finding.why or 'ok'}")
+    raise typer.Exit(int(state))
+
+
+def _without_name(name: str, message: str) -> str:
+    """The label already names the file: "junk.pem: not a certificate", not the path twice."""
+    return message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
+
+
+def _clean(text: str) -> str:
+    """One line, and no "|": that starts the perfdata."""
+    return " ".join(text.replace("|", "/").split())
+
+
+def _unknown(term: Terminal, message: str, json_output: bool, reason: str) -> NoReturn:
+    line = f"STAPLECTL UNKNOWN - {_clean(message)}"
+    term.error(message)
+    if json_output:
+        term.json({"state": "UNKNOWN", "code": 3, "summary": line, "certificates": [],
+                   "error": {"reason": reason, "message": message}})
+    else:
+        term.out.file.write(line + "\n")
+    raise typer.Exit(int(State.UNKNOWN))
+
+
+def _judge(reader: Any, leaf: Leaf, now: float, warn: float, crit: float) -> Finding:
+    staple = reader.cached(leaf)  # re-validated: signature, responder, CertID
+    must = " (must-staple: handshakes fail)" if leaf.must_staple else ""
+    if staple is None:
+        return Finding(leaf.name, State.CRITICAL, f"no staple cached{must}", leaf)
+    left = seconds_left(staple.this_update, staple.next_update, now, reader.policy)
+    found = Finding(leaf.name, State.OK, "", leaf, staple, max(left, 0.0))
+    if not reader.usable(staple, now):
+        found.state, found.why = State.CRITICAL, f"staple expired {fmt.duration(left)} ago{must}"
+        if left > 0:  # thisUpdate in the future beyond the allowed skew
+            found.why = f"staple not yet valid (thisUpdate {iso(staple.this_update)}){must}"
+    elif staple.status != GOOD:
+        found.state, found.why = State.CRITICAL, f"{staple.status}"
+    elif left < crit:
+        found.state, found.why = State.CRITICAL, f"{fmt.duration(left)} left"
+    elif left < warn:
+        found.state, found.why = State.WARNING, f"{fmt.duration(left)} left"
+    return found
+
+
+def _summary(findings: list[Finding], state: State) -> str:
+    good = [f for f in findings if f.state == State.OK]
+    if state == State.OK:
+        shortest = min(f.left for f in good if f.left is not None)
+        noun = "staple" if len(good) == 1 else "staples"
+        return f"{len(good)} {noun} good, shortest {fmt.duration(shortest)} left"
+    # The worst first, so that a truncated line still names them.
+    bad = sorted((f for f in findings if f.state != State.OK), key=lambda f: -_SEVERITY[f.state])
+    label = labels([f.name for f in findings])
+    parts = [f"{label[f.name]}: {f.why}" for f in bad]
+    if good:
+        parts.append(f"{len(good)} good")
+    return "; ".join(parts)
+
+
+def labels(names: list[str]) -> dict[str, str]:
+    """Each file's name, or as much of its path as tells it apart from the
+    others (Let's Encrypt names every chain fullchain.pem)."""
+    parts = {name: Path(name).parts for name in names}
+    depth = dict.fromkeys(names, 1)
+    while True:
+        by_tail: dict[str, list[str]] = {}
+        for name in names:
+            by_tail.setdefault(os.path.join(*parts[name][-depth[name]:]), []).append(name)
+        clashing = [n for group in by_tail.values() if len(group) > 1 for n in group if depth[n] < len(parts[n])]
+        if not clashing:
+            return {n: tail for tail, group in by_tail.items() for n in group}
+        for name in clashing:
+            depth[name] += 1
+
+
+def _perfdata(findings: list[Finding], warn: float, crit: float) -> str:
+    items = []
+    label = labels([f.name for f in findings])
+    for f in findings:
+        quoted = label[f.name].replace("'", "''")
+        # U: "value could not be determined" (plugin guidelines)
+        value = f"{int(f.left)}s" if f.left is not None else "U"
+        items.append(f"'{quoted}'={value};{int(warn)};{int(crit)};0")
+    return " ".join(items)

@@ -1,10 +1,228 @@
-"""staplectl export (being written)."""
+"""staplectl export: write the cached staples where nginx or HAProxy read them.
+
+nginx reads ``ssl_stapling_file`` (DER) once at (re)load and serves it with
+no time check, and HAProxy reads ``<cert>.ocsp`` at start: a stale file is
+stapled until the next reload. So a file is written only with a usable
+(current, re-validated) response, and when nothing usable is cached any
+existing file is REMOVED, and the server, reloaded, staples nothing rather
+than an expired response. Export reads the cache and never fetches: run
+``warm`` (or the prefetch service) to fill it.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
 
+from engine.atomic import write_atomic
+from engine.certs import Leaf
+from engine.clock import SYSTEM_CLOCK, iso
+from engine.errors import InputError, StapleError
+from engine.staple import GOOD, Staple
+from staplectl import fmt
+from staplectl.exitcodes import Exit
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.table import print_table
+from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
+from staplectl.terminal import Terminal
 
-def export() -> None:
-    """Not written yet."""
-    raise typer.Exit(2)
+#: a reload command that runs longer than this is reported as failed
+RELOAD_TIMEOUT = 120.0
+
+
+class ExportError(StapleError):
+    reason = "export_failed"
+
+
+@dataclass
+class Row:
+    cert: str
+    file: Path | None
+    #: written | unchanged | removed | missing | failed
+    action: str = "failed"
+    staple: Staple | None = None
+    error: StapleError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.staple
+        return {
+            "cert": self.cert,
+            "file": str(self.file) if self.file else None,
+            "action": self.action,
+            "status": s.status if s else None,
+            "next_update": iso(s.next_update) if s else None,
+            "error": error_dict(self.error) if self.error else None,
+        }
+
+
+def export(
+    ctx: typer.Context,
+    paths: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="PATH", help="Certificate files, directories or globs. Default: the configuration's certificates.", show_default=False),
+    ] = None,
+    nginx: Annotated[
+        Optional[Path],
+        typer.Option("--nginx", metavar="DIR", help="Write DIR/<certificate file stem>.ocsp (DER) for nginx's ssl_stapling_file."),
+    ] = None,
+    haproxy: Annotated[
+        bool, typer.Option("--haproxy", help="Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.")
+    ] = False,
+    reload_cmd: Annotated[
+        Optional[str],
+        typer.Option("--reload-cmd", metavar="CMD", help="Shell command run once after any file changed (e.g. 'systemctl reload nginx')."),
+    ] = None,
+    issuer: Annotated[
+        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
+    ] = None,
+    json_output: JsonOpt = False,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export the cached staples as files for nginx (--nginx DIR) or HAProxy (--haproxy).
+
+    Only a usable response is written (atomically, mode 0644, only when the
+    bytes changed); when none is cached an existing file is removed, since
+    nginx would staple it past its nextUpdate. --reload-cmd runs after any
+    change. Exit 0 when every certificate was exported, 1 when a staple says
+    revoked or unknown, 2 for bad input, 3 when any staple is missing or a
+    file or the reload command failed.
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term, json_errors=json_output):
+        if (nginx is None) == (not haproxy):
+            raise InputError("export needs exactly one target: --nginx DIR or --haproxy")
+        if nginx is not None and not nginx.is_dir():
+            raise InputError(f"--nginx {nginx}: no such directory")
+        effective = opts.load_config()
+        targets = load_targets(paths, issuer, None, effective)
+        files = {leaf.cert_id: _target(leaf, nginx) for leaf in targets.leaves}
+        clashes = _clashes(targets.leaves, files)
+        reader = open_reader(effective)
+        try:
+            now = SYSTEM_CLOCK.now()
+            rows = [
+                Row(leaf.name, files[leaf.cert_id], error=clashes[leaf.cert_id])
+                if leaf.cert_id in clashes
+                else _export(reader, leaf, files[leaf.cert_id], now)
+                for leaf in targets.leaves
+            ]
+        finally:
+            close_stapler(reader)
+    rows += [Row(p.name, None, error=p.error) for p in targets.problems]
+    rows.sort(key=lambda row: row.cert)
+    reload_failed = False
+    if reload_cmd and any(row.action in ("written", "removed") for row in rows):
+        reload_failed = not _reload(term, reload_cmd)
+    if json_output:
+        term.json([row.to_dict() for row in rows])
+    else:
+        _show(term, rows)
+    raise typer.Exit(int(Exit.FAILED if reload_failed else exit_code(rows)))
+
+
+def exit_code(rows: list[Row]) -> Exit:
+    if any(row.action in ("failed", "missing", "removed") for row in rows):
+        return Exit.FAILED
+    if any(row.staple is not None and row.staple.status != GOOD for row in rows):
+        return Exit.NOT_GOOD
+    return Exit.OK
+
+
+def _target(leaf: Leaf, nginx: Path | None) -> Path:
+    assert leaf.path is not None  # loaded from a file
+    if nginx is not None:
+        return nginx / f"{leaf.path.stem}.ocsp"
+    return leaf.path.with_name(leaf.path.name + ".ocsp")
+
+
+def _clashes(leaves: list[Leaf], files: dict[str, Path]) -> dict[str, StapleError]:
+    """Certificates that would write the same file: none of them is exported,
+    since whichever came last would silently win."""
+    by_file: dict[Path, list[Leaf]] = {}
+    for leaf in leaves:
+        by_file.setdefault(files[leaf.cert_id], []).append(leaf)
+    clashes: dict[str, StapleError] = {}
+    for file, group in by_file.items():
+        if len(group) > 1:
+            names = ", ".join(leaf.name for leaf in group)
+            for leaf in group:
+                clashes[leaf.cert_id] = ExportError(
+                    f"{file}: {len(group)} certificates would be exported to this one file ({names}); "
+                    "export them to different directories or rename the certificate files"
+                )
+    return clashes
+
+
+def _export(reader: Any, leaf: Leaf, file: Path, now: float) -> Row:
+    try:
+        staple = reader.cached(leaf)  # re-validated: a shared cache may hold anything
+    except StapleError as error:
+        return Row(leaf.name, file, error=error)
+    try:
+        if not reader.usable(staple, now):
+            # Never leave a file behind that nginx would keep stapling.
+            try:
+                os.unlink(file)
+            except FileNotFoundError:
+                return Row(leaf.name, file, "missing")
+            return Row(leaf.name, file, "removed")
+        if _same(file, staple.der):
+            return Row(leaf.name, file, "unchanged", staple)
+        write_atomic(file, staple.der)
+        return Row(leaf.name, file, "written", staple)
+    except OSError as exc:
+        return Row(leaf.name, file, staple=staple,
+                   error=ExportError(f"{file}: cannot write or remove: {exc.strerror or exc}"))
+
+
+def _same(file: Path, data: bytes) -> bool:
+    try:
+        return file.read_bytes() == data
+    except OSError:
+        return False  # missing or unreadable: write it
+
+
+def _reload(term: Terminal, command: str) -> bool:
+    """Run the reload command; its output goes to stderr, stdout stays data."""
+    term.debug(f"running the reload command: {command}")
+    try:
+        done = subprocess.run(
+            command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=RELOAD_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        term.error(f"reload command {command!r} did not finish within {RELOAD_TIMEOUT:g} s; the files stay exported")
+        return False
+    except OSError as exc:
+        term.error(f"reload command {command!r} could not run: {exc.strerror or exc}; the files stay exported")
+        return False
+    if done.stdout:
+        sys.stderr.write(done.stdout.decode(errors="replace"))
+        sys.stderr.flush()
+    if done.returncode != 0:
+        how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"exited with {done.returncode}"
+        term.error(f"reload command {command!r} {how}; the files stay exported")
+        return False
+    return True
+
+
+def _show(term: Terminal, rows: list[Row]) -> None:
+    now = SYSTEM_CLOCK.now()
+    styles = {"written": "green", "unchanged": "", "removed": "yellow", "missing": "red", "failed": "red"}
+    table = []
+    for row in rows:
+        s = row.staple
+        action = row.action if row.error is None else f"failed: {row.error}"
+        table.append((row.cert, str(row.file) if row.file else "-", (action, styles[row.action]),
+                      s.status if s else "-", fmt.relative(s.next_update, now) if s else "-"))
+    print_table(term.out, ("CERTIFICATE", "FILE", "ACTION", "STATUS", "NEXT UPDATE"), table)

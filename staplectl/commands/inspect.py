@@ -1,10 +1,309 @@
-"""staplectl inspect (being written)."""
+"""staplectl inspect: what is in the cache, entry by entry, and why it is (not) usable.
+
+It reads and never writes: no fetch, no stripe taken, no state file created.
+Entries written by httpd itself (no staplectl metadata) are shown too; a
+certificate we know (configured, or named in the entry's metadata) is fully
+re-validated, any other entry is only decoded and flagged ``unverified``.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from engine.cache import Cache
+from engine.certs import load_leaf, read_certificates
+from engine.clock import SYSTEM_CLOCK, iso
+from engine.errors import InputError, IssuerNotFoundError, StapleError
+from engine.inspection import Found, Inspection, KnownCertificates, cert_sha1, inspect_entry
+from engine.providers import open_provider
+from engine.providers.layout import DEFAULT_NAMESPACE, staple_key
+from engine.response_text import describe, render
+from engine.sources import load_all
+from engine.state import CertState, HistoryEntry, StateStore
+from staplectl import fmt
+from staplectl.config import Config
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.runtime import fetch_options
+from staplectl.terminal import Terminal
+
+_KEY = re.compile(r"^(?:(?P<namespace>[^\s:]+):)?(?P<cert_id>[0-9a-fA-F]{40})$")
 
 
-def inspect() -> None:
-    """Not written yet."""
-    raise typer.Exit(2)
+class NotInCacheError(StapleError):
+    """The certificate asked about has no entry in the cache (exit 3)."""
+
+    reason = "not_found"
+
+
+@dataclass
+class Target:
+    cert_id: str
+    label: str
+    namespace: str | None = None
+    found: Found = Found()
+
+
+def inspect(
+    ctx: typer.Context,
+    target: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="[CERT|KEY]",
+            help="A certificate file, a cache key (mod_ssl-staple:<sha1>) or a bare 40-hex certificate id. "
+            "Without it: a table of every entry in the cache.",
+            show_default=False,
+        ),
+    ] = None,
+    issuer: Annotated[
+        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer of CERT, when its file holds no chain.")
+    ] = None,
+    text: Annotated[
+        bool, typer.Option("--text", help="Print only the decoded response, laid out like openssl ocsp -resp_text.")
+    ] = False,
+    json_output: JsonOpt = False,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show the cache's entries: status, times, time left, and what is wrong with them.
+
+    Without an argument: one row per entry, including entries httpd wrote
+    itself. Flags: error-entry (httpd's flag 0x00), try-later (a
+    non-successful response cached as valid: httpd 2.4's fake tryLater),
+    unverified (certificate unknown: signature and CertID not checked),
+    invalid: REASON, expired, not-yet-valid, due (past its renewal point),
+    metadata-only (fetches failed before any staple was stored).
+
+    With CERT or KEY: that entry in full: the decoded response, the
+    validation result (ok, or the check that failed) and the prefetch
+    worker's state for it. Exit 0 when shown, 2 for a bad argument, 3 when
+    the entry is not in the cache or the cache fails.
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term, json_errors=json_output):
+        if text and json_output:
+            raise InputError("--text and --json: choose one")
+        if text and target is None:
+            raise InputError("--text prints one response: name a CERT or KEY")
+        effective = opts.load_config()
+        wanted = _target(target, issuer) if target is not None else None
+        check = _Checker(KnownCertificates(_configured(effective, term)), effective)
+        with Cache(open_provider(effective.cache_uri)) as store:
+            if wanted is None:
+                _table(term, store, check, effective, json_output)
+            else:
+                _one(term, store, check, effective, wanted, json_output, text)
+
+
+def _target(text: str, issuer: Path | None) -> Target:
+    path = Path(text).expanduser()
+    if path.exists():
+        try:
+            leaf = load_leaf(path, issuer_path=issuer)
+            return Target(leaf.cert_id, str(path), found=Found(leaf=leaf, path=str(path)))
+        except IssuerNotFoundError:
+            if issuer is not None:
+                raise
+            # The cache id needs only the certificate; the issuer only verifying.
+            cert = read_certificates(path)[0]
+            note = f"{path}: no issuer in the file (give --issuer), so not verified"
+            found = Found(cert=cert, path=str(path), note=note)
+            return Target(cert_sha1(cert), str(path), found=found)
+    match = _KEY.match(text)
+    if match is None:
+        raise InputError(
+            f"{text}: no such certificate file, and not a cache key (mod_ssl-staple:<40 hex>) "
+            "or certificate id (40 hex digits) either"
+        )
+    return Target(match["cert_id"].lower(), text, namespace=match["namespace"])
+
+
+def _configured(config: Config, term: Terminal) -> list[Any]:
+    if not config.certificates:
+        return []
+    result = load_all(config.certificates)
+    for where, error in result.problems:
+        term.debug(f"configured certificate {where}: {error}")
+    return result.leaves
+
+
+def _state_store(config: Config, term: Terminal) -> StateStore | None:
+    """The worker's state, if it has ever run: never created by inspect."""
+    path = config.state_path()
+    if not path.exists():
+        return None
+    try:
+        return StateStore(path)
+    except StapleError as error:
+        term.warn(f"prefetch worker state not shown: {error}")
+        return None
+
+
+class _Checker:
+    """inspect_entry with what every row shares: known certificates, policy, options."""
+
+    def __init__(self, known: KnownCertificates, config: Config) -> None:
+        self.known = known
+        self.policy = config.policy()
+        self.options = fetch_options(config).validation
+
+    def __call__(self, entry: Any, state: CertState | None, given: Found | None = None) -> Inspection:
+        found = given
+        if found is None or found.leaf is None:
+            # a CERT given without its issuer may still be configured with one
+            meta = entry.meta or {}
+            looked = self.known.find(entry.cert_id, [meta.get("cert_path"), state.path if state else None])
+            if looked.leaf is not None or found is None:
+                found = looked
+        now = SYSTEM_CLOCK.now()
+        return inspect_entry(entry, now, found=found, state=state, policy=self.policy, options=self.options)
+
+
+def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_output: bool) -> None:
+    states: dict[str, CertState] = {}
+    state_store = _state_store(config, term)
+    if state_store is not None:
+        with state_store:
+            try:
+                states = {s.cert_id: s for s in state_store.all()}
+            except StapleError as error:
+                term.warn(f"prefetch worker state not shown: {error}")
+    rows = [check(e, states.get(e.cert_id)) for e in store.entries()]
+    now = SYSTEM_CLOCK.now()
+    if json_output:
+        term.json({"cache": store.uri, "checked_at": iso(now), "entries": [r.to_dict() for r in rows]})
+        return
+    if not rows:
+        term.info(f"no entries in cache {store.uri}")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("key", "certificate", "status", "this update", "next update", "time left", "age", "flags"):
+        table.add_column(name, no_wrap=name in ("key", "this update", "next update"))
+    for row in rows:
+        # Text, not str: a key, path or subject is never read as markup or an emoji code
+        table.add_row(
+            Text(row.key),
+            Text(row.cert or "-"),
+            Text(row.status or "-", style=_colour(row)),
+            Text(iso(row.this_update) or "-"),
+            Text(iso(row.next_update) or "-"),
+            Text(_left(row.time_left)),
+            Text("-" if row.age is None else fmt.duration(row.age)),
+            Text(", ".join(row.flags) or "-"),
+        )
+    valid = sum(r.valid for r in rows)
+    table.caption = Text(f"{len(rows)} entries in {store.uri}: {valid} valid, {len(rows) - valid} not")
+    term.out.print(table)
+
+
+def _colour(row: Inspection) -> str:
+    return "green" if row.valid else ("yellow" if row.status in ("good", None) else "red")
+
+
+def _left(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return fmt.duration(seconds) if seconds >= 0 else f"-{fmt.duration(seconds)}"
+
+
+def _one(
+    term: Terminal, store: Cache, check: _Checker, config: Config, wanted: Target, json_output: bool, text: bool
+) -> None:
+    namespace = getattr(store.provider, "namespace", DEFAULT_NAMESPACE)
+    if wanted.namespace and wanted.namespace != namespace:
+        raise InputError(
+            f"{wanted.label}: namespace {wanted.namespace!r} is not the cache's ({namespace!r}); "
+            f"add ?namespace={wanted.namespace} to the cache URI"
+        )
+    key = staple_key(namespace, wanted.cert_id)
+    entry = store.get(wanted.cert_id)
+    state_store = _state_store(config, term)
+    state, history = _worker(state_store, wanted.cert_id, term)
+    if not entry:
+        last = f"; the prefetch worker's last error: {state.last_error}" if state and state.last_error else ""
+        raise NotInCacheError(f"{wanted.label}: no entry in cache {store.uri} (key {key}){last}")
+    row = check(entry, state, wanted.found)
+    if text:
+        if not entry.der:
+            raise NotInCacheError(f"{wanted.label}: the entry holds metadata only, no response (key {key})")
+        _plain(term, render(entry.der, "cached staple"))
+        return
+    response = _describe(entry.der)
+    if json_output:
+        data = row.to_dict()
+        data["validation"] = {"ok": row.valid, "problem": row.problem}
+        data.update(response=response, meta=entry.meta, state=state.to_dict() if state else None)
+        data["history"] = [h.to_dict() for h in history]
+        term.json(data)
+        return
+    _show(term, row, entry.der, state, history)
+
+
+def _worker(store: StateStore | None, cert_id: str, term: Terminal) -> tuple[CertState | None, list[HistoryEntry]]:
+    if store is None:
+        return None, []
+    with store:
+        try:
+            return store.get(cert_id), store.history(cert_id)
+        except StapleError as error:
+            term.warn(f"prefetch worker state not shown: {error}")
+            return None, []
+
+
+def _describe(der: bytes) -> dict[str, Any] | None:
+    if not der:
+        return None
+    try:
+        return describe(der, "cached staple")
+    except StapleError:
+        return None
+
+
+def _plain(term: Terminal, text: str) -> None:
+    # neither markup nor emoji codes: ":ab:" in a hex dump is not an emoji
+    term.out.print(text, end="", markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def _show(term: Terminal, row: Inspection, der: bytes, state: CertState | None, history: list[HistoryEntry]) -> None:
+    now = SYSTEM_CLOCK.now()
+    term.out.print(Text(row.status or "-", style=_colour(row)) + Text(f"  {row.subject or row.key}"))
+    verdict = "[green]ok[/]" if row.valid else f"[red]not usable[/]: {escape(row.problem or ', '.join(row.flags))}"
+    lines = [
+        ("key", escape(row.key)),
+        ("certificate", escape(row.cert or "unknown: signature and CertID not checked")),
+        ("serial", escape(row.serial or "-")),
+        ("this update", fmt.timestamp(row.this_update, now)),
+        ("next update", fmt.timestamp(row.next_update, now)),
+        ("produced at", iso(row.produced_at) or "-"),
+        ("time left", _left(row.time_left)),
+        ("flags", escape(", ".join(row.flags)) or "-"),
+        ("validation", verdict),
+        ("stored until", fmt.timestamp(row.expires_at, now)),
+    ]
+    if row.cert_note:
+        lines.insert(2, ("note", escape(row.cert_note)))
+    for label, value in lines:
+        term.out.print(f"  [dim]{label:<12}[/] {value}", emoji=False)
+    if der:
+        term.out.print("\n[bold]Response[/] (as openssl ocsp -resp_text shows it)")
+        try:
+            _plain(term, render(der, "cached staple"))
+        except StapleError as error:
+            term.out.print(f"  [red]{escape(str(error))}[/]")
+    if state is not None:
+        term.out.print("\n[bold]Prefetch worker[/]")
+        for label, value in state.to_dict().items():
+            if label not in ("cert_id", "name") and value not in (None, ""):
+                term.out.print(f"  [dim]{label:<12}[/] {escape(str(value))}", emoji=False)
+        for event in history:
+            _plain(term, f"  {iso(event.when)}  {event.action}  {event.detail}\n")

@@ -1,10 +1,160 @@
-"""staplectl locks (being written)."""
+"""staplectl locks: the striped fetch locks' figures, from any process.
+
+Reads the lock directory's ``stripes.stats`` without taking any lock
+(engine.stripe_stats), so it is safe to run, and to --watch, next to a busy
+prefetch service. It never creates the directory or the file: before any
+process has taken a stripe there is nothing to show, which is a normal
+state of a fresh install, so that is exit 0 with an empty table.
+"""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from engine.errors import InputError
+from engine.stripe_stats import STATS_FILE, StripeStats, StripeStatsError
+from engine.stripe_stats import read_stats as _read_stats
+from staplectl import fmt
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.terminal import Terminal
 
 
-def locks() -> None:
-    """Not written yet."""
-    raise typer.Exit(2)
+def locks(
+    ctx: typer.Context,
+    show_all: Annotated[bool, typer.Option("--all", help="Every stripe, also those never acquired.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw the table until Ctrl-C.")] = False,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", metavar="SECONDS", min=0.1, help="Seconds between redraws with --watch."),
+    ] = 2.0,
+    json_output: JsonOpt = False,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show contention on the striped fetch locks, and who holds a stripe now.
+
+    One row per stripe that was ever acquired (--all: every stripe), with
+    counts since the lock directory's stats file was created: acquisitions,
+    contended acquisitions (had to wait for another thread or process) and
+    their share, average and longest wait and hold, re-entries, and the
+    current holder: certificate id, pid, for how long, and whether that
+    process is still alive. Exit 0, also when no process has used the
+    locks yet (empty table).
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term, json_errors=json_output):
+        if watch and json_output:
+            raise InputError("--watch redraws a table; for JSON, run locks --json repeatedly")
+        directory = opts.load_config().locks.path()
+        if watch:
+            _watch(term, directory, show_all, interval)
+            return
+        stats = read_stats(directory)
+        if json_output:
+            term.json(snapshot(directory, stats, show_all, time.time()))
+            return
+        if not stats:
+            term.info(f"no stripe statistics in {directory} yet: no process has taken a fetch lock there")
+        term.out.print(render(directory, stats, show_all, time.time()))
+
+
+def read_stats(directory: Path) -> list[StripeStats]:
+    """engine's read_stats, with an unreadable file as an error that names it."""
+    try:
+        return _read_stats(directory)
+    except OSError as exc:
+        raise StripeStatsError(f"{directory / STATS_FILE}: cannot read: {exc.strerror or exc}") from None
+
+
+def _row(s: StripeStats, now: float) -> dict[str, Any]:
+    # A hold is added to the totals when it ends: the current one is not in them.
+    finished = s.acquisitions - (1 if s.holder_pid else 0)
+    return {
+        **s.to_dict(),
+        "contended_percent": round(100.0 * s.contended / s.acquisitions, 1) if s.acquisitions else 0.0,
+        "avg_wait": s.total_wait / s.acquisitions if s.acquisitions else 0.0,
+        "avg_hold": s.total_hold / finished if finished > 0 else 0.0,
+        "held_for": max(0.0, now - s.holder_since) if s.holder_since else None,
+    }
+
+
+def _shown(stats: list[StripeStats], show_all: bool) -> list[StripeStats]:
+    return stats if show_all else [s for s in stats if s.acquisitions or s.reentries or s.holder_pid]
+
+
+def snapshot(directory: Any, stats: list[StripeStats], show_all: bool, now: float) -> dict[str, Any]:
+    """What --json prints: totals over every stripe, then the rows shown."""
+    acquisitions = sum(s.acquisitions for s in stats)
+    contended = sum(s.contended for s in stats)
+    return {
+        "directory": str(directory),
+        "stripes": len(stats),
+        "acquisitions": acquisitions,
+        "contended": contended,
+        "contended_percent": round(100.0 * contended / acquisitions, 1) if acquisitions else 0.0,
+        "max_wait": max((s.max_wait for s in stats), default=0.0),
+        "held": sum(1 for s in stats if s.holder_pid),
+        "rows": [_row(s, now) for s in _shown(stats, show_all)],
+    }
+
+
+def _seconds(value: float) -> str:
+    if value < 0.001:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.2f} s" if value < 60 else fmt.duration(value)
+
+
+def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float) -> Group:
+    data = snapshot(directory, stats, show_all, now)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    headers = ("stripe", "acquired", "contended", "%", "avg wait", "max wait", "avg hold", "max hold",
+               "reentries", "holder", "pid", "held for", "alive")  # fmt: skip
+    for name in headers:
+        table.add_column(name, justify="left" if name in ("holder", "alive") else "right", no_wrap=True)
+    for row in data["rows"]:
+        holding = row["holder_pid"] is not None
+        pct = row["contended_percent"]
+        table.add_row(
+            str(row["stripe"]),
+            str(row["acquisitions"]),
+            str(row["contended"]),
+            Text(f"{pct:.1f}", style="red" if pct >= 10 else ("yellow" if pct > 0 else "")),
+            _seconds(row["avg_wait"]),
+            _seconds(row["max_wait"]),
+            _seconds(row["avg_hold"]),
+            _seconds(row["max_hold"]),
+            str(row["reentries"]),
+            Text(row["holder_cert_id"] or "-"),
+            str(row["holder_pid"]) if holding else "-",
+            _seconds(row["held_for"]) if holding else "-",
+            Text("yes", style="green") if row["holder_alive"] else (Text("no (crashed)", style="red") if holding else "-"),
+        )
+    summary = Text(
+        f"{directory}: {data['stripes']} stripes, {len(data['rows'])} shown; {data['acquisitions']} acquisitions, "
+        f"{data['contended']} contended ({data['contended_percent']:.1f} %), {data['held']} held now"
+    )
+    return Group(table, summary)
+
+
+def _watch(term: Terminal, directory: Any, show_all: bool, interval: float) -> None:
+    """Redraw until Ctrl-C, which ends it with exit 0 (it is how one stops watching)."""
+    try:
+        with Live(console=term.out, auto_refresh=False, transient=False) as live:
+            while True:
+                live.update(render(directory, read_stats(directory), show_all, time.time()), refresh=True)
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass

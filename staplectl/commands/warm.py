@@ -1,10 +1,212 @@
-"""staplectl warm (being written)."""
+"""staplectl warm: make sure every certificate has a fresh staple in the cache.
+
+What an operator runs before starting httpd, nginx or HAProxy (systemd
+``ExecStartPre=``), so that the first handshakes after a restart are
+stapled without waiting on a responder. Each certificate goes through
+``Stapler.refresh``: its stripe, a second look in the cache, a fetch only
+when the staple is missing or due. What is fresh is left alone.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
 
+from engine.certs import Leaf
+from engine.clock import SYSTEM_CLOCK, iso
+from engine.errors import StapleError
+from engine.schedule import responder_key
+from engine.staple import GOOD, Staple
+from staplectl import fmt
+from staplectl.exitcodes import Exit
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.pool import FairPool
+from staplectl.runtime import open_stapler
+from staplectl.table import print_table
+from staplectl.targets import Problem, close_stapler, error_dict, load_targets
+from staplectl.terminal import Terminal
 
-def warm() -> None:
-    """Not written yet."""
-    raise typer.Exit(2)
+DEFAULT_CONCURRENCY = 16
+
+
+@dataclass
+class Row:
+    name: str
+    leaf: Leaf | None = None
+    staple: Staple | None = None
+    #: updated | fresh | leased | failed
+    result: str = "failed"
+    error: StapleError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.staple
+        return {
+            "cert": self.name,
+            "cert_sha1": self.leaf.cert_id if self.leaf else None,
+            "serial": self.leaf.serial_hex if self.leaf else None,
+            "status": s.status if s else None,
+            "this_update": iso(s.this_update) if s else None,
+            "next_update": iso(s.next_update) if s else None,
+            "produced_at": iso(s.produced_at) if s else None,
+            "result": self.result,
+            "error": error_dict(self.error) if self.error else None,
+        }
+
+
+class _Unexpected(StapleError):
+    reason = "internal_error"
+
+
+def warm(
+    ctx: typer.Context,
+    paths: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            metavar="PATH",
+            help="Certificate files, directories (their *.pem, *.crt, *.cer, *.der) or globs. "
+            "Default: the configuration's certificates.",
+            show_default=False,
+        ),
+    ] = None,
+    issuer: Annotated[
+        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
+    ] = None,
+    url: Annotated[
+        Optional[str], typer.Option("--url", metavar="URL", help="Responder URL to use instead of each certificate's AIA one.")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", metavar="N", min=1, max=1024, help="Refreshes in flight at once.")
+    ] = DEFAULT_CONCURRENCY,
+    force: Annotated[bool, typer.Option("--force", help="Fetch every staple, even those still fresh.")] = False,
+    timeout: Annotated[
+        Optional[float],
+        typer.Option("--timeout", metavar="SECONDS", min=0.1, show_default=False,
+                     help="Total deadline per responder request. [default: responder.timeout, 10 s]"),
+    ] = None,
+    json_output: JsonOpt = False,
+    cache: CacheOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fetch a fresh staple into the cache for every certificate that needs one.
+
+    Staples still fresh (before their renewal point, half their validity)
+    are left alone; missing or due ones are fetched, validated and stored,
+    several at once. Prints one row per certificate: status, next update,
+    and the result (updated, fresh, or failed with the reason).
+
+    Exit 0 when every certificate has a good staple, 1 when a responder said
+    revoked or unknown, 2 when no certificate could be found or loaded (or
+    an option is wrong), 3 when any certificate failed (including a file
+    among many that could not be loaded).
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term, json_errors=json_output):
+        effective = opts.load_config()
+        if timeout is not None:
+            effective.responder.timeout = timeout
+        targets = load_targets(paths, issuer, url, effective)
+        stapler = open_stapler(effective)
+        try:
+            # One read first: an unreachable cache is one error, not one
+            # per certificate after as many cache timeouts.
+            stapler.cache.get(targets.leaves[0].cert_id)
+            rows = _run(term, stapler, targets.leaves, concurrency, force, effective.responder.timeout, json_output)
+        finally:
+            close_stapler(stapler)
+    rows += [Row(p.name, error=p.error) for p in targets.problems]
+    rows.sort(key=lambda row: row.name)
+    if json_output:
+        term.json([row.to_dict() for row in rows])
+    else:
+        _show(term, rows, targets.problems)
+    raise typer.Exit(int(exit_code(rows)))
+
+
+def exit_code(rows: list[Row]) -> Exit:
+    if any(row.result == "failed" for row in rows):
+        return Exit.FAILED
+    if any(row.staple is not None and row.staple.status != GOOD for row in rows):
+        return Exit.NOT_GOOD
+    return Exit.OK
+
+
+def _run(
+    term: Terminal, stapler: Any, leaves: list[Leaf], concurrency: int, force: bool, timeout: float, json_output: bool
+) -> list[Row]:
+    # Long enough to outlast one fetch by whoever holds the stripe (a
+    # prefetch service), whose own deadline is about ours.
+    lock_timeout = 2 * timeout + 1
+
+    def refresh(leaf: Leaf) -> Row:
+        try:
+            result = stapler.refresh(leaf, force=force, lock_timeout=lock_timeout)
+        except StapleError as error:
+            return _failed(stapler, leaf, error)
+        except Exception as exc:  # a bug must cost one row, not the whole run
+            return _failed(stapler, leaf, _Unexpected(f"{leaf.name}: unexpected {type(exc).__name__}: {exc}"))
+        return Row(leaf.name, leaf, result.staple, result.action)
+
+    def group(leaf: Leaf) -> str:
+        try:
+            return responder_key(leaf.responder_url())
+        except StapleError:
+            return ""  # its refresh fails with the reason
+
+    progress = None
+    if term.err.is_terminal and not json_output and not term.quiet:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(
+            TextColumn("warming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=term.err, transient=True,
+        )
+        task = progress.add_task("warm", total=len(leaves))
+
+    def done(leaf: Leaf, row: Row) -> None:
+        if progress is not None:
+            progress.advance(task)
+        if row.error is not None:
+            term.debug(f"{leaf.name}: {row.error}")
+
+    pool = FairPool(concurrency, refresh, group_of=group, stripe_of=lambda leaf: stapler.locks.stripe_of(leaf.cert_id), on_done=done)
+    if progress is None:
+        return pool.map(leaves)
+    with progress:
+        return pool.map(leaves)
+
+
+def _failed(stapler: Any, leaf: Leaf, error: StapleError) -> Row:
+    """A failure; the staple still cached, if usable, shows what servers keep stapling."""
+    try:
+        current = stapler.cached(leaf)
+    except StapleError:
+        current = None
+    if not stapler.usable(current, SYSTEM_CLOCK.now()):
+        current = None
+    return Row(leaf.name, leaf, current, "failed", error)
+
+
+def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
+    now = SYSTEM_CLOCK.now()
+    table = []
+    for row in rows:
+        s = row.staple
+        result = row.result if row.error is None else f"failed: {row.error}"
+        if row.error is not None and s is not None:
+            result += f" (the cached staple stays usable until {iso(s.next_update)})"
+        status = s.status if s else "-"
+        colour = {"good": "green", "revoked": "red", "unknown": "yellow", "-": "dim"}[status]
+        table.append((row.name, (status, colour), fmt.relative(s.next_update, now) if s else "-",
+                      (result, "red" if row.error else "")))
+    print_table(term.out, ("CERTIFICATE", "STATUS", "NEXT UPDATE", "RESULT"), table)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.result] = counts.get(row.result, 0) + 1
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+    term.info(f"{len(rows)} certificates: {summary}")

@@ -1,0 +1,153 @@
+"""What the dashboard asks of the engine: refreshes, and the in-process worker.
+
+No textual here: the app runs these in its worker threads and only gets
+their outcomes back.
+
+A refresh goes through ``Stapler.refresh``, the same path as ``warm`` and
+the prefetch worker: the certificate's stripe (so it waits behind a worker
+fetching the same certificate, and shows in the lock figures), a second
+look in the cache, a validated fetch, and a store that never replaces a
+valid staple with a failure. Each batch opens its own Stapler and closes
+it after: the local store keeps a connection per thread until it is
+closed, and the threads of a batch are new every time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from engine.certs import Leaf
+from engine.clock import Clock
+from engine.errors import StapleError
+from engine.prefetch import PrefetchWorker, WorkerOptions
+from engine.schedule import responder_key
+from engine.stapler import Stapler
+from engine.state import StateStore
+from staplectl.pool import FairPool
+
+#: how long quitting waits for the in-process worker's fetches (as prefetch's SIGTERM)
+STOP_GRACE = 3.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    cert_id: str
+    name: str
+    #: updated | fresh | leased | failed
+    action: str
+    message: str
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.action != "failed"
+
+
+def describe(outcomes: Sequence[Outcome]) -> str:
+    """One line for a batch: '3 updated, 1 failed (timeout 1)'."""
+    if len(outcomes) == 1:
+        return f"{outcomes[0].name}: {outcomes[0].message}"
+    actions = Counter(o.action for o in outcomes)
+    text = ", ".join(f"{n} {action}" for action, n in sorted(actions.items()))
+    reasons = Counter(o.reason for o in outcomes if not o.ok)
+    if reasons:
+        text += " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=str)) + ")"
+    return text
+
+
+class Refresher:
+    def __init__(self, open_stapler: Callable[[], Stapler], *, lock_timeout: float, concurrency: int = 8) -> None:
+        self._open = open_stapler
+        #: long enough to outlast one fetch by whoever holds the stripe (as warm)
+        self.lock_timeout = lock_timeout
+        self.concurrency = concurrency
+
+    def refresh(self, leaves: Sequence[Leaf], *, force: bool) -> list[Outcome]:
+        """Refresh each leaf; never raises (a failure is an Outcome)."""
+        try:
+            stapler = self._open()
+        except StapleError as error:
+            return [Outcome(leaf.cert_id, leaf.name, "failed", f"cannot open the engine: {error}", error.reason)
+                    for leaf in leaves]  # fmt: skip
+        try:
+            if len(leaves) == 1:
+                return [self._one(stapler, leaves[0], force)]
+            # Fair between responders and one job per stripe at a time, as
+            # warm: a hanging responder holds its share of threads, not all.
+            pool: FairPool[Leaf, Outcome] = FairPool(
+                self.concurrency, lambda leaf: self._one(stapler, leaf, force),
+                group_of=_group, stripe_of=lambda leaf: stapler.locks.stripe_of(leaf.cert_id),
+            )  # fmt: skip
+            return pool.map(leaves)
+        finally:
+            _close(stapler)
+
+    def _one(self, stapler: Stapler, leaf: Leaf, force: bool) -> Outcome:
+        try:
+            result = stapler.refresh(leaf, force=force, lock_timeout=self.lock_timeout)
+        except StapleError as error:
+            return Outcome(leaf.cert_id, leaf.name, "failed", f"failed [{error.reason}]: {error}", error.reason)
+        except Exception as error:  # a bug costs one certificate, never the dashboard
+            return Outcome(leaf.cert_id, leaf.name, "failed", f"failed: unexpected {type(error).__name__}: {error}",
+                           "internal_error")  # fmt: skip
+        staple = result.staple
+        message = f"{result.action}: {staple.status}"
+        return Outcome(leaf.cert_id, leaf.name, result.action, message)
+
+
+def _group(leaf: Leaf) -> str:
+    try:
+        return responder_key(leaf.responder_url())
+    except StapleError:
+        return ""  # its refresh fails and says why
+
+
+def _close(stapler: Stapler) -> None:
+    try:
+        stapler.cache.close()
+    except StapleError:
+        pass
+    try:
+        stapler.locks.close()
+    except RuntimeError:
+        pass  # a thread still holds a stripe (a fetch past its deadline): the process lets go at exit
+
+
+class InProcessPrefetch:
+    """``dashboard --prefetch``: the prefetch worker, in this process, for as long as the app runs."""
+
+    def __init__(self, open_stapler: Callable[[], Stapler], state_path, leaves: list[Leaf], *,
+                 options: WorkerOptions, clock: Clock) -> None:  # fmt: skip
+        self._open = open_stapler
+        self.state_path = state_path
+        self.leaves = leaves
+        self.options = options
+        self.clock = clock
+        self.worker: PrefetchWorker | None = None
+        self._stapler: Stapler | None = None
+        self._state: StateStore | None = None
+        self._lock = threading.Lock()  # stop() waits for a start() under way
+        self._stopped = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._stopped or self.worker is not None:
+                return
+            self._state = StateStore(self.state_path)
+            self._stapler = self._open()
+            self.worker = PrefetchWorker(self._stapler, state=self._state, options=self.options, clock=self.clock)
+            self.worker.load(self.leaves)
+            self.worker.start()
+
+    def stop(self) -> bool:
+        with self._lock:
+            self._stopped = True
+            clean = self.worker.stop() if self.worker is not None else True
+            if self._stapler is not None:
+                _close(self._stapler)
+            if self._state is not None:
+                self._state.close()
+            return clean

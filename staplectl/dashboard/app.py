@@ -1,0 +1,374 @@
+"""The dashboard app, built by ``make_app`` for the CLI and the tests alike (posting).
+
+The app only renders: snapshots come from the Collector, read in a worker
+thread at every tick and posted back as a ``SnapshotRead`` message
+(harlequin's typed messages, which tests can watch with ``message_hook``).
+A flag keeps reads from overlapping: a tick that finds a read under way is
+skipped (a slow memcached must not pile up readers), and a read asked for
+during one (after a refresh) runs as soon as it ends. Refreshes run in
+their own worker threads, so the screen never waits on a responder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Input, Static
+
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import InputError
+from engine.prefetch import WorkerOptions
+from engine.sources import LoadResult, load_all
+from staplectl.config import Config
+from staplectl.dashboard.actions import STOP_GRACE, InProcessPrefetch, Outcome, Refresher, describe
+from staplectl.dashboard.panels import WaitHistory, banner, header, lock_panel
+from staplectl.dashboard.rows import (
+    COLUMNS, FILTERS, LABELS, Row, View, build_rows, counts, due_items, names_by_id,
+)  # fmt: skip
+from staplectl.dashboard.screens import DetailScreen
+from staplectl.dashboard.snapshot import Collector, Item, Snapshot
+from staplectl.runtime import fetch_options, open_stapler
+
+
+class SnapshotRead(Message):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class ReadFailed(Message):
+    """A read that failed in a way the Collector does not turn into a snapshot (a bug)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+class RefreshDone(Message):
+    def __init__(self, outcomes: tuple[Outcome, ...], batch: bool) -> None:
+        super().__init__()
+        self.outcomes = outcomes
+        self.batch = batch
+
+
+class CertTable(DataTable):
+    """The freshness table; its keys are listed in the footer only while it has the focus."""
+
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Details"),
+        Binding("r", "app.refresh_selected", "Refresh now"),
+        Binding("a", "app.refresh_due", "Refresh all due"),
+        Binding("slash", "app.filter", "Filter"),
+        Binding("f", "app.state_filter", "State"),
+        Binding("s", "app.sort", "Sort"),
+        Binding("S", "app.reverse", "Reverse", show=False),
+    ]
+
+
+class DashboardApp(App[None]):
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "staplectl dashboard"
+    BINDINGS = [
+        Binding("p", "pause", "Pause"),
+        Binding("q", "quit", "Quit"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("ctrl+s", "screenshot", "Screenshot", show=False),
+    ]
+
+    def __init__(self, collector: Any, *, refresher: Refresher | None = None,
+                 prefetch: InProcessPrefetch | None = None, interval: float = 2.0) -> None:  # fmt: skip
+        super().__init__()
+        self.collector = collector
+        self.refresher = refresher
+        self.prefetch = prefetch
+        self.interval = interval
+        self.view = View()
+        self.paused = False
+        self.snapshot: Snapshot | None = None
+        self.waits = WaitHistory()
+        #: certificates with a refresh in flight
+        self.busy: set[str] = set()
+        self.detail_id: str | None = None
+        self.reads = 0
+        self._reading = False
+        self._read_again = False
+        self._timer: Timer | None = None
+        self._shown: dict[str, tuple[Any, ...]] = {}
+        self._order: list[str] = []
+
+    # -- layout ---------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("reading…", id="summary")
+        yield Static(id="banner")
+        with Horizontal(id="bar"):
+            yield Input(placeholder="/ filter: name, serial, status, error…", id="filter")
+            yield Static(id="view")
+        yield CertTable(id="certs", cursor_type="row", zebra_stripes=True)
+        yield Static(id="locks")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._set_columns()
+        self._show_view()
+        self.query_one("#certs", DataTable).focus()
+        if self.prefetch is not None:
+            self.run_worker(self.prefetch.start, thread=True, group="prefetch", exit_on_error=False)
+        self._timer = self.set_interval(self.interval, self.request_read)
+        self.request_read()
+
+    def on_unmount(self) -> None:
+        if self.prefetch is not None:
+            self.prefetch.stop()
+        self.collector.close()
+
+    # -- reading --------------------------------------------------------------
+
+    def request_read(self) -> None:
+        if self._reading:
+            self._read_again = True
+            return
+        self._reading = True
+        self.run_worker(partial(self._read, self.detail_id), thread=True, group="read", exit_on_error=False)
+
+    def _read(self, detail: str | None) -> None:  # in a worker thread
+        try:
+            snapshot = self.collector.collect(detail)
+        except Exception as error:  # a bug in reading must not end the live view
+            self.post_message(ReadFailed(f"{type(error).__name__}: {error}"))
+        else:
+            self.post_message(SnapshotRead(snapshot))
+
+    def on_snapshot_read(self, message: SnapshotRead) -> None:
+        self.reads += 1
+        self.snapshot = message.snapshot
+        self.waits.add(message.snapshot.stripes)
+        self._read_done()
+        self.render_snapshot()
+        if isinstance(self.screen, DetailScreen):
+            self.screen.show(message.snapshot)
+
+    def on_read_failed(self, message: ReadFailed) -> None:
+        self._read_done()
+        self.notify(message.error, title="reading failed", severity="error", markup=False)
+
+    def _read_done(self) -> None:
+        self._reading = False
+        if self._read_again:
+            self._read_again = False
+            self.request_read()
+
+    # -- rendering ------------------------------------------------------------
+
+    def render_snapshot(self) -> None:
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        self.query_one("#summary", Static).update(
+            header(snapshot, counts(snapshot), paused=self.paused, reading=self._reading)
+        )
+        text = banner(snapshot)
+        bar = self.query_one("#banner", Static)
+        bar.update(text or "")
+        bar.set_class(text is not None, "shown")
+        self._fill(build_rows(snapshot, self.view, self.busy))
+        self.query_one("#locks", Static).update(lock_panel(snapshot, self.waits, names_by_id(snapshot.items)))
+
+    def _set_columns(self) -> None:
+        table = self.query_one("#certs", DataTable)
+        table.clear(columns=True)
+        for key, label in COLUMNS:
+            mark = (" ▼" if self.view.reverse else " ▲") if key == self.view.sort else ""
+            table.add_column(label + mark, key=key)
+        self._order, self._shown = [], {}
+
+    def _fill(self, rows: list[Row]) -> None:
+        table = self.query_one("#certs", DataTable)
+        order = [row.key for row in rows]
+        if order == self._order:
+            # Same rows, same order: change only the cells that changed, so
+            # the cursor and the scroll stay where the operator left them.
+            for row in rows:
+                for (key, _), new, old in zip(COLUMNS, row.cells, self._shown[row.key]):
+                    if new != old:
+                        table.update_cell(row.key, key, new, update_width=True)
+        else:
+            selected = self.selected_key()
+            table.clear()
+            for row in rows:
+                table.add_row(*row.cells, key=row.key)
+            if selected in order:
+                table.move_cursor(row=order.index(selected), animate=False)
+        self._order = order
+        self._shown = {row.key: row.cells for row in rows}
+
+    def _show_view(self) -> None:
+        label = dict(COLUMNS)[self.view.sort]
+        state = LABELS[self.view.state] if self.view.state else "all"
+        self.query_one("#view", Static).update(
+            f"state: {state} (f)   sort: {label} {'▼' if self.view.reverse else '▲'} (s, S)   "
+            f"{'text: ' + repr(self.view.text) if self.view.text else ''}"
+        )
+
+    def _change_view(self, **changes: Any) -> None:
+        columns = "sort" in changes or "reverse" in changes
+        self.view = replace(self.view, **changes)
+        if columns:
+            self._set_columns()
+        self._show_view()
+        self.render_snapshot()
+
+    # -- the selection --------------------------------------------------------
+
+    def selected_key(self) -> str | None:
+        table = self.query_one("#certs", DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def selected_item(self) -> Item | None:
+        snapshot = self.snapshot
+        return snapshot.item(self.selected_key()) if snapshot else None
+
+    # -- actions --------------------------------------------------------------
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.open_details(event.row_key.value)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = event.column_key.value
+        self._change_view(sort=key, reverse=not self.view.reverse if key == self.view.sort else False)
+
+    def open_details(self, cert_id: str | None) -> None:
+        if cert_id is None or self.snapshot is None:
+            return
+        self.detail_id = cert_id
+        self.push_screen(DetailScreen(cert_id, self.snapshot), callback=self._details_closed)
+        self.request_read()  # its history
+
+    def _details_closed(self, _: None) -> None:
+        self.detail_id = None
+
+    def action_refresh_selected(self) -> None:
+        self.refresh_cert(self.selected_key())
+
+    def refresh_cert(self, cert_id: str | None) -> None:
+        item = self.snapshot.item(cert_id) if self.snapshot else None
+        if item is not None:
+            self.refresh_items([item], batch=False)
+
+    def action_refresh_due(self) -> None:
+        if self.snapshot is not None:
+            self.refresh_items(due_items(self.snapshot), batch=True)
+
+    def refresh_items(self, items: list[Item], *, batch: bool) -> None:
+        if self.refresher is None:
+            return
+        unknown = [i for i in items if i.leaf is None]
+        todo = [i for i in items if i.leaf is not None and i.cert_id not in self.busy]
+        if unknown and not batch:
+            self.notify(f"{unknown[0].name}: cannot refresh: its certificate (and issuer) is not known here; "
+                        "add it to the configuration", severity="warning", markup=False)  # fmt: skip
+        if not todo:
+            if batch:
+                self.notify("nothing to refresh: no certificate is due, stale, expired or missing", markup=False)
+            return
+        self.busy.update(i.cert_id for i in todo)
+        self.render_snapshot()
+        leaves = [i.leaf for i in todo if i.leaf is not None]
+        self.run_worker(partial(self._refresh, leaves, batch), thread=True, group="refresh", exit_on_error=False)
+
+    def _refresh(self, leaves: list[Any], batch: bool) -> None:  # in a worker thread
+        assert self.refresher is not None
+        outcomes = self.refresher.refresh(leaves, force=not batch)
+        self.post_message(RefreshDone(tuple(outcomes), batch))
+
+    def on_refresh_done(self, message: RefreshDone) -> None:
+        self.busy.difference_update(o.cert_id for o in message.outcomes)
+        ok = all(o.ok for o in message.outcomes)
+        title = "refresh all due" if message.batch else ("refreshed" if ok else "refresh failed")
+        self.notify(describe(message.outcomes), title=title, severity="information" if ok else "error",
+                    timeout=4 if ok else 12, markup=False)  # fmt: skip
+        self.request_read()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if self._timer is not None:
+            (self._timer.pause if self.paused else self._timer.resume)()
+        if not self.paused:
+            self.request_read()
+        self.render_snapshot()
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._change_view(text=event.value.strip())
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#certs", DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one("#filter", Input).value = ""
+        self._change_view(text="", state=None)
+        self.query_one("#certs", DataTable).focus()
+
+    def action_state_filter(self) -> None:
+        self._change_view(state=FILTERS[(FILTERS.index(self.view.state) + 1) % len(FILTERS)])
+
+    def action_sort(self) -> None:
+        keys = [key for key, _ in COLUMNS]
+        self._change_view(sort=keys[(keys.index(self.view.sort) + 1) % len(keys)], reverse=False)
+
+    def action_reverse(self) -> None:
+        self._change_view(reverse=not self.view.reverse)
+
+
+def make_app(
+    config: Config,
+    *,
+    interval: float = 2.0,
+    prefetch: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+    collector: Any = None,
+) -> DashboardApp:
+    """The dashboard for a configuration: what ``staplectl dashboard`` runs and tests drive.
+
+    ``collector`` replaces the reading side (tests and screenshots give a
+    StaticCollector with fixed data); everything else is as the CLI has it.
+    Raises InputError for a bad cache URI, or ``prefetch`` without certificates.
+    """
+    loaded = load_all(config.certificates) if config.certificates else LoadResult()
+    if prefetch and not loaded.leaves:
+        where = config.path or "the configuration"
+        raise InputError(f"--prefetch: no certificate could be loaded from {where}: add `certificates = [...]`")
+    if collector is None:
+        collector = Collector(
+            cache_uri=config.cache_uri, leaves=loaded.leaves, lock_dir=config.locks.path(),
+            state_path=config.state_path(), policy=config.policy(), options=fetch_options(config).validation,
+            problems=tuple(f"{where}: {error}" for where, error in loaded.problems),
+            prefetch_expected=config.prefetch.enabled or prefetch, in_process=prefetch, clock=clock,
+        )  # fmt: skip
+
+    def engine() -> Any:
+        stapler = open_stapler(config)
+        stapler.clock = clock
+        return stapler
+
+    refresher = Refresher(engine, lock_timeout=2 * config.responder.timeout + 1, concurrency=config.prefetch.concurrency)
+    worker = None
+    if prefetch:
+        options = WorkerOptions(
+            concurrency=config.prefetch.concurrency, per_responder=config.prefetch.per_responder,
+            stop_grace=STOP_GRACE, lock_timeout=config.responder.timeout + 5,
+        )  # fmt: skip
+        worker = InProcessPrefetch(engine, Path(config.state_path()), loaded.leaves, options=options, clock=clock)
+    return DashboardApp(collector, refresher=refresher, prefetch=worker, interval=interval)

@@ -1,0 +1,123 @@
+"""Which certificates a bulk command works on, and the cache it reads.
+
+``warm``, ``check`` and ``export`` all take the same input: PATH arguments
+(files, directories, globs) with ``--issuer`` and ``--url`` applying to
+every certificate they find, or else the configuration's ``certificates``.
+A file that cannot be loaded is a *problem*, reported on its own row and
+never fatal to the others (one stray key in a directory must not keep the
+other certificates from being warmed); only when nothing at all can be
+loaded is the whole run bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine.cache import Cache
+from engine.certs import Leaf
+from engine.errors import InputError, StapleError
+from engine.providers import open_provider
+from engine.sources import CertSpec, load_all
+from engine.stapler import Stapler
+from engine.transport import check_url
+from staplectl.config import Config
+from staplectl.runtime import fetch_options
+
+
+class NoCertificatesError(InputError):
+    reason = "no_certificates"
+
+
+@dataclass
+class Problem:
+    """A file (or a pattern that matched nothing) and why it was not loaded."""
+
+    name: str
+    error: StapleError
+
+    def error_dict(self) -> dict[str, str]:
+        return error_dict(self.error)
+
+
+@dataclass
+class Targets:
+    leaves: list[Leaf] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def error_dict(error: StapleError) -> dict[str, str]:
+    """An error as every JSON output shows it."""
+    return {"reason": error.reason, "message": str(error)}
+
+
+def specs_for(
+    paths: Sequence[str] | None, issuer: Path | None, url: str | None, config: Config
+) -> list[CertSpec]:
+    """The PATH arguments, else the configuration's certificates.
+
+    ``--issuer``/``--url`` apply to every PATH; with the configuration's
+    certificates they fill in where an entry names none of its own.
+    """
+    if url is not None:
+        check_url(url)  # a bad --url is one error, not one per certificate
+    if paths:
+        return [CertSpec(str(p), issuer=issuer, url=url) for p in paths]
+    return [
+        replace(spec, issuer=spec.issuer or issuer, url=spec.url or url) for spec in config.certificates
+    ]
+
+
+def load_targets(
+    paths: Sequence[str] | None, issuer: Path | None, url: str | None, config: Config
+) -> Targets:
+    """Load every certificate; raise InputError only when none could be.
+
+    With a single problem (one bad file) its own error is raised, so that
+    ``warm bad.pem`` says exactly what ``fetch bad.pem`` says.
+    """
+    specs = specs_for(paths, issuer, url, config)
+    if not specs:
+        where = f"under 'certificates' in {config.path}" if config.path else "in a configuration file (--config)"
+        raise NoCertificatesError(
+            "no certificates to work on: name them as arguments (files, directories or globs) "
+            f"or {where}"
+        )
+    loaded = load_all(specs)
+    targets = Targets(
+        leaves=loaded.leaves,
+        problems=[Problem(str(name), error) for name, error in loaded.problems],
+    )
+    if not targets.leaves:
+        if len(targets.problems) == 1:
+            raise targets.problems[0].error
+        first = targets.problems[0]
+        raise NoCertificatesError(
+            f"no certificate could be loaded from {len(targets.problems)} files or patterns "
+            f"(first: {first.error})"
+        )
+    return targets
+
+
+def open_reader(config: Config) -> Stapler:
+    """A Stapler for reading the cache only (check, export).
+
+    Reading takes no stripe, so no lock directory is opened: a monitoring
+    check running as another user must not need write access to it.
+    """
+    cache = Cache(open_provider(config.cache_uri))
+    return Stapler(cache, None, fetch_options=fetch_options(config), policy=config.policy())  # type: ignore[arg-type]
+
+
+def close_stapler(stapler: Stapler) -> None:
+    try:
+        stapler.cache.close()
+    finally:
+        if stapler.locks is not None:
+            stapler.locks.close()
+
+
+def leaf_dict(leaf: Leaf) -> dict[str, Any]:
+    return {"cert": leaf.name, "cert_sha1": leaf.cert_id, "serial": leaf.serial_hex}

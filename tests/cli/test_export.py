@@ -1,0 +1,219 @@
+"""staplectl export: nginx ssl_stapling_file and HAProxy <cert>.ocsp files,
+written only when they change, removed when nothing usable is cached,
+and the reload command run only after a change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+import pytest
+
+from engine.providers import open_provider
+from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
+from tests.responder import Behaviour
+
+ROW_KEYS = ["cert", "file", "action", "status", "next_update", "error"]
+
+
+def warm(cli, *args):
+    ran = cli("warm", *args)
+    assert ran.exit_code in (0, 1), ran.stderr
+
+
+def actions(ran):
+    return {row["cert"].rsplit("/", 1)[-1]: row["action"] for row in ran.json()}
+
+
+def delete(home, issued):
+    with open_provider(f"local:{home / 'staples.db'}") as provider:
+        provider.delete(cert_id_of(issued))
+
+
+@pytest.fixture
+def out(tmp_path):
+    directory = tmp_path / "nginx"
+    directory.mkdir()
+    return directory
+
+
+class TestNginx:
+    def test_files_are_the_cached_der(self, cli, pki, home, out):
+        warm(cli, pki.good.chain_path, pki.rsa.chain_path)
+        ran = cli("export", "--nginx", out, pki.good.chain_path, pki.rsa.chain_path, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        assert actions(ran) == {"good-chain.pem": "written", "rsa-chain.pem": "written"}
+        for issued in (pki.good, pki.rsa):
+            file = out / f"{issued.chain_path.stem}.ocsp"
+            assert file.read_bytes() == stored(home, issued).der
+            mode = stat.S_IMODE(file.stat().st_mode)
+            assert mode == 0o644 and not mode & stat.S_IWOTH
+        assert sorted(os.listdir(out)) == ["good-chain.ocsp", "rsa-chain.ocsp"]  # no temporary left behind
+
+    def test_second_run_leaves_files_alone(self, cli, pki, out):
+        warm(cli, pki.good.chain_path)
+        assert cli("export", "--nginx", out, pki.good.chain_path).exit_code == 0
+        file = out / "good-chain.ocsp"
+        before = file.stat()
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")
+        assert ran.exit_code == 0
+        assert actions(ran) == {"good-chain.pem": "unchanged"}
+        after = file.stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    def test_new_staple_is_written_over_the_old(self, cli, pki, home, out):
+        warm(cli, pki.good.chain_path)
+        assert cli("export", "--nginx", out, pki.good.chain_path).exit_code == 0
+        old = (out / "good-chain.ocsp").read_bytes()
+        warm(cli, pki.good.chain_path, "--force")
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")
+        assert actions(ran) == {"good-chain.pem": "written"}
+        new = (out / "good-chain.ocsp").read_bytes()
+        assert new != old and new == stored(home, pki.good).der
+
+    def test_removed_when_nothing_usable_is_cached(self, cli, pki, home, out):
+        warm(cli, pki.good.chain_path, pki.rsa.chain_path)
+        assert cli("export", "--nginx", out, pki.good.chain_path, pki.rsa.chain_path).exit_code == 0
+        delete(home, pki.rsa)
+        ran = cli("export", "--nginx", out, pki.good.chain_path, pki.rsa.chain_path, "--json")
+        assert ran.exit_code == 3
+        assert actions(ran) == {"good-chain.pem": "unchanged", "rsa-chain.pem": "removed"}
+        assert not (out / "rsa-chain.ocsp").exists()
+        again = cli("export", "--nginx", out, pki.rsa.chain_path, "--json")
+        assert again.exit_code == 3 and actions(again) == {"rsa-chain.pem": "missing"}
+
+    def test_an_expired_staple_is_never_exported(self, cli, pki, responder, home, out):
+        (out / "good-chain.ocsp").write_bytes(b"yesterday's staple")
+        store_expired(home, pki, responder, pki.good)
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")
+        assert ran.exit_code == 3
+        assert actions(ran) == {"good-chain.pem": "removed"}
+        assert not (out / "good-chain.ocsp").exists()
+
+    def test_missing_without_a_file(self, cli, pki, out):
+        ran = cli("export", "--nginx", out, pki.good.chain_path)
+        assert ran.exit_code == 3
+        assert "missing" in ran.stdout
+        assert os.listdir(out) == []
+
+    def test_revoked_is_exported_with_exit_1(self, cli, pki, responder, out):
+        responder.script(pki.other, Behaviour(cert_status="revoked"))
+        warm(cli, pki.other.chain_path)
+        ran = cli("export", "--nginx", out, pki.other.chain_path, "--json")
+        assert ran.exit_code == 1
+        [row] = ran.json()
+        assert row["status"] == "revoked" and row["action"] == "written"
+
+    def test_json_shape_and_table(self, cli, pki, out):
+        warm(cli, pki.good.chain_path)
+        [row] = cli("export", "--nginx", out, pki.good.chain_path, "--json").json()
+        assert list(row) == ROW_KEYS
+        assert row["file"] == str(out / "good-chain.ocsp")
+        assert row["status"] == "good" and row["next_update"].endswith("Z") and row["error"] is None
+        table = cli("export", "--nginx", out, pki.good.chain_path).stdout.splitlines()
+        assert table[0].split() == ["CERTIFICATE", "FILE", "ACTION", "STATUS", "NEXT", "UPDATE"]
+        assert str(out / "good-chain.ocsp") in table[1] and " unchanged " in table[1]
+
+    def test_same_file_name_from_two_certificates_is_refused(self, cli, pki, tmp_path, out):
+        for issued, site in ((pki.good, "a"), (pki.rsa, "b")):
+            (tmp_path / "live" / site).mkdir(parents=True)
+            shutil.copy(issued.chain_path, tmp_path / "live" / site / "fullchain.pem")
+        warm(cli, f"{tmp_path}/live/*/fullchain.pem")
+        ran = cli("export", "--nginx", out, f"{tmp_path}/live/*/fullchain.pem", "--json")
+        assert ran.exit_code == 3
+        assert {row["action"] for row in ran.json()} == {"failed"}
+        assert "2 certificates would be exported to this one file" in ran.json()[0]["error"]["message"]
+        assert os.listdir(out) == []
+
+    def test_unreadable_certificate_among_others_is_a_failed_row(self, cli, pki, tmp_path, out):
+        warm(cli, pki.good.chain_path)
+        junk = tmp_path / "junk.pem"
+        junk.write_text("junk\n")
+        ran = cli("export", "--nginx", out, pki.good.chain_path, junk, "--json")
+        assert ran.exit_code == 3
+        assert actions(ran) == {"good-chain.pem": "written", "junk.pem": "failed"}
+
+    def test_config_certificates_and_memcached(self, cli, pki, memcached, tmp_path, out):
+        leaf = fresh_leaf(pki, "export")
+        uri = f"memcache://{memcached.host}:{memcached.port}"
+        config = tmp_path / "c.toml"
+        config.write_text(f'cache = "{uri}"\ncertificates = ["{leaf.chain_path}"]\n')
+        warm(cli, "--config", config)
+        ran = cli("--config", config, "export", "--nginx", out, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        assert (out / f"{leaf.chain_path.stem}.ocsp").read_bytes()[:1] == b"\x30"  # DER, no flag byte
+
+
+class TestReloadCommand:
+    def test_runs_once_and_only_after_a_change(self, cli, pki, home, tmp_path, out):
+        log = tmp_path / "reloads"
+        reload_cmd = f"echo reloaded >> {log}; echo noise"
+        warm(cli, pki.good.chain_path, pki.rsa.chain_path)
+        args = ["export", "--nginx", out, pki.good.chain_path, pki.rsa.chain_path, "--reload-cmd", reload_cmd, "--json"]
+        first = cli(*args)
+        assert first.exit_code == 0
+        assert log.read_text() == "reloaded\n"  # two files written, one reload
+        assert "noise" in first.stderr and first.json()  # its output stays off stdout
+        assert cli(*args).exit_code == 0
+        assert log.read_text() == "reloaded\n"  # unchanged: no reload
+        delete(home, pki.rsa)
+        assert cli(*args).exit_code == 3
+        assert log.read_text() == "reloaded\nreloaded\n"  # a removal is a change
+
+    def test_failure_is_reported_and_files_stay(self, cli, pki, out):
+        warm(cli, pki.good.chain_path)
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--reload-cmd", "exit 7")
+        assert ran.exit_code == 3
+        assert "reload command 'exit 7' exited with 7; the files stay exported" in ran.stderr
+        assert (out / "good-chain.ocsp").exists()
+
+
+class TestHAProxy:
+    def test_ocsp_file_next_to_the_certificate(self, cli, pki, home, tmp_path):
+        directory = certs_dir(tmp_path, pki.good, pki.rsa)
+        warm(cli, directory)
+        ran = cli("export", "--haproxy", directory, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        for issued in (pki.good, pki.rsa):
+            file = directory / f"{issued.chain_path.name}.ocsp"  # site.pem -> site.pem.ocsp
+            assert file.read_bytes() == stored(home, issued).der
+            assert not file.stat().st_mode & stat.S_IWOTH
+        assert cli("export", "--haproxy", directory, "--json").json()[0]["action"] == "unchanged"
+
+    def test_unwritable_target_is_a_failed_row(self, cli, pki, tmp_path):
+        directory = certs_dir(tmp_path, pki.good, pki.rsa)
+        warm(cli, directory)
+        (directory / "good-chain.pem.ocsp").mkdir()  # in the way, whoever we run as
+        ran = cli("export", "--haproxy", directory, "--json")
+        assert ran.exit_code == 3
+        assert actions(ran) == {"good-chain.pem": "failed", "rsa-chain.pem": "written"}
+        assert "good-chain.pem.ocsp: cannot write or remove" in ran.json()[0]["error"]["message"]
+
+
+class TestBadInput:
+    def test_needs_exactly_one_target(self, cli, pki, out):
+        for args in ([], ["--nginx", out, "--haproxy"]):
+            ran = cli("export", pki.good.chain_path, *args)
+            assert ran.exit_code == 2
+            assert "exactly one target: --nginx DIR or --haproxy" in ran.stderr
+
+    def test_nginx_directory_must_exist(self, cli, pki, tmp_path):
+        ran = cli("export", "--nginx", tmp_path / "nope", pki.good.chain_path, "--json")
+        assert ran.exit_code == 2
+        assert ran.json()["error"]["message"].endswith("nope: no such directory")
+
+    def test_no_certificates(self, cli, out):
+        ran = cli("export", "--nginx", out)
+        assert ran.exit_code == 2 and "no certificates to work on" in ran.stderr
+
+
+def test_subprocess_export_and_reload(staplectl, pki, tmp_path, out):
+    log = tmp_path / "reloads"
+    assert staplectl("warm", pki.good.chain_path).exit_code == 0
+    ran = staplectl("export", "--nginx", out, pki.good.chain_path, "--reload-cmd", f"echo x >> {log}")
+    assert ran.exit_code == 0, ran.stderr
+    assert "written" in ran.stdout and log.read_text() == "x\n"
+    ran = staplectl("export", "--nginx", out, pki.good.chain_path, "--reload-cmd", f"echo x >> {log}", "--json")
+    assert ran.json()[0]["action"] == "unchanged" and log.read_text() == "x\n"
+    assert "Traceback" not in ran.stderr

@@ -1,0 +1,179 @@
+"""staplectl locks: figures after real fetches, a holder in another process
+(alive, then killed), contention, --all, --watch until Ctrl-C, and the states
+with nothing or something broken to read."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from engine.stripe_stats import STATS_FILE
+from engine.stripes import DEFAULT_STRIPES, StripedLocks, stripe_of
+from tests.cli.conftest import _env, staplectl_path
+from tests.test_inspection import sha1
+
+SPAWN = multiprocessing.get_context("spawn")
+PATIENCE = 30.0
+
+
+def hold_stripe(directory: str, cert_id: str, ready, release) -> None:
+    """In a child process: hold a certificate's stripe until told to let go."""
+    with StripedLocks(directory).hold(cert_id):
+        ready.set()
+        release.wait(PATIENCE)
+
+
+class Holder:
+    """A child process holding one stripe."""
+
+    def __init__(self, directory, cert_id):
+        self.ready, self.release = SPAWN.Event(), SPAWN.Event()
+        self.process = SPAWN.Process(target=hold_stripe, args=(str(directory), cert_id, self.ready, self.release))
+
+    def __enter__(self):
+        self.process.start()
+        assert self.ready.wait(PATIENCE), "the child never took the stripe"
+        return self
+
+    def __exit__(self, *exc):
+        # Event.set() waits for sleepers to wake: never set it for a killed child
+        if self.process.is_alive():
+            self.release.set()
+            self.process.join(PATIENCE)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def row_of(data, cert_id):
+    stripe = stripe_of(cert_id, DEFAULT_STRIPES)
+    return next(r for r in data["rows"] if r["stripe"] == stripe)
+
+
+def test_fetches_show_up_as_acquisitions(cli, pki):
+    for issued in (pki.good, pki.other, pki.rsa):
+        assert cli("fetch", issued.chain_path).exit_code == 0
+    ran = cli("locks", "--json")
+    assert ran.exit_code == 0, ran.stderr
+    data = ran.json()
+    assert data["stripes"] == DEFAULT_STRIPES and data["acquisitions"] >= 3
+    for issued in (pki.good, pki.other, pki.rsa):
+        row = row_of(data, sha1(issued))
+        assert row["acquisitions"] >= 1 and row["holder_pid"] is None and row["holder_alive"] is False
+        assert row["max_hold"] > 0 and row["avg_hold"] > 0
+    # only stripes that were used, unless --all
+    assert all(r["acquisitions"] for r in data["rows"])
+    assert len(cli("locks", "--json", "--all").json()["rows"]) == DEFAULT_STRIPES
+    table = cli("locks").stdout
+    assert "acquired" in table and "contended" in table and f"{data['acquisitions']} acquisitions" in table
+
+
+def test_holder_in_another_process(cli, home, pki):
+    directory = home / "locks"
+    cert_id = sha1(pki.good)
+    with Holder(directory, cert_id) as holder:
+        data = cli("locks", "--json").json()
+        row = row_of(data, cert_id)
+        assert row["holder_pid"] == holder.process.pid and row["holder_alive"] is True
+        assert row["holder_cert_id"] == cert_id and row["held_for"] >= 0 and row["holder_since"].endswith("Z")
+        assert data["held"] == 1
+        line = next(line for line in cli("locks").stdout.splitlines() if cert_id in line)
+        assert str(holder.process.pid) in line and "yes" in line
+    row = row_of(cli("locks", "--json").json(), cert_id)
+    assert row["holder_pid"] is None and row["acquisitions"] == 1
+
+
+def test_a_killed_holder_is_shown_as_crashed(cli, home, pki):
+    directory = home / "locks"
+    cert_id = sha1(pki.other)
+    holder = Holder(directory, cert_id)
+    with holder:
+        os.kill(holder.process.pid, signal.SIGKILL)
+        holder.process.join(PATIENCE)
+        row = row_of(cli("locks", "--json").json(), cert_id)
+        assert row["holder_pid"] == holder.process.pid and row["holder_alive"] is False
+        assert "no (crashed)" in cli("locks").stdout
+
+
+def test_contention_is_counted(cli, home, pki):
+    directory = home / "locks"
+    cert_id = sha1(pki.good)
+    waited = []
+    with Holder(directory, cert_id) as holder:
+        locks = StripedLocks(directory)
+
+        def wait_for_it():
+            with locks.hold(cert_id, timeout=PATIENCE) as held:
+                waited.append(held.waited)
+
+        thread = threading.Thread(target=wait_for_it)
+        thread.start()
+        time.sleep(0.3)
+        holder.release.set()
+        thread.join(PATIENCE)
+        locks.close()
+    row = row_of(cli("locks", "--json").json(), cert_id)
+    assert row["acquisitions"] == 2 and row["contended"] == 1 and row["contended_percent"] == 50.0
+    assert row["max_wait"] >= 0.25 and waited and waited[0] >= 0.25
+
+
+def test_no_stats_yet_is_an_empty_table(cli, home):
+    ran = cli("locks")
+    assert ran.exit_code == 0
+    assert "no stripe statistics in" in ran.stderr and str(home / "locks") in ran.stderr
+    data = cli("locks", "--json").json()
+    assert data["rows"] == [] and data["stripes"] == 0 and data["acquisitions"] == 0
+    assert not (home / "locks").exists()  # looking never creates it
+
+
+def test_a_broken_stats_file_names_the_file(cli, home):
+    (home / "locks").mkdir(parents=True)
+    (home / "locks" / STATS_FILE).write_bytes(b"not stats")
+    ran = cli("locks")
+    assert ran.exit_code == 3
+    assert f"{home / 'locks' / STATS_FILE}: not a stripe stats file" in ran.stderr
+
+
+def test_lock_directory_from_the_configuration(cli, tmp_path, pki):
+    elsewhere = tmp_path / "elsewhere"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[locks]\ndirectory = "{elsewhere}"\n')
+    assert cli("fetch", pki.good.chain_path, "--config", config).exit_code == 0
+    data = cli("locks", "--config", config, "--json").json()
+    assert data["directory"] == str(elsewhere) and data["acquisitions"] == 1
+
+
+def test_watch_and_json_do_not_mix(cli):
+    ran = cli("locks", "--watch", "--json")
+    assert ran.exit_code == 2 and "--watch redraws a table" in ran.stderr
+
+
+@pytest.mark.parametrize("interval", ["0", "soon"])
+def test_bad_interval(cli, interval):
+    assert cli("locks", "--watch", "--interval", interval).exit_code == 2
+
+
+def test_watch_until_ctrl_c_exits_0(home, pki):
+    with StripedLocks(home / "locks").hold(sha1(pki.good)):
+        pass
+    env = dict(os.environ)
+    env.update(_env())
+    process = subprocess.Popen(
+        [staplectl_path(), "locks", "--watch", "--interval", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=PATIENCE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "acquired" in stdout and "1 acquisitions" in stdout
