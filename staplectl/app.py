@@ -14,6 +14,7 @@ from staplectl.commands import inspect as inspect_command
 from staplectl.commands import locks as locks_command
 from staplectl.commands import prefetch as prefetch_command
 from staplectl.commands import warm as warm_command
+from staplectl.nagios import NagiosCommand
 from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt
 
 app = typer.Typer(
@@ -52,7 +53,7 @@ app.command("fetch")(fetch_command.fetch)
 app.command("warm")(warm_command.warm)
 app.command("inspect")(inspect_command.inspect)
 app.command("prefetch")(prefetch_command.prefetch)
-app.command("check")(check_command.check)
+app.command("check", cls=NagiosCommand)(check_command.check)
 app.command("export")(export_command.export)
 app.command("locks")(locks_command.locks)
 app.command("config")(config_command.config)

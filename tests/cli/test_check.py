@@ -182,6 +182,12 @@ class TestUnknown:
         assert ran.exit_code == 3
         assert ran.stdout.startswith(f"STAPLECTL UNKNOWN - memcached at 127.0.0.1:{port}: get failed")
 
+    def test_unknown_option_is_unknown_not_critical(self, cli, pki):
+        # Nagios reads exit 2 as CRITICAL: a mistyped check definition is UNKNOWN
+        ran = cli("check", pki.good.chain_path, "--bogus")
+        assert ran.exit_code == 3
+        assert "No such option: --bogus" in ran.stderr
+
     def test_bad_cache_uri(self, cli, pki):
         ran = cli("check", pki.good.chain_path, "--cache", "mongo://x")
         assert ran.exit_code == 3
