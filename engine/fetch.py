@@ -60,7 +60,8 @@ def staple_meta(leaf: Leaf, staple: Staple, now: float) -> dict[str, Any]:
     """What we record beside a staple: what httpd's value has no room for."""
     return {
         "fetched_at": iso(now),
-        "cert_path": str(leaf.path) if leaf.path else None,
+        # absolute: inspect and the dashboard run from other directories
+        "cert_path": str(leaf.path.absolute()) if leaf.path else None,
         "subject": leaf.subject,
         "serial": leaf.serial_hex,
         "responder": leaf.responder_url(),

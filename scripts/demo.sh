@@ -69,4 +69,7 @@ echo
 echo "== openssl verifies what staplectl wrote:"
 openssl ocsp -respin www.ocsp -issuer ca.pem -CAfile ca.pem -cert www.pem -no_nonce 2>&1 | sed 's/^/   /'
 echo
-echo "(the revoked certificate exits 1, as it should: last fetch exit status was $status)"
+echo "\$ staplectl inspect      # every entry in the local store"
+staplectl inspect
+echo
+echo "(the revoked certificate's fetch exited 1, as it should: exit status $status)"

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from engine.cache import Cache
@@ -32,6 +31,7 @@ from staplectl import fmt
 from staplectl.config import Config
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.runtime import fetch_options
+from staplectl.table import print_table
 from staplectl.terminal import Terminal
 
 _KEY = re.compile(r"^(?:(?P<namespace>[^\s:]+):)?(?P<cert_id>[0-9a-fA-F]{40})$")
@@ -186,24 +186,28 @@ def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_o
     if not rows:
         term.info(f"no entries in cache {store.uri}")
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("key", "certificate", "status", "this update", "next update", "time left", "age", "flags"):
-        table.add_column(name, no_wrap=name in ("key", "this update", "next update"))
-    for row in rows:
-        # Text, not str: a key, path or subject is never read as markup or an emoji code
-        table.add_row(
-            Text(row.key),
-            Text(row.cert or "-"),
-            Text(row.status or "-", style=_colour(row)),
-            Text(iso(row.this_update) or "-"),
-            Text(iso(row.next_update) or "-"),
-            Text(_left(row.time_left)),
-            Text("-" if row.age is None else fmt.duration(row.age)),
-            Text(", ".join(row.flags) or "-"),
-        )
+    # one line per entry, never cut to the terminal's width: an operator
+    # greps this, and a piped table must not lose its columns
+    headers = ("key", "certificate", "status", "this update", "next update", "time left", "age", "flags")
+    print_table(
+        term.out,
+        headers,
+        [
+            (
+                row.key,
+                row.cert or "-",
+                (row.status or "-", _colour(row)),
+                iso(row.this_update) or "-",
+                iso(row.next_update) or "-",
+                _left(row.time_left),
+                "-" if row.age is None else fmt.duration(row.age),
+                ", ".join(row.flags) or "-",
+            )
+            for row in rows
+        ],
+    )
     valid = sum(r.valid for r in rows)
-    table.caption = Text(f"{len(rows)} entries in {store.uri}: {valid} valid, {len(rows) - valid} not")
-    term.out.print(table)
+    term.info(f"{len(rows)} entries in {store.uri}: {valid} valid, {len(rows) - valid} not")
 
 
 def _colour(row: Inspection) -> str:

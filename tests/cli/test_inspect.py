@@ -58,7 +58,7 @@ class TestTable:
         assert str(pki.good.chain_path) in good_line and " good " in good_line
         other_line = next(line for line in ran.stdout.splitlines() if sha1(pki.other) in line)
         assert "try_later" in other_line and "try-later" in other_line
-        assert "2 entries in local:" in ran.stdout and "1 valid, 1 not" in ran.stdout
+        assert "2 entries in local:" in ran.stderr and "1 valid, 1 not" in ran.stderr  # a summary, not data
 
     def test_empty_cache(self, cli):
         ran = cli("inspect")
