@@ -78,6 +78,7 @@ complete -c staplectl -n '__fish_seen_subcommand_from check' -F
 
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l nginx -r -F -d 'Write DIR/<certificate file stem>.ocsp (DER) for nginx\'s ssl_stapling_file.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy -d 'Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.'
+complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy-socket -r -F -d 'With --haproxy: also hand each written staple to the running HAProxy through its admin socket (set ssl ocsp-response), no reload needed.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l reload-cmd -x -d 'Shell command run once after any file changed (e.g. \'systemctl reload nginx\').'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l issuer -r -F -d 'Issuer certificate, for files that hold no chain.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l json -d 'Print JSON to stdout: no colour, stable keys.'

@@ -19,7 +19,9 @@ def dashboard(
     ctx: typer.Context,
     interval: Annotated[
         float,
-        typer.Option("--interval", metavar="SECONDS", min=0.2, help="Seconds between reads of the cache and the lock figures."),
+        typer.Option(
+            "--interval", metavar="SECONDS", min=0.2, help="Seconds between reads of the cache and the lock figures."
+        ),
     ] = 2.0,
     prefetch: Annotated[
         bool,
@@ -44,7 +46,7 @@ def dashboard(
     opts = settings(ctx, cache, config, verbose, quiet)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     with reporting(term):
-        from staplectl.dashboard.app import make_app
+        from staplectl.dashboard.factory import make_app
 
         app = make_app(opts.load_config(), interval=interval, prefetch=prefetch)
         app.run()

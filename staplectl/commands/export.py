@@ -27,6 +27,7 @@ from engine.errors import InputError, StapleError
 from engine.staple import GOOD, Staple
 from staplectl import fmt
 from staplectl.exitcodes import Exit
+from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.table import print_table
 from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
@@ -61,6 +62,11 @@ class Row:
         }
 
 
+#: beside each nginx staple, a one-line snippet the server block includes
+#: through a glob (`include DIR/<stem>.stapling*;`): see docs/nginx.md
+SNIPPET_SUFFIX = ".stapling"
+
+
 def export(
     ctx: typer.Context,
     paths: Annotated[
@@ -69,11 +75,15 @@ def export(
     ] = None,
     nginx: Annotated[
         Optional[Path],
-        typer.Option("--nginx", metavar="DIR", help="Write DIR/<certificate file stem>.ocsp (DER) for nginx's ssl_stapling_file."),
+        typer.Option("--nginx", metavar="DIR", help="Write DIR/<certificate file stem>.ocsp (DER) for nginx's ssl_stapling_file, and DIR/<stem>.stapling, a snippet holding that directive, for the server block to include."),
     ] = None,
     haproxy: Annotated[
         bool, typer.Option("--haproxy", help="Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.")
     ] = False,
+    haproxy_socket: Annotated[
+        Optional[Path],
+        typer.Option("--haproxy-socket", metavar="PATH", help="With --haproxy: also hand each written staple to the running HAProxy through its admin socket (set ssl ocsp-response), no reload needed."),
+    ] = None,
     reload_cmd: Annotated[
         Optional[str],
         typer.Option("--reload-cmd", metavar="CMD", help="Shell command run once after any file changed (e.g. 'systemctl reload nginx')."),
@@ -92,15 +102,18 @@ def export(
     Only a usable response is written (atomically, mode 0644, only when the
     bytes changed); when none is cached an existing file is removed, since
     nginx would staple it past its nextUpdate. --reload-cmd runs after any
-    change. Exit 0 when every certificate was exported, 1 when a staple says
+    change; --haproxy-socket hands each written staple to a running HAProxy.
+    Exit 0 when every certificate was exported, 1 when a staple says
     revoked or unknown, 2 for bad input, 3 when any staple is missing or a
-    file or the reload command failed.
+    file, a push to HAProxy or the reload command failed.
     """
     opts = settings(ctx, cache, config, verbose, quiet)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     with reporting(term, json_errors=json_output):
         if (nginx is None) == (not haproxy):
             raise InputError("export needs exactly one target: --nginx DIR or --haproxy")
+        if haproxy_socket is not None and not haproxy:
+            raise InputError("--haproxy-socket goes with --haproxy")
         if nginx is not None and not nginx.is_dir():
             raise InputError(f"--nginx {nginx}: no such directory")
         effective = opts.load_config()
@@ -113,13 +126,15 @@ def export(
             rows = [
                 Row(leaf.name, files[leaf.cert_id], error=clashes[leaf.cert_id])
                 if leaf.cert_id in clashes
-                else _export(reader, leaf, files[leaf.cert_id], now)
+                else _export(reader, leaf, files[leaf.cert_id], now, nginx is not None)
                 for leaf in targets.leaves
             ]
         finally:
             close_stapler(reader)
     rows += [Row(p.name, None, error=p.error) for p in targets.problems]
     rows.sort(key=lambda row: row.cert)
+    if haproxy_socket is not None:
+        _push(term, haproxy_socket, rows)
     reload_failed = False
     if reload_cmd and any(row.action in ("written", "removed") for row in rows):
         reload_failed = not _reload(term, reload_cmd)
@@ -131,7 +146,7 @@ def export(
 
 
 def exit_code(rows: list[Row]) -> Exit:
-    if any(row.action in ("failed", "missing", "removed") for row in rows):
+    if any(row.action in ("failed", "missing", "removed") or row.error is not None for row in rows):
         return Exit.FAILED
     if any(row.staple is not None and row.staple.status != GOOD for row in rows):
         return Exit.NOT_GOOD
@@ -163,26 +178,56 @@ def _clashes(leaves: list[Leaf], files: dict[str, Path]) -> dict[str, StapleErro
     return clashes
 
 
-def _export(reader: Any, leaf: Leaf, file: Path, now: float) -> Row:
+def snippet_of(staple_file: Path) -> Path:
+    """nginx's include snippet beside a staple file: ``<stem>.stapling``."""
+    return staple_file.with_suffix(SNIPPET_SUFFIX)
+
+
+def _export(reader: Any, leaf: Leaf, file: Path, now: float, nginx: bool) -> Row:
     try:
         staple = reader.cached(leaf)  # re-validated: a shared cache may hold anything
     except StapleError as error:
         return Row(leaf.name, file, error=error)
     try:
         if not reader.usable(staple, now):
-            # Never leave a file behind that nginx would keep stapling.
-            try:
-                os.unlink(file)
-            except FileNotFoundError:
-                return Row(leaf.name, file, "missing")
-            return Row(leaf.name, file, "removed")
-        if _same(file, staple.der):
-            return Row(leaf.name, file, "unchanged", staple)
-        write_atomic(file, staple.der)
-        return Row(leaf.name, file, "written", staple)
+            # Never leave a file behind that nginx would keep stapling. The
+            # snippet goes first: nginx must never include a directive that
+            # names a missing file (its reload would fail and it would go on
+            # stapling the expired response it has loaded).
+            if nginx:
+                removed = _unlink(snippet_of(file))
+                removed = _unlink(file) or removed
+            else:
+                # HAProxy refuses to start on a missing .ocsp of a bundle it
+                # once had, and takes runtime pushes only for certificates
+                # that had one: an empty file keeps both working, staples
+                # nothing, and it drops an expired response on its own.
+                removed = file.exists() and file.stat().st_size > 0
+                if removed:
+                    write_atomic(file, b"")
+            return Row(leaf.name, file, "removed" if removed else "missing")
+        changed = False
+        if not _same(file, staple.der):
+            write_atomic(file, staple.der)
+            changed = True
+        if nginx:
+            # after the staple: the directive appears only once its file exists
+            line = f"ssl_stapling_file {file.absolute()};\n".encode()
+            if not _same(snippet_of(file), line):
+                write_atomic(snippet_of(file), line)
+                changed = True
+        return Row(leaf.name, file, "written" if changed else "unchanged", staple)
     except OSError as exc:
         return Row(leaf.name, file, staple=staple,
                    error=ExportError(f"{file}: cannot write or remove: {exc.strerror or exc}"))
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _same(file: Path, data: bytes) -> bool:
@@ -214,6 +259,31 @@ def _reload(term: Terminal, command: str) -> bool:
         term.error(f"reload command {command!r} {how}; the files stay exported")
         return False
     return True
+
+
+def _push(term: Terminal, socket_path: Path, rows: list[Row]) -> None:
+    """Hand each new staple to the running HAProxy: it reads the files only at (re)load.
+
+    A refused push leaves the row `written` (the file is there for the next
+    reload) with the error, and makes the exit code 3. Once the socket does
+    not answer at all, the other rows get that error without trying: one
+    timeout, not one per certificate.
+    """
+    unreachable: HAProxyUnreachableError | None = None
+    for row in rows:
+        if row.action != "written" or row.staple is None:
+            continue
+        if unreachable is not None:
+            row.error = unreachable
+            continue
+        try:
+            set_ocsp_response(socket_path, row.staple.der)
+        except HAProxyUnreachableError as error:
+            row.error = unreachable = error
+        except HAProxyAPIError as error:
+            row.error = error
+        else:
+            term.debug(f"{row.cert}: staple handed to HAProxy at {socket_path}")
 
 
 def _show(term: Terminal, rows: list[Row]) -> None:

@@ -69,8 +69,9 @@ class Refresher:
         """Refresh each leaf; never raises (a failure is an Outcome)."""
         try:
             stapler = self._open()
-        except StapleError as error:
-            return [Outcome(leaf.cert_id, leaf.name, "failed", f"cannot open the engine: {error}", error.reason)
+        except Exception as error:  # a lock directory we may not create is an OSError, not ours
+            reason = getattr(error, "reason", "internal_error")
+            return [Outcome(leaf.cert_id, leaf.name, "failed", f"cannot open the cache and locks: {error}", reason)
                     for leaf in leaves]  # fmt: skip
         try:
             if len(leaves) == 1:

@@ -1,10 +1,10 @@
-"""The dashboard app, built by ``make_app`` for the CLI and the tests alike (posting).
+"""The dashboard app (built by staplectl.dashboard.factory.make_app, for the CLI and the tests alike).
 
 The app only renders: snapshots come from the Collector, read in a worker
 thread at every tick and posted back as a ``SnapshotRead`` message
 (harlequin's typed messages, which tests can watch with ``message_hook``).
 A flag keeps reads from overlapping: a tick that finds a read under way is
-skipped (a slow memcached must not pile up readers), and a read asked for
+dropped (a slow memcached must not pile up readers), and a read asked for
 during one (after a refresh) runs as soon as it ends. Refreshes run in
 their own worker threads, so the screen never waits on a responder.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from textual.app import App, ComposeResult
@@ -23,19 +22,12 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 
-from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import InputError
-from engine.prefetch import WorkerOptions
-from engine.sources import LoadResult, load_all
-from staplectl.config import Config
-from staplectl.dashboard.actions import STOP_GRACE, InProcessPrefetch, Outcome, Refresher, describe
+from staplectl.dashboard.actions import InProcessPrefetch, Outcome, Refresher, describe
 from staplectl.dashboard.panels import WaitHistory, banner, header, lock_panel
-from staplectl.dashboard.rows import (
-    COLUMNS, FILTERS, LABELS, Row, View, build_rows, counts, due_items, names_by_id,
-)  # fmt: skip
+from staplectl.dashboard.rows import COLUMNS, FILTERS, LABELS, View, build_rows, counts, due_items, names_by_id
 from staplectl.dashboard.screens import DetailScreen
-from staplectl.dashboard.snapshot import Collector, Item, Snapshot
-from staplectl.runtime import fetch_options, open_stapler
+from staplectl.dashboard.snapshot import Item, Snapshot
+from staplectl.dashboard.table import CertTable
 
 
 class SnapshotRead(Message):
@@ -57,20 +49,6 @@ class RefreshDone(Message):
         super().__init__()
         self.outcomes = outcomes
         self.batch = batch
-
-
-class CertTable(DataTable):
-    """The freshness table; its keys are listed in the footer only while it has the focus."""
-
-    BINDINGS = [
-        Binding("enter", "select_cursor", "Details"),
-        Binding("r", "app.refresh_selected", "Refresh now"),
-        Binding("a", "app.refresh_due", "Refresh all due"),
-        Binding("slash", "app.filter", "Filter"),
-        Binding("f", "app.state_filter", "State"),
-        Binding("s", "app.sort", "Sort"),
-        Binding("S", "app.reverse", "Reverse", show=False),
-    ]
 
 
 class DashboardApp(App[None]):
@@ -101,8 +79,6 @@ class DashboardApp(App[None]):
         self._reading = False
         self._read_again = False
         self._timer: Timer | None = None
-        self._shown: dict[str, tuple[Any, ...]] = {}
-        self._order: list[str] = []
 
     # -- layout ---------------------------------------------------------------
 
@@ -112,18 +88,26 @@ class DashboardApp(App[None]):
         with Horizontal(id="bar"):
             yield Input(placeholder="/ filter: name, serial, status, error…", id="filter")
             yield Static(id="view")
-        yield CertTable(id="certs", cursor_type="row", zebra_stripes=True)
+        yield CertTable(id="certs")
         yield Static(id="locks")
         yield Footer()
 
     def on_mount(self) -> None:
-        self._set_columns()
+        self.query_one(CertTable).set_columns(self.view)
         self._show_view()
-        self.query_one("#certs", DataTable).focus()
+        self.query_one(CertTable).focus()
         if self.prefetch is not None:
-            self.run_worker(self.prefetch.start, thread=True, group="prefetch", exit_on_error=False)
-        self._timer = self.set_interval(self.interval, self.request_read)
+            self.run_worker(self._start_prefetch, thread=True, group="prefetch", exit_on_error=False)
+        self._timer = self.set_interval(self.interval, self._tick)
         self.request_read()
+
+    def _start_prefetch(self) -> None:  # in a worker thread: loading the state may take a while
+        assert self.prefetch is not None
+        try:
+            self.prefetch.start()
+        except Exception as error:
+            self.call_from_thread(self.notify, f"the prefetch worker did not start: {error}", severity="error",
+                                  timeout=30, markup=False)  # fmt: skip
 
     def on_unmount(self) -> None:
         if self.prefetch is not None:
@@ -132,7 +116,14 @@ class DashboardApp(App[None]):
 
     # -- reading --------------------------------------------------------------
 
+    def _tick(self) -> None:
+        # A tick during a slow read is dropped, not queued: a cache that takes
+        # longer than the interval is read back to back at worst, never twice at once.
+        if not self._reading:
+            self.request_read()
+
     def request_read(self) -> None:
+        """Read now, or as soon as the read under way ends (after a refresh, for a detail)."""
         if self._reading:
             self._read_again = True
             return
@@ -179,36 +170,8 @@ class DashboardApp(App[None]):
         bar = self.query_one("#banner", Static)
         bar.update(text or "")
         bar.set_class(text is not None, "shown")
-        self._fill(build_rows(snapshot, self.view, self.busy))
+        self.query_one(CertTable).show(build_rows(snapshot, self.view, self.busy))
         self.query_one("#locks", Static).update(lock_panel(snapshot, self.waits, names_by_id(snapshot.items)))
-
-    def _set_columns(self) -> None:
-        table = self.query_one("#certs", DataTable)
-        table.clear(columns=True)
-        for key, label in COLUMNS:
-            mark = (" ▼" if self.view.reverse else " ▲") if key == self.view.sort else ""
-            table.add_column(label + mark, key=key)
-        self._order, self._shown = [], {}
-
-    def _fill(self, rows: list[Row]) -> None:
-        table = self.query_one("#certs", DataTable)
-        order = [row.key for row in rows]
-        if order == self._order:
-            # Same rows, same order: change only the cells that changed, so
-            # the cursor and the scroll stay where the operator left them.
-            for row in rows:
-                for (key, _), new, old in zip(COLUMNS, row.cells, self._shown[row.key]):
-                    if new != old:
-                        table.update_cell(row.key, key, new, update_width=True)
-        else:
-            selected = self.selected_key()
-            table.clear()
-            for row in rows:
-                table.add_row(*row.cells, key=row.key)
-            if selected in order:
-                table.move_cursor(row=order.index(selected), animate=False)
-        self._order = order
-        self._shown = {row.key: row.cells for row in rows}
 
     def _show_view(self) -> None:
         label = dict(COLUMNS)[self.view.sort]
@@ -222,17 +185,14 @@ class DashboardApp(App[None]):
         columns = "sort" in changes or "reverse" in changes
         self.view = replace(self.view, **changes)
         if columns:
-            self._set_columns()
+            self.query_one(CertTable).set_columns(self.view)
         self._show_view()
         self.render_snapshot()
 
     # -- the selection --------------------------------------------------------
 
     def selected_key(self) -> str | None:
-        table = self.query_one("#certs", DataTable)
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.query_one(CertTable).selected_key()
 
     def selected_item(self) -> Item | None:
         snapshot = self.snapshot
@@ -288,7 +248,10 @@ class DashboardApp(App[None]):
 
     def _refresh(self, leaves: list[Any], batch: bool) -> None:  # in a worker thread
         assert self.refresher is not None
-        outcomes = self.refresher.refresh(leaves, force=not batch)
+        try:
+            outcomes = self.refresher.refresh(leaves, force=not batch)
+        except Exception as error:  # never leave rows "refreshing…" for ever
+            outcomes = [Outcome(leaf.cert_id, leaf.name, "failed", f"failed: {error}", "internal_error") for leaf in leaves]
         self.post_message(RefreshDone(tuple(outcomes), batch))
 
     def on_refresh_done(self, message: RefreshDone) -> None:
@@ -307,6 +270,12 @@ class DashboardApp(App[None]):
             self.request_read()
         self.render_snapshot()
 
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        # Textual's own delivers through its file-delivery machinery; an
+        # operator wants a file here, now, and its name (for the ticket).
+        saved = self.save_screenshot(filename, path or ".")
+        self.notify(f"screenshot saved: {saved}", markup=False)
+
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
@@ -314,12 +283,12 @@ class DashboardApp(App[None]):
         self._change_view(text=event.value.strip())
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one("#certs", DataTable).focus()
+        self.query_one(CertTable).focus()
 
     def action_clear_filter(self) -> None:
         self.query_one("#filter", Input).value = ""
         self._change_view(text="", state=None)
-        self.query_one("#certs", DataTable).focus()
+        self.query_one(CertTable).focus()
 
     def action_state_filter(self) -> None:
         self._change_view(state=FILTERS[(FILTERS.index(self.view.state) + 1) % len(FILTERS)])
@@ -330,45 +299,3 @@ class DashboardApp(App[None]):
 
     def action_reverse(self) -> None:
         self._change_view(reverse=not self.view.reverse)
-
-
-def make_app(
-    config: Config,
-    *,
-    interval: float = 2.0,
-    prefetch: bool = False,
-    clock: Clock = SYSTEM_CLOCK,
-    collector: Any = None,
-) -> DashboardApp:
-    """The dashboard for a configuration: what ``staplectl dashboard`` runs and tests drive.
-
-    ``collector`` replaces the reading side (tests and screenshots give a
-    StaticCollector with fixed data); everything else is as the CLI has it.
-    Raises InputError for a bad cache URI, or ``prefetch`` without certificates.
-    """
-    loaded = load_all(config.certificates) if config.certificates else LoadResult()
-    if prefetch and not loaded.leaves:
-        where = config.path or "the configuration"
-        raise InputError(f"--prefetch: no certificate could be loaded from {where}: add `certificates = [...]`")
-    if collector is None:
-        collector = Collector(
-            cache_uri=config.cache_uri, leaves=loaded.leaves, lock_dir=config.locks.path(),
-            state_path=config.state_path(), policy=config.policy(), options=fetch_options(config).validation,
-            problems=tuple(f"{where}: {error}" for where, error in loaded.problems),
-            prefetch_expected=config.prefetch.enabled or prefetch, in_process=prefetch, clock=clock,
-        )  # fmt: skip
-
-    def engine() -> Any:
-        stapler = open_stapler(config)
-        stapler.clock = clock
-        return stapler
-
-    refresher = Refresher(engine, lock_timeout=2 * config.responder.timeout + 1, concurrency=config.prefetch.concurrency)
-    worker = None
-    if prefetch:
-        options = WorkerOptions(
-            concurrency=config.prefetch.concurrency, per_responder=config.prefetch.per_responder,
-            stop_grace=STOP_GRACE, lock_timeout=config.responder.timeout + 5,
-        )  # fmt: skip
-        worker = InProcessPrefetch(engine, Path(config.state_path()), loaded.leaves, options=options, clock=clock)
-    return DashboardApp(collector, refresher=refresher, prefetch=worker, interval=interval)

@@ -59,8 +59,8 @@ def verdict(item: Item, snapshot: Snapshot) -> Text:
         text.append(": signature, responder and CertID check out; current", style="")
     if fresh.state in (DUE, STALE) and ins.this_update is not None:
         since = fmt.relative(renewal_point(ins.this_update, ins.next_update, snapshot.policy), snapshot.taken_at)
-        text.append(f"; due for renewal since {since}" if fresh.state == DUE else f"; STALE: renewal overdue since {since}",
-                    style=STYLES[fresh.state])  # fmt: skip
+        overdue = f"; due for renewal since {since}" if fresh.state == DUE else f"; STALE: renewal overdue since {since}"
+        text.append(overdue, style=STYLES[fresh.state])
     if fresh.state == REVOKED:
         text.append(f"; but the responder says {ins.status.upper() if ins.status else '?'}", style=STYLES[REVOKED])
     return text

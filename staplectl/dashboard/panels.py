@@ -26,10 +26,15 @@ HISTORY = 30
 HOT_PERCENT = 10.0
 
 
-def spark(values: Iterable[float], width: int = HISTORY) -> str:
-    """A sparkline scaled to its own maximum; any wait at all shows above the floor."""
+#: seconds of waiting that fill a sparkline's block at least: a millisecond
+#: between two reads is no news, and must not look like a ten-second stall
+SPARK_FLOOR = 0.25
+
+
+def spark(values: Iterable[float], width: int = HISTORY, floor: float = SPARK_FLOOR) -> str:
+    """A sparkline scaled to its maximum (at least ``floor``); any wait at all shows above the bottom."""
     values = list(values)[-width:]
-    top = max(values, default=0.0)
+    top = max([*values, floor])
     if top <= 0:
         return BLOCKS[0] * len(values)
     return "".join(BLOCKS[0] if v <= 0 else BLOCKS[max(1, min(7, round(v / top * 7)))] for v in values)
@@ -126,7 +131,8 @@ def banner(snapshot: Snapshot) -> Text | None:
     if snapshot.data_at is None:
         shown = "nothing read from it yet"
     else:
-        shown = f"rows below are from {short_time(snapshot.data_at)} UTC, {fmt.duration(snapshot.taken_at - snapshot.data_at)} ago"
+        ago = fmt.duration(snapshot.taken_at - snapshot.data_at)
+        shown = f"rows below are from {short_time(snapshot.data_at)} UTC, {ago} ago"
     return Text(f"CACHE UNREACHABLE: {snapshot.cache_error} — {shown}; retrying at every refresh")
 
 
@@ -152,7 +158,8 @@ def lock_panel(
         return Group(Text(f"stripe figures unreadable: {snapshot.stripes_error}", style="red"))
     stats = snapshot.stripes
     if not stats:
-        return Group(Text(f"no stripe figures yet in {snapshot.lock_dir}: no process has taken a fetch lock there", style="dim"))
+        never = f"no stripe figures yet in {snapshot.lock_dir}: no process has taken a fetch lock there"
+        return Group(Text(never, style="dim"))
     used = [s for s in stats if s.acquisitions or s.holder_pid]
     used.sort(key=lambda s: (s.holder_pid is None, -_percent(s), -s.max_wait, s.stripe))
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -191,5 +198,6 @@ def lock_panel(
         f", longest wait {_seconds(max((s.max_wait for s in stats), default=0.0))}, {held} held now",
     )
     if history is not None:
-        summary.append("   waits per read ", style="dim").append(spark(history.total) or "(from the next read)", style="cyan")
+        summary.append("   waits per read ", style="dim")
+        summary.append(spark(history.total) or "(from the next read)", style="cyan")
     return Group(table, summary)

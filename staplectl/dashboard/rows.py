@@ -122,6 +122,7 @@ def counts(snapshot: Snapshot) -> Counts:
 
 BAR_WIDTH = 10
 ERROR_WIDTH = 64
+NAME_WIDTH = 44
 
 
 def bar(fraction: float | None, state: str, width: int = BAR_WIDTH) -> Text:
@@ -130,6 +131,13 @@ def bar(fraction: float | None, state: str, width: int = BAR_WIDTH) -> Text:
     if fraction and not filled:
         filled = 1  # a sliver left must not look like nothing left
     return Text.assemble(("█" * filled, STYLES[state]), ("░" * (width - filled), "dim"))
+
+
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """A long path keeps its end: /etc/letsencrypt/live/<this>/fullchain.pem."""
+    if len(name) <= width:
+        return name
+    return "…" + name[-(width - 1):] if name.startswith("/") else name[: width - 1] + "…"
 
 
 def short_time(when: float | None) -> str:
@@ -143,12 +151,19 @@ def left_text(seconds: float | None) -> str:
     return fmt.duration(seconds) if seconds >= 0 else f"-{fmt.duration(seconds)}"
 
 
-def refresh_text(when: float | None, now: float, busy: bool) -> Text:
+def refresh_text(fresh: Freshness, now: float, busy: bool) -> Text:
+    when = fresh.next_refresh
     if busy:
         return Text("refreshing…", style="bold cyan")
     if when is None:
         return Text("-", style="dim")
-    return Text("now" if when <= now else fmt.relative(when, now))
+    text = Text("now" if when <= now else fmt.relative(when, now))
+    if fresh.time_left is not None and fresh.state not in (MISSING, EXPIRED) and when > now + fresh.time_left:
+        # The worker plans its next look after this staple stops being
+        # servable (it did not see a shorter-lived one stored by someone else).
+        text.append(" (after expiry!)")
+        text.stylize("bold red")
+    return text
 
 
 def status_text(item: Item, fresh: Freshness) -> Text:
@@ -205,17 +220,26 @@ def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
     failures = state.failures if state else 0
     left = Text.assemble(bar(fresh.fraction, fresh.state), " ", left_text(fresh.time_left))
     cells = (
-        Text(item.name, style="" if item.configured else "italic"),
+        Text(short_name(item.name), style="" if item.configured else "italic"),
         Text(serial if len(serial) <= 16 else serial[:15] + "…"),
         status_text(item, fresh),
         Text(short_time(ins.this_update if ins else None)),
         Text(short_time(ins.next_update if ins else None)),
         left,
-        refresh_text(fresh.next_refresh, snapshot.taken_at, item.cert_id in busy),
+        refresh_text(fresh, snapshot.taken_at, item.cert_id in busy),
         Text(str(failures) if failures else "", style="bold red" if failures else ""),
         error_text(item),
     )
     return Row(item.cert_id, item, fresh, cells)
+
+
+def same_cell(a: Any, b: Any) -> bool:
+    """Whether a cell needs no redraw. Not ``==``: rich's Text compares its
+    text and spans but not its own style, and a last error that turns from
+    dim to red keeps its words."""
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and a.style == b.style and a.spans == b.spans
+    return bool(a == b)
 
 
 def _none_last(value: Any) -> tuple[bool, Any]:

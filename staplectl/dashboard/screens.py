@@ -58,7 +58,8 @@ class DetailScreen(Screen[None]):
             self.history = snapshot.history
         item = snapshot.item(self.cert_id)
         if item is None:
-            self.query_one("#detail-title", Static).update(f"{self.cert_id}: no longer in the cache or the configuration")
+            gone = f"{self.cert_id}: no longer in the cache or the configuration"
+            self.query_one("#detail-title", Static).update(gone)
             return
         self.query_one("#detail-title", Static).update(detail.title(item, snapshot))
         self.query_one("#detail-summary", Static).update(detail.summary(item, snapshot))

@@ -49,7 +49,10 @@ class TestNginx:
             assert file.read_bytes() == stored(home, issued).der
             mode = stat.S_IMODE(file.stat().st_mode)
             assert mode == 0o644 and not mode & stat.S_IWOTH
-        assert sorted(os.listdir(out)) == ["good-chain.ocsp", "rsa-chain.ocsp"]  # no temporary left behind
+            snippet = out / f"{issued.chain_path.stem}.stapling"
+            assert snippet.read_text() == f"ssl_stapling_file {file};\n"
+        # no temporary left behind
+        assert sorted(os.listdir(out)) == ["good-chain.ocsp", "good-chain.stapling", "rsa-chain.ocsp", "rsa-chain.stapling"]
 
     def test_second_run_leaves_files_alone(self, cli, pki, out):
         warm(cli, pki.good.chain_path)
@@ -80,6 +83,8 @@ class TestNginx:
         assert ran.exit_code == 3
         assert actions(ran) == {"good-chain.pem": "unchanged", "rsa-chain.pem": "removed"}
         assert not (out / "rsa-chain.ocsp").exists()
+        assert not (out / "rsa-chain.stapling").exists()  # nginx must not include a directive naming it
+        assert (out / "good-chain.stapling").exists()
         again = cli("export", "--nginx", out, pki.rsa.chain_path, "--json")
         assert again.exit_code == 3 and actions(again) == {"rsa-chain.pem": "missing"}
 
@@ -180,6 +185,20 @@ class TestHAProxy:
             assert file.read_bytes() == stored(home, issued).der
             assert not file.stat().st_mode & stat.S_IWOTH
         assert cli("export", "--haproxy", directory, "--json").json()[0]["action"] == "unchanged"
+
+    def test_nothing_usable_leaves_an_empty_file(self, cli, pki, home, tmp_path):
+        # HAProxy refuses to start without the .ocsp of a bundle and accepts
+        # runtime pushes only where one was loaded: empty keeps both working
+        directory = certs_dir(tmp_path, pki.good)
+        warm(cli, directory)
+        assert cli("export", "--haproxy", directory).exit_code == 0
+        delete(home, pki.good)
+        ran = cli("export", "--haproxy", directory, "--json")
+        assert ran.exit_code == 3 and actions(ran) == {"good-chain.pem": "removed"}
+        file = directory / "good-chain.pem.ocsp"
+        assert file.exists() and file.read_bytes() == b""
+        again = cli("export", "--haproxy", directory, "--json")
+        assert actions(again) == {"good-chain.pem": "missing"}
 
     def test_unwritable_target_is_a_failed_row(self, cli, pki, tmp_path):
         directory = certs_dir(tmp_path, pki.good, pki.rsa)

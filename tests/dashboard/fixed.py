@@ -172,6 +172,10 @@ HISTORY = {
 }
 
 
+#: stripe 3's total wait at each read: 0.4 s, then 2 s, then 0.1 s waited in between
+WAITS = (9.5, 9.9, 11.9, 12.0)
+
+
 def stripes(step: int = 0) -> tuple[StripeStats, ...]:
     """64 stripes, three of them used; ``step`` makes the counters of a later read."""
     def s(n: int, **fields) -> StripeStats:
@@ -180,7 +184,7 @@ def stripes(step: int = 0) -> tuple[StripeStats, ...]:
                            holder_since=None, holder_alive=False, **fields)  # fmt: skip
 
     used = {
-        3: dict(acquisitions=120 + 4 * step, contended=14 + 2 * step, total_wait=9.5 + 1.5 * step, max_wait=3.2,
+        3: dict(acquisitions=120 + 4 * step, contended=14 + 2 * step, total_wait=WAITS[step], max_wait=3.2,
                 total_hold=60.0, max_hold=10.0, holder_cert_id=LEAVES["shop"].cert_id, holder_pid=PID,
                 holder_since=T - 6, holder_alive=True),
         17: dict(acquisitions=40 + step, contended=0, total_wait=0.002, max_wait=0.001, total_hold=4.0, max_hold=0.3),

@@ -16,19 +16,26 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
 
+from engine.clock import FrozenClock
+from engine.errors import CacheURIError, InputError
+from engine.inspection import cert_sha1
 from engine.sources import CertSpec, load_all
 from engine.state import StateStore
 from engine.stripe_stats import read_stats
 from engine.stripes import stripe_of
 from staplectl.config import Config
-from staplectl.dashboard.app import DashboardApp, RefreshDone, make_app
+from staplectl.dashboard.app import DashboardApp, RefreshDone
+from staplectl.dashboard.factory import make_app
 from staplectl.dashboard.screens import DetailScreen
+from staplectl.dashboard.snapshot import StaticCollector
 from staplectl.runtime import open_stapler
 from staplectl.targets import close_stapler
+from tests.dashboard import fixed
 from tests.responder import Behaviour
 from tests.servers import _served_by, find_binary, free_port
 
@@ -93,6 +100,11 @@ def text(app, selector: str) -> str:
     return console.export_text()
 
 
+def _id(issued) -> str:
+    """The certificate's cache id (the row keys)."""
+    return cert_sha1(issued.cert)
+
+
 def select(app: DashboardApp, cert_id: str) -> None:
     table = app.query_one("#certs")
     table.move_cursor(row=table.get_row_index(cert_id))
@@ -133,8 +145,8 @@ async def test_table_panels_keys_and_details(config, pki):
         assert app.view.reverse
         await pilot.click("#certs", offset=(2, 0))  # the "Certificate" header
         assert app.view.sort == "name" and not app.view.reverse
-        assert [table.get_row_at(i)[0].plain for i in range(3)] == sorted(str(p) for p in
-                                                                         (pki.good.chain_path, pki.other.chain_path, pki.rsa.chain_path))  # fmt: skip
+        names = [app.snapshot.item(row.key.value).name for row in table.ordered_rows]
+        assert names == sorted(str(p) for p in (pki.good.chain_path, pki.other.chain_path, pki.rsa.chain_path))
 
         select(app, _id(pki.good))
         await pilot.press("enter")
@@ -149,12 +161,6 @@ async def test_table_panels_keys_and_details(config, pki):
         assert not isinstance(app.screen, DetailScreen) and app.detail_id is None
 
 
-def _id(issued) -> str:
-    import hashlib
-
-    from cryptography.hazmat.primitives import serialization
-
-    return hashlib.sha1(issued.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @aio
@@ -215,7 +221,7 @@ async def test_refresh_all_due(config, pki, responder):
     app = make_app(config, interval=60)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.reads >= 1, "the first read")
-        assert app.snapshot is not None and {cell(app, _id(i), "status") for i in (pki.good, pki.other, pki.rsa)} == {"due"}
+        assert {cell(app, _id(i), "status") for i in (pki.good, pki.other, pki.rsa)} == {"due"}
         await pilot.press("a")
         await until(pilot, lambda: not app.busy and app.reads >= 2, "the refreshes")
         await read(pilot)
@@ -285,8 +291,11 @@ async def test_prefetch_runs_in_process_and_stops_on_quit(config, pki, responder
     app = make_app(config, interval=0.3, prefetch=True)
     async with app.run_test(size=SIZE) as pilot:
         ids = [_id(i) for i in (pki.good, pki.other, pki.rsa)]
-        await until(pilot, lambda: app.snapshot is not None and all(
-            (item := app.snapshot.item(i)) is not None and item.inspection is not None for i in ids), "the worker's fetches")  # fmt: skip
+        def all_cached() -> bool:
+            snapshot = app.snapshot
+            return snapshot is not None and all(getattr(snapshot.item(i), "inspection", None) for i in ids)
+
+        await until(pilot, all_cached, "the worker's fetches")
         await until(pilot, lambda: any(w.alive(app.snapshot.taken_at) for w in app.snapshot.workers), "a heartbeat")
         assert "alive (in this dashboard" in text(app, "#summary")
         assert {cell(app, i, "status") for i in ids} == {"good"}
@@ -298,12 +307,24 @@ async def test_prefetch_runs_in_process_and_stops_on_quit(config, pki, responder
         assert {s.cert_id for s in state.all()} == set(ids)
 
 
-@aio
-async def test_bad_cache_uri_and_prefetch_without_certificates(home):
-    from engine.errors import CacheURIError, InputError
-
+def test_bad_cache_uri_and_prefetch_without_certificates(home):
     with pytest.raises(CacheURIError):
         make_app(Config(cache="memcache://"))
     with pytest.raises(InputError, match="--prefetch"):
         make_app(Config(), prefetch=True)
-    await asyncio.sleep(0)
+
+
+@aio
+async def test_a_cell_that_changes_only_colour_is_redrawn(home):
+    # The worker failed again after a staple came in: the same words, now red.
+    shop = fixed.LEAVES["shop"].cert_id
+    before = fixed.snapshot()
+    items = tuple(replace(i, state=replace(i.state, last_attempt=fixed.T - 21 * fixed.H)) if i.cert_id == shop else i
+                  for i in before.items)  # fmt: skip
+    app = make_app(Config(), interval=60, clock=FrozenClock(fixed.T),
+                   collector=StaticCollector(replace(before, items=items), before))  # fmt: skip
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.reads >= 1, "the first read")
+        assert app.query_one("#certs").get_cell(shop, "last_error").style == "dim"
+        await read(pilot)
+        assert app.query_one("#certs").get_cell(shop, "last_error").style == "red"

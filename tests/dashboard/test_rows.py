@@ -12,7 +12,7 @@ from staplectl.dashboard import detail
 from staplectl.dashboard.panels import WaitHistory, banner, counts_line, header, lock_panel, spark, worker_text
 from staplectl.dashboard.rows import (
     COLUMN_KEYS, DUE, EXPIRED, FAILING, GOOD, MISSING, REVOKED, STALE, STYLES, View, bar, build_rows,
-    classify, counts, due_items, error_text,
+    classify, counts, due_items, error_text, make_row, same_cell, short_name,
 )  # fmt: skip
 from staplectl.dashboard.snapshot import build_items
 from tests.dashboard import fixed
@@ -130,12 +130,27 @@ def test_refreshing_rows_say_so(snap):
     assert row.cells[6].plain == "refreshing…"
 
 
+def test_a_next_refresh_after_expiry_is_called_out(snap):
+    api = by_name(snap)["api"]  # 10 h left
+    late = replace(api, state=replace(api.state, next_attempt=T + 11 * H))
+    cell = make_row(late, snap).cells[6]
+    assert cell.plain == "in 11 h (after expiry!)" and cell.spans[-1].style == "bold red"
+    assert make_row(api, snap).cells[6].plain == "in 2 min"
+
+
 def test_an_error_older_than_the_staple_is_dimmed(snap):
     shop = by_name(snap)["shop"]
     assert error_text(shop).style == "red"
     newer = replace(shop, state=replace(shop.state, last_attempt=T - 21 * H))
     assert error_text(newer).style == "dim"
     assert len(error_text(replace(shop, state=replace(shop.state, last_error="x" * 500))).plain) == 64
+
+
+def test_a_cell_whose_colour_changed_is_redrawn(snap):
+    shop = by_name(snap)["shop"]
+    red, dim = error_text(shop), error_text(replace(shop, state=replace(shop.state, last_attempt=T - 21 * H)))
+    assert red == dim  # rich's own equality ignores the style: the table must not rely on it
+    assert not same_cell(red, dim) and same_cell(red, error_text(shop)) and same_cell("1", "1")
 
 
 def test_refresh_all_due_takes_what_is_not_good(snap):
@@ -202,18 +217,27 @@ def test_wait_history_keeps_differences_between_reads():
     assert list(history.total) == []  # nothing to compare with yet
     history.add(fixed.stripes(1))
     history.add(fixed.stripes(2))
-    assert list(history.total) == pytest.approx([1.6, 1.6])  # stripe 3: 1.5 s, stripe 42: 0.1 s
-    assert list(history.by_stripe[3]) == pytest.approx([1.5, 1.5])
+    assert list(history.total) == pytest.approx([0.5, 2.1])  # stripe 3: 0.4 s then 2 s; stripe 42: 0.1 s each
+    assert list(history.by_stripe[3]) == pytest.approx([0.4, 2.0])
     assert 17 not in history.by_stripe  # never waited
     history.add(fixed.stripes(0))  # counters went back: a new stats file
     assert history.total[-1] == pytest.approx(9.5 + 0.2 + 0.002)
+
+
+def test_short_names_keep_what_tells_them_apart():
+    assert short_name("/etc/ssl/a.pem") == "/etc/ssl/a.pem"
+    path = "/etc/letsencrypt/live/shop.example.com/fullchain.pem"
+    assert short_name(path, 30).endswith("example.com/fullchain.pem") and len(short_name(path, 30)) == 30
+    assert short_name("CN=a very long subject name, O=Example", 20) == "CN=a very long subj…"
 
 
 def test_spark():
     assert spark([]) == ""
     assert spark([0, 0]) == "▁▁"
     assert spark([0, 1, 2, 4]) == "▁▃▅█"
-    assert spark([0.0001, 10]) == "▂█"  # any wait shows above the floor
+    assert spark([0.0001, 10]) == "▂█"  # any wait at all shows above the bottom
+    assert spark([0.001, 0.002]) == "▂▂"  # but milliseconds do not fill the block
+    assert spark([0.001, 0.002], floor=0) == "▅█"
     assert len(spark(range(100), width=12)) == 12
 
 

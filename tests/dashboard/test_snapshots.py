@@ -16,7 +16,8 @@ import pytest
 
 from engine.clock import FrozenClock
 from staplectl.config import Config
-from staplectl.dashboard.app import DashboardApp, make_app
+from staplectl.dashboard.app import DashboardApp
+from staplectl.dashboard.factory import make_app
 from staplectl.dashboard.snapshot import StaticCollector
 from tests.dashboard import fixed
 
@@ -24,8 +25,10 @@ SIZE = (160, 40)
 
 
 @pytest.fixture(autouse=True)
-def _home(home):
-    """Nothing of the real machine's state: the refresher would look there."""
+def _home(home, monkeypatch):
+    """Nothing of the real machine's state (the refresher would look there), and colour:
+    NO_COLOR in the environment would make Textual draw every snapshot monochrome."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
 
 
 def app_for(*snapshots) -> DashboardApp:
@@ -41,17 +44,17 @@ async def reads(app: DashboardApp, count: int) -> None:
         await asyncio.sleep(0.01)
 
 
-async def three_reads(pilot) -> None:
-    # three reads of rising lock counters: the wait history has two points
+async def four_reads(pilot) -> None:
+    # four reads of rising lock counters: the wait history has three points
     await reads(pilot.app, 1)
-    for n in (2, 3):
+    for n in (2, 3, 4):
         pilot.app.request_read()
         await reads(pilot.app, n)
 
 
 def test_main_screen(snap_compare):
-    app = app_for(fixed.snapshot(0), fixed.snapshot(1), fixed.snapshot(2))
-    assert snap_compare(app, terminal_size=SIZE, run_before=three_reads)
+    app = app_for(*(fixed.snapshot(step) for step in range(4)))
+    assert snap_compare(app, terminal_size=SIZE, run_before=four_reads)
 
 
 def test_detail_screen(snap_compare):

@@ -1,0 +1,385 @@
+"""warm's refreshes, in this process or spread over worker processes.
+
+One process refreshes at most one certificate at a time per core's worth
+of Python: validation, the store and the HTTP exchange all run under the
+GIL, so with a fast responder a single process is bound to one core. With
+several cores, ``run_in_processes`` starts worker processes
+(``python -m staplectl.workers``), each running its own FairPool through
+the same engine (``Stapler.refresh``: the stripes are flocks and the local
+store is SQLite, both safe across processes), and gathers what each
+certificate came to. The parent keeps everything an operator sees: the
+progress bar, the table, the JSON and the exit code.
+
+- Each certificate goes to the worker of its stripe (stripe modulo the
+  number of workers), so no two workers ever want one stripe, and the
+  pool's rule (never two jobs of one stripe at once) holds for the run.
+- ``--concurrency`` stays the number of refreshes in flight for the whole
+  run: each worker gets its share of the threads.
+- Workers are new interpreters, not forks: the parent may have threads
+  (a test's responder, a memcached client) and a fork would copy their
+  locks held. They import the engine only, not the CLI.
+- The parent sends each worker its certificates (DER, path, issuer) over
+  a pipe; a worker sends back outcomes in batches, then "done". A worker
+  that dies (killed, out of memory) closes its pipe: its certificates
+  that had no outcome yet become failed rows, and the run exits 3. Its
+  stripes go with it (a flock dies with its holder), and SQLite rolls
+  back any write it left half done.
+- A worker whose parent goes away (its pipe to the worker closes) exits
+  at once, rather than go on fetching for nobody. Workers run in their
+  own process group, so Ctrl-C reaches the parent only, which stops them.
+
+No typer or rich here: a worker must start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cryptography.hazmat.primitives import serialization
+
+from engine.certs import Leaf
+from engine.clock import SYSTEM_CLOCK
+from engine.errors import StapleError
+from engine.schedule import responder_key
+from engine.staple import Staple
+from engine.stripes import stripe_of
+
+#: above this many certificates, warm uses every CPU by default: a worker
+#: process costs about 0.1 s of CPU to start
+AUTO_PROCESSES_ABOVE = 500
+#: outcomes a worker sends in one message, at most
+BATCH = 256
+#: how long a stopped worker may take to go before it is killed
+STOP_GRACE = 5.0
+
+
+class Outcome(NamedTuple):
+    """What one certificate came to: the staple to show, and how."""
+
+    staple: Staple | None
+    #: updated | fresh | leased | failed
+    result: str
+    error: StapleError | None = None
+
+
+class UnexpectedError(StapleError):
+    reason = "internal_error"
+
+
+class ReportedError(StapleError):
+    """An error a worker process reported: its reason and message, as they were."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# -- one certificate, wherever it runs --------------------------------------------------
+
+
+def refresh_one(stapler: Any, leaf: Leaf, force: bool, lock_timeout: float) -> Outcome:
+    try:
+        result = stapler.refresh(leaf, force=force, lock_timeout=lock_timeout)
+    except StapleError as error:
+        return failed(stapler, leaf, error)
+    except Exception as exc:  # a bug must cost one row, not the whole run
+        return failed(stapler, leaf, UnexpectedError(f"{leaf.name}: unexpected {type(exc).__name__}: {exc}"))
+    return Outcome(result.staple, result.action)
+
+
+def failed(stapler: Any, leaf: Leaf, error: StapleError) -> Outcome:
+    """A failure; the staple still cached, if usable, shows what servers keep stapling."""
+    try:
+        current = stapler.cached(leaf)
+    except StapleError:
+        current = None
+    if not stapler.usable(current, SYSTEM_CLOCK.now()):
+        current = None
+    return Outcome(current, "failed", error)
+
+
+def responder_group(leaf: Leaf) -> str:
+    try:
+        return responder_key(leaf.responder_url())
+    except StapleError:
+        return ""  # its refresh fails with the reason
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def process_count(asked: int | None, certificates: int, concurrency: int) -> int:
+    """How many processes to refresh with: ``asked``, else by the number of
+    certificates; never more than there are certificates or threads."""
+    wanted = asked if asked is not None else (cpu_count() if certificates > AUTO_PROCESSES_ABOVE else 1)
+    return max(1, min(wanted, concurrency, certificates))
+
+
+# -- the parent -------------------------------------------------------------------------
+
+
+class _Worker:
+    """One worker process and the two pipes to it."""
+
+    def __init__(self, indices: list[int], threads: int) -> None:
+        self.indices = indices
+        self.threads = threads
+        self.done = False
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "staplectl.workers", str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                process_group=0,
+            )
+        except BaseException:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.to_child = Connection(to_child_w, readable=False)
+        self.from_child = Connection(from_child_r, writable=False)
+
+    def how_it_ended(self) -> str:
+        try:
+            code = self.process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            return "closed its pipe without exiting"
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with status {code}"
+
+    def stop(self) -> None:
+        """Make sure the process is gone and its pipes closed."""
+        try:
+            if self.done:  # it is on its way out: let it finish
+                try:
+                    self.process.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            self.to_child.close()
+            self.from_child.close()
+
+
+def _shares(leaves: list[Leaf], processes: int, stripes: int) -> list[list[int]]:
+    """The indices of the leaves each worker gets: by stripe, so that no
+    two workers ever want the same one."""
+    shares: list[list[int]] = [[] for _ in range(processes)]
+    for index, leaf in enumerate(leaves):
+        shares[stripe_of(leaf.cert_id, stripes) % processes].append(index)
+    return [share for share in shares if share]
+
+
+def _payload(config: Any, leaves: list[Leaf], worker: _Worker, force: bool, lock_timeout: float) -> dict[str, Any]:
+    issuers: dict[Any, int] = {}
+    issuer_ders: list[bytes] = []
+    jobs = []
+    for index in worker.indices:
+        leaf = leaves[index]
+        number = issuers.get(leaf.issuer)
+        if number is None:
+            number = issuers[leaf.issuer] = len(issuer_ders)
+            issuer_ders.append(leaf.issuer.public_bytes(serialization.Encoding.DER))
+        jobs.append((index, leaf.der, number, str(leaf.path) if leaf.path else None, leaf.url_override))
+    return {
+        "config": config,
+        "issuers": issuer_ders,
+        "jobs": jobs,
+        "threads": worker.threads,
+        "force": force,
+        "lock_timeout": lock_timeout,
+    }
+
+
+def run_in_processes(
+    stapler: Any,
+    config: Any,
+    leaves: list[Leaf],
+    processes: int,
+    concurrency: int,
+    force: bool,
+    lock_timeout: float,
+    on_done: Callable[[Leaf, Outcome], None] = lambda leaf, outcome: None,
+) -> list[Outcome]:
+    """Refresh every leaf in ``processes`` worker processes; outcomes in the order of the leaves.
+
+    ``stapler`` is the parent's own, used only to show the cached staple of
+    a certificate whose worker failed as a whole. ``config`` is the
+    effective configuration: the workers open the same cache and stripes.
+    """
+    # What the workers must agree on with the parent, fixed here: a default
+    # resolved in a worker could differ (another environment).
+    config = replace(
+        config,
+        cache=config.cache_uri,
+        certificates=[],
+        locks=replace(config.locks, directory=config.locks.path()),
+    )
+    shares = _shares(leaves, processes, config.locks.stripes)
+    base, extra = divmod(concurrency, len(shares))
+    outcomes: list[Outcome | None] = [None] * len(leaves)
+
+    def settle(index: int, outcome: Outcome) -> None:
+        outcomes[index] = outcome
+        on_done(leaves[index], outcome)
+
+    def fail_the_rest(worker: _Worker, error_for: Callable[[Leaf], StapleError]) -> None:
+        for index in worker.indices:
+            if outcomes[index] is None:
+                settle(index, failed(stapler, leaves[index], error_for(leaves[index])))
+
+    workers: list[_Worker] = []
+    try:
+        for n, share in enumerate(shares):
+            workers.append(_Worker(share, base + (n < extra)))
+        for worker in workers:  # all started first: they start up in parallel
+            worker.to_child.send(_payload(config, leaves, worker, force, lock_timeout))
+        running = {worker.from_child: worker for worker in workers}
+        while running:
+            for conn in wait(list(running)):
+                worker = running[conn]  # type: ignore[index]
+                try:
+                    message = worker.from_child.recv()
+                except (EOFError, OSError):
+                    # it died: killed, out of memory, a crash in the interpreter
+                    how, pid = worker.how_it_ended(), worker.process.pid
+                    fail_the_rest(worker, lambda leaf: UnexpectedError(
+                        f"{leaf.name}: worker process {pid} {how} before refreshing it"
+                    ))  # fmt: skip
+                    del running[conn]
+                    continue
+                if message[0] == "outcomes":
+                    for index, staple, result, reason, text in message[1]:
+                        settle(index, Outcome(staple, result, None if reason is None else ReportedError(text, reason)))
+                    continue
+                if message[0] == "fatal":
+                    _, reason, text = message
+                    fail_the_rest(worker, lambda leaf: ReportedError(text, reason))
+                worker.done = True
+                del running[conn]
+    finally:
+        for worker in workers:
+            worker.stop()
+    for worker in workers:  # never a certificate without a row
+        fail_the_rest(worker, lambda leaf: UnexpectedError(f"{leaf.name}: its worker process gave no outcome"))
+    return outcomes  # type: ignore[return-value]
+
+
+# -- a worker -----------------------------------------------------------------------------
+
+
+def _watch_parent(conn: Connection) -> None:
+    """Exit when the parent goes: its end of our input pipe closes."""
+    try:
+        conn.recv()
+    except (EOFError, OSError):
+        pass
+    os._exit(2)
+
+
+def _work(work: dict[str, Any], outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+    from cryptography import x509
+
+    from staplectl.pool import FairPool
+    from staplectl.runtime import open_stapler
+    from staplectl.targets import close_stapler
+
+    issuers = [x509.load_der_x509_certificate(der) for der in work["issuers"]]
+    jobs = [
+        (index, Leaf(cert=x509.load_der_x509_certificate(der), issuer=issuers[issuer],
+                     path=Path(path) if path else None, url_override=url))
+        for index, der, issuer, path, url in work["jobs"]
+    ]  # fmt: skip
+    stapler = open_stapler(work["config"])
+    force, lock_timeout = work["force"], work["lock_timeout"]
+
+    def done(job: tuple[int, Leaf], outcome: Outcome) -> None:
+        error = outcome.error
+        reason, text = (error.reason, str(error)) if error is not None else (None, None)
+        outbox.put((job[0], outcome.staple, outcome.result, reason, text))
+
+    try:
+        FairPool(
+            work["threads"],
+            lambda job: refresh_one(stapler, job[1], force, lock_timeout),
+            group_of=lambda job: responder_group(job[1]),
+            stripe_of=lambda job: stapler.locks.stripe_of(job[1].cert_id),
+            on_done=done,
+        ).map(jobs)
+    finally:
+        close_stapler(stapler)
+
+
+def _send(outbox: queue.SimpleQueue[tuple[Any, ...] | None], conn: Connection) -> None:
+    """Send outcomes as they come, several to a message when they come fast."""
+    try:
+        while True:
+            item = outbox.get()
+            batch = []
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= BATCH or outbox.empty():
+                    break
+                item = outbox.get()
+            if batch:
+                conn.send(("outcomes", batch))
+            if item is None:
+                return
+    except OSError:
+        os._exit(2)  # the parent is gone
+
+
+def main(argv: list[str]) -> int:
+    """A worker: ``python -m staplectl.workers IN_FD OUT_FD``."""
+    inbox = Connection(int(argv[0]), writable=False)
+    conn = Connection(int(argv[1]), readable=False)
+    work = inbox.recv()
+    threading.Thread(target=_watch_parent, args=(inbox,), name="watch-parent", daemon=True).start()
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+    sender = threading.Thread(target=_send, args=(outbox, conn), name="send", daemon=True)
+    sender.start()
+    last: tuple[Any, ...] = ("done",)
+    try:
+        _work(work, outbox)
+    except StapleError as error:  # the cache or the stripes could not be opened
+        last = ("fatal", error.reason, str(error))
+    except Exception as exc:
+        last = ("fatal", UnexpectedError.reason, f"worker process {os.getpid()}: unexpected {type(exc).__name__}: {exc}")
+    outbox.put(None)
+    sender.join()
+    conn.send(last)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
