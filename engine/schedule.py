@@ -251,6 +251,16 @@ class Schedule:
             entry.where, entry.due, entry.seq = _QUEUED, due, next(self._seq)
             self._push(entry)
 
+    def advance(self, cert_id: str, due: float) -> bool:
+        """Bring a waiting certificate's run forward to ``due``; never later,
+        never a running one (done() plans that). True when it moved."""
+        entry = self._entries.get(cert_id)
+        if entry is None or entry.where == _RUNNING or due >= entry.due:
+            return False
+        entry.where, entry.due, entry.seq = _QUEUED, due, next(self._seq)
+        self._push(entry)
+        return True
+
     def remove(self, cert_id: str) -> None:
         # Its heap and parked items die lazily: their seq no longer matches.
         self._entries.pop(cert_id, None)

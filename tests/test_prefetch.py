@@ -607,3 +607,52 @@ def test_the_worker_modules_import_no_front_end():
     )
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class TestAudit:
+    """What the worker did not do itself: a flushed cache, a shorter-lived staple."""
+
+    def test_a_staple_gone_from_the_cache_is_fetched_at_once(self, rig, pki, responder):
+        r = rig()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        r.worker.run_due()
+        assert r.due(leaf) > r.clock.now() + 3600  # planned hours ahead
+        r.stapler.cache.delete(leaf.cert_id)  # memcached restarted, say
+        assert r.worker.audit() == 1
+        assert r.due(leaf) == r.clock.now()
+        (event,) = r.worker.run_due()
+        assert event.action == "updated" and requests(responder, leaf) == 2
+
+    def test_a_shorter_lived_staple_stored_elsewhere_is_renewed_before_it_lapses(self, rig, pki, responder):
+        r = rig()
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        r.worker.run_due()
+        responder.script(leaf.serial, Behaviour(this_update_offset=0, next_update_offset=600))
+        assert r.stapler.refresh(leaf, force=True).action == "updated"  # `warm --force` elsewhere
+        short = r.stapler.cached(leaf)
+        assert r.worker.audit() == 1
+        assert r.clock.now() < r.due(leaf) < short.next_update
+        (event,) = r.run_at(r.due(leaf))
+        assert event.action == "updated"  # replaced, not called fresh
+
+    def test_a_well_planned_certificate_is_left_alone_pass_after_pass(self, rig, pki):
+        r = rig(rand=0.9)  # jitter that would creep the due time earlier if recomputed
+        leaf = new_leaf(pki)
+        r.worker.load([leaf])
+        r.worker.run_due()
+        due = r.due(leaf)
+        assert [r.worker.audit() for _ in range(3)] == [0, 0, 0]
+        assert r.due(leaf) == due
+
+    def test_a_failing_certificate_keeps_its_backoff(self, rig, pki, responder):
+        r = rig()
+        leaf = new_leaf(pki)
+        responder.script(leaf.serial, Behaviour(http_status=500))
+        r.worker.load([leaf])
+        r.worker.run_due()
+        due = r.due(leaf)
+        assert due > r.clock.now()
+        assert r.worker.audit() == 0  # nothing cached, but no fetch per pass
+        assert r.due(leaf) == due

@@ -107,8 +107,13 @@ class Service:
     def log(self, level: str, what: str) -> None:
         if self.opts.quiet and level == "info":
             return
-        sys.stderr.write(f"{iso(SYSTEM_CLOCK.now())} {level.upper():<7} {what}\n")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(f"{iso(SYSTEM_CLOCK.now())} {level.upper():<7} {what}\n")
+            sys.stderr.flush()
+        except OSError:
+            # a closed log pipe (`| tee` killed by the same Ctrl-C) must not
+            # keep the worker from stopping cleanly and removing its heartbeat
+            pass
 
     def on_event(self, event: WorkerEvent) -> None:
         self.metrics.observe(event)
