@@ -3,7 +3,7 @@
 # for real (memcached, redis, openssl, httpd, nginx, HAProxy), the virtualenv, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(memcached redis-server openssl apache2-bin nginx haproxy)
+packages=(memcached redis-server openssl apache2 nginx haproxy)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
