@@ -1,0 +1,89 @@
+"""staplectl config: the effective configuration, and the bad-input matrix
+for configuration files shared by every command."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from pymemcache.client.base import Client
+
+from tests.openssl_responder import OpenSSLResponder
+
+
+def test_defaults_without_a_file(cli, home):
+    ran = cli("config", "--json")
+    assert ran.exit_code == 0
+    data = ran.json()
+    assert data["config_file"] is None
+    assert data["cache"] == f"local:{home / 'staples.db'}"
+    assert data["locks"] == {"stripes": 64, "directory": str(home / "locks")}
+    assert data["prefetch"]["renew_fraction"] == 0.5 and data["responder"]["timeout"] == "10s"
+
+
+def test_file_values_and_cache_option_win(cli, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('cache = "memcache://127.0.0.1:1"\ncertificates = ["a.pem"]\n[prefetch]\nmin_delay = "2m"\n')
+    data = cli("config", "--config", path, "--json").json()
+    assert data["config_file"] == str(path)
+    assert data["cache"] == "memcache://127.0.0.1:1"
+    assert data["prefetch"]["min_delay"] == "2m"
+    assert data["certificates"] == [{"pattern": str(tmp_path / "a.pem"), "issuer": None, "url": None}]
+    assert cli("--cache", "redis://127.0.0.1:2", "config", "--config", path, "--json").json()["cache"] == "redis://127.0.0.1:2"
+
+
+def test_human_output_is_toml_like(cli):
+    ran = cli("config")
+    assert ran.exit_code == 0
+    assert "[prefetch]" in ran.stdout and 'min_delay = "1m"' in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bogus = 1\n", "unknown key 'bogus'"),
+        ('[prefetch]\nmin_delay = "soon"\n', "prefetch.min_delay: 'soon' is not a duration"),
+        ("certificates = [\n", "not valid TOML"),
+        ('[locks]\nstripes = "many"\n', "locks.stripes = 'many' should be an integer"),
+    ],
+    ids=["bad-key", "bad-duration", "not-toml", "bad-type"],
+)
+@pytest.mark.parametrize("command", ["config", "warm", "prefetch", "fetch"])
+def test_bad_configuration_is_exit_2_for_every_command(cli, tmp_path, pki, text, message, command):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    args = [command, "--config", path]
+    if command == "fetch":
+        args.append(pki.good.chain_path)
+    ran = cli(*args)
+    assert ran.exit_code == 2
+    assert str(path) in ran.stderr and message in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+def test_missing_named_file(cli, tmp_path):
+    ran = cli("config", "--config", tmp_path / "absent.toml")
+    assert ran.exit_code == 2 and "absent.toml: no such configuration file" in ran.stderr
+
+
+def test_subprocess_config_from_the_environment(staplectl, tmp_path):
+    path = tmp_path / "env.toml"
+    path.write_text('[request]\nlease = true\n')
+    ran = staplectl("config", "--json", env={"STAPLECTL_CONFIG": str(path)})
+    assert ran.exit_code == 0, ran.stderr
+    assert ran.json()["request"]["lease"] is True
+
+
+def test_subprocess_prefetch_once_from_openssl_into_memcached(staplectl, pki, memcached, tmp_path):
+    # the prefetch command against the real `openssl ocsp` and a real memcached
+    with OpenSSLResponder(pki, tmp_path / "ocsp") as real:
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'cache = "memcache://{memcached.host}:{memcached.port}"\n'
+            f'[[certificates]]\npath = "{pki.other.chain_path}"\nurl = "{real.url}"\n'
+        )
+        ran = staplectl("prefetch", "--once", "--config", config)
+    assert ran.exit_code == 0, ran.stderr
+    assert "updated" in ran.stderr
+    key = f"mod_ssl-staple:{hashlib.sha1(pki.other.der_path.read_bytes()).hexdigest()}"
+    assert Client(memcached.address).get(key)[0] == 1
