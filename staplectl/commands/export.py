@@ -25,7 +25,7 @@ from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, StapleError
 from engine.staple import GOOD, Staple
-from staplectl import fmt
+from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
@@ -80,6 +80,10 @@ def export(
     haproxy: Annotated[
         bool, typer.Option("--haproxy", help="Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.")
     ] = False,
+    mod_md_dir: Annotated[
+        Optional[Path],
+        typer.Option("--mod-md", metavar="DIR", help="Write mod_md's OCSP store (MDStapling on) under httpd's MDStoreDir DIR: ocsp/other/ocsp-<sha1>.json."),
+    ] = None,
     haproxy_socket: Annotated[
         Optional[Path],
         typer.Option("--haproxy-socket", metavar="PATH", help="With --haproxy: also hand each written staple to the running HAProxy through its admin socket (set ssl ocsp-response), no reload needed."),
@@ -110,15 +114,18 @@ def export(
     opts = settings(ctx, cache, config, verbose, quiet)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     with reporting(term, json_errors=json_output):
-        if (nginx is None) == (not haproxy):
-            raise InputError("export needs exactly one target: --nginx DIR or --haproxy")
+        if [nginx is not None, haproxy, mod_md_dir is not None].count(True) != 1:
+            raise InputError("export needs exactly one target: --nginx DIR, --haproxy or --mod-md DIR")
         if haproxy_socket is not None and not haproxy:
             raise InputError("--haproxy-socket goes with --haproxy")
         if nginx is not None and not nginx.is_dir():
             raise InputError(f"--nginx {nginx}: no such directory")
+        if mod_md_dir is not None and not mod_md_dir.is_dir():
+            raise InputError(f"--mod-md {mod_md_dir}: no such directory (give httpd's MDStoreDir)")
         effective = opts.load_config()
         targets = load_targets(paths, issuer, None, effective)
-        files = {leaf.cert_id: _target(leaf, nginx) for leaf in targets.leaves}
+        target = "nginx" if nginx is not None else "mod_md" if mod_md_dir is not None else "haproxy"
+        files = {leaf.cert_id: _target(leaf, nginx, mod_md_dir) for leaf in targets.leaves}
         clashes = _clashes(targets.leaves, files)
         reader = open_reader(effective)
         try:
@@ -126,7 +133,7 @@ def export(
             rows = [
                 Row(leaf.name, files[leaf.cert_id], error=clashes[leaf.cert_id])
                 if leaf.cert_id in clashes
-                else _export(reader, leaf, files[leaf.cert_id], now, nginx is not None)
+                else _export(reader, leaf, files[leaf.cert_id], now, target)
                 for leaf in targets.leaves
             ]
         finally:
@@ -153,10 +160,12 @@ def exit_code(rows: list[Row]) -> Exit:
     return Exit.OK
 
 
-def _target(leaf: Leaf, nginx: Path | None) -> Path:
+def _target(leaf: Leaf, nginx: Path | None, mod_md_dir: Path | None) -> Path:
     assert leaf.path is not None  # loaded from a file
     if nginx is not None:
         return nginx / f"{leaf.path.stem}.ocsp"
+    if mod_md_dir is not None:
+        return mod_md.entry_path(mod_md_dir, leaf.cert_id)
     return leaf.path.with_name(leaf.path.name + ".ocsp")
 
 
@@ -183,7 +192,7 @@ def snippet_of(staple_file: Path) -> Path:
     return staple_file.with_suffix(SNIPPET_SUFFIX)
 
 
-def _export(reader: Any, leaf: Leaf, file: Path, now: float, nginx: bool) -> Row:
+def _export(reader: Any, leaf: Leaf, file: Path, now: float, target: str) -> Row:
     try:
         staple = reader.cached(leaf)  # re-validated: a shared cache may hold anything
     except StapleError as error:
@@ -194,9 +203,11 @@ def _export(reader: Any, leaf: Leaf, file: Path, now: float, nginx: bool) -> Row
             # snippet goes first: nginx must never include a directive that
             # names a missing file (its reload would fail and it would go on
             # stapling the expired response it has loaded).
-            if nginx:
+            if target == "nginx":
                 removed = _unlink(snippet_of(file))
                 removed = _unlink(file) or removed
+            elif target == "mod_md":
+                removed = _unlink(file)
             else:
                 # HAProxy refuses to start on a missing .ocsp of a bundle it
                 # once had, and takes runtime pushes only for certificates
@@ -207,10 +218,13 @@ def _export(reader: Any, leaf: Leaf, file: Path, now: float, nginx: bool) -> Row
                     write_atomic(file, b"")
             return Row(leaf.name, file, "removed" if removed else "missing")
         changed = False
-        if not _same(file, staple.der):
-            write_atomic(file, staple.der)
+        data = mod_md.entry_json(staple) if target == "mod_md" else staple.der
+        if not _same(file, data):
+            if target == "mod_md":
+                file.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            write_atomic(file, data)
             changed = True
-        if nginx:
+        if target == "nginx":
             # after the staple: the directive appears only once its file exists
             line = f"ssl_stapling_file {file.absolute()};\n".encode()
             if not _same(snippet_of(file), line):

@@ -4,11 +4,16 @@ and the reload command run only after a change."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import shutil
 import stat
+from email.utils import parsedate_to_datetime
 
 import pytest
+from cryptography.x509 import ocsp
 
 from engine.providers import open_provider
 from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
@@ -210,12 +215,38 @@ class TestHAProxy:
         assert "good-chain.pem.ocsp: cannot write or remove" in ran.json()[0]["error"]["message"]
 
 
+class TestModMD:
+    def test_store_layout_and_removal(self, cli, pki, home, tmp_path):
+        store = tmp_path / "md"
+        store.mkdir()
+        warm(cli, pki.good.chain_path)
+        ran = cli("export", "--mod-md", store, pki.good.chain_path, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        cert_id = hashlib.sha1(pki.good.der_path.read_bytes()).hexdigest()
+        entry = store / "ocsp" / "other" / f"ocsp-{cert_id}.json"
+        data = json.loads(entry.read_text())
+        der = stored(home, pki.good).der
+        assert base64.urlsafe_b64decode(data["response"] + "=" * (-len(data["response"]) % 4)) == der
+        assert "=" not in data["response"] and data["status"] == "good"
+        response = ocsp.load_der_ocsp_response(der)
+        assert parsedate_to_datetime(data["valid"]["until"]) == response.next_update_utc
+        assert parsedate_to_datetime(data["valid"]["from"]) == response.this_update_utc
+        assert actions(cli("export", "--mod-md", store, pki.good.chain_path, "--json")) == {"good-chain.pem": "unchanged"}
+        delete(home, pki.good)
+        assert actions(cli("export", "--mod-md", store, pki.good.chain_path, "--json")) == {"good-chain.pem": "removed"}
+        assert not entry.exists()
+
+    def test_store_directory_must_exist(self, cli, pki, tmp_path):
+        ran = cli("export", "--mod-md", tmp_path / "nope", pki.good.chain_path)
+        assert ran.exit_code == 2 and "MDStoreDir" in ran.stderr
+
+
 class TestBadInput:
     def test_needs_exactly_one_target(self, cli, pki, out):
         for args in ([], ["--nginx", out, "--haproxy"]):
             ran = cli("export", pki.good.chain_path, *args)
             assert ran.exit_code == 2
-            assert "exactly one target: --nginx DIR or --haproxy" in ran.stderr
+            assert "exactly one target: --nginx DIR, --haproxy or --mod-md DIR" in ran.stderr
 
     def test_nginx_directory_must_exist(self, cli, pki, tmp_path):
         ran = cli("export", "--nginx", tmp_path / "nope", pki.good.chain_path, "--json")

@@ -228,24 +228,20 @@ def test_inspect_shows_httpd_entries_and_warm_replaces_the_bad_ones(memcache, oc
     assert not any({"error-entry", "try-later"} & set(e["flags"]) for e in after)
 
 
-def test_mod_md_staples_a_response_primed_in_its_store(ocsp, leaves, run, httpd, memcache, tmp_path):
-    """mod_md (MDStapling on) keeps staples as JSON files and reads them at start
-    (DESIGN.md 3): a file written there by another program is stapled on the
-    first handshake. Checked for a future `md:` provider; staplectl has none yet."""
+def test_mod_md_staples_what_export_wrote_in_its_store(ocsp, leaves, run, httpd, memcache, tmp_path):
+    """mod_md (MDStapling on) keeps staples as JSON files and reads them at
+    start (DESIGN.md 3): what `staplectl export --mod-md` writes there is
+    stapled on the first handshake, without asking the responder."""
     [leaf] = leaves("md")
-    der_path = tmp_path / "md.der"
-    run("fetch", leaf.chain_path, "--no-store", "--out", der_path, check=True)
-    der = der_path.read_bytes()
-    response = x509_ocsp.load_der_ocsp_response(der)
     store_dir = tmp_path / "md-store"
+    store_dir.mkdir()
+    run("warm", leaf.chain_path, check=True)
+    run("export", "--mod-md", store_dir, leaf.chain_path, check=True)
     entry = store_dir / "ocsp" / "other" / f"ocsp-{cert_id(leaf)}.json"  # "other": not a managed domain
-    entry.parent.mkdir(parents=True)
-    entry.write_text(json.dumps({
-        "response": base64.urlsafe_b64encode(der).decode().rstrip("="),
-        "status": "good",
-        "valid": {"from": format_datetime(response.this_update_utc, usegmt=True),
-                  "until": format_datetime(response.next_update_utc, usegmt=True)},
-    }))
+    data = json.loads(entry.read_text())
+    der = base64.urlsafe_b64decode(data["response"] + "=" * (-len(data["response"]) % 4))
+    response = x509_ocsp.load_der_ocsp_response(der)
+    assert data["valid"]["until"] == format_datetime(response.next_update_utc, usegmt=True)
     ocsp.default = Behaviour(hang=True)
     asked = ocsp.request_count
     server = httpd([leaf], memcache_store(memcache).httpd, modules=["md"],
