@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """How fast `staplectl warm` fills an empty cache, against what else there is.
 
-One run, one PKI of N leaf certificates (default 2,000), one responder, and
-three measurements:
+One PKI of N leaf certificates (default 2,000), one responder, and, for
+each network delay (none, and --latency MS, default 20), three things
+measured:
 
   openssl loop     a sequential `openssl ocsp -issuer -cert -url` per
                    certificate (verifying the answer and saving it, as
@@ -10,47 +11,78 @@ three measurements:
                    sample of --sample certificates, scaled to N
   staplectl warm   the installed CLI as a subprocess on the local store,
                    fresh cache: startup, loading N files, N fetches with
-                   validation, N stores
-  responder        what the responder itself can serve: --clients
-                   processes of 4 threads each POSTing pre-built requests,
-                   reading the answers, validating nothing
+                   validation, N stores, the JSON output; with its own
+                   defaults but for --concurrency (and --url behind a delay)
+  responder        what the responder itself can serve: a plain load loop
+                   (pre-built requests, the same bytes warm sends, one
+                   connection each, the answer read to the end and its
+                   status checked, nothing validated or stored) from
+                   --clients processes, keeping exactly as many requests in
+                   flight as warm may (its --concurrency)
+
+then the two targets of DESIGN.md section 5, each at one delay and one
+number of requests in flight: warm at least 30x the openssl loop, and at
+least 80 % of the responder's capacity.
 
 The responder is the real `openssl ocsp` with -multi (--multi processes,
-default 4). Why that one: it is C and forks worker processes, so on a
-2-core machine it uses both cores with no GIL and signs each answer in
-microseconds; the in-process ScriptedResponder is GIL-bound and shares the
-interpreter with whoever measures it, and a Python multiprocess server
-spends more CPU per request than openssl does, leaving less for the
-client. The fastest responder available is the hardest reference to
-measure warm against.
+default 4): C, a few worker processes, no GIL; the fastest responder there
+is to measure against. Client, responder (and delay proxy) share the
+machine's cores; on a small machine repeat a run before trusting a figure.
+Beside each rate the table gives the CPU each party spent per certificate
+(client: warm's processes, the openssl commands, or the load loop), so
+that a ratio can be explained, not guessed.
 
---latency MS puts an asyncio proxy in front of the responder that holds
-every connection MS milliseconds before passing it on: a responder across
-a network, where the client's concurrency matters more than its CPU.
+Without a delay (loopback) every party is CPU-bound, and the comparison is
+one of CPU per certificate: the load loop spends a connection and a read
+on each request, warm also builds the request, verifies the response's
+signature, stores it in SQLite in its own transaction, and keeps a stripe,
+a progress count and a row per certificate, in Python. On a machine of a
+few cores shared with the responder, warm cannot come near either target
+there; the CPU columns say by how much.
 
-Prints a table (method, certs, seconds, certs/s, ratio to the openssl
-loop) and the two targets of DESIGN.md section 5: warm at least 30x the
-openssl loop, and at least 80 % of the responder's capacity. On a small
-machine the three share the CPU with each other (and with anything else
-running): repeat a run before trusting a figure.
+With a delay, --latency MS puts an asyncio proxy in front of the responder
+that holds every exchange MS milliseconds before passing it on, as a
+responder across a network would: then requests in flight matter more
+than CPU. To be fair, everything is measured through the same proxy: the
+openssl loop (which pays the delay once per certificate, as any sequential
+fetcher does), and, for each N of --latency-concurrency (default 16, warm's
+own default, and 64), warm with --concurrency N and the responder's
+capacity with N requests in flight. More in flight raises both until the
+CPU runs out (the load loop's later than warm's); fewer lowers both. So
+"30x the loop" needs more than 30 in flight, whatever the client. The
+proxy costs CPU a real network would not (shown in its column), the same
+per exchange for warm and for the load loop. Also: one warm never has more
+refreshes in flight than locks.stripes (64 by default; --stripes to try
+another count), and each stripe's certificates are fetched one after
+another.
 
-    .venv/bin/python bench/warm.py [--count 2000] [--sample 50] [--multi 4] [--latency MS] [--json PATH]
+Warm runs with its bytecode cached (PYTHONPYCACHEPREFIX in the working
+directory, after one warm-up run), as an installed staplectl runs: pip
+and distribution packages compile it at install. A development shell's
+PYTHONDONTWRITEBYTECODE would otherwise add a compile of every module,
+about 0.2 s, to each of warm's processes.
+
+    .venv/bin/python bench/warm.py [--count 2000] [--sample 50] [--latency MS] [--latency-concurrency N[,N...]]
+                                   [--concurrency N] [--processes N] [--stripes N] [--multi 4] [--clients 4]
+                                   [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
 import json
 import multiprocessing
 import os
+import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,11 +94,14 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
+from staplectl.workers import process_count  # noqa: E402
 from tests.openssl_responder import OpenSSLResponder  # noqa: E402
 from tests.pki import PKI, Issued  # noqa: E402
 
 TARGET_VS_OPENSSL = 30.0
 TARGET_VS_CAPACITY = 0.80
+#: warm's own default --concurrency
+WARM_CONCURRENCY = 16
 
 
 # -- the certificates ---------------------------------------------------------------
@@ -76,7 +111,10 @@ def issue_leaves(pki: PKI, count: int, directory: Path) -> list[Issued]:
     """N leaves of pki's intermediate, each in its own chain file (leaf + intermediate).
 
     One key for all of them: key generation is not what is measured, and
-    OCSP never looks at the leaf's key.
+    OCSP never looks at the leaf's key. Like every publicly trusted
+    certificate (CA/Browser Forum Baseline Requirements 7.1.2.3), they
+    carry an authorityKeyIdentifier, which is how staplectl finds the
+    issuer in the chain.
     """
     directory.mkdir(parents=True)
     bare = directory.parent / "bare"  # the leaf alone, for openssl ocsp -cert
@@ -88,6 +126,7 @@ def issue_leaves(pki: PKI, count: int, directory: Path) -> list[Issued]:
     aia = x509.AuthorityInformationAccess(
         [x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(pki.ocsp_url))]
     )
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.intermediate.cert.public_key())
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     leaves = []
     for n in range(count):
@@ -103,6 +142,7 @@ def issue_leaves(pki: PKI, count: int, directory: Path) -> list[Issued]:
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"{name}.test")]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(aia, critical=False)
+            .add_extension(aki, critical=False)
             .sign(pki.intermediate.key, hashes.SHA256())
         )
         pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -117,81 +157,176 @@ def issue_leaves(pki: PKI, count: int, directory: Path) -> list[Issued]:
 
 
 def _delay_proxy(listen_port: int, upstream_port: int, delay: float, ready: multiprocessing.Event) -> None:
-    """Forward each connection to the responder after ``delay`` seconds, as
-    a responder across a network would answer (asyncio: thousands at once)."""
+    """Forward each connection to the responder ``delay`` seconds after its
+    first bytes, as a responder across a network would answer.
+
+    asyncio with protocols, not streams: the proxy stands for a network,
+    which costs the machine nothing, so it should cost as little CPU as it
+    can (streams cost about twice as much per exchange).
+    """
     import asyncio
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
+    loop = asyncio.new_event_loop()
 
-    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        first = await client_reader.read(65536)
-        if not first:  # never hand openssl an empty connection (see tests/openssl_responder.py)
-            client_writer.close()
-            return
-        await asyncio.sleep(delay)
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
-        upstream_writer.write(first)
-        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+    class Upstream(asyncio.Protocol):
+        def __init__(self, client: Client) -> None:
+            self.client = client
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.client.transport.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.client.transport.close()  # after what is buffered is sent
+
+    class Client(asyncio.Protocol):
+        upstream: asyncio.Transport | None = None
+        waiting = False
+        closed = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.pending: list[bytes] = []
+
+        def data_received(self, data: bytes) -> None:
+            if self.upstream is not None:
+                self.upstream.write(data)
+                return
+            self.pending.append(data)
+            if not self.waiting:
+                self.waiting = True
+                loop.call_later(delay, self.open)
+
+        def open(self) -> None:
+            # never hand openssl an empty connection (see tests/openssl_responder.py)
+            if not self.closed:
+                loop.create_task(loop.create_connection(lambda: Upstream(self), "127.0.0.1", upstream_port)).add_done_callback(self.opened)
+
+        def opened(self, task: asyncio.Task) -> None:
+            if task.exception() is not None:
+                self.transport.close()
+                return
+            self.upstream, _ = task.result()
+            for data in self.pending:
+                self.upstream.write(data)
+            self.pending = []
+            if self.closed:
+                self.upstream.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.closed = True
+            if self.upstream is not None:
+                self.upstream.close()
 
     async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", listen_port, backlog=1024)
+        server = await loop.create_server(Client, "127.0.0.1", listen_port, backlog=4096)
         ready.set()
-        async with server:
-            await server.serve_forever()
+        await server.serve_forever()
 
-    asyncio.run(main())
+    loop.run_until_complete(main())
+
+
+# -- CPU accounting -------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of every finished child (and their children) of this process."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds of a process group's processes, and of the children they reaped."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # pgrp
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / _TICK
+
+
+def process_cpu(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return sum(int(f) for f in fields[11:13]) / _TICK
 
 
 # -- the responder's capacity ---------------------------------------------------------
 
 
+def http_request(der: bytes, port: int) -> bytes:
+    """The request warm sends for ``der``, byte for byte but the User-Agent's value."""
+    return (
+        f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: identity\r\n"
+        "User-Agent: load\r\nAccept: application/ocsp-response\r\nConnection: close\r\n"
+        f"Content-Type: application/ocsp-request\r\nContent-Length: {len(der)}\r\n\r\n"
+    ).encode() + der
+
+
 def _post_all(port: int, requests: list[bytes], threads: int, errors: multiprocessing.Queue) -> None:
     position = iter(range(len(requests)))
     lock = threading.Lock()
-    failed = 0
+    failed = []
 
     def client() -> None:
-        nonlocal failed
         while True:
             with lock:
                 n = next(position, None)
             if n is None:
                 return
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                connection.request("POST", "/", requests[n], {"Content-Type": "application/ocsp-request"})
-                response = connection.getresponse()
-                body = response.read()
-                if response.status != 200 or not body:
-                    failed += 1
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(requests[n])
+                    chunks = []
+                    while data := sock.recv(65536):
+                        chunks.append(data)
+                answer = b"".join(chunks)
+                head, _, body = answer.partition(b"\r\n\r\n")
+                if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) or not body:
+                    failed.append(n)
             except OSError:
-                failed += 1
-            finally:
-                connection.close()
+                failed.append(n)
 
     workers = [threading.Thread(target=client) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    errors.put(failed)
+    errors.put(len(failed))
 
 
-def responder_capacity(port: int, leaves: list[Issued], issuer: Issued, processes: int, rounds: int) -> tuple[int, float, int]:
-    """(requests, seconds, failures) for `rounds` requests per certificate, spread over processes."""
+def responder_capacity(
+    port: int, leaves: list[Issued], issuer: Issued, processes: int, in_flight: int, rounds: int
+) -> tuple[int, float, int]:
+    """(requests, seconds, failures): ``rounds`` requests per certificate,
+    ``in_flight`` at a time, from up to ``processes`` processes."""
     requests = [
-        ocsp.OCSPRequestBuilder().add_certificate(leaf.cert, issuer.cert, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+        http_request(
+            ocsp.OCSPRequestBuilder().add_certificate(leaf.cert, issuer.cert, hashes.SHA1()).build()
+            .public_bytes(serialization.Encoding.DER),
+            port,
+        )
         for leaf in leaves
     ] * rounds
+    processes = min(processes, in_flight)
+    threads = [in_flight // processes + (n < in_flight % processes) for n in range(processes)]
     errors: multiprocessing.Queue = multiprocessing.Queue()
     workers = [
-        multiprocessing.Process(target=_post_all, args=(port, requests[i::processes], 4, errors)) for i in range(processes)
+        multiprocessing.Process(target=_post_all, args=(port, requests[i::processes], threads[i], errors))
+        for i in range(processes)
     ]
     started = time.perf_counter()
     for worker in workers:
@@ -221,13 +356,19 @@ def openssl_loop(url: str, leaves: list[Issued], pki: PKI, out: Path) -> float:
 # -- staplectl warm -------------------------------------------------------------------
 
 
-def staplectl_warm(directory: Path, home: Path, extra: list[str]) -> tuple[float, dict[str, int], int]:
-    program = Path(sys.executable).with_name("staplectl")
-    env = {**os.environ, "STAPLECTL_HOME": str(home), "NO_COLOR": "1"}
-    for name in ("STAPLECTL_CACHE", "STAPLECTL_CONFIG"):
+def warm_env(work: Path, home: Path) -> dict[str, str]:
+    env = {**os.environ, "STAPLECTL_HOME": str(home), "NO_COLOR": "1", "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+    for name in ("STAPLECTL_CACHE", "STAPLECTL_CONFIG", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
+    return env
+
+
+def staplectl_warm(directory: Path, work: Path, home: Path, extra: list[str]) -> tuple[float, dict[str, int], int]:
+    program = Path(sys.executable).with_name("staplectl")
     started = time.perf_counter()
-    done = subprocess.run([str(program), "warm", str(directory), "--json", *extra], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [str(program), "warm", str(directory), "--json", *extra], capture_output=True, text=True, env=warm_env(work, home)
+    )
     elapsed = time.perf_counter() - started
     results: dict[str, int] = {}
     try:
@@ -238,6 +379,35 @@ def staplectl_warm(directory: Path, home: Path, extra: list[str]) -> tuple[float
     return elapsed, results, done.returncode
 
 
+def warm_up(work: Path, leaves: list[Issued]) -> None:
+    """One small warm, so that the measured ones find their bytecode cached."""
+    directory = work / "warm-up"
+    directory.mkdir()
+    for leaf in leaves[:2]:
+        shutil.copy(leaf.chain_path, directory / leaf.chain_path.name)
+    staplectl_warm(directory, work, work / "warm-up-home", ["--processes", "2"])
+
+
+# -- the runs -------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    delay_ms: float
+    in_flight: int
+    method: str
+    certs: int
+    seconds: float
+    #: CPU seconds per certificate: the measured client, the responder, the delay proxy
+    client_cpu: float | None = None
+    responder_cpu: float | None = None
+    proxy_cpu: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.certs / self.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=2000, help="certificates to warm (default 2000)")
@@ -246,17 +416,32 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="load processes measuring the responder (default 4)")
     parser.add_argument(
         "--rounds", type=int, default=None,
-        help="requests per certificate in the capacity run (default: enough for 10,000 requests, at least 2)",
+        help="requests per certificate in a capacity run (default: enough for 10,000 requests, at least 2)",
     )
-    parser.add_argument("--concurrency", type=int, default=None, help="warm --concurrency (default: warm's own)")
     parser.add_argument(
-        "--latency", type=float, default=0.0, metavar="MS",
-        help="put the responder behind a proxy that delays every connection by MS milliseconds, "
-        "as a responder across a network would (default 0: loopback)",
+        "--concurrency", type=int, default=WARM_CONCURRENCY,
+        help=f"warm --concurrency without a delay, and the load loop's requests in flight (default {WARM_CONCURRENCY}, warm's own)",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=20.0, metavar="MS",
+        help="also measure behind a proxy that delays every exchange by MS milliseconds, "
+        "as a responder across a network would (default 20; 0: loopback only)",
+    )
+    parser.add_argument(
+        "--latency-concurrency", default="16,64", metavar="N[,N...]",
+        help="warm --concurrency, and the load loop's requests in flight, behind the delay; "
+        "one measurement each (default 16,64: warm's own default, and enough to keep the delay hidden)",
+    )
+    parser.add_argument("--processes", type=int, default=None, help="warm --processes (default: warm's own)")
+    parser.add_argument(
+        "--stripes", type=int, default=None,
+        help="locks.stripes for warm (default: staplectl's own, 64); one run never has more refreshes "
+        "in flight than there are stripes",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args()
+    args.latency_concurrency = [int(n) for n in str(args.latency_concurrency).split(",") if n]
     if args.rounds is None:
         # a run of a second or less measures the noise of the machine more than the responder
         args.rounds = max(2, -(-10_000 // args.count))
@@ -279,9 +464,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     from tests.openssl_responder import _free_port
 
     port = _free_port()
-    # the URL the certificates name: the responder, or the delaying proxy in front of it
-    url_port = _free_port() if args.latency > 0 else port
-    url = f"http://127.0.0.1:{url_port}/"
+    url = f"http://127.0.0.1:{port}/"
     print(f"issuing {args.count} certificates ...", file=sys.stderr)
     pki = PKI(work / "pki", url)
     leaves = issue_leaves(pki, args.count, work / "certs")
@@ -289,62 +472,136 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         pki.leaves[leaf.name] = leaf  # so the responder's index lists them
     responder = OpenSSLResponder(pki, work / "ocsp", multi=args.multi, ndays=1)
     responder.port = port
-    proxy = None
+    rows: list[Row] = []
     with responder:
+        warm_up(work, leaves)
+        rows += measure(args, work, pki, leaves, port, responder.pid, 0.0, args.concurrency, None)
         if args.latency > 0:
+            proxy_port = _free_port()
             ready = multiprocessing.Event()
-            proxy = multiprocessing.Process(target=_delay_proxy, args=(url_port, port, args.latency / 1000, ready), daemon=True)
+            proxy = multiprocessing.Process(
+                target=_delay_proxy, args=(proxy_port, port, args.latency / 1000, ready), daemon=True
+            )
             proxy.start()
-            ready.wait(10)
-        try:
-            return measure(args, work, pki, leaves, url, url_port)
-        finally:
-            if proxy is not None:
+            try:
+                if not ready.wait(10):
+                    raise RuntimeError("the delay proxy did not start")
+                loop = None
+                for concurrency in args.latency_concurrency:
+                    rows += measure(args, work, pki, leaves, proxy_port, responder.pid, args.latency,
+                                    concurrency, proxy.pid, loop)
+                    loop = rows[-3]  # one openssl loop behind the delay is enough
+            finally:
                 proxy.kill()
                 proxy.join()
+    return report(args, rows)
 
 
-def measure(args: argparse.Namespace, work: Path, pki: PKI, leaves: list[Issued], url: str, port: int) -> dict:
-    print("measuring the responder's capacity ...", file=sys.stderr)
-    requests, capacity_s, failures = responder_capacity(port, leaves, pki.intermediate, args.clients, args.rounds)
+def measure(
+    args: argparse.Namespace, work: Path, pki: PKI, leaves: list[Issued], port: int, responder_pgid: int,
+    delay_ms: float, concurrency: int, proxy_pid: int | None, loop: Row | None = None,
+) -> list[Row]:
+    """[openssl loop, warm, capacity] at one delay and one number of requests in flight."""
+    url = f"http://127.0.0.1:{port}/"
+    where = f"{delay_ms:g} ms delay" if delay_ms else "no delay"
+
+    def cpu() -> tuple[float, float, float]:
+        return children_cpu(), group_cpu(responder_pgid), process_cpu(proxy_pid) if proxy_pid else 0.0
+
+    def row(method: str, certs: int, seconds: float, before: tuple[float, float, float]) -> Row:
+        after = cpu()
+        client, responder, proxy = ((a - b) / certs for a, b in zip(after, before))
+        return Row(delay_ms, concurrency, method, certs, seconds, client, responder, proxy if proxy_pid else None)
+
+    print(f"{where}: measuring the responder's capacity ({concurrency} in flight) ...", file=sys.stderr)
+    before = cpu()
+    requests, capacity_s, failures = responder_capacity(port, leaves, pki.intermediate, args.clients, concurrency, args.rounds)
     if failures:
         raise RuntimeError(f"{failures} of {requests} load requests failed")
-    sample = leaves[: args.sample]
-    print(f"running the openssl loop over {len(sample)} certificates ...", file=sys.stderr)
-    (work / "openssl-out").mkdir()
-    loop_s = openssl_loop(url, sample, pki, work / "openssl-out")
-    print(f"running staplectl warm over {args.count} certificates ...", file=sys.stderr)
-    extra = ["--concurrency", str(args.concurrency)] if args.concurrency else []
-    warm_s, outcome, code = staplectl_warm(work / "certs", work / "home", extra)
+    capacity = row(f"responder capacity, {concurrency} in flight", requests, capacity_s, before)
+
+    if loop is None:
+        sample = leaves[: args.sample]
+        print(f"{where}: running the openssl loop over {len(sample)} certificates ...", file=sys.stderr)
+        out = work / f"openssl-out-{delay_ms:g}"
+        out.mkdir()
+        before = cpu()
+        loop_s = openssl_loop(url, sample, pki, out)
+        loop = row(f"openssl ocsp loop ({len(sample)}, scaled)", len(sample), loop_s, before)
+        loop.seconds, loop.certs = loop_s * args.count / len(sample), args.count
+
+    print(f"{where}: running staplectl warm over {args.count} certificates ...", file=sys.stderr)
+    extra = ["--concurrency", str(concurrency)]
+    if args.stripes:
+        config = work / "staplectl.toml"
+        config.write_text(f"[locks]\nstripes = {args.stripes}\n")
+        extra += ["--config", str(config)]
+    if args.processes:
+        extra += ["--processes", str(args.processes)]
+    if delay_ms:
+        extra += ["--url", url]  # the certificates name the responder itself
+    before = cpu()
+    warm_s, outcome, code = staplectl_warm(work / "certs", work, work / f"home-{delay_ms:g}-{concurrency}", extra)
     if outcome.get("updated") != args.count or code != 0:
         raise RuntimeError(f"staplectl warm did not update every certificate: {outcome}, exit {code}")
+    processes = process_count(args.processes, args.count, concurrency)
+    label = f"staplectl warm -j {concurrency}, {processes} process{'es' if processes > 1 else ''}"
+    if args.stripes:
+        label += f", {args.stripes} stripes"
+    warm = row(label, args.count, warm_s, before)
+    return [loop, warm, capacity]
 
-    loop_rate = len(sample) / loop_s
-    rows = [
-        ("openssl ocsp loop (scaled)", args.count, args.count / loop_rate, loop_rate),
-        ("staplectl warm", args.count, warm_s, args.count / warm_s),
-        (f"responder capacity ({args.clients}x4 clients)", requests, capacity_s, requests / capacity_s),
-    ]
-    print(f"\n{'method':<34} {'certs':>7} {'seconds':>9} {'certs/s':>9} {'ratio':>7}")
-    for method, certs, seconds, rate in rows:
-        print(f"{method:<34} {certs:>7} {seconds:>9.2f} {rate:>9.0f} {rate / loop_rate:>6.1f}x")
-    warm_rate, capacity_rate = rows[1][3], rows[2][3]
-    vs_loop, vs_capacity = warm_rate / loop_rate, warm_rate / capacity_rate
-    print(
-        f"\nwarm vs openssl loop: {vs_loop:.1f}x (target >= {TARGET_VS_OPENSSL:g}x) "
-        f"{'met' if vs_loop >= TARGET_VS_OPENSSL else 'MISSED'}"
-    )
-    print(
-        f"warm vs responder capacity: {vs_capacity:.0%} (target >= {TARGET_VS_CAPACITY:.0%}) "
-        f"{'met' if vs_capacity >= TARGET_VS_CAPACITY else 'MISSED'}"
-    )
+
+def report(args: argparse.Namespace, rows: list[Row]) -> dict:
+    """Print one table (each openssl loop once) and the verdicts; return the JSON."""
+
+    def us(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1e6:.0f}"
+
+    print(f"\n{'delay':>6} {'in flight':>9}  {'method':<36} {'certs':>6} {'seconds':>8} {'certs/s':>8} "
+          f"{'vs loop':>8} {'vs capacity':>11}  CPU us/cert: {'client':>6} {'responder':>9} {'proxy':>6}")
+    verdicts = []
+    printed: set[int] = set()
+    for n in range(0, len(rows), 3):
+        loop, warm, capacity = rows[n : n + 3]
+        for r in (loop, warm, capacity):
+            if id(r) in printed:
+                continue
+            printed.add(id(r))
+            in_flight = "1" if r is loop else str(r.in_flight)
+            versus = "" if r is loop else f"{r.rate / capacity.rate:.0%}"
+            print(f"{r.delay_ms:>4g}ms {in_flight:>9}  {r.method:<36} {r.certs:>6} {r.seconds:>8.2f} {r.rate:>8.0f} "
+                  f"{r.rate / loop.rate:>7.1f}x {versus:>11}  {'':>12} {us(r.client_cpu):>6} "
+                  f"{us(r.responder_cpu):>9} {us(r.proxy_cpu):>6}")
+        vs_loop, vs_capacity = warm.rate / loop.rate, warm.rate / capacity.rate
+        verdicts.append({
+            "delay_ms": warm.delay_ms,
+            "in_flight": warm.in_flight,
+            "warm_vs_openssl": round(vs_loop, 2),
+            "warm_vs_capacity": round(vs_capacity, 3),
+            "met_vs_openssl": vs_loop >= TARGET_VS_OPENSSL,
+            "met_vs_capacity": vs_capacity >= TARGET_VS_CAPACITY,
+        })
+    print()
+    for v in verdicts:
+        where = f"{v['delay_ms']:g} ms delay" if v["delay_ms"] else "no delay"
+        print(f"{where}, {v['in_flight']:>3} in flight: warm vs openssl loop {v['warm_vs_openssl']:5.1f}x "
+              f"(target >= {TARGET_VS_OPENSSL:g}x) {'met   ' if v['met_vs_openssl'] else 'MISSED'}; "
+              f"warm vs responder capacity {v['warm_vs_capacity']:4.0%} (target >= {TARGET_VS_CAPACITY:.0%}) "
+              f"{'met' if v['met_vs_capacity'] else 'MISSED'}")
     return {
         "args": vars(args),
         "cpus": os.cpu_count(),
-        "responder": f"openssl ocsp -multi {args.multi}" + (f" behind a {args.latency:g} ms delay" if args.latency > 0 else ""),
-        "rows": [{"method": m, "certs": c, "seconds": round(s, 4), "certs_per_s": round(r, 1), "ratio": round(r / loop_rate, 2)} for m, c, s, r in rows],
-        "warm_vs_openssl": round(vs_loop, 2),
-        "warm_vs_capacity": round(vs_capacity, 3),
+        "responder": f"openssl ocsp -multi {args.multi}",
+        "rows": [
+            {"delay_ms": r.delay_ms, "in_flight": r.in_flight, "method": r.method, "certs": r.certs,
+             "seconds": round(r.seconds, 4), "certs_per_s": round(r.rate, 1), "cpu_us_per_cert": {
+                 "client": None if r.client_cpu is None else round(r.client_cpu * 1e6),
+                 "responder": None if r.responder_cpu is None else round(r.responder_cpu * 1e6),
+                 "proxy": None if r.proxy_cpu is None else round(r.proxy_cpu * 1e6)}}
+            for r in {id(r): r for r in rows}.values()
+        ],
+        "verdicts": verdicts,
         "targets": {"vs_openssl": TARGET_VS_OPENSSL, "vs_capacity": TARGET_VS_CAPACITY},
     }
 

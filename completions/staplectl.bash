@@ -7,11 +7,11 @@ _staplectl_options() {  # every option of command $1 ('' before the command)
     case "$1" in
         '') echo '--cache --config -v --verbose -q --quiet --version -h --help' ;;
         'fetch') echo '--issuer --url --no-store --out --timeout --max-size --nonce --get --json --cache --config -v --verbose -q --quiet -h --help' ;;
-        'warm') echo '--issuer --url -j --concurrency --force --timeout --json --cache --config -v --verbose -q --quiet -h --help' ;;
+        'warm') echo '--issuer --url -j --concurrency --processes --force --timeout --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'inspect') echo '--issuer --text --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'prefetch') echo '--once --metrics --cache --config -v --verbose -q --quiet -h --help' ;;
         'check') echo '-w --warn -c --crit --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
-        'export') echo '--nginx --haproxy --haproxy-socket --reload-cmd --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
+        'export') echo '--nginx --haproxy --mod-md --haproxy-socket --reload-cmd --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'locks') echo '--all --watch --interval --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'config') echo '--json --cache --config -v --verbose -q --quiet -h --help' ;;
         'dashboard') echo '--interval --prefetch --cache --config -v --verbose -q --quiet -h --help' ;;
@@ -22,11 +22,11 @@ _staplectl_valued() {  # the options of $1 that take a value
     case "$1" in
         '') echo '--cache --config' ;;
         'fetch') echo '--issuer --url --out --timeout --max-size --cache --config' ;;
-        'warm') echo '--issuer --url -j --concurrency --timeout --cache --config' ;;
+        'warm') echo '--issuer --url -j --concurrency --processes --timeout --cache --config' ;;
         'inspect') echo '--issuer --cache --config' ;;
         'prefetch') echo '--metrics --cache --config' ;;
         'check') echo '-w --warn -c --crit --issuer --cache --config' ;;
-        'export') echo '--nginx --haproxy-socket --reload-cmd --issuer --cache --config' ;;
+        'export') echo '--nginx --mod-md --haproxy-socket --reload-cmd --issuer --cache --config' ;;
         'locks') echo '--interval --cache --config' ;;
         'config') echo '--cache --config' ;;
         'dashboard') echo '--interval --cache --config' ;;
@@ -35,7 +35,7 @@ _staplectl_valued() {  # the options of $1 that take a value
 
 _staplectl_value() {  # complete the value of option $2 of command $1
     case "$1 $2" in
-        ' --config'|'fetch --issuer'|'fetch --out'|'fetch --config'|'warm --issuer'|'warm --config'|'inspect --issuer'|'inspect --config'|'prefetch --config'|'check --issuer'|'check --config'|'export --nginx'|'export --haproxy-socket'|'export --issuer'|'export --config'|'locks --config'|'config --config'|'dashboard --config') _staplectl_files ;;
+        ' --config'|'fetch --issuer'|'fetch --out'|'fetch --config'|'warm --issuer'|'warm --config'|'inspect --issuer'|'inspect --config'|'prefetch --config'|'check --issuer'|'check --config'|'export --nginx'|'export --mod-md'|'export --haproxy-socket'|'export --issuer'|'export --config'|'locks --config'|'config --config'|'dashboard --config') _staplectl_files ;;
     esac
 }
 

@@ -37,6 +37,7 @@ complete -c staplectl -n '__fish_seen_subcommand_from fetch' -F
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l issuer -r -F -d 'Issuer certificate, for files that hold no chain.'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l url -x -d 'Responder URL to use instead of each certificate\'s AIA one.'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -s j -l concurrency -x -d 'Refreshes in flight at once.'
+complete -c staplectl -n '__fish_seen_subcommand_from warm' -l processes -x -d 'Worker processes, each with its share of --concurrency. [default: the number of CPUs above 500 certificates, else 1]'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l force -d 'Fetch every staple, even those still fresh.'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l timeout -x -d 'Total deadline per responder request. [default: responder.timeout, 10 s]'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l json -d 'Print JSON to stdout: no colour, stable keys.'
@@ -76,8 +77,9 @@ complete -c staplectl -n '__fish_seen_subcommand_from check' -s q -l quiet -d 'O
 complete -c staplectl -n '__fish_seen_subcommand_from check' -s h -l help -d 'Show this message and exit.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -F
 
-complete -c staplectl -n '__fish_seen_subcommand_from export' -l nginx -r -F -d 'Write DIR/<certificate file stem>.ocsp (DER) for nginx\'s ssl_stapling_file.'
+complete -c staplectl -n '__fish_seen_subcommand_from export' -l nginx -r -F -d 'Write DIR/<certificate file stem>.ocsp (DER) for nginx\'s ssl_stapling_file, and DIR/<stem>.stapling, a snippet holding that directive, for the server block to include.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy -d 'Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.'
+complete -c staplectl -n '__fish_seen_subcommand_from export' -l mod-md -r -F -d 'Write mod_md\'s OCSP store (MDStapling on) under httpd\'s MDStoreDir DIR: ocsp/other/ocsp-<sha1>.json.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy-socket -r -F -d 'With --haproxy: also hand each written staple to the running HAProxy through its admin socket (set ssl ocsp-response), no reload needed.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l reload-cmd -x -d 'Shell command run once after any file changed (e.g. \'systemctl reload nginx\').'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l issuer -r -F -d 'Issuer certificate, for files that hold no chain.'

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from cryptography import x509
@@ -124,19 +124,62 @@ def issued_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
     return True
 
 
+#: what a certificate with unparsable or duplicate extensions raises
+_EXTENSION_ERRORS = (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension)
+
+
+@lru_cache(maxsize=256)  # the same few issuers come with every leaf
+def _issuer_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes]:
+    """A would-be issuer's subjectKeyIdentifier (None without one) and subject DER."""
+    try:
+        key_id = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.key_identifier
+    except _EXTENSION_ERRORS:
+        key_id = None
+    return key_id, cert.subject.public_bytes()
+
+
+def named_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x509.Certificate | None:
+    """The candidate whose subject is ``cert``'s issuer name and whose
+    subjectKeyIdentifier is ``cert``'s authorityKeyIdentifier, if any.
+
+    What path building matches on (RFC 5280 4.2.1.1), without a signature
+    check: that check cost more than reading and parsing the file. A wrong
+    pick (a certificate claiming the issuer's name and key identifier with
+    another key) makes every fetch fail rather than succeed wrongly: the
+    CertID carries its key's hash, and a response is accepted only when
+    signed by that key or by a responder certificate that key signed.
+    """
+    try:
+        key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except _EXTENSION_ERRORS:
+        return None
+    if not key_id:
+        return None
+    name = cert.issuer.public_bytes()
+    for candidate in candidates:
+        if _issuer_ids(candidate) == (key_id, name):
+            return candidate
+    return None
+
+
 def load_leaf(
     path: Path,
     *,
     issuer_path: Path | None = None,
     url_override: str | None = None,
 ) -> Leaf:
-    """Load a leaf and find its issuer: in ``issuer_path`` if given, else in the leaf's file."""
+    """Load a leaf and find its issuer: in ``issuer_path`` if given, else in the leaf's file.
+
+    The issuer is the candidate named by the leaf's issuer name and
+    authority key identifier, else the first whose key verifies the leaf's
+    signature (for leaves without key identifiers).
+    """
     certs = read_certificates(path)
     leaf = certs[0]
     candidates = read_certificates(issuer_path) if issuer_path else certs[1:]
-    for candidate in candidates:
-        if issued_by(leaf, candidate):
-            return Leaf(cert=leaf, issuer=candidate, path=path, url_override=url_override)
+    issuer = named_issuer(leaf, candidates) or next((c for c in candidates if issued_by(leaf, c)), None)
+    if issuer is not None:
+        return Leaf(cert=leaf, issuer=issuer, path=path, url_override=url_override)
     where = f"in {issuer_path}" if issuer_path else f"in {path} (it holds no chain after the leaf)"
     if not issuer_path and len(certs) > 1:
         where = f"among the {len(certs) - 1} chain certificate(s) in {path}"

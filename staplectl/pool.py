@@ -44,7 +44,12 @@ class FairPool(Generic[T, R]):
         self._group_of = group_of
         self._stripe_of = stripe_of
         self._on_done = on_done
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        # Two conditions on one lock, and map() woken only when all is done:
+        # waking the waiting threads at every job's end cost more CPU per
+        # certificate than building its OCSP request.
+        self._cv = threading.Condition(lock)
+        self._all_done = threading.Condition(lock)
         self._queues: dict[Hashable, deque[tuple[int, T, Hashable]]] = {}
         self._in_flight: dict[Hashable, int] = {}
         self._busy_stripes: set[Hashable] = set()
@@ -70,10 +75,10 @@ class FairPool(Generic[T, R]):
         ]
         for thread in threads:
             thread.start()
-        with self._cv:
+        with self._all_done:
             # A timed wait, so that Ctrl-C reaches the main thread promptly.
             while self._left:
-                self._cv.wait(0.5)
+                self._all_done.wait(0.5)
         for thread in threads:
             thread.join()
         return self._results  # type: ignore[return-value]
@@ -97,10 +102,16 @@ class FairPool(Generic[T, R]):
         self._in_flight[group] -= 1
         self._busy_stripes.discard(stripe)
         # Back to the front of their queues, in their original order.
-        for index, item, parked_group, _ in reversed(self._parked.pop(stripe, [])):
+        released = self._parked.pop(stripe, [])
+        for index, item, parked_group, _ in reversed(released):
             self._queues[parked_group].appendleft((index, item, stripe))
         self._left -= 1
-        self._cv.notify_all()
+        if not self._left:
+            self._cv.notify_all()  # the idle workers return
+            self._all_done.notify_all()
+        # Otherwise no one to wake: the released jobs share one stripe, so
+        # one of them at most may start, and the finishing worker, back in
+        # _take, starts it (or other work) itself.
 
     def _worker(self) -> None:
         while True:

@@ -11,7 +11,7 @@ loaded is the whole run bad input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,12 +71,18 @@ def specs_for(
 
 
 def load_targets(
-    paths: Sequence[str] | None, issuer: Path | None, url: str | None, config: Config
+    paths: Sequence[str] | None,
+    issuer: Path | None,
+    url: str | None,
+    config: Config,
+    *,
+    on_files: Callable[[int], None] | None = None,
 ) -> Targets:
     """Load every certificate; raise InputError only when none could be.
 
     With a single problem (one bad file) its own error is raised, so that
-    ``warm bad.pem`` says exactly what ``fetch bad.pem`` says.
+    ``warm bad.pem`` says exactly what ``fetch bad.pem`` says. ``on_files``:
+    see engine.sources.load_all.
     """
     specs = specs_for(paths, issuer, url, config)
     if not specs:
@@ -85,7 +91,7 @@ def load_targets(
             "no certificates to work on: name them as arguments (files, directories or globs) "
             f"or {where}"
         )
-    loaded = load_all(specs)
+    loaded = load_all(specs, on_files=on_files)
     targets = Targets(
         leaves=loaded.leaves,
         problems=[Problem(str(name), error) for name, error in loaded.problems],

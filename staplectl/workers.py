@@ -1,14 +1,13 @@
 """warm's refreshes, in this process or spread over worker processes.
 
-One process refreshes at most one certificate at a time per core's worth
-of Python: validation, the store and the HTTP exchange all run under the
-GIL, so with a fast responder a single process is bound to one core. With
-several cores, ``run_in_processes`` starts worker processes
-(``python -m staplectl.workers``), each running its own FairPool through
-the same engine (``Stapler.refresh``: the stripes are flocks and the local
-store is SQLite, both safe across processes), and gathers what each
-certificate came to. The parent keeps everything an operator sees: the
-progress bar, the table, the JSON and the exit code.
+Validation, the store and the HTTP exchange all run under the GIL, so one
+process refreshing certificates uses one core at most. With several
+cores, a ``Team`` of worker processes (``python -m staplectl.workers``)
+each runs its own FairPool through the same engine (``Stapler.refresh``:
+the stripes are flocks and the local store is SQLite, both safe across
+processes), and the parent gathers what each certificate came to. The
+parent keeps everything an operator sees: the progress bar, the table,
+the JSON and the exit code.
 
 - Each certificate goes to the worker of its stripe (stripe modulo the
   number of workers), so no two workers ever want one stripe, and the
@@ -17,16 +16,19 @@ progress bar, the table, the JSON and the exit code.
   run: each worker gets its share of the threads.
 - Workers are new interpreters, not forks: the parent may have threads
   (a test's responder, a memcached client) and a fork would copy their
-  locks held. They import the engine only, not the CLI.
+  locks held. They import the engine only, not the CLI, and are started
+  as soon as the number of certificate files is known, so that they start
+  up while the parent loads the certificates.
 - The parent sends each worker its certificates (DER, path, issuer) over
   a pipe; a worker sends back outcomes in batches, then "done". A worker
   that dies (killed, out of memory) closes its pipe: its certificates
   that had no outcome yet become failed rows, and the run exits 3. Its
   stripes go with it (a flock dies with its holder), and SQLite rolls
   back any write it left half done.
-- A worker whose parent goes away (its pipe to the worker closes) exits
-  at once, rather than go on fetching for nobody. Workers run in their
-  own process group, so Ctrl-C reaches the parent only, which stops them.
+- A worker whose parent goes away or is done with it (its pipe to the
+  worker closes) exits at once, rather than go on fetching for nobody.
+  Workers run in their own process group, so Ctrl-C reaches the parent
+  only, which stops them.
 
 No typer or rich here: a worker must start fast.
 """
@@ -39,12 +41,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from engine.certs import Leaf
@@ -53,12 +57,15 @@ from engine.errors import StapleError
 from engine.schedule import responder_key
 from engine.staple import Staple
 from engine.stripes import stripe_of
+from staplectl.pool import FairPool
+from staplectl.runtime import open_stapler
+from staplectl.targets import close_stapler
 
 #: above this many certificates, warm uses every CPU by default: a worker
 #: process costs about 0.1 s of CPU to start
 AUTO_PROCESSES_ABOVE = 500
-#: outcomes a worker sends in one message, at most
-BATCH = 256
+#: a worker sends what it has at most this often, in seconds
+SEND_INTERVAL = 0.02
 #: how long a stopped worker may take to go before it is killed
 STOP_GRACE = 5.0
 
@@ -135,23 +142,28 @@ def process_count(asked: int | None, certificates: int, concurrency: int) -> int
 class _Worker:
     """One worker process and the two pipes to it."""
 
-    def __init__(self, indices: list[int], threads: int) -> None:
-        self.indices = indices
-        self.threads = threads
-        self.done = False
+    def __init__(self) -> None:
+        self.indices: list[int] = []
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        # Exactly the parent's import path, and not the working directory
+        # (-P): a directory there named like one of our packages must not
+        # be what a worker imports.
+        path = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "staplectl.workers", str(to_child_r), str(from_child_w)],
+                [sys.executable, "-P", "-m", "staplectl.workers", str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": path},
                 process_group=0,
             )
-        except BaseException:
+        except BaseException as exc:
             os.close(to_child_w)
             os.close(from_child_r)
+            if isinstance(exc, OSError):
+                raise UnexpectedError(f"cannot start a worker process ({sys.executable}): {exc}") from None
             raise
         finally:
             os.close(to_child_r)
@@ -172,22 +184,19 @@ class _Worker:
         return f"exited with status {code}"
 
     def stop(self) -> None:
-        """Make sure the process is gone and its pipes closed."""
+        """Make sure the process is gone and its pipes closed.
+
+        Closing our end of its input tells it we are done (or gone): a
+        worker still waiting for work, or still refreshing, exits at once.
+        """
         try:
-            if self.done:  # it is on its way out: let it finish
-                try:
-                    self.process.wait(STOP_GRACE)
-                except subprocess.TimeoutExpired:
-                    pass
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(STOP_GRACE)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-        finally:
             self.to_child.close()
+            try:
+                self.process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        finally:
             self.from_child.close()
 
 
@@ -197,14 +206,16 @@ def _shares(leaves: list[Leaf], processes: int, stripes: int) -> list[list[int]]
     shares: list[list[int]] = [[] for _ in range(processes)]
     for index, leaf in enumerate(leaves):
         shares[stripe_of(leaf.cert_id, stripes) % processes].append(index)
-    return [share for share in shares if share]
+    return shares
 
 
-def _payload(config: Any, leaves: list[Leaf], worker: _Worker, force: bool, lock_timeout: float) -> dict[str, Any]:
+def _payload(
+    config: Any, leaves: list[Leaf], indices: list[int], threads: int, force: bool, lock_timeout: float
+) -> dict[str, Any]:
     issuers: dict[Any, int] = {}
     issuer_ders: list[bytes] = []
     jobs = []
-    for index in worker.indices:
+    for index in indices:
         leaf = leaves[index]
         number = issuers.get(leaf.issuer)
         if number is None:
@@ -215,67 +226,100 @@ def _payload(config: Any, leaves: list[Leaf], worker: _Worker, force: bool, lock
         "config": config,
         "issuers": issuer_ders,
         "jobs": jobs,
-        "threads": worker.threads,
+        "threads": threads,
         "force": force,
         "lock_timeout": lock_timeout,
     }
 
 
-def run_in_processes(
-    stapler: Any,
-    config: Any,
-    leaves: list[Leaf],
-    processes: int,
-    concurrency: int,
-    force: bool,
-    lock_timeout: float,
-    on_done: Callable[[Leaf, Outcome], None] = lambda leaf, outcome: None,
-) -> list[Outcome]:
-    """Refresh every leaf in ``processes`` worker processes; outcomes in the order of the leaves.
+class Team:
+    """The worker processes of one warm.
 
-    ``stapler`` is the parent's own, used only to show the cached staple of
-    a certificate whose worker failed as a whole. ``config`` is the
-    effective configuration: the workers open the same cache and stripes.
+    Started as soon as the number of certificate files is known
+    (``start_for``, engine.sources.load_all's ``on_files``), so that they
+    start up while the parent still loads the certificates; given those
+    once loaded (``refresh``); always ``stop``-ped.
     """
-    # What the workers must agree on with the parent, fixed here: a default
-    # resolved in a worker could differ (another environment).
-    config = replace(
-        config,
-        cache=config.cache_uri,
-        certificates=[],
-        locks=replace(config.locks, directory=config.locks.path()),
-    )
-    shares = _shares(leaves, processes, config.locks.stripes)
-    base, extra = divmod(concurrency, len(shares))
-    outcomes: list[Outcome | None] = [None] * len(leaves)
 
-    def settle(index: int, outcome: Outcome) -> None:
-        outcomes[index] = outcome
-        on_done(leaves[index], outcome)
+    def __init__(self, asked: int | None, concurrency: int) -> None:
+        self.asked = asked
+        self.concurrency = concurrency
+        self.workers: list[_Worker] = []
 
-    def fail_the_rest(worker: _Worker, error_for: Callable[[Leaf], StapleError]) -> None:
-        for index in worker.indices:
-            if outcomes[index] is None:
-                settle(index, failed(stapler, leaves[index], error_for(leaves[index])))
+    def start_for(self, files: int) -> None:
+        wanted = process_count(self.asked, files, self.concurrency)
+        while len(self.workers) < wanted and wanted > 1:
+            self.workers.append(_Worker())
 
-    workers: list[_Worker] = []
-    try:
-        for n, share in enumerate(shares):
-            workers.append(_Worker(share, base + (n < extra)))
-        for worker in workers:  # all started first: they start up in parallel
-            worker.to_child.send(_payload(config, leaves, worker, force, lock_timeout))
-        running = {worker.from_child: worker for worker in workers}
+    @property
+    def processes(self) -> int:
+        return max(1, len(self.workers))
+
+    def refresh(
+        self,
+        stapler: Any,
+        config: Any,
+        leaves: list[Leaf],
+        force: bool,
+        lock_timeout: float,
+        on_done: Callable[[Leaf, Outcome], None] = lambda leaf, outcome: None,
+    ) -> list[Outcome]:
+        """Refresh every leaf in the workers; outcomes in the order of the leaves.
+
+        ``stapler`` is the parent's own, used only to show the cached staple
+        of a certificate whose worker failed as a whole. ``config`` is the
+        effective configuration: the workers open the same cache and stripes.
+        """
+        # What the workers must agree on with the parent, fixed here: a
+        # default resolved in a worker could differ (another environment).
+        config = replace(
+            config,
+            cache=config.cache_uri,
+            certificates=[],
+            locks=replace(config.locks, directory=config.locks.path()),
+        )
+        workers = self.workers
+        shares = _shares(leaves, len(workers), config.locks.stripes)
+        busy = [worker for worker, share in zip(workers, shares) if share]
+        threads = [self.concurrency // len(busy) + (n < self.concurrency % len(busy)) for n in range(len(busy))]
+        outcomes: list[Outcome | None] = [None] * len(leaves)
+
+        def settle(index: int, outcome: Outcome) -> None:
+            outcomes[index] = outcome
+            on_done(leaves[index], outcome)
+
+        def fail_the_rest(worker: _Worker, error_for: Callable[[Leaf], StapleError]) -> None:
+            for index in worker.indices:
+                if outcomes[index] is None:
+                    settle(index, failed(stapler, leaves[index], error_for(leaves[index])))
+
+        def died(worker: _Worker) -> None:
+            # killed, out of memory, a crash in the interpreter, or it never started
+            how, pid = worker.how_it_ended(), worker.process.pid
+            fail_the_rest(worker, lambda leaf: UnexpectedError(
+                f"{leaf.name}: worker process {pid} {how} before refreshing it"
+            ))  # fmt: skip
+
+        for worker, share in zip(workers, shares):
+            worker.indices = share
+        running = {}
+        for worker, count in zip(busy, threads):
+            try:
+                worker.to_child.send(_payload(config, leaves, worker.indices, count, force, lock_timeout))
+            except OSError:
+                died(worker)
+            else:
+                running[worker.from_child] = worker
+        for worker in workers:
+            if worker not in busy:
+                worker.stop()  # no certificate of its stripes: nothing to do
         while running:
             for conn in wait(list(running)):
                 worker = running[conn]  # type: ignore[index]
                 try:
                     message = worker.from_child.recv()
-                except (EOFError, OSError):
-                    # it died: killed, out of memory, a crash in the interpreter
-                    how, pid = worker.how_it_ended(), worker.process.pid
-                    fail_the_rest(worker, lambda leaf: UnexpectedError(
-                        f"{leaf.name}: worker process {pid} {how} before refreshing it"
-                    ))  # fmt: skip
+                except Exception:  # EOFError mostly: nothing more will come from it
+                    died(worker)
                     del running[conn]
                     continue
                 if message[0] == "outcomes":
@@ -285,14 +329,14 @@ def run_in_processes(
                 if message[0] == "fatal":
                     _, reason, text = message
                     fail_the_rest(worker, lambda leaf: ReportedError(text, reason))
-                worker.done = True
                 del running[conn]
-    finally:
-        for worker in workers:
+        for worker in busy:  # never a certificate without a row
+            fail_the_rest(worker, lambda leaf: UnexpectedError(f"{leaf.name}: its worker process gave no outcome"))
+        return outcomes  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        for worker in self.workers:
             worker.stop()
-    for worker in workers:  # never a certificate without a row
-        fail_the_rest(worker, lambda leaf: UnexpectedError(f"{leaf.name}: its worker process gave no outcome"))
-    return outcomes  # type: ignore[return-value]
 
 
 # -- a worker -----------------------------------------------------------------------------
@@ -308,12 +352,6 @@ def _watch_parent(conn: Connection) -> None:
 
 
 def _work(work: dict[str, Any], outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
-    from cryptography import x509
-
-    from staplectl.pool import FairPool
-    from staplectl.runtime import open_stapler
-    from staplectl.targets import close_stapler
-
     issuers = [x509.load_der_x509_certificate(der) for der in work["issuers"]]
     jobs = [
         (index, Leaf(cert=x509.load_der_x509_certificate(der), issuer=issuers[issuer],
@@ -341,20 +379,21 @@ def _work(work: dict[str, Any], outbox: queue.SimpleQueue[tuple[Any, ...] | None
 
 
 def _send(outbox: queue.SimpleQueue[tuple[Any, ...] | None], conn: Connection) -> None:
-    """Send outcomes as they come, several to a message when they come fast."""
+    """Send outcomes in batches, at most one message per SEND_INTERVAL: a
+    message per certificate cost the parent (and so the run) a wake-up each."""
     try:
         while True:
-            item = outbox.get()
-            batch = []
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= BATCH or outbox.empty():
-                    break
-                item = outbox.get()
+            batch = [outbox.get()]
+            while batch[-1] is not None and not outbox.empty():
+                batch.append(outbox.get())
+            last = batch[-1] is None
+            if last:
+                batch.pop()
             if batch:
                 conn.send(("outcomes", batch))
-            if item is None:
+            if last:
                 return
+            time.sleep(SEND_INTERVAL)
     except OSError:
         os._exit(2)  # the parent is gone
 
@@ -363,7 +402,10 @@ def main(argv: list[str]) -> int:
     """A worker: ``python -m staplectl.workers IN_FD OUT_FD``."""
     inbox = Connection(int(argv[0]), writable=False)
     conn = Connection(int(argv[1]), readable=False)
-    work = inbox.recv()
+    try:
+        work = inbox.recv()  # while the parent loads the certificates
+    except EOFError:
+        return 0  # it needs us no more (or is gone)
     threading.Thread(target=_watch_parent, args=(inbox,), name="watch-parent", daemon=True).start()
     outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
     sender = threading.Thread(target=_send, args=(outbox, conn), name="send", daemon=True)

@@ -89,3 +89,96 @@ def test_no_aia_needs_an_override(pki):
 def test_override_wins_over_aia(pki):
     leaf = load_leaf(pki.good.chain_path, url_override="http://127.0.0.1:9/ocsp")
     assert leaf.responder_url() == "http://127.0.0.1:9/ocsp"
+
+
+# -- choosing the issuer: by name and key identifier, else by signature ----------------
+
+
+def _cert(subject, issuer_name, key, signing_key, *, ski=None, aki=None, ca=False):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ski is not None:
+        builder = builder.add_extension(x509.SubjectKeyIdentifier(ski), critical=False)
+    if aki is not None:
+        builder = builder.add_extension(x509.AuthorityKeyIdentifier(aki, None, None), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _chain_file(path, *certs):
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+    return path
+
+
+def _key_id(cert):
+    from cryptography import x509
+
+    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.key_identifier
+
+
+def test_the_issuer_named_by_key_identifier_is_chosen_among_others(pki, tmp_path):
+    # the root first: same chain, but not the leaf's issuer by name or key identifier
+    path = _chain_file(tmp_path / "chain.pem", pki.good.cert, pki.root.cert, pki.intermediate.cert)
+    assert load_leaf(path).issuer == pki.intermediate.cert
+
+
+def test_no_signature_check_when_name_and_key_identifier_match(pki, tmp_path, responder):
+    """An impostor with the issuer's name and key identifier but another key is
+    taken for the issuer; no response the real issuer signs passes for it."""
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from engine.errors import ValidationError
+    from engine.request import build_request
+    from engine.transport import post
+    from engine.validate import validate
+
+    impostor_key = ec.generate_private_key(ec.SECP256R1())
+    impostor = _cert("intermediate", pki.root.cert.subject, impostor_key, impostor_key,
+                     ski=_key_id(pki.intermediate.cert), ca=True)  # fmt: skip
+    assert impostor.subject == pki.intermediate.cert.subject
+    path = _chain_file(tmp_path / "chain.pem", pki.good.cert, impostor, pki.intermediate.cert)
+    leaf = load_leaf(path)
+    assert leaf.issuer == impostor
+    query = build_request(leaf)
+    with pytest.raises(ValidationError):
+        validate(post(responder.url, query.der), leaf, time.time(), cert_id=query.cert_id)
+
+
+def test_without_key_identifiers_the_signature_decides(pki, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _cert("bare-leaf", pki.intermediate.cert.subject, key, pki.intermediate.key)  # no AKI
+    same_name = _cert("intermediate", pki.root.cert.subject, other_key, other_key, ca=True)
+    path = _chain_file(tmp_path / "chain.pem", leaf, same_name, pki.intermediate.cert)
+    assert load_leaf(path).issuer == pki.intermediate.cert
+
+
+def test_a_key_identifier_naming_no_candidate_falls_back_to_the_signature(pki, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _cert("odd-aki", pki.intermediate.cert.subject, key, pki.intermediate.key, aki=b"\x01" * 20)
+    path = _chain_file(tmp_path / "chain.pem", leaf, pki.intermediate.cert)
+    assert load_leaf(path).issuer == pki.intermediate.cert
+    with pytest.raises(IssuerNotFoundError, match=r"issuer of CN=odd-aki not found among the 1 chain certificate"):
+        load_leaf(_chain_file(tmp_path / "wrong.pem", leaf, pki.root.cert))

@@ -78,6 +78,20 @@ class TestLoadAll:
         assert isinstance(problems["no_aia.der"], IssuerNotFoundError)
         assert "--issuer" in str(problems["no_aia.der"])
 
+    def test_on_files_hears_the_number_of_files_before_any_is_read(self, certs, monkeypatch):
+        import engine.sources
+
+        events = []
+        real = engine.sources.load_leaf
+
+        def load_leaf(path, **kwargs):
+            events.append("read")
+            return real(path, **kwargs)
+
+        monkeypatch.setattr(engine.sources, "load_leaf", load_leaf)
+        load_all([CertSpec(str(certs)), CertSpec(str(certs / "missing.pem"))], on_files=lambda n: events.append(n))
+        assert events == [4, "read", "read", "read", "read"]
+
     def test_issuer_and_url_of_the_spec_apply_to_its_files(self, certs, pki, responder):
         spec = CertSpec(str(certs / "*.der"), issuer=pki.intermediate.cert_path, url=responder.url)
         result = load_all([spec])

@@ -192,3 +192,237 @@ def test_connection_refused():
 def test_only_http_and_https_urls(url, message):
     with pytest.raises(ResponderURLError, match=message):
         check_url(url)
+
+
+# -- the HTTP/1.1 exchange itself (engine/transport.py reads the response on its own) --
+
+
+def raw(answer: bytes):
+    def handler(conn, _stop):
+        conn.sendall(answer)
+
+    return handler
+
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+
+
+def test_the_request_is_what_http_client_sent(serve):
+    server = serve(reply(b"ok"))
+    post(server.url, b"REQUEST")
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST / HTTP/1.1"
+    assert set(lines[1:]) == {
+        f"Host: 127.0.0.1:{server.port}".encode(),
+        b"Accept-Encoding: identity",
+        b"User-Agent: staplectl/0.1",
+        b"Accept: application/ocsp-response",
+        b"Connection: close",
+        b"Content-Type: application/ocsp-request",
+        b"Content-Length: 7",
+    }
+    assert body == b"REQUEST"
+
+
+def test_get_sends_no_body(serve):
+    server = serve(reply(b"ok"))
+    post(server.url, b"\x30\x03", TransportOptions(use_get=True))
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"GET /MAM%3D HTTP/1.1") and b"Content-Length" not in head and body == b""
+
+
+def test_chunked_body(serve):
+    server = serve(raw(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n"))
+    assert post(server.url, b"x") == b"abcde"
+
+
+def test_chunked_body_over_the_cap(serve):
+    server = serve(raw(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n400\r\n" + b"x" * 1024 + b"\r\n400\r\n" + b"y" * 1024 + b"\r\n0\r\n\r\n"))
+    with pytest.raises(ResponseTooLargeError, match="cap of 1500 bytes"):
+        post(server.url, b"x", TransportOptions(max_size=1500))
+
+
+def test_chunked_body_cut_short(serve):
+    server = serve(raw(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n10\r\nabc"))
+    with pytest.raises(ResponderUnreachableError, match="in the middle of a chunked body"):
+        post(server.url, b"x")
+
+
+def test_bad_chunk_size(serve):
+    server = serve(raw(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"))
+    with pytest.raises(ResponderUnreachableError, match="bad chunk size"):
+        post(server.url, b"x")
+
+
+def test_body_until_the_connection_closes(serve):
+    server = serve(raw(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n\r\nall of it"))
+    assert post(server.url, b"x") == b"all of it"
+
+
+def test_content_length_frames_the_body(serve):
+    # bytes after the declared length are not part of the body
+    server = serve(raw(OK_HEAD + b"Content-Length: 4\r\n\r\nbodyEXTRA"))
+    assert post(server.url, b"x") == b"body"
+
+
+def test_a_body_cut_short_is_returned_as_it_is(serve):
+    # as http.client did: validation then finds it malformed
+    server = serve(raw(OK_HEAD + b"Content-Length: 100\r\n\r\nshort"))
+    assert post(server.url, b"x") == b"short"
+
+
+def test_interim_responses_are_skipped(serve):
+    server = serve(raw(b"HTTP/1.1 100 Continue\r\n\r\n" + OK_HEAD + b"Content-Length: 2\r\n\r\nok"))
+    assert post(server.url, b"x") == b"ok"
+
+
+def test_header_field_names_are_case_insensitive_and_values_trimmed(serve):
+    server = serve(raw(b"HTTP/1.1 200 OK\r\ncontent-TYPE:  Application/OCSP-Response ; x=y \r\nCONTENT-LENGTH: 2\r\n\r\nok"))
+    assert post(server.url, b"x") == b"ok"
+
+
+def test_two_content_types_are_refused(serve):
+    server = serve(raw(OK_HEAD + b"Content-Type: text/html\r\nContent-Length: 2\r\n\r\nok"))
+    with pytest.raises(ContentTypeError):
+        post(server.url, b"x")
+
+
+def test_lf_only_line_ends(serve):
+    server = serve(raw(b"HTTP/1.1 200 OK\nContent-Type: application/ocsp-response\nContent-Length: 2\n\nok"))
+    assert post(server.url, b"x") == b"ok"
+
+
+def test_status_without_reason(serve):
+    server = serve(raw(b"HTTP/1.1 503\r\nContent-Length: 0\r\n\r\n"))
+    with pytest.raises(ResponderHTTPError, match=r"HTTP 503$"):
+        post(server.url, b"x")
+
+
+@pytest.mark.parametrize("line", [b"garbage\r\n", b"HTTP/1.1 2000 OK\r\n", b"HTTP/1.1 OK\r\n", b"ICY 200 OK\r\n"])
+def test_not_a_status_line(serve, line):
+    server = serve(raw(line + b"Content-Length: 0\r\n\r\n"))
+    with pytest.raises(ResponderUnreachableError, match="not an HTTP status line"):
+        post(server.url, b"x")
+
+
+def test_closed_without_an_answer(serve):
+    server = serve(lambda conn, stop: None)
+    with pytest.raises(ResponderUnreachableError, match="closed connection without response"):
+        post(server.url, b"x")
+
+
+def test_endless_header_section(serve):
+    server = serve(raw(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: y\r\n" * 200 + b"\r\n"))
+    with pytest.raises(ResponderUnreachableError, match="more than 100 headers"):
+        post(server.url, b"x")
+
+
+def test_endless_line(serve):
+    server = serve(raw(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"y" * 70_000 + b"\r\n\r\n"))
+    with pytest.raises(ResponderUnreachableError, match="longer than 65536 bytes"):
+        post(server.url, b"x")
+
+
+def test_dribbled_chunks_hit_the_total_deadline(serve):
+    def handler(conn, stop):
+        conn.sendall(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        while not stop.wait(0.1):
+            conn.sendall(b"1\r\nx\r\n")
+
+    server = serve(handler)
+    started = time.monotonic()
+    with pytest.raises(ResponderTimeoutError):
+        post(server.url, b"x", TransportOptions(timeout=0.8))
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/a b", "http://127.0.0.1:1/\u00e9"])
+def test_a_url_that_cannot_be_sent(url):
+    with pytest.raises(ResponderURLError, match="space, a control or a non-ASCII character"):
+        post(url, b"x")
+
+
+def test_default_port_is_not_in_the_host_field():
+    from engine.transport import _request_head
+
+    assert b"\r\nHost: ocsp.example\r\n" in _request_head("POST", "ocsp.example", 80, False, "/", 1)
+    assert b"\r\nHost: ocsp.example\r\n" in _request_head("POST", "ocsp.example", 443, True, "/", 1)
+    assert b"\r\nHost: ocsp.example:8080\r\n" in _request_head("POST", "ocsp.example", 8080, False, "/", 1)
+    assert b"\r\nHost: [::1]:8080\r\n" in _request_head("POST", "::1", 8080, False, "/", 1)
+
+
+# -- https --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """start(answer) -> URL of a one-connection-at-a-time TLS server on 127.0.0.1
+    that reads a request and sends ``answer``; and the CA file that trusts it."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "tls.pem", tmp_path / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    listeners = []
+
+    def start(answer: bytes) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(5)
+        listeners.append(listener)
+
+        def serve_one() -> None:
+            try:
+                conn, _ = listener.accept()
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += tls.recv(4096)
+                    tls.sendall(answer)
+            except (OSError, ssl.SSLError):
+                pass  # the untrusted case: the client gives up in the handshake
+
+        threading.Thread(target=serve_one, daemon=True).start()
+        return f"https://127.0.0.1:{listener.getsockname()[1]}/"
+
+    yield start, cert_path
+    for listener in listeners:
+        listener.close()
+
+
+TLS_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: 8\r\n\r\nover tls"
+
+
+def test_https_through_a_trusted_certificate(tls_server, monkeypatch):
+    import ssl
+
+    from engine import transport
+
+    start, ca = tls_server
+    monkeypatch.setattr(transport, "_tls_context", ssl.create_default_context(cafile=str(ca)))
+    assert post(start(TLS_ANSWER), b"x") == b"over tls"
+
+
+def test_https_with_an_untrusted_certificate(tls_server):
+    start, _ = tls_server
+    with pytest.raises(ResponderUnreachableError, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
+        post(start(TLS_ANSWER), b"x")

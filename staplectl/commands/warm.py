@@ -18,7 +18,6 @@ import typer
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import StapleError
-from engine.schedule import responder_key
 from engine.staple import GOOD, Staple
 from staplectl import fmt
 from staplectl.exitcodes import Exit
@@ -28,6 +27,7 @@ from staplectl.runtime import open_stapler
 from staplectl.table import print_table
 from staplectl.targets import Problem, close_stapler, error_dict, load_targets
 from staplectl.terminal import Terminal
+from staplectl.workers import AUTO_PROCESSES_ABOVE, Outcome, Team, refresh_one, responder_group
 
 DEFAULT_CONCURRENCY = 16
 
@@ -56,10 +56,6 @@ class Row:
         }
 
 
-class _Unexpected(StapleError):
-    reason = "internal_error"
-
-
 def warm(
     ctx: typer.Context,
     paths: Annotated[
@@ -80,6 +76,12 @@ def warm(
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-j", metavar="N", min=1, max=1024, help="Refreshes in flight at once.")
     ] = DEFAULT_CONCURRENCY,
+    processes: Annotated[
+        Optional[int],
+        typer.Option("--processes", metavar="N", min=1, max=256, show_default=False,
+                     help="Worker processes, each with its share of --concurrency. "
+                     f"[default: the number of CPUs above {AUTO_PROCESSES_ABOVE} certificates, else 1]"),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch every staple, even those still fresh.")] = False,
     timeout: Annotated[
         Optional[float],
@@ -110,15 +112,19 @@ def warm(
         effective = opts.load_config()
         if timeout is not None:
             effective.responder.timeout = timeout
-        targets = load_targets(paths, issuer, url, effective)
-        stapler = open_stapler(effective)
+        team = Team(processes, concurrency)
         try:
-            # One read first: an unreachable cache is one error, not one
-            # per certificate after as many cache timeouts.
-            stapler.cache.get(targets.leaves[0].cert_id)
-            rows = _run(term, stapler, targets.leaves, concurrency, force, effective.responder.timeout, json_output)
+            targets = load_targets(paths, issuer, url, effective, on_files=team.start_for)
+            stapler = open_stapler(effective)
+            try:
+                # One read first: an unreachable cache is one error, not one
+                # per certificate after as many cache timeouts.
+                stapler.cache.get(targets.leaves[0].cert_id)
+                rows = _run(term, stapler, effective, targets.leaves, concurrency, team, force, json_output)
+            finally:
+                close_stapler(stapler)
         finally:
-            close_stapler(stapler)
+            team.stop()
     rows += [Row(p.name, error=p.error) for p in targets.problems]
     rows.sort(key=lambda row: row.name)
     if json_output:
@@ -137,26 +143,12 @@ def exit_code(rows: list[Row]) -> Exit:
 
 
 def _run(
-    term: Terminal, stapler: Any, leaves: list[Leaf], concurrency: int, force: bool, timeout: float, json_output: bool
+    term: Terminal, stapler: Any, config: Any, leaves: list[Leaf], concurrency: int, team: Team,
+    force: bool, json_output: bool,
 ) -> list[Row]:
     # Long enough to outlast one fetch by whoever holds the stripe (a
     # prefetch service), whose own deadline is about ours.
-    lock_timeout = 2 * timeout + 1
-
-    def refresh(leaf: Leaf) -> Row:
-        try:
-            result = stapler.refresh(leaf, force=force, lock_timeout=lock_timeout)
-        except StapleError as error:
-            return _failed(stapler, leaf, error)
-        except Exception as exc:  # a bug must cost one row, not the whole run
-            return _failed(stapler, leaf, _Unexpected(f"{leaf.name}: unexpected {type(exc).__name__}: {exc}"))
-        return Row(leaf.name, leaf, result.staple, result.action)
-
-    def group(leaf: Leaf) -> str:
-        try:
-            return responder_key(leaf.responder_url())
-        except StapleError:
-            return ""  # its refresh fails with the reason
+    lock_timeout = 2 * config.responder.timeout + 1
 
     progress = None
     if term.err.is_terminal and not json_output and not term.quiet:
@@ -168,28 +160,27 @@ def _run(
         )
         task = progress.add_task("warm", total=len(leaves))
 
-    def done(leaf: Leaf, row: Row) -> None:
+    def done(leaf: Leaf, outcome: Outcome) -> None:
         if progress is not None:
             progress.advance(task)
-        if row.error is not None:
-            term.debug(f"{leaf.name}: {row.error}")
+        if outcome.error is not None:
+            term.debug(f"{leaf.name}: {outcome.error}")
 
-    pool = FairPool(concurrency, refresh, group_of=group, stripe_of=lambda leaf: stapler.locks.stripe_of(leaf.cert_id), on_done=done)
+    def run() -> list[Outcome]:
+        if team.processes > 1:
+            return team.refresh(stapler, config, leaves, force, lock_timeout, on_done=done)
+        pool = FairPool(
+            concurrency, lambda leaf: refresh_one(stapler, leaf, force, lock_timeout),
+            group_of=responder_group, stripe_of=lambda leaf: stapler.locks.stripe_of(leaf.cert_id), on_done=done,
+        )  # fmt: skip
+        return pool.map(leaves)
+
     if progress is None:
-        return pool.map(leaves)
-    with progress:
-        return pool.map(leaves)
-
-
-def _failed(stapler: Any, leaf: Leaf, error: StapleError) -> Row:
-    """A failure; the staple still cached, if usable, shows what servers keep stapling."""
-    try:
-        current = stapler.cached(leaf)
-    except StapleError:
-        current = None
-    if not stapler.usable(current, SYSTEM_CLOCK.now()):
-        current = None
-    return Row(leaf.name, leaf, current, "failed", error)
+        outcomes = run()
+    else:
+        with progress:
+            outcomes = run()
+    return [Row(leaf.name, leaf, o.staple, o.result, o.error) for leaf, o in zip(leaves, outcomes)]
 
 
 def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
