@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.durations import format_duration, parse_duration
 from engine.errors import InputError
-from engine.freshness import FreshnessPolicy
+from engine.freshness import DEFAULT_POLICY, FreshnessPolicy
 from engine.paths import state_dir
 from engine.providers import default_cache_uri
 from engine.sources import CertSpec
@@ -44,14 +44,15 @@ class Locks:
 
 @dataclass
 class Prefetch:
+    # the freshness defaults live in one place: engine.freshness
     enabled: bool = True
-    renew_fraction: float = 0.5
-    min_delay: float = 60.0
-    max_delay: float = 86400.0
-    jitter: float = 0.1
-    backoff_base: float = 60.0
-    backoff_cap: float = 3600.0
-    backoff_jitter: float = 0.5
+    renew_fraction: float = DEFAULT_POLICY.renew_fraction
+    min_delay: float = DEFAULT_POLICY.min_delay
+    max_delay: float = DEFAULT_POLICY.max_delay
+    jitter: float = DEFAULT_POLICY.jitter
+    backoff_base: float = DEFAULT_POLICY.backoff_base
+    backoff_cap: float = DEFAULT_POLICY.backoff_cap
+    backoff_jitter: float = DEFAULT_POLICY.backoff_jitter
     concurrency: int = 8
     per_responder: int = 2
 
