@@ -46,15 +46,15 @@ responder across a network would: then requests in flight matter more
 than CPU. To be fair, everything is measured through the same proxy: the
 openssl loop (which pays the delay once per certificate, as any sequential
 fetcher does), and, for each N of --latency-concurrency (default 16, warm's
-own default, and 64), warm with --concurrency N and the responder's
-capacity with N requests in flight. More in flight raises both until the
-CPU runs out (the load loop's later than warm's); fewer lowers both. So
-"30x the loop" needs more than 30 in flight, whatever the client. The
-proxy costs CPU a real network would not (shown in its column), the same
-per exchange for warm and for the load loop. Also: one warm never has more
-refreshes in flight than locks.stripes (64 by default; --stripes to try
-another count), and each stripe's certificates are fetched one after
-another.
+own default, and 64, the default stripe count), warm with --concurrency N
+and the responder's capacity with N requests in flight. More in flight
+raises both until the CPU runs out (the load loop's later than warm's);
+fewer lowers both. So "30x the loop" needs more than 30 in flight,
+whatever the client. The proxy costs CPU a real network would not (shown
+in its column), the same per exchange for warm and for the load loop.
+Also: one warm never has more refreshes in flight than locks.stripes (64
+by default; --stripes to try another count), and each stripe's
+certificates are fetched one after another.
 
 Warm runs with its bytecode cached (PYTHONPYCACHEPREFIX in the working
 directory, after one warm-up run), as an installed staplectl runs: pip
@@ -62,7 +62,7 @@ and distribution packages compile it at install. A development shell's
 PYTHONDONTWRITEBYTECODE would otherwise add a compile of every module,
 about 0.2 s, to each of warm's processes.
 
-    .venv/bin/python bench/warm.py [--count 2000] [--sample 50] [--latency MS] [--latency-concurrency N[,N...]]
+    .venv/bin/python bench/warm.py [--count 2000] [--sample 200] [--latency MS] [--latency-concurrency N[,N...]]
                                    [--concurrency N] [--processes N] [--stripes N] [--multi 4] [--clients 4]
                                    [--json PATH]
 """
@@ -411,7 +411,7 @@ class Row:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=2000, help="certificates to warm (default 2000)")
-    parser.add_argument("--sample", type=int, default=50, help="certificates the openssl loop fetches (default 50)")
+    parser.add_argument("--sample", type=int, default=200, help="certificates the openssl loop fetches (default 200)")
     parser.add_argument("--multi", type=int, default=4, help="openssl ocsp responder processes (default 4)")
     parser.add_argument("--clients", type=int, default=4, help="load processes measuring the responder (default 4)")
     parser.add_argument(
@@ -430,7 +430,8 @@ def main() -> None:
     parser.add_argument(
         "--latency-concurrency", default="16,64", metavar="N[,N...]",
         help="warm --concurrency, and the load loop's requests in flight, behind the delay; "
-        "one measurement each (default 16,64: warm's own default, and enough to keep the delay hidden)",
+        "one measurement each (default 16,64: warm's own default, and the default stripe count, "
+        "the most one warm has in flight)",
     )
     parser.add_argument("--processes", type=int, default=None, help="warm --processes (default: warm's own)")
     parser.add_argument(
@@ -528,7 +529,7 @@ def measure(
         before = cpu()
         loop_s = openssl_loop(url, sample, pki, out)
         loop = row(f"openssl ocsp loop ({len(sample)}, scaled)", len(sample), loop_s, before)
-        loop.seconds, loop.certs = loop_s * args.count / len(sample), args.count
+        loop.seconds, loop.certs, loop.in_flight = loop_s * args.count / len(sample), args.count, 1
 
     print(f"{where}: running staplectl warm over {args.count} certificates ...", file=sys.stderr)
     extra = ["--concurrency", str(concurrency)]
@@ -558,7 +559,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> dict:
     def us(value: float | None) -> str:
         return "-" if value is None else f"{value * 1e6:.0f}"
 
-    print(f"\n{'delay':>6} {'in flight':>9}  {'method':<36} {'certs':>6} {'seconds':>8} {'certs/s':>8} "
+    print(f"\n{'delay':>6} {'in flight':>9}  {'method':<48} {'certs':>6} {'seconds':>8} {'certs/s':>8} "
           f"{'vs loop':>8} {'vs capacity':>11}  CPU us/cert: {'client':>6} {'responder':>9} {'proxy':>6}")
     verdicts = []
     printed: set[int] = set()
@@ -568,9 +569,9 @@ def report(args: argparse.Namespace, rows: list[Row]) -> dict:
             if id(r) in printed:
                 continue
             printed.add(id(r))
-            in_flight = "1" if r is loop else str(r.in_flight)
+            in_flight = str(r.in_flight)
             versus = "" if r is loop else f"{r.rate / capacity.rate:.0%}"
-            print(f"{r.delay_ms:>4g}ms {in_flight:>9}  {r.method:<36} {r.certs:>6} {r.seconds:>8.2f} {r.rate:>8.0f} "
+            print(f"{r.delay_ms:>4g}ms {in_flight:>9}  {r.method:<48} {r.certs:>6} {r.seconds:>8.2f} {r.rate:>8.0f} "
                   f"{r.rate / loop.rate:>7.1f}x {versus:>11}  {'':>12} {us(r.client_cpu):>6} "
                   f"{us(r.responder_cpu):>9} {us(r.proxy_cpu):>6}")
         vs_loop, vs_capacity = warm.rate / loop.rate, warm.rate / capacity.rate
