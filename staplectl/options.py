@@ -44,6 +44,9 @@ VerboseOpt = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="Say more on stderr (repeat for more).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+IssuerOpt = Annotated[
+    Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout: no colour, stable keys.")]
 
 

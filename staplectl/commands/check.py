@@ -24,7 +24,7 @@ from engine.errors import InputError, StapleError
 from engine.freshness import seconds_left
 from engine.staple import GOOD, Staple
 from staplectl import fmt
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, settings
+from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
 from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
 from staplectl.terminal import Terminal
 
@@ -79,9 +79,7 @@ def check(
     crit: Annotated[
         str, typer.Option("--crit", "-c", metavar="DURATION", help="CRITICAL when a staple has less than this left.")
     ] = DEFAULT_CRIT,
-    issuer: Annotated[
-        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
-    ] = None,
+    issuer: IssuerOpt = None,
     json_output: JsonOpt = False,
     cache: CacheOpt = None,
     config: ConfigOpt = None,

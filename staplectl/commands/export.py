@@ -28,7 +28,7 @@ from engine.staple import GOOD, Staple
 from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.table import print_table
 from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
 from staplectl.terminal import Terminal
@@ -92,9 +92,7 @@ def export(
         Optional[str],
         typer.Option("--reload-cmd", metavar="CMD", help="Shell command run once after any file changed (e.g. 'systemctl reload nginx')."),
     ] = None,
-    issuer: Annotated[
-        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
-    ] = None,
+    issuer: IssuerOpt = None,
     json_output: JsonOpt = False,
     cache: CacheOpt = None,
     config: ConfigOpt = None,

@@ -21,7 +21,7 @@ from engine.errors import StapleError
 from engine.staple import GOOD, Staple
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.pool import FairPool
 from staplectl.runtime import open_stapler
 from staplectl.table import print_table
@@ -67,9 +67,7 @@ def warm(
             show_default=False,
         ),
     ] = None,
-    issuer: Annotated[
-        Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
-    ] = None,
+    issuer: IssuerOpt = None,
     url: Annotated[
         Optional[str], typer.Option("--url", metavar="URL", help="Responder URL to use instead of each certificate's AIA one.")
     ] = None,
