@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from engine.errors import CacheUnavailableError, StapleError
 from engine.mutex import CacheMutex
-from engine.providers.base import Entry, Provider, _NoEntry
+from engine.providers.base import Entry, Provider, StapleWrite, _NoEntry
 from engine.providers.layout import FLAG_VALID
 
 T = TypeVar("T")
@@ -112,6 +112,11 @@ class Cache:
         meta: dict[str, Any] | None = None,
     ) -> None:
         self._call("set", lambda: self.provider.set(cert_id, der, ttl, flag=flag, meta=meta))
+
+    def set_many(self, writes: Iterable[StapleWrite]) -> None:
+        # One call, so one mutex hold for the whole batch (a dbm file).
+        writes = list(writes)
+        self._call("set_many", lambda: self.provider.set_many(writes))
 
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
         self._call("set_meta", lambda: self.provider.set_meta(cert_id, meta, ttl))

@@ -188,3 +188,11 @@ class EntryFormatError(CacheError):
 class EntryTooLargeError(CacheError):
     reason = "entry_too_large"
     temporary = False
+
+
+class UnexpectedError(StapleError):
+    """A bug met while refreshing one certificate, reported as that
+    certificate's failure: it must cost one row, not the whole run."""
+
+    reason = "internal_error"
+    temporary = True

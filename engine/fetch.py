@@ -15,7 +15,8 @@ from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import ExpiredResponseError
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, provider_ttl
-from engine.request import build_request
+from engine.providers.base import StapleWrite
+from engine.request import OCSPQuery, build_request
 from engine.staple import Staple
 from engine.transport import TransportOptions, check_url, post
 from engine.validate import ValidationOptions, validate
@@ -36,10 +37,23 @@ def fetch(leaf: Leaf, options: FetchOptions = FetchOptions(), clock: Clock = SYS
     Raises InputError (no URL, bad URL), FetchError (the responder) or
     ValidationError (the answer). revoked and unknown are returned, not raised.
     """
+    url, query = prepare(leaf, options)
+    body = post(url, query.der, options.transport)
+    return accept(body, leaf, url, query, options, clock)
+
+
+def prepare(leaf: Leaf, options: FetchOptions = FetchOptions()) -> tuple[str, OCSPQuery]:
+    """The URL to ask and the request to send, or the InputError why not."""
     url = leaf.responder_url()
     check_url(url)
-    query = build_request(leaf, hash_name=options.hash_name, nonce=options.nonce)
-    body = post(url, query.der, options.transport)
+    return url, build_request(leaf, hash_name=options.hash_name, nonce=options.nonce)
+
+
+def accept(
+    body: bytes, leaf: Leaf, url: str, query: OCSPQuery, options: FetchOptions = FetchOptions(),
+    clock: Clock = SYSTEM_CLOCK,
+) -> Staple:
+    """The responder's answer to ``query``, validated, or the ValidationError."""
     now = clock.now()
     source = f"response from {url}"
     staple = validate(
@@ -81,8 +95,18 @@ def store(
 
     ``cache`` is an engine.cache.Cache (or a bare Provider in tests).
     """
+    write = staple_write(cache, leaf, staple, now, policy)
+    if write is not None:
+        cache.set(write.cert_id, write.der, write.ttl, meta=write.meta)
+    return write.ttl if write is not None else 0
+
+
+def staple_write(
+    cache: Any, leaf: Leaf, staple: Staple, now: float, policy: FreshnessPolicy = DEFAULT_POLICY
+) -> StapleWrite | None:
+    """What ``store`` writes for a validated staple; None when it is not worth storing."""
     provider = getattr(cache, "provider", cache)
     ttl = provider_ttl(staple.this_update, staple.next_update, now, policy, provider.max_ttl)
-    if ttl > 0:
-        cache.set(leaf.cert_id, staple.der, ttl, meta=staple_meta(leaf, staple, now))
-    return ttl
+    if ttl <= 0:
+        return None
+    return StapleWrite(leaf.cert_id, staple.der, ttl, meta=staple_meta(leaf, staple, now))

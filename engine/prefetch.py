@@ -31,7 +31,7 @@ from typing import Any
 
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
-from engine.errors import StapleError
+from engine.errors import StapleError, UnexpectedError
 from engine.freshness import expires_at
 from engine.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure, responder_key
 from engine.staple import Staple
@@ -96,13 +96,6 @@ class _Cert:
         #: thisUpdate of the staple the current due time was planned to
         #: renew (see _refresh); None until a run found one
         self.planned_from: float | None = None
-
-
-class _UnexpectedError(StapleError):
-    """A bug met in a refresh, as a failure."""
-
-    reason = "internal_error"
-    temporary = True
 
 
 def _responder_url(leaf: Leaf) -> str | None:
@@ -292,7 +285,7 @@ class PrefetchWorker:
                 # A bug: reported and retried like a failure, so that one
                 # certificate tripping it does not take a worker thread down.
                 traceback.print_exception(error)
-                error = _UnexpectedError(f"{leaf.name}: unexpected {type(error).__name__} in refresh: {error}")
+                error = UnexpectedError(f"{leaf.name}: unexpected {type(error).__name__} in refresh: {error}")
             action, reason = "failed", error.reason
             usable = self._usable_cached(leaf, now)
             plan = plan_failure(error, before.failures + 1, usable, started, now, self.policy, self.rand())

@@ -27,7 +27,7 @@ from engine.cache import Cache
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import FetchError, StapleError, ValidationError
-from engine.fetch import FetchOptions, fetch, store
+from engine.fetch import FetchOptions, fetch, staple_write, store
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
 from engine.providers.base import Entry
 from engine.providers.layout import FLAG_VALID
@@ -40,6 +40,9 @@ from engine.validate import validate
 MEMO_SIZE = 50_000
 #: how often an instance that lost the lease looks for the winner's staple
 LEASE_POLL = 0.05
+#: second_look's verdicts beside a Refresh
+FETCH = "fetch"
+AWAIT = "await"
 
 
 @dataclass(frozen=True)
@@ -183,19 +186,15 @@ class Stapler:
         self, leaf: Leaf, force: bool, replace_from: float | None, deadline: float | None
     ) -> Refresh:
         current = self.cached(leaf)
-        now = self.clock.now()
-        wanted = replace_from is not None and current is not None and current.this_update <= replace_from
-        if not force and not wanted and self.usable(current, now) and not self.due(current, now):
-            return Refresh(current, "fresh", current)
-        if self.options.lease and self.cache.shared and not force:
-            if not self.cache.add_lease(leaf.cert_id, owner_id(), self.options.lease_ttl):
-                if self.usable(current, now):
-                    return Refresh(current, "leased", current)
-                theirs = self._await_other_instance(leaf, deadline)
-                if theirs is not None:
-                    return Refresh(theirs, "leased", current)
-                # the other instance gave nothing in time: fetch ourselves
-                # rather than leave a handshake without a staple
+        verdict = self.second_look(leaf, current, force=force, replace_from=replace_from)
+        if isinstance(verdict, Refresh):
+            return verdict
+        if verdict == AWAIT:
+            theirs = self._await_other_instance(leaf, deadline)
+            if theirs is not None:
+                return Refresh(theirs, "leased", current)
+            # the other instance gave nothing in time: fetch ourselves
+            # rather than leave a handshake without a staple
         options = self.fetch_options
         if deadline is not None:
             left = deadline - time.monotonic()
@@ -203,10 +202,45 @@ class Stapler:
                 raise StripeTimeoutError("request budget spent waiting for the stripe", self.locks.stripe_of(leaf.cert_id))
             transport = replace(options.transport, timeout=min(options.transport.timeout, left))
             options = replace(options, transport=transport)
-        staple = fetch(leaf, options, self.clock)
+        return self.keep(leaf, fetch(leaf, options, self.clock), current)
+
+    def second_look(
+        self, leaf: Leaf, current: Staple | None, *, force: bool = False, replace_from: float | None = None
+    ) -> Refresh | str:
+        """What to do, the stripe held and ``current`` read again from the cache.
+
+        A Refresh when there is nothing to fetch (the staple is fresh, or
+        another instance holds the lease and a usable staple is cached);
+        FETCH; or AWAIT, when another instance holds the lease and nothing
+        usable is cached: wait a while for its staple, then fetch.
+        """
+        now = self.clock.now()
+        wanted = replace_from is not None and current is not None and current.this_update <= replace_from
+        if not force and not wanted and self.usable(current, now) and not self.due(current, now):
+            return Refresh(current, "fresh", current)  # type: ignore[arg-type]
+        if self.options.lease and self.cache.shared and not force:
+            if not self.cache.add_lease(leaf.cert_id, owner_id(), self.options.lease_ttl):
+                if self.usable(current, now):
+                    return Refresh(current, "leased", current)  # type: ignore[arg-type]
+                return AWAIT
+        return FETCH
+
+    def keep(self, leaf: Leaf, staple: Staple, current: Staple | None) -> Refresh:
+        """Store a fetched, validated staple; what the refresh came to."""
         ttl = store(self.cache, leaf, staple, self.clock.now(), self.policy)
         self._memo[(leaf.cert_id, staple.der)] = staple
         return Refresh(staple, "updated", current, ttl)
+
+    def keep_many(self, fetched: list[tuple[Leaf, Staple, Staple | None]]) -> list[Refresh]:
+        """``keep`` for several (leaf, staple, current): one write to the store for all."""
+        now = self.clock.now()
+        writes = [staple_write(self.cache, leaf, staple, now, self.policy) for leaf, staple, _ in fetched]
+        self.cache.set_many([write for write in writes if write is not None])
+        refreshes = []
+        for (leaf, staple, current), write in zip(fetched, writes):
+            self._memo[(leaf.cert_id, staple.der)] = staple
+            refreshes.append(Refresh(staple, "updated", current, write.ttl if write is not None else 0))
+        return refreshes
 
     def _await_other_instance(self, leaf: Leaf, deadline: float | None) -> Staple | None:
         """Poll the shared cache while another instance holds the lease."""

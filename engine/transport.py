@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 
 from engine.errors import (
     ContentTypeError,
+    FetchError,
     RedirectRefusedError,
     ResponderHTTPError,
     ResponderTimeoutError,
@@ -273,10 +274,22 @@ def _request_head(method: str, host: str, port: int | None, tls: bool, path: str
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
-def post(url: str, request_der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
-    """Send an OCSP request and return the response body, or raise a FetchError."""
+@dataclass(frozen=True)
+class Plan:
+    """What one exchange sends, and where: the bytes of the request, ready."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+    payload: bytes
+    timeout: float
+    max_size: int
+
+
+def plan(url: str, request_der: bytes, options: TransportOptions = TransportOptions()) -> Plan:
+    """Check the URL and write the request (POST, or GET where RFC 5019 allows)."""
     scheme, host, port, path = check_url(url)
-    deadline = _Deadline(options.timeout)
     method, body = "POST", request_der
     if options.use_get:
         encoded = quote(base64.b64encode(request_der).decode(), safe="")
@@ -293,29 +306,73 @@ def post(url: str, request_der: bytes, options: TransportOptions = TransportOpti
         raise ResponderURLError(
             f"responder URL {url!r}: its host or path holds a space, a control or a non-ASCII character"
         ) from None
+    return Plan(url, host, port or (443 if tls else 80), tls, head + body, options.timeout, options.max_size)
+
+
+def post(url: str, request_der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
+    """Send an OCSP request and return the response body, or raise a FetchError."""
+    exchange = plan(url, request_der, options)
+    deadline = _Deadline(options.timeout)
     sock = None
     try:
-        sock = _connect(host, port or (443 if tls else 80), deadline, tls)
+        sock = _connect(exchange.host, exchange.port, deadline, exchange.tls)
         sock.settimeout(deadline.remaining())
-        sock.sendall(head + body)
+        sock.sendall(exchange.payload)
         reader = _Reader(sock, deadline)
-        return _read_body(url, _read_head(reader), reader, options.max_size)
-    except (socket.timeout, TimeoutError):
-        raise ResponderTimeoutError(
-            f"responder {url}: no complete answer within {options.timeout:g} s"
-        ) from None
-    except ssl.SSLError as exc:
-        raise ResponderUnreachableError(f"responder {url}: TLS failed: {exc.reason or exc}") from None
-    except ConnectionRefusedError:
-        raise ResponderUnreachableError(f"responder {url}: connection refused") from None
-    except socket.gaierror as exc:
-        raise ResponderUnreachableError(f"responder {url}: cannot resolve {host!r}: {exc.strerror}") from None
-    except (OSError, _ProtocolError) as exc:
-        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ResponderUnreachableError(f"responder {url}: {detail}") from None
+        return read_answer(url, reader, options.max_size)
+    except Exception as exc:
+        error = fetch_error(exc, exchange)
+        if error is None:
+            raise
+        raise error from None
     finally:
         if sock is not None:
             sock.close()
+
+
+def fetch_error(exc: BaseException, exchange: Plan) -> FetchError | None:
+    """The FetchError that tells an operator what went wrong, for what the
+    socket, TLS or the parser raised; None for anything else (a bug)."""
+    url = exchange.url
+    if isinstance(exc, FetchError):
+        return exc
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return ResponderTimeoutError(f"responder {url}: no complete answer within {exchange.timeout:g} s")
+    if isinstance(exc, ssl.SSLError):
+        return ResponderUnreachableError(f"responder {url}: TLS failed: {exc.reason or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ResponderUnreachableError(f"responder {url}: connection refused")
+    if isinstance(exc, socket.gaierror):
+        return ResponderUnreachableError(f"responder {url}: cannot resolve {exchange.host!r}: {exc.strerror}")
+    if isinstance(exc, (OSError, _ProtocolError)):
+        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return ResponderUnreachableError(f"responder {url}: {detail}")
+    return None
+
+
+class NeedMore(Exception):
+    """The bytes so far end before the answer does (engine.exchange reads on)."""
+
+
+class BufferReader(_Reader):
+    """A _Reader over the bytes received so far, for a non-blocking exchange:
+    past their end it raises NeedMore, or, once the connection has ended,
+    says so as _Reader does."""
+
+    def __init__(self, data: bytes, eof: bool) -> None:
+        self.buf = data
+        self.pos = 0
+        self.eof = eof
+
+    def _fill(self, size: int = _RECV) -> bool:
+        if self.eof:
+            return False
+        raise NeedMore
+
+
+def read_answer(url: str, reader: _Reader, max_size: int) -> bytes:
+    """The OCSP body of the response ``reader`` holds, or a FetchError."""
+    return _read_body(url, _read_head(reader), reader, max_size)
 
 
 def _read_body(url: str, response: _Response, reader: _Reader, max_size: int) -> bytes:

@@ -1,19 +1,19 @@
 """warm's refreshes, in this process or spread over worker processes.
 
-Validation, the store and the HTTP exchange all run under the GIL, so one
+Validation, the store and the HTTP exchanges all run under the GIL, so one
 process refreshing certificates uses one core at most. With several
 cores, a ``Team`` of worker processes (``python -m staplectl.workers``)
-each runs its own FairPool through the same engine (``Stapler.refresh``:
-the stripes are flocks and the local store is SQLite, both safe across
+each runs its own engine.fanout over the same cache and stripes (the
+stripes are flocks and the local store is SQLite, both safe across
 processes), and the parent gathers what each certificate came to. The
 parent keeps everything an operator sees: the progress bar, the table,
 the JSON and the exit code.
 
 - Each certificate goes to the worker of its stripe (stripe modulo the
   number of workers), so no two workers ever want one stripe, and the
-  pool's rule (never two jobs of one stripe at once) holds for the run.
+  fanout's rule (never two refreshes of one stripe at once) holds for the run.
 - ``--concurrency`` stays the number of refreshes in flight for the whole
-  run: each worker gets its share of the threads.
+  run: each worker gets its share.
 - Workers are new interpreters, not forks: the parent may have threads
   (a test's responder, a memcached client) and a fork would copy their
   locks held. They import the engine only, not the CLI, and are started
@@ -53,11 +53,11 @@ from cryptography.hazmat.primitives import serialization
 
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK
-from engine.errors import StapleError
-from engine.schedule import responder_key
+from engine.errors import StapleError, UnexpectedError
+from engine.fanout import Fanout
 from engine.staple import Staple
+from engine.stapler import Refresh
 from engine.stripes import stripe_of
-from staplectl.pool import FairPool
 from staplectl.runtime import open_stapler
 from staplectl.targets import close_stapler
 
@@ -79,10 +79,6 @@ class Outcome(NamedTuple):
     error: StapleError | None = None
 
 
-class UnexpectedError(StapleError):
-    reason = "internal_error"
-
-
 class ReportedError(StapleError):
     """An error a worker process reported: its reason and message, as they were."""
 
@@ -94,13 +90,10 @@ class ReportedError(StapleError):
 # -- one certificate, wherever it runs --------------------------------------------------
 
 
-def refresh_one(stapler: Any, leaf: Leaf, force: bool, lock_timeout: float) -> Outcome:
-    try:
-        result = stapler.refresh(leaf, force=force, lock_timeout=lock_timeout)
-    except StapleError as error:
-        return failed(stapler, leaf, error)
-    except Exception as exc:  # a bug must cost one row, not the whole run
-        return failed(stapler, leaf, UnexpectedError(f"{leaf.name}: unexpected {type(exc).__name__}: {exc}"))
+def outcome_of(stapler: Any, leaf: Leaf, result: Refresh | StapleError) -> Outcome:
+    """What engine.fanout's result for a certificate shows in warm's table."""
+    if isinstance(result, StapleError):
+        return failed(stapler, leaf, result)
     return Outcome(result.staple, result.action)
 
 
@@ -115,13 +108,6 @@ def failed(stapler: Any, leaf: Leaf, error: StapleError) -> Outcome:
     return Outcome(current, "failed", error)
 
 
-def responder_group(leaf: Leaf) -> str:
-    try:
-        return responder_key(leaf.responder_url())
-    except StapleError:
-        return ""  # its refresh fails with the reason
-
-
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -131,7 +117,7 @@ def cpu_count() -> int:
 
 def process_count(asked: int | None, certificates: int, concurrency: int) -> int:
     """How many processes to refresh with: ``asked``, else by the number of
-    certificates; never more than there are certificates or threads."""
+    certificates; never more than there are certificates or refreshes in flight."""
     wanted = asked if asked is not None else (cpu_count() if certificates > AUTO_PROCESSES_ABOVE else 1)
     return max(1, min(wanted, concurrency, certificates))
 
@@ -210,7 +196,7 @@ def _shares(leaves: list[Leaf], processes: int, stripes: int) -> list[list[int]]
 
 
 def _payload(
-    config: Any, leaves: list[Leaf], indices: list[int], threads: int, force: bool, lock_timeout: float
+    config: Any, leaves: list[Leaf], indices: list[int], in_flight: int, force: bool, lock_timeout: float
 ) -> dict[str, Any]:
     issuers: dict[Any, int] = {}
     issuer_ders: list[bytes] = []
@@ -226,7 +212,7 @@ def _payload(
         "config": config,
         "issuers": issuer_ders,
         "jobs": jobs,
-        "threads": threads,
+        "in_flight": in_flight,
         "force": force,
         "lock_timeout": lock_timeout,
     }
@@ -281,7 +267,7 @@ class Team:
         workers = self.workers
         shares = _shares(leaves, len(workers), config.locks.stripes)
         busy = [worker for worker, share in zip(workers, shares) if share]
-        threads = [self.concurrency // len(busy) + (n < self.concurrency % len(busy)) for n in range(len(busy))]
+        in_flight = [self.concurrency // len(busy) + (n < self.concurrency % len(busy)) for n in range(len(busy))]
         outcomes: list[Outcome | None] = [None] * len(leaves)
 
         def settle(index: int, outcome: Outcome) -> None:
@@ -303,7 +289,7 @@ class Team:
         for worker, share in zip(workers, shares):
             worker.indices = share
         running = {}
-        for worker, count in zip(busy, threads):
+        for worker, count in zip(busy, in_flight):
             try:
                 worker.to_child.send(_payload(config, leaves, worker.indices, count, force, lock_timeout))
             except OSError:
@@ -359,21 +345,17 @@ def _work(work: dict[str, Any], outbox: queue.SimpleQueue[tuple[Any, ...] | None
         for index, der, issuer, path, url in work["jobs"]
     ]  # fmt: skip
     stapler = open_stapler(work["config"])
-    force, lock_timeout = work["force"], work["lock_timeout"]
 
-    def done(job: tuple[int, Leaf], outcome: Outcome) -> None:
+    def done(n: int, result: Refresh | StapleError) -> None:
+        index, leaf = jobs[n]
+        outcome = outcome_of(stapler, leaf, result)
         error = outcome.error
         reason, text = (error.reason, str(error)) if error is not None else (None, None)
-        outbox.put((job[0], outcome.staple, outcome.result, reason, text))
+        outbox.put((index, outcome.staple, outcome.result, reason, text))
 
     try:
-        FairPool(
-            work["threads"],
-            lambda job: refresh_one(stapler, job[1], force, lock_timeout),
-            group_of=lambda job: responder_group(job[1]),
-            stripe_of=lambda job: stapler.locks.stripe_of(job[1].cert_id),
-            on_done=done,
-        ).map(jobs)
+        fanout = Fanout(stapler, work["in_flight"], force=work["force"], lock_timeout=work["lock_timeout"])
+        fanout.run([leaf for _, leaf in jobs], done)
     finally:
         close_stapler(stapler)
 

@@ -6,6 +6,7 @@ controls every byte (and every pause) on the wire.
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 import time
@@ -22,7 +23,38 @@ from engine.errors import (
     ResponderURLError,
     ResponseTooLargeError,
 )
-from engine.transport import TransportOptions, check_url, post
+from engine.exchange import Exchange, resolve
+from engine.transport import TransportOptions, check_url, plan, post
+
+
+def post_through_selector(url: str, der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
+    """transport.post's exchange, driven the way engine.fanout drives it."""
+    exchange_plan = plan(url, der, options)
+    with selectors.DefaultSelector() as selector:
+        exchange = Exchange(exchange_plan, resolve(exchange_plan), time.monotonic() + options.timeout, selector)
+        while not exchange.done:
+            left = exchange.deadline - time.monotonic()
+            if left <= 0:
+                exchange.expire()
+                break
+            for key, events in selector.select(left):
+                key.data.step(events)
+        return exchange.body()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every plain-HTTP test runs twice: through transport.post, and through
+    # engine.exchange, which must answer every byte on the wire the same.
+    if "way" in metafunc.fixturenames:
+        ways = ["post"] if "tls_server" in metafunc.fixturenames else ["post", "exchange"]
+        metafunc.parametrize("way", ways, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "exchange":
+        monkeypatch.setitem(globals(), "post", post_through_selector)
+    return request.param
 
 
 class RawServer:
@@ -426,3 +458,41 @@ def test_https_with_an_untrusted_certificate(tls_server):
     start, _ = tls_server
     with pytest.raises(ResponderUnreachableError, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
         post(start(TLS_ANSWER), b"x")
+
+
+# -- what only the non-blocking exchange does --------------------------------------
+
+
+def test_exchange_ends_when_the_body_is_complete_though_the_connection_stays_open(serve):
+    # A responder that ignores "Connection: close": Content-Length says when
+    # the answer is whole, as transport.post's reader knows.
+    def handler(conn, stop):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: 3\r\n\r\nabc")
+        stop.wait(30)
+
+    server = serve(handler)
+    started = time.monotonic()
+    assert post_through_selector(server.url, b"x", TransportOptions(timeout=5)) == b"abc"
+    assert time.monotonic() - started < 2
+
+
+def test_exchange_tries_the_next_address_when_one_refuses(serve):
+    server = serve(reply(b"answer"))
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused = closed.getsockname()
+    closed.close()
+    exchange_plan = plan(server.url, b"x")
+    addresses = [(socket.AF_INET, refused), (socket.AF_INET, ("127.0.0.1", server.port))]
+    with selectors.DefaultSelector() as selector:
+        exchange = Exchange(exchange_plan, addresses, time.monotonic() + 5, selector)
+        while not exchange.done:
+            for key, events in selector.select(1):
+                key.data.step(events)
+        assert exchange.body() == b"answer"
+        assert selector.get_map() == {}  # nothing left registered
+
+
+def test_exchange_refuses_https():
+    with pytest.raises(ValueError, match="plain HTTP"):
+        Exchange(plan("https://127.0.0.1:1/", b"x"), [], time.monotonic() + 1, selectors.DefaultSelector())

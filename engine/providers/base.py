@@ -1,8 +1,9 @@
 """The cache provider interface (DESIGN.md 2.1).
 
 Small on purpose, like dogpile.cache's CacheBackend: get, get_many, set,
-set_meta, delete, entries, close. Entries are keyed by the certificate's
-cache id, the lower-case SHA-1 hex of its DER (what httpd uses).
+set_many, set_meta, delete, entries, close. Entries are keyed by the
+certificate's cache id, the lower-case SHA-1 hex of its DER (what httpd
+uses).
 
 A provider that is not safe for concurrent use by several threads and
 processes says so with ``needs_mutex = True`` and names the lock file in
@@ -15,11 +16,11 @@ the mutex.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from engine.providers.layout import FLAG_VALID
+from engine.providers.layout import FLAG_VALID, encode_value
 
 
 class _NoEntry:
@@ -65,6 +66,34 @@ class Entry:
         return bool(self.der)
 
 
+@dataclass(frozen=True)
+class StapleWrite:
+    """One staple to store, as ``Provider.set`` takes it."""
+
+    cert_id: str
+    der: bytes
+    ttl: int
+    flag: int = FLAG_VALID
+    meta: dict[str, Any] | None = field(default=None, compare=False)
+
+
+def encode_writes(writes: Iterable[StapleWrite]) -> list[tuple[StapleWrite, bytes]]:
+    """The writes worth making (ttl > 0), each with its flag + DER value.
+
+    Every write is checked first, as ``set`` checks one (empty DER:
+    ValueError; over httpd's limit: EntryTooLargeError), so that a bad
+    write fails the batch before anything of it is stored.
+    """
+    encoded = []
+    for write in writes:
+        if not write.der:
+            raise ValueError(
+                f"set_many(): no staple for {write.cert_id}; use set_meta() for metadata alone"
+            )
+        encoded.append((write, encode_value(write.flag, write.der)))
+    return [(write, value) for write, value in encoded if write.ttl > 0]
+
+
 class Provider(ABC):
     #: URI scheme that selects this provider ("local", "memcache", ...)
     scheme: ClassVar[str]
@@ -108,6 +137,18 @@ class Provider(ABC):
         meta: dict[str, Any] | None = None,
     ) -> None:
         """Store a staple for ``ttl`` seconds, and its metadata if given."""
+
+    def set_many(self, writes: Sequence[StapleWrite]) -> None:
+        """Store several staples, as ``set`` would each.
+
+        Every write is checked before any is made, so a bad one (empty DER,
+        too large) raises with nothing of the batch stored. A store failure
+        raises too, and the caller takes the whole batch as failed: some of
+        it may be stored. Providers override this to store the batch in one
+        transaction or round trip.
+        """
+        for w, _ in encode_writes(writes):
+            self.set(w.cert_id, w.der, w.ttl, flag=w.flag, meta=w.meta)
 
     @abstractmethod
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dbm
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheUnavailableError, EntryFormatError
 from engine.paths import ensure_private_dir
-from engine.providers.base import NO_ENTRY, Entry, Provider, _NoEntry
+from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import (
     DEFAULT_NAMESPACE,
     FLAG_VALID,
@@ -172,6 +172,22 @@ class DbmProvider(Provider):
                 db[meta_key(DEFAULT_NAMESPACE, cert_id).encode()] = _pack(
                     expires_at, json.dumps(meta, sort_keys=True).encode()
                 )
+            self._maybe_purge(db)
+
+    def set_many(self, writes: Sequence[StapleWrite]) -> None:
+        batch = encode_writes(writes)
+        if not batch:
+            return
+        now = self._clock.now()
+        # One open (and, through Cache, one mutex hold) for the whole batch.
+        with self._open("set_many") as db:
+            for w, value in batch:
+                expires_at = now + w.ttl
+                db[staple_key(DEFAULT_NAMESPACE, w.cert_id).encode()] = _pack(expires_at, value)
+                if w.meta is not None:
+                    db[meta_key(DEFAULT_NAMESPACE, w.cert_id).encode()] = _pack(
+                        expires_at, json.dumps(w.meta, sort_keys=True).encode()
+                    )
             self._maybe_purge(db)
 
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:

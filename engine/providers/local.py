@@ -26,7 +26,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from typing import Any
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheUnavailableError
 from engine.paths import ensure_private_dir
-from engine.providers.base import NO_ENTRY, Entry, Provider, _NoEntry
+from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, encode_value, staple_key
 
 FILE_MODE = 0o640
@@ -236,6 +236,28 @@ class LocalProvider(Provider):
         key = staple_key(DEFAULT_NAMESPACE, cert_id)
         with self._write("set") as conn:
             conn.execute(_SET, (cert_id, key, flag, der, now + ttl, meta_text, now + ttl, now))
+
+    def set_many(self, writes: Sequence[StapleWrite]) -> None:
+        batch = encode_writes(writes)
+        if not batch:
+            return
+        now = self._clock.now()
+        rows = [
+            (
+                w.cert_id,
+                staple_key(DEFAULT_NAMESPACE, w.cert_id),
+                w.flag,
+                w.der,
+                now + w.ttl,
+                None if w.meta is None else json.dumps(w.meta, sort_keys=True),
+                now + w.ttl,
+                now,
+            )
+            for w, _ in batch
+        ]
+        # One transaction: all of the batch or none of it, and one commit.
+        with self._write("set_many") as conn:
+            conn.executemany(_SET, rows)
 
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
         if ttl <= 0:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -32,12 +33,14 @@ from pymemcache.client.base import PooledClient
 from pymemcache.exceptions import MemcacheError
 
 from engine.errors import CacheUnavailableError
-from engine.providers.base import NO_ENTRY, Entry, Provider, _NoEntry
+from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, MEMCACHED_MAX_TTL, encode_value
 from engine.providers.sharded import Layout, dump_meta, server_label
 
 #: keys per "get" command, so that one reply stays small next to the timeout
 _GET_CHUNK = 100
+#: keys per set_many, for the same reason (up to 10 KB each to send)
+_SET_CHUNK = 100
 
 
 def _expire(ttl: float) -> int:
@@ -110,6 +113,20 @@ class MemcacheProvider(Provider):
             raise CacheUnavailableError(
                 f"memcached at {server_label(self.servers[index])} did not store {key}"
             )
+
+    def _store_many(self, index: int, values: dict[str, bytes], ttl: int) -> None:
+        """Keys of one server and one exptime, in as few commands as can be."""
+        keys = list(values)
+        with self._on(index, "set_many") as client:
+            for start in range(0, len(keys), _SET_CHUNK):
+                chunk = {k: values[k] for k in keys[start : start + _SET_CHUNK]}
+                failed = client.set_many(chunk, expire=ttl, noreply=False)
+                if failed:
+                    more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+                    raise CacheUnavailableError(
+                        f"memcached at {server_label(self.servers[index])} did not store "
+                        f"{failed[0]}{more}"
+                    )
 
     # -- reads ----------------------------------------------------------------
 
@@ -214,6 +231,21 @@ class MemcacheProvider(Provider):
         self._store(self._layout.staple_key(cert_id), value, _expire(ttl))
         if meta is not None:
             self._store(self._layout.meta_key(cert_id), dump_meta(meta), _expire(ttl))
+
+    def set_many(self, writes: Sequence[StapleWrite]) -> None:
+        # Each key goes to its own server, as set() places it; one set_many
+        # there carries one exptime, so keys are grouped by both. A key
+        # written twice keeps its last value, as two set() calls would.
+        latest: dict[str, tuple[bytes, int]] = {}
+        for w, value in encode_writes(writes):
+            latest[self._layout.staple_key(w.cert_id)] = (value, _expire(w.ttl))
+            if w.meta is not None:
+                latest[self._layout.meta_key(w.cert_id)] = (dump_meta(w.meta), _expire(w.ttl))
+        groups: dict[tuple[int, int], dict[str, bytes]] = defaultdict(dict)
+        for key, (value, expire) in latest.items():
+            groups[self._layout.server_of(key), expire][key] = value
+        for (index, expire), values in groups.items():
+            self._store_many(index, values, expire)
 
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
         if ttl <= 0:

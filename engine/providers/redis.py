@@ -17,7 +17,8 @@ stale when the server restarted.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,7 +28,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from engine.errors import CacheUnavailableError
-from engine.providers.base import NO_ENTRY, Entry, Provider, _NoEntry
+from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, META_PREFIX, encode_value
 from engine.providers.sharded import Layout, dump_meta, server_label
 
@@ -173,6 +174,23 @@ class RedisProvider(Provider):
         self._store(self._layout.staple_key(cert_id), value, _ex(ttl))
         if meta is not None:
             self._store(self._layout.meta_key(cert_id), dump_meta(meta), _ex(ttl))
+
+    def set_many(self, writes: Sequence[StapleWrite]) -> None:
+        # Each key goes to its own server, as set() places it; the SETs of
+        # one server go in one pipeline, in the order of the writes.
+        by_server: dict[int, list[tuple[str, bytes, int]]] = defaultdict(list)
+        for w, value in encode_writes(writes):
+            keyed = [(self._layout.staple_key(w.cert_id), value)]
+            if w.meta is not None:
+                keyed.append((self._layout.meta_key(w.cert_id), dump_meta(w.meta)))
+            for key, data in keyed:
+                by_server[self._layout.server_of(key)].append((key, data, _ex(w.ttl)))
+        for index, sets in by_server.items():
+            with self._on(index, "set_many") as client:
+                pipe = client.pipeline(transaction=False)
+                for key, data, ex in sets:
+                    pipe.set(key, data, ex=ex)
+                pipe.execute()
 
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
         if ttl <= 0:

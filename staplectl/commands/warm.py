@@ -18,16 +18,17 @@ import typer
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import StapleError
+from engine.fanout import Fanout
 from engine.staple import GOOD, Staple
+from engine.stapler import Refresh
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
-from staplectl.pool import FairPool
 from staplectl.runtime import open_stapler
 from staplectl.table import print_table
 from staplectl.targets import Problem, close_stapler, error_dict, load_targets
 from staplectl.terminal import Terminal
-from staplectl.workers import AUTO_PROCESSES_ABOVE, Outcome, Team, refresh_one, responder_group
+from staplectl.workers import AUTO_PROCESSES_ABOVE, Outcome, Team, outcome_of
 
 DEFAULT_CONCURRENCY = 16
 
@@ -167,11 +168,14 @@ def _run(
     def run() -> list[Outcome]:
         if team.processes > 1:
             return team.refresh(stapler, config, leaves, force, lock_timeout, on_done=done)
-        pool = FairPool(
-            concurrency, lambda leaf: refresh_one(stapler, leaf, force, lock_timeout),
-            group_of=responder_group, stripe_of=lambda leaf: stapler.locks.stripe_of(leaf.cert_id), on_done=done,
-        )  # fmt: skip
-        return pool.map(leaves)
+        outcomes: list[Outcome] = [Outcome(None, "failed")] * len(leaves)
+
+        def settle(index: int, result: Refresh | StapleError) -> None:
+            outcomes[index] = outcome_of(stapler, leaves[index], result)
+            done(leaves[index], outcomes[index])
+
+        Fanout(stapler, concurrency, force=force, lock_timeout=lock_timeout).run(leaves, settle)
+        return outcomes
 
     if progress is None:
         outcomes = run()

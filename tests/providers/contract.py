@@ -18,6 +18,8 @@ Decisions the contract pins down (engine/providers/base.py leaves them open):
 - A staple over httpd's 10,240-byte limit raises EntryTooLargeError and
   stores nothing, whatever the store: the limit is httpd's, not the store's.
 - ``set`` with an empty DER is a ValueError: use set_meta.
+- ``set_many`` stores each write as ``set`` would, and checks them all
+  first: a bad write raises with nothing of the batch stored.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pytest
 from engine.cache import Cache
 from engine.errors import EntryTooLargeError
 from engine.providers import NO_ENTRY, Provider, open_provider
+from engine.providers.base import StapleWrite
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_ERROR, FLAG_VALID, MAX_VALUE_SIZE, staple_key
 
 
@@ -193,6 +196,84 @@ class ProviderContract:
     def test_empty_der_is_refused(self, provider: Provider) -> None:
         with pytest.raises(ValueError):
             provider.set(cert_id(1), b"", 600)
+
+    # -- set_many ---------------------------------------------------------------
+
+    def test_set_many_stores_each_as_set_would(self, provider: Provider) -> None:
+        writes = [
+            StapleWrite(cert_id("m0"), der_for("m0"), 600, meta={"n": 0}),
+            StapleWrite(cert_id("m1"), der_for("m1"), 600, flag=FLAG_ERROR),
+            StapleWrite(cert_id("m2"), der_for("m2"), 900, meta={"n": 2}),
+        ]
+        provider.set_many(writes)
+        # the same writes one by one through set(), under other ids
+        twins = {w.cert_id: cert_id(f"twin-{n}") for n, w in enumerate(writes)}
+        for w in writes:
+            provider.set(twins[w.cert_id], w.der, w.ttl, flag=w.flag, meta=w.meta)
+        found = provider.get_many(list(twins) + list(twins.values()))
+        assert set(found) == set(twins) | set(twins.values())
+        for w in writes:
+            got, by_set = found[w.cert_id], found[twins[w.cert_id]]
+            assert (got.der, got.flag, got.meta) == (by_set.der, by_set.flag, by_set.meta)
+            assert (got.der, got.flag, got.meta) == (w.der, w.flag, w.meta)
+            assert got.key == staple_key(self.namespace, w.cert_id)
+            single = provider.get(w.cert_id)
+            assert single and (single.der, single.flag, single.meta) == (w.der, w.flag, w.meta)
+        now = self.now()
+        listed = {e.cert_id: e for e in provider.entries()}
+        for w in writes:  # each write keeps its own ttl
+            assert listed[w.cert_id].expires_at == pytest.approx(now + w.ttl, abs=self.expiry_slack)
+
+    def test_set_many_skips_a_write_with_ttl_not_positive(self, provider: Provider) -> None:
+        provider.set_many([
+            StapleWrite(cert_id("a"), der_for("a"), 600),
+            StapleWrite(cert_id("zero"), der_for("zero"), 0, meta={"m": 0}),
+            StapleWrite(cert_id("negative"), der_for("negative"), -5),
+            StapleWrite(cert_id("b"), der_for("b"), 600, meta={"m": 1}),
+        ])  # fmt: skip
+        assert provider.get(cert_id("zero")) is NO_ENTRY
+        assert provider.get(cert_id("negative")) is NO_ENTRY
+        found = provider.get_many([cert_id("a"), cert_id("b")])
+        assert found[cert_id("a")].der == der_for("a")
+        assert (found[cert_id("b")].der, found[cert_id("b")].meta) == (der_for("b"), {"m": 1})
+
+    @pytest.mark.parametrize(
+        ("bad_der", "error"), [(b"", ValueError), (b"\x30" * MAX_VALUE_SIZE, EntryTooLargeError)]
+    )
+    def test_set_many_with_a_bad_write_stores_nothing(
+        self, provider: Provider, bad_der: bytes, error: type[Exception]
+    ) -> None:
+        provider.set(cert_id("old"), der_for("old"), 600, meta={"v": "old"})
+        with pytest.raises(error):
+            provider.set_many([
+                StapleWrite(cert_id("new"), der_for("new"), 600, meta={"v": "new"}),
+                StapleWrite(cert_id("old"), der_for("replaced"), 600, meta={"v": "replaced"}),
+                StapleWrite(cert_id("bad"), bad_der, 600),
+                StapleWrite(cert_id("after"), der_for("after"), 600),
+            ])  # fmt: skip
+        assert provider.get(cert_id("new")) is NO_ENTRY
+        assert provider.get(cert_id("bad")) is NO_ENTRY
+        assert provider.get(cert_id("after")) is NO_ENTRY
+        old = provider.get(cert_id("old"))
+        assert old and (old.der, old.meta) == (der_for("old"), {"v": "old"})
+
+    def test_set_many_replaces_like_set(self, provider: Provider) -> None:
+        cid, kept = cert_id(1), cert_id(2)
+        provider.set(cid, der_for("old"), 600, flag=FLAG_ERROR, meta={"old": 1})
+        provider.set(kept, der_for("kept"), 600, meta={"kept": True})
+        provider.set_many([
+            StapleWrite(cid, der_for("new"), 600, meta={"new": 2}),
+            StapleWrite(kept, der_for("kept-2"), 600),  # meta=None keeps the stored one
+        ])  # fmt: skip
+        got = provider.get(cid)
+        assert got and (got.der, got.flag, got.meta) == (der_for("new"), FLAG_VALID, {"new": 2})
+        got = provider.get(kept)
+        assert got and (got.der, got.meta) == (der_for("kept-2"), {"kept": True})
+
+    def test_set_many_of_nothing_is_a_no_op(self, provider: Provider) -> None:
+        provider.set(cert_id(1), der_for("one"), 600)
+        provider.set_many([])
+        assert [(e.cert_id, e.der) for e in provider.entries()] == [(cert_id(1), der_for("one"))]
 
     # -- metadata ---------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from engine.cache import Cache
 from engine.clock import FrozenClock
 from engine.errors import CacheUnavailableError, EntryTooLargeError
 from engine.mutex import CacheMutex
-from engine.providers.base import NO_ENTRY
+from engine.providers.base import NO_ENTRY, StapleWrite
 from engine.providers.dbmfile import DbmProvider
 from engine.providers.local import LocalProvider
 from tests.providers.contract import ProviderContract, cert_id, der_for
@@ -93,6 +93,10 @@ class WatchedDbm(DbmProvider):
         self._seen("set")
         super().set(cert_id, der, ttl, **kw)
 
+    def set_many(self, writes: Any) -> None:
+        self._seen("set_many")
+        super().set_many(writes)
+
     def set_meta(self, cert_id: str, meta: dict[str, Any], ttl: int) -> None:
         self._seen("set_meta")
         super().set_meta(cert_id, meta, ttl)
@@ -131,6 +135,29 @@ def test_cache_holds_the_mutex_during_each_call_and_releases_it(tmp_path: Path) 
                      "entries: next", "delete", "close"]  # fmt: skip
     assert all(held for _, held in provider.calls), provider.calls
     assert not cache.mutex.held
+
+
+class CountedMutex(CacheMutex):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.acquired = 0
+
+    def acquire(self) -> None:
+        super().acquire()
+        self.acquired += 1
+
+
+def test_set_many_takes_the_mutex_once_for_the_whole_batch(tmp_path: Path) -> None:
+    provider = WatchedDbm(tmp_path / "staples")
+    mutex = CountedMutex(provider.mutex_path)
+    cache = Cache(provider, mutex=mutex)
+    writes = (StapleWrite(cert_id(n), der_for(f"d{n}"), 600, meta={"n": n}) for n in range(50))
+    cache.set_many(writes)  # any iterable: the Cache makes it a list
+    assert mutex.acquired == 1
+    assert provider.calls == [("set_many", True)]  # no fallback to one set() each
+    assert not mutex.held
+    found = cache.get_many([cert_id(n) for n in range(50)])
+    assert {cid: e.meta for cid, e in found.items()} == {cert_id(n): {"n": n} for n in range(50)}
 
 
 def test_a_provider_without_needs_mutex_never_gets_the_mutex(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pymemcache.client.base import Client
 
 from engine.errors import CacheUnavailableError, EntryTooLargeError
 from engine.providers import Entry, open_provider
+from engine.providers.base import StapleWrite
 from engine.providers.layout import (
     DEFAULT_NAMESPACE,
     FLAG_ERROR,
@@ -164,6 +165,7 @@ def test_an_unreachable_server_is_named() -> None:
     calls = [
         lambda: provider.get(cert_id(1)),
         lambda: provider.set(cert_id(1), b"x", 60),
+        lambda: provider.set_many([StapleWrite(cert_id(1), b"x", 60)]),
         lambda: list(provider.entries()),
         lambda: provider.delete(cert_id(1)),
     ]

@@ -10,6 +10,7 @@ import redis
 
 from engine.errors import CacheUnavailableError
 from engine.providers import open_provider
+from engine.providers.base import StapleWrite
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_ERROR, apr_server_index, meta_key, staple_key
 from engine.providers.redis import RedisProvider
 from tests.providers.contract import ProviderContract, cert_id, der_for
@@ -131,6 +132,8 @@ def test_an_unreachable_server_is_named() -> None:
         list(provider.entries())
     with pytest.raises(CacheUnavailableError, match=f"127.0.0.1:{port}"):
         provider.set(cert_id(1), b"x", 60)
+    with pytest.raises(CacheUnavailableError, match=f"127.0.0.1:{port}"):
+        provider.set_many([StapleWrite(cert_id(1), b"x", 60)])
 
 
 def test_a_dead_server_is_retried_once_not_ten_times() -> None:

@@ -1,0 +1,83 @@
+"""Which certificate's refresh to start next, fairly.
+
+The order ``warm`` (engine.fanout, or staplectl.pool's threads) starts
+refreshes in, with two rules beside first come, first served:
+
+- Fairness between responders. The next job goes to the responder with
+  the fewest jobs in flight, among those with work waiting. One hanging
+  responder so holds at most its share of the slots (after the first
+  round, only the slots it already had), and the certificates of every
+  other responder keep moving; a lone responder gets every slot.
+- No two jobs of one stripe at once. The second would only wait for the
+  stripe the first holds; with a hanging responder, for the whole fetch
+  deadline. It is set aside instead and comes back, at the front of its
+  queue, when the stripe's job ends.
+
+No threads and no locks here: a caller with threads holds its own lock
+around ``take`` and ``finish``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, NamedTuple, TypeVar
+
+T = TypeVar("T")
+
+
+class Job(NamedTuple, Generic[T]):
+    index: int
+    item: T
+    group: Hashable
+    stripe: Hashable
+
+
+class FairQueue(Generic[T]):
+    def __init__(
+        self,
+        items: Iterable[T],
+        *,
+        group_of: Callable[[T], Hashable],
+        stripe_of: Callable[[T], Hashable],
+    ) -> None:
+        self._queues: dict[Hashable, deque[Job[T]]] = {}
+        self._in_flight: dict[Hashable, int] = {}
+        self._busy_stripes: set[Hashable] = set()
+        self._parked: dict[Hashable, list[Job[T]]] = {}
+        #: jobs not finished yet, started or not
+        self.left = 0
+        for index, item in enumerate(items):
+            group = group_of(item)
+            self._queues.setdefault(group, deque()).append(Job(index, item, group, stripe_of(item)))
+            self._in_flight.setdefault(group, 0)
+            self.left += 1
+
+    def take(self) -> Job[T] | None:
+        """The next job that may start now, or None (all started, or waiting on busy stripes)."""
+        while True:
+            waiting = [g for g, q in self._queues.items() if q]
+            if not waiting:
+                return None
+            group = min(waiting, key=self._in_flight.__getitem__)
+            job = self._queues[group].popleft()
+            if job.stripe in self._busy_stripes:
+                self._parked.setdefault(job.stripe, []).append(job)
+                continue
+            self._busy_stripes.add(job.stripe)
+            self._in_flight[group] += 1
+            return job
+
+    def finish(self, job: Job[T]) -> None:
+        """``job`` has ended: its slot and its stripe are free again."""
+        self._in_flight[job.group] -= 1
+        self._busy_stripes.discard(job.stripe)
+        # Back to the front of their queues, in their original order.
+        for parked in reversed(self._parked.pop(job.stripe, [])):
+            self._queues[parked.group].appendleft(parked)
+        self.left -= 1
+
+    @property
+    def waiting(self) -> bool:
+        """Jobs not started yet, startable now or parked behind a stripe."""
+        return any(self._queues.values()) or bool(self._parked)
