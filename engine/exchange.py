@@ -84,6 +84,11 @@ class Exchange:
             self._connect_next(exc)
             return
         self._selector.register(sock, self.events, self)
+        # Try to send now: over loopback or a near network the connection is
+        # often up already, and waiting for the selector to say so costs a
+        # round of the loop (every other exchange's work) before the request
+        # even leaves. Still connecting, the send would block: it waits then.
+        self.step(selectors.EVENT_WRITE)
 
     def step(self, events: int) -> bool:
         """Move on after ``events``; True when the exchange is over."""
@@ -94,6 +99,8 @@ class Exchange:
                 self._send()
             elif events & selectors.EVENT_READ:
                 self._receive()
+        except BlockingIOError:
+            pass  # not yet after all: the selector says when
         except OSError as exc:
             if self._sent == 0 and self._addresses:
                 self._connect_next(exc)  # refused on this address: the next

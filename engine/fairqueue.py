@@ -41,22 +41,35 @@ class FairQueue(Generic[T]):
         group_of: Callable[[T], Hashable],
         stripe_of: Callable[[T], Hashable],
     ) -> None:
+        self._group_of = group_of
+        self._stripe_of = stripe_of
         self._queues: dict[Hashable, deque[Job[T]]] = {}
         self._in_flight: dict[Hashable, int] = {}
         self._busy_stripes: set[Hashable] = set()
         self._parked: dict[Hashable, list[Job[T]]] = {}
         #: jobs not finished yet, started or not
         self.left = 0
-        for index, item in enumerate(items):
-            group = group_of(item)
-            self._queues.setdefault(group, deque()).append(Job(index, item, group, stripe_of(item)))
-            self._in_flight.setdefault(group, 0)
-            self.left += 1
+        #: jobs added so far: the next one's index
+        self.added = 0
+        for item in items:
+            self.add(item)
 
-    def take(self) -> Job[T] | None:
-        """The next job that may start now, or None (all started, or waiting on busy stripes)."""
+    def add(self, item: T) -> None:
+        """One more job, after those already there (its index is ``added``)."""
+        group = self._group_of(item)
+        self._queues.setdefault(group, deque()).append(Job(self.added, item, group, self._stripe_of(item)))
+        self._in_flight.setdefault(group, 0)
+        self.added += 1
+        self.left += 1
+
+    def take(self, limit: int | None = None) -> Job[T] | None:
+        """The next job that may start now, or None (all started, or waiting on busy stripes).
+
+        ``limit``: no group gets more jobs in flight than this (a caller
+        that does not know every job yet keeps room for groups to come).
+        """
         while True:
-            waiting = [g for g, q in self._queues.items() if q]
+            waiting = [g for g, q in self._queues.items() if q and (limit is None or self._in_flight[g] < limit)]
             if not waiting:
                 return None
             group = min(waiting, key=self._in_flight.__getitem__)

@@ -10,9 +10,19 @@ looks of the certificates started together in one read of the cache
 the exchanges did; on a small machine shared with a responder, that CPU is
 the responder's.
 
-The order is engine.fairqueue's: fair between responders, never two of
-one stripe at once. A stripe is held from before the second look until
-the staple is stored (or the refresh failed), as in ``Stapler.refresh``.
+The order is engine.fairqueue's: fair between responders, never one
+certificate twice at once. A stripe is held from before the second look
+until the staple is stored (or the refresh failed), as in
+``Stapler.refresh``; but one hold serves every certificate of that stripe
+the loop starts while it lasts. The loop is a single holder: what the
+stripe excludes is everyone else, the other processes and threads, and
+they still are. Refreshing one stripe's certificates one after another
+instead would make a warm last at least the busiest stripe's share of the
+certificates times one exchange (2,000 certificates on 64 stripes: 44
+exchanges one after another). So that another process wanting a stripe
+is not kept out for the whole run, a hold takes on new certificates only
+for its first JOIN_WINDOW seconds; those that come later wait for it to
+end, and take the stripe again.
 
 What would block the loop goes to a few background threads, through the
 blocking ``Stapler.refresh`` itself:
@@ -33,7 +43,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +61,27 @@ from engine.transport import Plan, plan
 
 #: background threads: for stripes held elsewhere, https, leases, DNS
 BACKGROUND_THREADS = 4
+#: how long after taking a stripe the loop still starts certificates under
+#: that hold; later ones wait for the hold to end
+JOIN_WINDOW = 0.5
 #: the longest the loop sleeps with nothing due, so Ctrl-C is seen
 _IDLE = 0.5
+#: leaves read in a round spent waiting on exchanges (a file each, about
+#: 50 us): enough to have read them all early on, little enough not to
+#: keep answers waiting
+_READ_WHILE_WAITING = 16
 
 #: what a refresh comes to: a Refresh, or the error that ended it
 Result = Refresh | StapleError
+
+
+@dataclass(eq=False)
+class _StripeHold:
+    """The loop's one hold of a stripe, and how many of its tasks use it."""
+
+    held: Held
+    since: float
+    users: int = 1
 
 
 @dataclass(eq=False)
@@ -63,7 +89,10 @@ class _Task:
     """One certificate on its way through the loop."""
 
     job: Job[Leaf]
-    held: Held | None = None
+    #: counted among the fanout's in_flight: started and not yet answered
+    in_slot: bool = False
+    #: the stripe whose hold this task uses, once it has one
+    stripe: int | None = None
     current: Staple | None = None
     url: str = ""
     query: OCSPQuery | None = None
@@ -102,24 +131,38 @@ class Fanout:
         self.lock_timeout = lock_timeout
         self.background_threads = background_threads
 
-    def run(self, leaves: Sequence[Leaf], on_done: Callable[[int, Result], None]) -> None:
-        """Refresh every leaf; ``on_done(index, result)`` once for each, on this thread."""
+    def run(self, leaves: Iterable[Leaf], on_done: Callable[[int, Result], None]) -> None:
+        """Refresh every leaf; ``on_done(index, result)`` once for each, on this thread.
+
+        ``leaves`` is read as the loop goes (engine.sources.Loading reads a
+        file each), so that the first exchanges are out while the rest load.
+        """
         _Run(self, leaves, on_done).run()
 
 
 class _Run:
     """One Fanout.run: the loop and everything in flight."""
 
-    def __init__(self, fanout: Fanout, leaves: Sequence[Leaf], on_done: Callable[[int, Result], None]) -> None:
+    def __init__(self, fanout: Fanout, leaves: Iterable[Leaf], on_done: Callable[[int, Result], None]) -> None:
         self.fanout = fanout
         self.stapler = fanout.stapler
         self.on_done = on_done
         locks = self.stapler.locks
-        self.queue: FairQueue[Leaf] = FairQueue(
-            leaves, group_of=responder_group, stripe_of=lambda leaf: locks.stripe_of(leaf.cert_id)
-        )
+        self.locks = locks
+        # one hold per stripe serves several certificates (see above): what
+        # must never run twice at once is a certificate
+        self.queue: FairQueue[Leaf] = FairQueue([], group_of=responder_group, stripe_of=lambda leaf: leaf.cert_id)
+        self.source: Iterator[Leaf] | None = iter(leaves)
+        self.holds: dict[int, _StripeHold] = {}
+        #: tasks waiting for a hold past its JOIN_WINDOW to end
+        self.after_hold: dict[int, list[_Task]] = {}
+        #: tasks whose hold has ended, to start again
+        self.restart: list[_Task] = []
         self.selector = selectors.DefaultSelector()
+        #: tasks in a slot (see _Task.in_slot)
         self.active = 0
+        #: exchanges over, their answers not yet validated
+        self.answered: list[_Task] = []
         #: (host, port) -> addresses, or the error looking them up raised
         self.addresses: dict[tuple[str, int], Addresses | StapleError] = {}
         #: tasks waiting for their host to be looked up
@@ -133,27 +176,58 @@ class _Run:
 
     def run(self) -> None:
         try:
-            while self.queue.left:
+            while self.queue.left or self.source is not None:
                 self._start_what_may()
                 self._wait()
+                # what the round freed goes out before the round's CPU work
+                # (validation, the store), which would otherwise delay it
+                self._start_what_may()
+                self._validate_answered()
                 self._store_arrived()
         finally:
             self._abandon()
 
     def _start_what_may(self) -> None:
-        starting = []
+        starting, self.restart = self.restart, []
+        read = False
         while self.active < self.fanout.in_flight:
-            job = self.queue.take()
+            # While leaves are still to be read, one responder gets at most
+            # half the slots: the first leaves read may all be a hanging
+            # responder's, and those of the others must find room when read.
+            limit = None if self.source is None else max(1, self.fanout.in_flight // 2)
+            job = self.queue.take(limit)
             if job is None:
+                # read once per round here (more while waiting, in _wait):
+                # reading them all now would keep every answer waiting
+                if not read and self._read(self.fanout.in_flight):
+                    read = True
+                    continue
                 break
             self.active += 1
-            starting.append(_Task(job))
+            starting.append(_Task(job, in_slot=True))
         if starting:
             self._start(starting)
 
+    def _read(self, count: int) -> bool:
+        """Take up to ``count`` more leaves from the source; False when it has none left."""
+        if self.source is None:
+            return False
+        for _ in range(count):
+            leaf = next(self.source, None)
+            if leaf is None:
+                self.source = None
+                break
+            self.queue.add(leaf)
+        return True
+
     def _wait(self) -> None:
         now = time.monotonic()
-        timeout = _IDLE
+        # Block only when something will wake us: an exchange, or work in
+        # the background; and not while leaves are left to read, which is
+        # what the time waiting is spent on. Otherwise what was started
+        # ended at once (fresh staples, errors): on to the next.
+        busy = self.exchanges or self.background.busy
+        timeout = _IDLE if busy and self.source is None else 0.0
         if self.exchanges:
             timeout = min(timeout, max(0.0, min(e.deadline for e in self.exchanges) - now))
         for key, events in self.selector.select(timeout):
@@ -169,20 +243,33 @@ class _Run:
             self._exchanged(exchange)
         for handle, outcome in self.background.results():
             handle(outcome)
+        if busy and self.source is not None:
+            self._read(_READ_WHILE_WAITING)
 
     # -- starting: stripe, second look, exchange -------------------------------
 
     def _start(self, tasks: list[_Task]) -> None:
         held = []
+        now = time.monotonic()
         for task in tasks:
-            try:
-                task.held = self.stapler.locks.hold(task.leaf.cert_id, timeout=0).__enter__()
-            except StripeTimeoutError:
-                self._refresh_in_background(task)  # held elsewhere: wait for it there
+            stripe = self.locks.stripe_of(task.leaf.cert_id)
+            hold = self.holds.get(stripe)
+            if hold is not None and now - hold.since > JOIN_WINDOW:
+                self.after_hold.setdefault(stripe, []).append(task)
                 continue
-            except StapleError as error:
-                self._finish(task, error)
-                continue
+            if hold is not None:
+                hold.users += 1
+            else:
+                try:
+                    taken = self.locks.hold(task.leaf.cert_id, timeout=0).__enter__()
+                except StripeTimeoutError:
+                    self._refresh_in_background(task)  # held elsewhere: wait for it there
+                    continue
+                except StapleError as error:
+                    self._finish(task, error)
+                    continue
+                self.holds[stripe] = _StripeHold(taken, now)
+            task.stripe = stripe
             held.append(task)
         if not held:
             return
@@ -237,16 +324,22 @@ class _Run:
     # -- finishing: validate, store, report --------------------------------------
 
     def _exchanged(self, exchange: Exchange) -> None:
+        """Off the wire: its slot is free for the next exchange at once;
+        the answer is validated after the round's new exchanges are out."""
         task = self.exchanges.pop(exchange)
+        self._off_the_wire(task)
+        self.answered.append(task)
 
-        def validated() -> None:
-            assert task.query is not None
-            staple = accept(
-                exchange.body(), task.leaf, task.url, task.query, self.stapler.fetch_options, self.stapler.clock
-            )
-            self.arrived.append((task, staple))
+    def _validate_answered(self) -> None:
+        answered, self.answered = self.answered, []
+        for task in answered:
+            self._guarded(task, lambda task=task: self._validate(task))
 
-        self._guarded(task, validated)
+    def _validate(self, task: _Task) -> None:
+        assert task.query is not None and task.exchange is not None
+        options, clock = self.stapler.fetch_options, self.stapler.clock
+        staple = accept(task.exchange.body(), task.leaf, task.url, task.query, options, clock)
+        self.arrived.append((task, staple))
 
     def _store_arrived(self) -> None:
         if not self.arrived:
@@ -272,14 +365,27 @@ class _Run:
 
     def _finish(self, task: _Task, result: Result) -> None:
         self._release(task)
+        self._off_the_wire(task)
         self.queue.finish(task.job)
-        self.active -= 1
         self.on_done(task.job.index, result)
 
+    def _off_the_wire(self, task: _Task) -> None:
+        if task.in_slot:
+            task.in_slot = False
+            self.active -= 1
+
     def _release(self, task: _Task) -> None:
-        if task.held is not None:
-            held, task.held = task.held, None
-            held.__exit__(None, None, None)
+        """The task is done with its stripe; the hold ends with its last user."""
+        if task.stripe is None:
+            return
+        stripe, task.stripe = task.stripe, None
+        hold = self.holds[stripe]
+        hold.users -= 1
+        if hold.users:
+            return
+        del self.holds[stripe]
+        hold.held.__exit__(None, None, None)
+        self.restart += self.after_hold.pop(stripe, [])
 
     # -- what goes to the background ---------------------------------------------
 
@@ -313,14 +419,11 @@ class _Run:
 
     def _abandon(self) -> None:
         """After the last task, or on the way out of an exception (Ctrl-C)."""
-        for exchange, task in list(self.exchanges.items()):
+        for exchange in self.exchanges:
             exchange.close()
-            self._release(task)
-        for tasks in self.resolving.values():
-            for task in tasks:
-                self._release(task)
-        for task, _ in self.arrived:
-            self._release(task)
+        for hold in self.holds.values():
+            hold.held.__exit__(None, None, None)
+        self.holds.clear()
         self.background.close()
         self.selector.close()
 
@@ -337,6 +440,7 @@ class _Background:
     def __init__(self, threads: int, selector: selectors.BaseSelector) -> None:
         self._size = threads
         self._threads: list[threading.Thread] = []
+        self._outstanding = 0
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None], str] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[tuple[Callable[[Any], None], Any]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -344,7 +448,13 @@ class _Background:
         self._wake_w.setblocking(False)
         selector.register(self._wake_r, selectors.EVENT_READ, self)
 
+    @property
+    def busy(self) -> bool:
+        """Work submitted whose result the loop has not taken yet."""
+        return self._outstanding > 0
+
     def submit(self, work: Callable[[], Any], then: Callable[[Any], None], name: str) -> None:
+        self._outstanding += 1
         if len(self._threads) < self._size:
             thread = threading.Thread(target=self._serve, name=f"fanout-{len(self._threads)}", daemon=True)
             self._threads.append(thread)
@@ -379,6 +489,7 @@ class _Background:
             try:
                 out.append(self._done.get_nowait())
             except queue.Empty:
+                self._outstanding -= len(out)
                 return out
 
     def close(self) -> None:

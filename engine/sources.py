@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -106,35 +106,53 @@ def expand(specs: Iterable[CertSpec]) -> list[Path]:
     return [path for path, _ in _expand(specs)[0]]
 
 
-def load_all(specs: Iterable[CertSpec], *, on_files: Callable[[int], None] | None = None) -> LoadResult:
-    """Load every leaf the specs name; what cannot be loaded becomes a problem.
+class Loading:
+    """The certificates the specs name, loaded one file at a time as they
+    are asked for (iterate it), so that a caller can start on the first
+    ones while the rest load: warm fetches while it reads.
 
+    ``files`` is known at once; ``problems`` fills as the files are read
+    (those of the patterns that matched nothing are there from the start).
     A certificate found in two files is loaded once (from the first file in
     sorted order). Issuers equal by DER are one shared object: with 100,000
     leaves from one CA, one intermediate in memory instead of 100,000.
+    """
+
+    def __init__(self, specs: Iterable[CertSpec]) -> None:
+        self._files, empty = _expand(specs)
+        self.files = len(self._files)
+        #: (file, or the pattern when it matched nothing; the error saying why)
+        self.problems: list[tuple[Path | str, StapleError]] = [
+            (spec.pattern, NoMatchError(_why_nothing(spec))) for spec in empty
+        ]
+
+    def __iter__(self) -> Iterator[Leaf]:
+        # cryptography's certificates hash and compare by their DER
+        issuers: dict[x509.Certificate, x509.Certificate] = {}
+        seen: set[x509.Certificate] = set()
+        for path, spec in self._files:
+            try:
+                leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url)
+            except StapleError as error:
+                self.problems.append((path, error))
+                continue
+            if leaf.cert in seen:
+                continue
+            seen.add(leaf.cert)
+            shared = issuers.setdefault(leaf.issuer, leaf.issuer)
+            if shared is not leaf.issuer:
+                leaf = replace(leaf, issuer=shared)
+            yield leaf
+
+
+def load_all(specs: Iterable[CertSpec], *, on_files: Callable[[int], None] | None = None) -> LoadResult:
+    """Load every leaf the specs name; what cannot be loaded becomes a problem.
+
     ``on_files`` is told how many files there are before any is read (warm
     starts its worker processes then, to have them ready when loading ends).
     """
-    files, empty = _expand(specs)
+    loading = Loading(specs)
     if on_files is not None:
-        on_files(len(files))
-    result = LoadResult()
-    for spec in empty:
-        result.problems.append((spec.pattern, NoMatchError(_why_nothing(spec))))
-    # cryptography's certificates hash and compare by their DER
-    issuers: dict[x509.Certificate, x509.Certificate] = {}
-    seen: set[x509.Certificate] = set()
-    for path, spec in files:
-        try:
-            leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url)
-        except StapleError as error:
-            result.problems.append((path, error))
-            continue
-        if leaf.cert in seen:
-            continue
-        seen.add(leaf.cert)
-        shared = issuers.setdefault(leaf.issuer, leaf.issuer)
-        if shared is not leaf.issuer:
-            leaf = replace(leaf, issuer=shared)
-        result.leaves.append(leaf)
-    return result
+        on_files(loading.files)
+    leaves = list(loading)
+    return LoadResult(leaves, loading.problems)

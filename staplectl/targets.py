@@ -20,7 +20,7 @@ from engine.cache import Cache
 from engine.certs import Leaf
 from engine.errors import InputError, StapleError
 from engine.providers import open_provider
-from engine.sources import CertSpec, load_all
+from engine.sources import CertSpec, Loading
 from engine.stapler import Stapler
 from engine.transport import check_url
 from staplectl.config import Config
@@ -70,19 +70,11 @@ def specs_for(
     ]
 
 
-def load_targets(
-    paths: Sequence[str] | None,
-    issuer: Path | None,
-    url: str | None,
-    config: Config,
-    *,
-    on_files: Callable[[int], None] | None = None,
-) -> Targets:
-    """Load every certificate; raise InputError only when none could be.
+def start_loading(paths: Sequence[str] | None, issuer: Path | None, url: str | None, config: Config) -> Loading:
+    """The certificates to work on, to be loaded as they are asked for.
 
-    With a single problem (one bad file) its own error is raised, so that
-    ``warm bad.pem`` says exactly what ``fetch bad.pem`` says. ``on_files``:
-    see engine.sources.load_all.
+    Raises InputError at once when nothing names any (no PATH and no
+    certificates in the configuration) or ``--url`` is bad.
     """
     specs = specs_for(paths, issuer, url, config)
     if not specs:
@@ -91,11 +83,16 @@ def load_targets(
             "no certificates to work on: name them as arguments (files, directories or globs) "
             f"or {where}"
         )
-    loaded = load_all(specs, on_files=on_files)
-    targets = Targets(
-        leaves=loaded.leaves,
-        problems=[Problem(str(name), error) for name, error in loaded.problems],
-    )
+    return Loading(specs)
+
+
+def targets_of(leaves: list[Leaf], loading: Loading) -> Targets:
+    """What was loaded; raise InputError only when nothing could be.
+
+    With a single problem (one bad file) its own error is raised, so that
+    ``warm bad.pem`` says exactly what ``fetch bad.pem`` says.
+    """
+    targets = Targets(leaves=leaves, problems=[Problem(str(name), error) for name, error in loading.problems])
     if not targets.leaves:
         if len(targets.problems) == 1:
             raise targets.problems[0].error
@@ -105,6 +102,24 @@ def load_targets(
             f"(first: {first.error})"
         )
     return targets
+
+
+def load_targets(
+    paths: Sequence[str] | None,
+    issuer: Path | None,
+    url: str | None,
+    config: Config,
+    *,
+    on_files: Callable[[int], None] | None = None,
+) -> Targets:
+    """Load every certificate (see start_loading and targets_of).
+
+    ``on_files``: see engine.sources.load_all.
+    """
+    loading = start_loading(paths, issuer, url, config)
+    if on_files is not None:
+        on_files(loading.files)
+    return targets_of(list(loading), loading)
 
 
 def open_reader(config: Config) -> Stapler:

@@ -1,8 +1,10 @@
 """warm's refreshes, in this process or spread over worker processes.
 
 Validation, the store and the HTTP exchanges all run under the GIL, so one
-process refreshing certificates uses one core at most. With several
-cores, a ``Team`` of worker processes (``python -m staplectl.workers``)
+process refreshing certificates uses one core at most. That is enough
+against a responder across a network (one engine.fanout keeps 64
+exchanges in flight with CPU to spare), so warm runs in one process unless
+asked for more (``--processes``). Then a ``Team`` of worker processes (``python -m staplectl.workers``)
 each runs its own engine.fanout over the same cache and stripes (the
 stripes are flocks and the local store is SQLite, both safe across
 processes), and the parent gathers what each certificate came to. The
@@ -61,9 +63,6 @@ from engine.stripes import stripe_of
 from staplectl.runtime import open_stapler
 from staplectl.targets import close_stapler
 
-#: above this many certificates, warm uses every CPU by default: a worker
-#: process costs about 0.1 s of CPU to start
-AUTO_PROCESSES_ABOVE = 500
 #: a worker sends what it has at most this often, in seconds
 SEND_INTERVAL = 0.02
 #: how long a stopped worker may take to go before it is killed
@@ -108,18 +107,11 @@ def failed(stapler: Any, leaf: Leaf, error: StapleError) -> Outcome:
     return Outcome(current, "failed", error)
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def process_count(asked: int | None, certificates: int, concurrency: int) -> int:
-    """How many processes to refresh with: ``asked``, else by the number of
-    certificates; never more than there are certificates or refreshes in flight."""
-    wanted = asked if asked is not None else (cpu_count() if certificates > AUTO_PROCESSES_ABOVE else 1)
-    return max(1, min(wanted, concurrency, certificates))
+    """How many processes to refresh with: ``asked``, else one (a fanout
+    keeps its exchanges in flight on one thread; see docs/warm.md); never
+    more than there are certificates or refreshes in flight."""
+    return max(1, min(asked or 1, concurrency, certificates))
 
 
 # -- the parent -------------------------------------------------------------------------

@@ -302,6 +302,10 @@ class ScriptedResponder:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() must not wait for handler threads
+    # socketserver's default backlog of 5 drops the SYNs of a burst of
+    # connections (warm starts 64 at once), and each dropped one costs its
+    # client a second before it tries again
+    request_queue_size = 256
     responder: ScriptedResponder
 
 

@@ -110,7 +110,7 @@ def test_a_hanging_responder_holds_only_its_share(tmp_path, pki, responder):
     with hanging:
         slow = leaves_of(pki, 6, "hang", url=hanging.url)
         fast = leaves_of(pki, 24, "fan")
-        stapler = make_stapler(tmp_path, timeout=1.5)
+        stapler = make_stapler(tmp_path, timeout=1.5, stripes=1024)  # few shared stripes
         finished: dict[int, float] = {}
         started = time.monotonic()
         results: list[Result | None] = [None] * 30
@@ -131,7 +131,7 @@ def test_a_hanging_responder_holds_only_its_share(tmp_path, pki, responder):
     # it, by design: never two refreshes of one stripe at once.)
     hanging_stripes = {stapler.locks.stripe_of(leaf.cert_id) for leaf in slow}
     free = [i for i, leaf in enumerate(fast, 6) if stapler.locks.stripe_of(leaf.cert_id) not in hanging_stripes]
-    assert len(free) >= 20 and max(finished[i] for i in free) < 1.5
+    assert len(free) >= 18 and max(finished[i] for i in free) < 1.5
     rounds = sorted(finished[i] for i in range(6))
     assert rounds[3] < 2.25 and rounds[4] >= 2.9
 
@@ -315,3 +315,61 @@ def test_in_flight_must_be_positive(tmp_path):
 
 def test_run_over_nothing(tmp_path):
     assert run(make_stapler(tmp_path), []) == []
+
+
+def test_one_hold_serves_every_certificate_of_its_stripe(tmp_path, pki, responder):
+    # One stripe for all: the loop holds it once and has 8 exchanges in
+    # flight under that hold, not one after another.
+    responder.default = Behaviour(delay=0.3)
+    leaves = leaves_of(pki, 8, "fan")
+    stapler = make_stapler(tmp_path, stripes=1)
+    started = time.monotonic()
+    results = run(stapler, leaves, in_flight=8)
+    assert time.monotonic() - started < 8 * 0.3 / 2
+    assert all(isinstance(r, Refresh) and r.action == "updated" for r in results)
+    [stats] = stapler.locks.stats()
+    assert stats.acquisitions == 1
+
+
+def test_a_hold_past_its_join_window_lets_others_in(tmp_path, pki, responder, monkeypatch):
+    # Certificates started after the window wait for the hold to end, so
+    # that another holder (here a thread of another StripedLocks; a
+    # prefetch service's process would be the same) gets the stripe
+    # between two holds instead of after the whole run.
+    import engine.fanout
+
+    monkeypatch.setattr(engine.fanout, "JOIN_WINDOW", 0.1)
+    responder.default = Behaviour(delay=0.2)
+    leaves = leaves_of(pki, 24, "fan")
+    stapler = make_stapler(tmp_path, stripes=1)
+    other = StripedLocks(tmp_path / "locks", 1)
+    got_it: list[float] = []
+
+    def other_holder() -> None:
+        time.sleep(0.05)
+        began = time.monotonic()
+        with other.hold(leaves[0].cert_id, timeout=10):
+            got_it.append(time.monotonic() - began)
+
+    thread = threading.Thread(target=other_holder)
+    thread.start()
+    started = time.monotonic()
+    results = run(stapler, leaves, in_flight=4)
+    elapsed = time.monotonic() - started
+    thread.join(10)
+    assert all(isinstance(r, Refresh) and r.action == "updated" for r in results)
+    assert elapsed >= 1.0  # 24 certificates, at most 4 at a time, 0.2 s each
+    assert got_it and got_it[0] < elapsed / 2
+    assert stapler.locks.stats()[0].acquisitions >= 3  # several holds, not one for the run
+
+
+def test_a_pass_over_fresh_staples_never_waits(tmp_path, pki, responder):
+    # Nothing to fetch: every round's certificates end at once, and the
+    # loop must go on to the next round, not sleep on an idle selector.
+    leaves = leaves_of(pki, 120, "fresh")
+    stapler = make_stapler(tmp_path)
+    run(stapler, leaves, in_flight=64)
+    started = time.monotonic()
+    results = run(stapler, leaves, in_flight=4)  # 30 rounds
+    assert [r.action for r in results] == ["fresh"] * 120
+    assert time.monotonic() - started < 3.0  # a 0.5 s wait per round would be 15 s

@@ -9,6 +9,8 @@ when the staple is missing or due. What is fresh is left alone.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -26,11 +28,15 @@ from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.runtime import open_stapler
 from staplectl.table import print_table
-from staplectl.targets import Problem, close_stapler, error_dict, load_targets
+from staplectl.targets import Problem, close_stapler, error_dict, start_loading, targets_of
 from staplectl.terminal import Terminal
-from staplectl.workers import AUTO_PROCESSES_ABOVE, Outcome, Team, outcome_of
+from staplectl.workers import Outcome, Team, outcome_of
 
-DEFAULT_CONCURRENCY = 16
+#: refreshes in flight: the default stripe count. One process keeps them
+#: all on one thread (engine.fanout), so more in flight costs little CPU;
+#: against a responder 20 ms away, fewer than about 40 could not be 30x a
+#: sequential fetcher
+DEFAULT_CONCURRENCY = 64
 
 
 @dataclass
@@ -78,8 +84,9 @@ def warm(
     processes: Annotated[
         Optional[int],
         typer.Option("--processes", metavar="N", min=1, max=256, show_default=False,
-                     help="Worker processes, each with its share of --concurrency. "
-                     f"[default: the number of CPUs above {AUTO_PROCESSES_ABOVE} certificates, else 1]"),
+                     help="Worker processes, each with its share of --concurrency and of the stripes. "
+                     "One is enough unless warm's own CPU is what limits it (a responder on "
+                     "the same host, thousands of certificates). [default: 1]"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch every staple, even those still fresh.")] = False,
     timeout: Annotated[
@@ -113,17 +120,26 @@ def warm(
             effective.responder.timeout = timeout
         team = Team(processes, concurrency)
         try:
-            targets = load_targets(paths, issuer, url, effective, on_files=team.start_for)
+            loading = start_loading(paths, issuer, url, effective)
+            team.start_for(loading.files)
+            # Read as the refreshes go (engine.fanout), so that the first
+            # exchanges are out while the rest load.
+            stream = iter(loading)
+            first = next(stream, None)
+            if first is None:
+                targets_of([], loading)  # raises: nothing could be loaded
             stapler = open_stapler(effective)
             try:
                 # One read first: an unreachable cache is one error, not one
                 # per certificate after as many cache timeouts.
-                stapler.cache.get(targets.leaves[0].cert_id)
-                rows = _run(term, stapler, effective, targets.leaves, concurrency, team, force, json_output)
+                stapler.cache.get(first.cert_id)
+                rows = _run(term, stapler, effective, itertools.chain([first], stream), loading.files,
+                            concurrency, team, force, json_output)  # fmt: skip
             finally:
                 close_stapler(stapler)
         finally:
             team.stop()
+        targets = targets_of([row.leaf for row in rows if row.leaf], loading)
     rows += [Row(p.name, error=p.error) for p in targets.problems]
     rows.sort(key=lambda row: row.name)
     if json_output:
@@ -142,7 +158,7 @@ def exit_code(rows: list[Row]) -> Exit:
 
 
 def _run(
-    term: Terminal, stapler: Any, config: Any, leaves: list[Leaf], concurrency: int, team: Team,
+    term: Terminal, stapler: Any, config: Any, source: Iterator[Leaf], files: int, concurrency: int, team: Team,
     force: bool, json_output: bool,
 ) -> list[Row]:
     # Long enough to outlast one fetch by whoever holds the stripe (a
@@ -157,7 +173,7 @@ def _run(
             TextColumn("warming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=term.err, transient=True,
         )
-        task = progress.add_task("warm", total=len(leaves))
+        task = progress.add_task("warm", total=files)
 
     def done(leaf: Leaf, outcome: Outcome) -> None:
         if progress is not None:
@@ -165,17 +181,25 @@ def _run(
         if outcome.error is not None:
             term.debug(f"{leaf.name}: {outcome.error}")
 
+    leaves: list[Leaf] = []
+
     def run() -> list[Outcome]:
         if team.processes > 1:
+            leaves.extend(source)
             return team.refresh(stapler, config, leaves, force, lock_timeout, on_done=done)
-        outcomes: list[Outcome] = [Outcome(None, "failed")] * len(leaves)
+        outcomes: dict[int, Outcome] = {}
+
+        def read() -> Iterator[Leaf]:
+            for leaf in source:
+                leaves.append(leaf)  # its index in the fanout
+                yield leaf
 
         def settle(index: int, result: Refresh | StapleError) -> None:
             outcomes[index] = outcome_of(stapler, leaves[index], result)
             done(leaves[index], outcomes[index])
 
-        Fanout(stapler, concurrency, force=force, lock_timeout=lock_timeout).run(leaves, settle)
-        return outcomes
+        Fanout(stapler, concurrency, force=force, lock_timeout=lock_timeout).run(read(), settle)
+        return [outcomes[index] for index in range(len(leaves))]
 
     if progress is None:
         outcomes = run()

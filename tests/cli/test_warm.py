@@ -651,12 +651,11 @@ class TestProcesses:
 
 
 class TestProcessCount:
-    def test_default_is_one_process_for_few_certificates(self, monkeypatch):
+    def test_default_is_one_process(self):
         from staplectl import workers
 
-        monkeypatch.setattr(workers, "cpu_count", lambda: 8)
-        assert workers.process_count(None, workers.AUTO_PROCESSES_ABOVE, 16) == 1
-        assert workers.process_count(None, workers.AUTO_PROCESSES_ABOVE + 1, 16) == 8
+        assert workers.process_count(None, 100_000, 64) == 1
+        assert workers.process_count(8, 100_000, 64) == 8
 
     def test_never_more_than_threads_or_certificates(self):
         from staplectl.workers import process_count
