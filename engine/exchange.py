@@ -152,6 +152,11 @@ class Exchange:
     # -- the outcome ---------------------------------------------------------
 
     @property
+    def answered(self) -> bool:
+        """The responder sent something back (whatever it was)."""
+        return self._size > 0
+
+    @property
     def done(self) -> bool:
         return self._body is not None or self._error is not None
 

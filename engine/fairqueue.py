@@ -1,6 +1,6 @@
 """Which certificate's refresh to start next, fairly.
 
-The order ``warm`` (engine.fanout, or staplectl.pool's threads) starts
+The order engine.fanout (``warm``, the dashboard's refresh) starts
 refreshes in, with two rules beside first come, first served:
 
 - Fairness between responders. The next job goes to the responder with
@@ -8,19 +8,19 @@ refreshes in, with two rules beside first come, first served:
   responder so holds at most its share of the slots (after the first
   round, only the slots it already had), and the certificates of every
   other responder keep moving; a lone responder gets every slot.
-- No two jobs of one stripe at once. The second would only wait for the
-  stripe the first holds; with a hanging responder, for the whole fetch
-  deadline. It is set aside instead and comes back, at the front of its
-  queue, when the stripe's job ends.
+- No two jobs of one stripe at once (``stripe_of`` says what may not run
+  twice: engine.fanout, whose one hold of a stripe serves several
+  certificates, gives the certificate). The second is set aside and comes
+  back, at the front of its queue, when the first ends.
 
-No threads and no locks here: a caller with threads holds its own lock
-around ``take`` and ``finish``.
+No threads and no locks here: a caller with threads would hold its own
+lock around ``take`` and ``finish``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Container, Hashable, Iterable
 from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -62,14 +62,18 @@ class FairQueue(Generic[T]):
         self.added += 1
         self.left += 1
 
-    def take(self, limit: int | None = None) -> Job[T] | None:
+    def take(self, limit: int | None = None, exempt: Container[Hashable] = ()) -> Job[T] | None:
         """The next job that may start now, or None (all started, or waiting on busy stripes).
 
-        ``limit``: no group gets more jobs in flight than this (a caller
-        that does not know every job yet keeps room for groups to come).
+        ``limit``: no group but those ``exempt`` gets more jobs in flight
+        than this (a caller that does not know every job yet keeps room for
+        groups to come).
         """
         while True:
-            waiting = [g for g, q in self._queues.items() if q and (limit is None or self._in_flight[g] < limit)]
+            waiting = [
+                g for g, q in self._queues.items()
+                if q and (limit is None or g in exempt or self._in_flight[g] < limit)
+            ]  # fmt: skip
             if not waiting:
                 return None
             group = min(waiting, key=self._in_flight.__getitem__)

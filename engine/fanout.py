@@ -43,7 +43,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +158,8 @@ class _Run:
         self.after_hold: dict[int, list[_Task]] = {}
         #: tasks whose hold has ended, to start again
         self.restart: list[_Task] = []
+        #: responders that have sent something back in this run
+        self.answering: set[Hashable] = set()
         self.selector = selectors.DefaultSelector()
         #: tasks in a slot (see _Task.in_slot)
         self.active = 0
@@ -191,11 +193,13 @@ class _Run:
         starting, self.restart = self.restart, []
         read = False
         while self.active < self.fanout.in_flight:
-            # While leaves are still to be read, one responder gets at most
-            # half the slots: the first leaves read may all be a hanging
-            # responder's, and those of the others must find room when read.
+            # While leaves are still to be read, a responder that has not
+            # answered yet gets at most half the slots: the first leaves
+            # read may all be a hanging responder's, and those of the
+            # others must find room when read. One that answers (in a few
+            # ms, when healthy) gets them all.
             limit = None if self.source is None else max(1, self.fanout.in_flight // 2)
-            job = self.queue.take(limit)
+            job = self.queue.take(limit, exempt=self.answering)
             if job is None:
                 # read once per round here (more while waiting, in _wait):
                 # reading them all now would keep every answer waiting
@@ -327,6 +331,8 @@ class _Run:
         """Off the wire: its slot is free for the next exchange at once;
         the answer is validated after the round's new exchanges are out."""
         task = self.exchanges.pop(exchange)
+        if exchange.answered:
+            self.answering.add(task.job.group)
         self._off_the_wire(task)
         self.answered.append(task)
 

@@ -3,13 +3,14 @@
 No textual here: the app runs these in its worker threads and only gets
 their outcomes back.
 
-A refresh goes through ``Stapler.refresh``, the same path as ``warm`` and
-the prefetch worker: the certificate's stripe (so it waits behind a worker
-fetching the same certificate, and shows in the lock figures), a second
-look in the cache, a validated fetch, and a store that never replaces a
-valid staple with a failure. Each batch opens its own Stapler and closes
-it after: the local store keeps a connection per thread until it is
-closed, and the threads of a batch are new every time.
+A refresh goes through engine.fanout, the same path as ``warm`` (and the
+prefetch worker's ``Stapler.refresh`` underneath): the certificate's
+stripe (so it waits behind a worker fetching the same certificate, and
+shows in the lock figures), a second look in the cache, a validated
+fetch, and a store that never replaces a valid staple with a failure.
+Each batch opens its own Stapler and closes it after: the local store
+keeps a connection per thread until it is closed, and the app's worker
+thread for a batch is new every time.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from engine.certs import Leaf
 from engine.clock import Clock
 from engine.errors import StapleError
 from engine.prefetch import PrefetchWorker, WorkerOptions
-from engine.schedule import responder_key
-from engine.stapler import Stapler
+from engine.fanout import Fanout
+from engine.stapler import Refresh, Stapler
 from engine.state import StateStore
-from staplectl.pool import FairPool
 
 #: how long quitting waits for the in-process worker's fetches (as prefetch's SIGTERM)
 STOP_GRACE = 3.0
@@ -73,37 +73,21 @@ class Refresher:
             reason = getattr(error, "reason", "internal_error")
             return [Outcome(leaf.cert_id, leaf.name, "failed", f"cannot open the cache and locks: {error}", reason)
                     for leaf in leaves]  # fmt: skip
+        results: dict[int, Refresh | StapleError] = {}
         try:
-            if len(leaves) == 1:
-                return [self._one(stapler, leaves[0], force)]
-            # Fair between responders and one job per stripe at a time, as
-            # warm: a hanging responder holds its share of threads, not all.
-            pool: FairPool[Leaf, Outcome] = FairPool(
-                self.concurrency, lambda leaf: self._one(stapler, leaf, force),
-                group_of=_group, stripe_of=lambda leaf: stapler.locks.stripe_of(leaf.cert_id),
-            )  # fmt: skip
-            return pool.map(leaves)
+            # Fair between responders, as warm: a hanging responder holds
+            # its share of the slots, not all.
+            fanout = Fanout(stapler, self.concurrency, force=force, lock_timeout=self.lock_timeout)
+            fanout.run(leaves, results.__setitem__)
         finally:
             _close(stapler)
-
-    def _one(self, stapler: Stapler, leaf: Leaf, force: bool) -> Outcome:
-        try:
-            result = stapler.refresh(leaf, force=force, lock_timeout=self.lock_timeout)
-        except StapleError as error:
-            return Outcome(leaf.cert_id, leaf.name, "failed", f"failed [{error.reason}]: {error}", error.reason)
-        except Exception as error:  # a bug costs one certificate, never the dashboard
-            return Outcome(leaf.cert_id, leaf.name, "failed", f"failed: unexpected {type(error).__name__}: {error}",
-                           "internal_error")  # fmt: skip
-        staple = result.staple
-        message = f"{result.action}: {staple.status}"
-        return Outcome(leaf.cert_id, leaf.name, result.action, message)
+        return [_outcome(leaf, results[index]) for index, leaf in enumerate(leaves)]
 
 
-def _group(leaf: Leaf) -> str:
-    try:
-        return responder_key(leaf.responder_url())
-    except StapleError:
-        return ""  # its refresh fails and says why
+def _outcome(leaf: Leaf, result: Refresh | StapleError) -> Outcome:
+    if isinstance(result, StapleError):
+        return Outcome(leaf.cert_id, leaf.name, "failed", f"failed [{result.reason}]: {result}", result.reason)
+    return Outcome(leaf.cert_id, leaf.name, result.action, f"{result.action}: {result.staple.status}")
 
 
 def _close(stapler: Stapler) -> None:

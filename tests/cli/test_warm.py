@@ -24,7 +24,6 @@ from engine.providers import open_provider
 from engine.request import build_request
 from engine.certs import load_leaf
 from engine.transport import post
-from staplectl.pool import FairPool
 from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
 
@@ -305,79 +304,6 @@ class TestInstalledProgram:
         ran = staplectl("warm")
         assert ran.exit_code == 2
         assert "no certificates to work on" in ran.stderr and "Traceback" not in ran.stderr
-
-
-# -- the pool ------------------------------------------------------------------------
-
-
-class TestFairPool:
-    def test_results_in_order(self):
-        pool = FairPool(4, lambda n: n * n, group_of=lambda n: n % 3, stripe_of=lambda n: n)
-        assert pool.map(range(50)) == [n * n for n in range(50)]
-
-    def test_a_hanging_group_does_not_hold_the_others(self):
-        release = threading.Event()
-        done_b = []
-
-        def run(item):
-            group, n = item
-            if group == "hang":
-                release.wait(10)
-            else:
-                done_b.append(n)
-                if len(done_b) == 40:
-                    release.set()
-            return item
-
-        items = [("hang", n) for n in range(20)] + [("ok", n) for n in range(40)]
-        started = time.monotonic()
-        FairPool(4, run, group_of=lambda item: item[0], stripe_of=lambda item: item).map(items)
-        # every "ok" item ran while the hanging ones waited: the release came from them
-        assert len(done_b) == 40
-        assert time.monotonic() - started < 5
-
-    def test_one_stripe_never_runs_twice_at_once(self):
-        lock = threading.Lock()
-        running: set[int] = set()
-        clashes = []
-
-        def run(n):
-            stripe = n % 3
-            with lock:
-                if stripe in running:
-                    clashes.append(n)
-                running.add(stripe)
-            time.sleep(0.002)
-            with lock:
-                running.discard(stripe)
-            return n
-
-        results = FairPool(8, run, group_of=lambda n: "one", stripe_of=lambda n: n % 3).map(range(60))
-        assert results == list(range(60))
-        assert clashes == []
-
-    def test_empty(self):
-        assert FairPool(4, lambda n: n, group_of=str, stripe_of=str).map([]) == []
-
-    def test_work_set_aside_behind_a_busy_stripe_all_runs(self):
-        # Half the items share one stripe: they wait their turn, set aside,
-        # while the threads run the rest; none is lost, none runs alongside another.
-        lock = threading.Lock()
-        on_zero = []
-
-        def run(n):
-            if n % 2 == 0:
-                with lock:
-                    on_zero.append(n)
-                    assert len(on_zero) == 1
-                time.sleep(0.001)
-                with lock:
-                    on_zero.remove(n)
-            return n
-
-        items = list(range(80))
-        results = FairPool(8, run, group_of=lambda n: n % 3, stripe_of=lambda n: 0 if n % 2 == 0 else n).map(items)
-        assert results == items
 
 
 # -- engine changes made for warm's speed (engine/certs.py, engine/cache.py):
