@@ -37,7 +37,7 @@ complete -c staplectl -n '__fish_seen_subcommand_from fetch' -F
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l issuer -r -F -d 'Issuer certificate, for files that hold no chain.'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l url -x -d 'Responder URL to use instead of each certificate\'s AIA one.'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -s j -l concurrency -x -d 'Refreshes in flight at once.'
-complete -c staplectl -n '__fish_seen_subcommand_from warm' -l processes -x -d 'Worker processes, each with its share of --concurrency. [default: the number of CPUs above 500 certificates, else 1]'
+complete -c staplectl -n '__fish_seen_subcommand_from warm' -l processes -x -d 'Worker processes, each with its share of --concurrency and of the stripes. One is enough unless warm\'s own CPU is what limits it (a responder on the same host, thousands of certificates). [default: 1]'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l force -d 'Fetch every staple, even those still fresh.'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l timeout -x -d 'Total deadline per responder request. [default: responder.timeout, 10 s]'
 complete -c staplectl -n '__fish_seen_subcommand_from warm' -l json -d 'Print JSON to stdout: no colour, stable keys.'
