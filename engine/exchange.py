@@ -21,7 +21,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import FetchError, ResponderUnreachableError, ResponseTooLargeError
+from engine.errors import FetchError, ResponderUnreachableError, ResponseTooLargeError, StapleError, UnexpectedError
 from engine.transport import BufferReader, NeedMore, Plan, fetch_error, read_answer
 
 #: read this much at a time; an OCSP answer is usually under 2 KiB
@@ -41,7 +41,8 @@ class Exchange:
     as the key's data) for what it waits for next: writable while
     connecting and sending, readable after. ``step`` returns True when the
     exchange is over: then ``body()`` returns the OCSP response or raises
-    the FetchError, exactly what ``transport.post`` would have.
+    the FetchError, exactly what ``transport.post`` would have (or an
+    UnexpectedError for a bug met on the way).
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class Exchange:
         self._chunks: list[bytes] = []
         self._size = 0
         self._body: bytes | None = None
-        self._error: FetchError | None = None
+        self._error: StapleError | None = None
         self._connect_next(None)
 
     # -- the states ----------------------------------------------------------
@@ -144,10 +145,11 @@ class Exchange:
 
     def _fail(self, exc: BaseException) -> None:
         self.close()
-        error = fetch_error(exc, self.plan)
-        if error is None:
-            raise exc
-        self._error = error
+        # anything fetch_error does not know is a bug here: it must cost
+        # this exchange, not the loop running every other one
+        self._error = fetch_error(exc, self.plan) or UnexpectedError(
+            f"responder {self.plan.url}: unexpected {type(exc).__name__}: {exc}"
+        )
 
     # -- the outcome ---------------------------------------------------------
 

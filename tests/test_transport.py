@@ -496,3 +496,16 @@ def test_exchange_tries_the_next_address_when_one_refuses(serve):
 def test_exchange_refuses_https():
     with pytest.raises(ValueError, match="plain HTTP"):
         Exchange(plan("https://127.0.0.1:1/", b"x"), [], time.monotonic() + 1, selectors.DefaultSelector())
+
+
+def test_a_bug_in_reading_the_answer_costs_that_exchange_alone(serve, monkeypatch):
+    import engine.exchange
+    from engine.errors import UnexpectedError
+
+    def broken(*args):
+        raise KeyError("parser bug")
+
+    monkeypatch.setattr(engine.exchange, "read_answer", broken)
+    server = serve(reply(b"abc"))
+    with pytest.raises(UnexpectedError, match="KeyError"):
+        post_through_selector(server.url, b"x", TransportOptions(timeout=5))
