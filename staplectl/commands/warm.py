@@ -3,8 +3,9 @@
 What an operator runs before starting httpd, nginx or HAProxy (systemd
 ``ExecStartPre=``), so that the first handshakes after a restart are
 stapled without waiting on a responder. Each certificate goes through
-``Stapler.refresh``: its stripe, a second look in the cache, a fetch only
-when the staple is missing or due. What is fresh is left alone.
+engine.fanout, the steps of ``Stapler.refresh`` with many in flight on one
+thread: its stripe, a second look in the cache, a fetch only when the
+staple is missing or due. What is fresh is left alone.
 """
 
 from __future__ import annotations
