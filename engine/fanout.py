@@ -94,7 +94,6 @@ class _Task:
     #: the stripe whose hold this task uses, once it has one
     stripe: int | None = None
     current: Staple | None = None
-    url: str = ""
     query: OCSPQuery | None = None
     plan: Plan | None = None
     exchange: Exchange | None = None
@@ -295,8 +294,8 @@ class _Run:
         if verdict == AWAIT:
             self._refresh_in_background(task, release=True)
             return
-        task.url, task.query = prepare(task.leaf, self.stapler.fetch_options)
-        task.plan = plan(task.url, task.query.der, self.stapler.fetch_options.transport)
+        url, task.query = prepare(task.leaf, self.stapler.fetch_options)
+        task.plan = plan(url, task.query.der, self.stapler.fetch_options.transport)
         if task.plan.tls:
             self._refresh_in_background(task, release=True)
             return
@@ -342,9 +341,9 @@ class _Run:
             self._guarded(task, lambda task=task: self._validate(task))
 
     def _validate(self, task: _Task) -> None:
-        assert task.query is not None and task.exchange is not None
+        assert task.query is not None and task.plan is not None and task.exchange is not None
         options, clock = self.stapler.fetch_options, self.stapler.clock
-        staple = accept(task.exchange.body(), task.leaf, task.url, task.query, options, clock)
+        staple = accept(task.exchange.body(), task.leaf, task.plan.url, task.query, options, clock)
         self.arrived.append((task, staple))
 
     def _store_arrived(self) -> None:

@@ -18,7 +18,7 @@ from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, provider_ttl
 from engine.providers.base import StapleWrite
 from engine.request import OCSPQuery, build_request
 from engine.staple import Staple
-from engine.transport import TransportOptions, check_url, post
+from engine.transport import TransportOptions, post
 from engine.validate import ValidationOptions, validate
 
 
@@ -43,10 +43,12 @@ def fetch(leaf: Leaf, options: FetchOptions = FetchOptions(), clock: Clock = SYS
 
 
 def prepare(leaf: Leaf, options: FetchOptions = FetchOptions()) -> tuple[str, OCSPQuery]:
-    """The URL to ask and the request to send, or the InputError why not."""
-    url = leaf.responder_url()
-    check_url(url)
-    return url, build_request(leaf, hash_name=options.hash_name, nonce=options.nonce)
+    """The URL to ask and the request to send, or the InputError why not.
+
+    The URL itself is checked where the request is written (transport.plan,
+    which transport.post and engine.exchange both go through).
+    """
+    return leaf.responder_url(), build_request(leaf, hash_name=options.hash_name, nonce=options.nonce)
 
 
 def accept(

@@ -27,6 +27,7 @@ from engine.providers.local import LocalProvider
 from engine.stapler import Refresh, Stapler
 from engine.stripes import StripedLocks, StripeTimeoutError
 from tests.responder import Behaviour, ScriptedResponder
+from tests.servers import free_port
 from tests.test_stapler import DUE, make_stapler
 
 
@@ -196,14 +197,14 @@ def test_a_host_name_is_looked_up_once_and_used(tmp_path, pki, responder):
 
 
 def test_https_goes_through_the_blocking_transport(tmp_path, pki, responder):
-    closed = f"https://127.0.0.1:{_closed_port()}/"
+    closed = f"https://127.0.0.1:{free_port()}/"
     [leaf] = leaves_of(pki, 1, "fan", url=closed)
     [result] = run(make_stapler(tmp_path), [leaf])
     assert isinstance(result, ResponderUnreachableError) and "refused" in str(result)
 
 
 def test_a_refused_connection_fails_with_the_transports_message(tmp_path, pki, responder):
-    [leaf] = leaves_of(pki, 1, "fan", url=f"http://127.0.0.1:{_closed_port()}/")
+    [leaf] = leaves_of(pki, 1, "fan", url=f"http://127.0.0.1:{free_port()}/")
     [result] = run(make_stapler(tmp_path), [leaf])
     assert isinstance(result, ResponderUnreachableError) and "connection refused" in str(result)
 
@@ -296,16 +297,6 @@ def test_a_lease_held_by_another_instance(tmp_path, pki, responder, memcached):
     [again] = run(ours, [leaves[1]])
     assert again.action == "leased" and again.staple == results[1].staple
     assert responder.request_count == 0
-
-
-def _closed_port() -> int:
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def test_in_flight_must_be_positive(tmp_path):

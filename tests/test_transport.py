@@ -25,6 +25,7 @@ from engine.errors import (
 )
 from engine.exchange import Exchange, resolve
 from engine.transport import TransportOptions, check_url, plan, post
+from tests.servers import free_port
 
 
 def post_through_selector(url: str, der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
@@ -203,10 +204,7 @@ def test_dribbling_responder_hits_the_total_deadline(serve):
 
 
 def test_connection_refused():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     with pytest.raises(ResponderUnreachableError, match="refused"):
         post(f"http://127.0.0.1:{port}/", b"x")
 
@@ -478,10 +476,7 @@ def test_exchange_ends_when_the_body_is_complete_though_the_connection_stays_ope
 
 def test_exchange_tries_the_next_address_when_one_refuses(serve):
     server = serve(reply(b"answer"))
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    refused = closed.getsockname()
-    closed.close()
+    refused = ("127.0.0.1", free_port())
     exchange_plan = plan(server.url, b"x")
     addresses = [(socket.AF_INET, refused), (socket.AF_INET, ("127.0.0.1", server.port))]
     with selectors.DefaultSelector() as selector:
