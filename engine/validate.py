@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from engine import der
 from engine.certs import Leaf, issued_by
 from engine.clock import iso
 from engine.errors import (
@@ -35,7 +36,7 @@ from engine.errors import (
     TooOldError,
     UnauthorizedResponderError,
 )
-from engine.request import CertID, build_request
+from engine.request import CertID, build_request, key_hash
 from engine.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
 
 DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
@@ -133,16 +134,38 @@ def _matching_single(
 
 
 @lru_cache(maxsize=1024)  # the same few issuers sign every response
-def _key_hash(cert: x509.Certificate) -> bytes:
-    # RFC 6960 ResponderID byKey: SHA-1 of the subjectPublicKey BIT STRING,
-    # which is what a method-1 SubjectKeyIdentifier is.
-    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+def _subject_der(cert: x509.Certificate) -> bytes:
+    return cert.subject.public_bytes()
 
 
-def _names(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
+def _written_id(response: ocsp.OCSPResponse) -> tuple[int, bytes] | None:
+    """The ResponderID as written: (0xA1, the Name's DER) or (0xA2, the
+    KeyHash OCTET STRING), read from ResponseData; None if it cannot be read.
+
+    cryptography gives the name only as a Name object, built in Python for
+    each response, which cost more than the rest of the check.
+    """
+    data = response.tbs_response_bytes
+    try:
+        _, offset, _ = der.header(data, 0)  # ResponseData ::= SEQUENCE {
+        tag, start, end = der.header(data, offset)
+        if tag == 0xA0:  # version [0] EXPLICIT, present only when not v1
+            tag, start, end = der.header(data, end)
+    except ValueError:
+        return None
+    return (tag, data[start:end]) if tag in (0xA1, 0xA2) else None
+
+
+def _names(response: ocsp.OCSPResponse, written: tuple[int, bytes] | None, cert: x509.Certificate) -> bool:
+    """True when the response's ResponderID (``written``: _written_id) names ``cert`` (RFC 6960 4.2.2.3)."""
+    if written is not None and written[0] == 0xA1 and written[1] == _subject_der(cert):
+        return True
+    # A name written differently (another string type, say) may still be
+    # the same name: cryptography's comparison decides.
     if response.responder_name is not None:
         return response.responder_name == cert.subject
-    return response.responder_key_hash == _key_hash(cert)
+    # byKey: SHA-1 of the subjectPublicKey BIT STRING, as the CertID's issuerKeyHash
+    return response.responder_key_hash == key_hash(cert, "sha1")
 
 
 def _responder_id(response: ocsp.OCSPResponse) -> str:
@@ -154,10 +177,11 @@ def _responder_id(response: ocsp.OCSPResponse) -> str:
 def _check_signer(
     response: ocsp.OCSPResponse, leaf: Leaf, now: float, options: ValidationOptions, source: str
 ) -> None:
-    if _names(response, leaf.issuer):
+    written = _written_id(response)
+    if _names(response, written, leaf.issuer):
         _verify_signature(response, leaf.issuer, source, "the issuer")
         return
-    delegate = next((c for c in response.certificates if _names(response, c)), None)
+    delegate = next((c for c in response.certificates if _names(response, written, c)), None)
     if delegate is None:
         raise UnauthorizedResponderError(
             f"{source}: signed by responder {_responder_id(response)}, which is not the issuer "

@@ -7,7 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.x509.name import _ASN1Type
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from engine import errors
@@ -47,6 +49,9 @@ class TestGoodAnswers:
 
     def test_responder_id_by_name(self, responder, pki):
         assert answer(responder, pki, Behaviour(responder_id="name")).status == GOOD
+
+    def test_responder_id_by_name_of_a_delegate(self, responder, pki):
+        assert answer(responder, pki, Behaviour(signer="delegate", responder_id="name")).status == GOOD
 
     def test_rsa_leaf(self, responder, pki):
         assert answer(responder, pki, Behaviour(), name="rsa").status == GOOD
@@ -205,3 +210,51 @@ def test_unsuccessful_status_parses(pki):
         validate(der, load_leaf(pki.good.chain_path), SYSTEM_CLOCK.now())
     assert info.value.status == "try_later"
     assert info.value.temporary
+
+
+def _signed_by_issuer_naming(pki, responder_cert: x509.Certificate) -> bytes:
+    """A good response for pki.good, signed with the issuer's key, whose
+    ResponderID is ``responder_cert``'s subject (byName)."""
+    now = datetime.now(timezone.utc)
+    response = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(
+            cert=pki.good.cert, issuer=pki.intermediate.cert, algorithm=hashes.SHA1(),
+            cert_status=ocsp.OCSPCertStatus.GOOD, this_update=now - timedelta(minutes=1),
+            next_update=now + timedelta(days=1), revocation_time=None, revocation_reason=None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.NAME, responder_cert)
+        .sign(pki.intermediate.key, hashes.SHA256())
+    )
+    return response.public_bytes(serialization.Encoding.DER)
+
+
+def _named(pki, name: x509.Name) -> x509.Certificate:
+    """A throwaway certificate named ``name`` with the issuer's public key
+    (what OCSPResponseBuilder checks): only its name ends up in the response."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    return (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pki.intermediate.key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+
+
+def test_responder_name_written_with_another_string_type_is_the_same_name(pki):
+    # The issuer's name as UTF8String in its certificate, PrintableString in
+    # the response: not the same bytes (the fast DER comparison misses), the
+    # same name (RFC 5280 7.1), so the issuer's signature is what counts.
+    printable = x509.Name([
+        x509.NameAttribute(a.oid, a.value, _type=_ASN1Type.PrintableString) for a in pki.intermediate.cert.subject
+    ])  # fmt: skip
+    twin = _named(pki, printable)
+    assert twin.subject.public_bytes() != pki.intermediate.cert.subject.public_bytes()
+    leaf = load_leaf(pki.good.chain_path)
+    assert validate(_signed_by_issuer_naming(pki, twin), leaf, SYSTEM_CLOCK.now()).status == GOOD
+
+
+def test_responder_named_but_not_the_issuer_is_refused(pki):
+    stranger = _named(pki, x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "someone else")]))
+    with pytest.raises(errors.UnauthorizedResponderError, match="name CN=someone else, which is not the issuer"):
+        validate(_signed_by_issuer_naming(pki, stranger), load_leaf(pki.good.chain_path), SYSTEM_CLOCK.now())
