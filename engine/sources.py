@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -53,19 +53,20 @@ class LoadResult:
     problems: list[tuple[Path | str, StapleError]] = field(default_factory=list)
 
 
-def _candidates(path: Path) -> list[Path]:
-    """A file is itself; a directory is its certificate files."""
-    if not path.is_dir():
-        return [path] if path.is_file() else []
+def _candidates(path: str) -> list[str]:
+    """A file is itself; a directory is its certificate files.
+
+    On strings, not Paths: pathlib's parsing cost more than the stat, at
+    tens of thousands of files.
+    """
+    if not os.path.isdir(path):
+        return [path] if os.path.isfile(path) else []
     try:
         names = os.listdir(path)
     except OSError:
         return []  # reported as "matches no file" with the reason below
-    return [
-        path / name
-        for name in names
-        if name.lower().endswith(CERT_SUFFIXES) and (path / name).is_file()
-    ]
+    files = (os.path.join(path, name) for name in names if name.lower().endswith(CERT_SUFFIXES))
+    return [file for file in files if os.path.isfile(file)]
 
 
 def _why_nothing(spec: CertSpec) -> str:
@@ -82,14 +83,11 @@ def _why_nothing(spec: CertSpec) -> str:
 
 def _expand(specs: Iterable[CertSpec]) -> tuple[list[tuple[Path, CertSpec]], list[CertSpec]]:
     """Every file with the first spec that found it (sorted), and the specs that found none."""
-    found: dict[Path, CertSpec] = {}
+    found: dict[str, CertSpec] = {}
     empty = []
     for spec in specs:
         pattern = os.path.expanduser(spec.pattern)
-        if set(pattern) & _GLOB_CHARS:
-            matches = [Path(m) for m in glob.glob(pattern)]
-        else:
-            matches = [Path(pattern)]
+        matches = glob.glob(pattern) if set(pattern) & _GLOB_CHARS else [pattern]
         files = [f for m in matches for f in _candidates(m)]
         if not files:
             empty.append(spec)
@@ -97,8 +95,10 @@ def _expand(specs: Iterable[CertSpec]) -> tuple[list[tuple[Path, CertSpec]], lis
             # abspath, not resolve(): letsencrypt's live/ names are symlinks
             # whose targets change at every renewal; the operator knows the
             # name they gave.
-            found.setdefault(Path(os.path.abspath(file)), spec)
-    return sorted(found.items()), empty
+            found.setdefault(os.path.abspath(file), spec)
+    # in the order of Paths (component by component), as files were always listed
+    ordered = sorted(found, key=lambda file: file.split(os.sep))
+    return [(Path(file), found[file]) for file in ordered], empty
 
 
 def expand(specs: Iterable[CertSpec]) -> list[Path]:
@@ -132,16 +132,13 @@ class Loading:
         seen: set[x509.Certificate] = set()
         for path, spec in self._files:
             try:
-                leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url)
+                leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url, issuers=issuers)
             except StapleError as error:
                 self.problems.append((path, error))
                 continue
             if leaf.cert in seen:
                 continue
             seen.add(leaf.cert)
-            shared = issuers.setdefault(leaf.issuer, leaf.issuer)
-            if shared is not leaf.issuer:
-                leaf = replace(leaf, issuer=shared)
             yield leaf
 
 
