@@ -9,7 +9,6 @@ the request path needs.
 
 from __future__ import annotations
 
-import http.server
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -102,6 +101,8 @@ class MetricsServer:
     """Serves GET /metrics on a background thread until stop()."""
 
     def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+        import http.server  # here: every command loads this module, few serve metrics
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path.split("?")[0] != "/metrics":

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from engine.errors import InputError
@@ -25,6 +22,9 @@ from engine.stripe_stats import read_stats as _read_stats
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.terminal import Terminal
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 
 def locks(
@@ -118,6 +118,9 @@ def _seconds(value: float) -> str:
 
 
 def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float) -> Group:
+    from rich.console import Group  # here: every command imports this module
+    from rich.table import Table
+
     data = snapshot(directory, stats, show_all, now)
     table = Table(box=None, header_style="bold", pad_edge=False)
     headers = ("stripe", "acquired", "contended", "%", "avg wait", "max wait", "avg hold", "max hold",
@@ -152,6 +155,8 @@ def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float)
 def _watch(term: Terminal, directory: Any, show_all: bool, interval: float) -> None:
     """Redraw until Ctrl-C, which ends it with exit 0 (it is how one stops watching)."""
     try:
+        from rich.live import Live
+
         with Live(console=term.out, auto_refresh=False, transient=False) as live:
             while True:
                 live.update(render(directory, read_stats(directory), show_all, time.time()), refresh=True)
