@@ -4,6 +4,7 @@ real memcached. Also the pool it runs on (fairness, stripes)."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
@@ -221,6 +222,24 @@ class TestWarm:
         ran = cli("warm", directory, "--concurrency", "1", "--json")
         assert ran.exit_code == 0
         assert [r["result"] for r in ran.json()] == ["updated"] * 4
+
+    def test_fewer_collections_while_warming_and_as_before_after(self, cli, pki, responder, monkeypatch):
+        import staplectl.commands.warm as warm_module
+
+        during = []
+        real = warm_module.outcome_of
+
+        def spy(*args):
+            during.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+            return real(*args)
+
+        monkeypatch.setattr(warm_module, "outcome_of", spy)
+        before = gc.get_threshold()
+        assert cli("warm", pki.good.chain_path, "--force").exit_code == 0
+        assert during == [(50_000, True)]
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+        assert cli("warm", "/nonexistent/leaf.pem").exit_code == 2  # and after an error
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 class TestBadInput:
