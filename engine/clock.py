@@ -45,4 +45,6 @@ def iso(ts: float | None) -> str | None:
     """ISO 8601 in UTC with a Z, the one format every JSON output uses."""
     if ts is None:
         return None
-    return to_datetime(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # time.gmtime, not a datetime: a third of the cost, and warm writes
+    # four of these per certificate
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
