@@ -37,7 +37,7 @@ that a ratio can be explained, not guessed.
 Without a delay (loopback) every party is CPU-bound, and the comparison is
 one of CPU per certificate: the load loop spends a connection and a read
 on each request, warm also builds the request, verifies the response's
-signature (about 75 us alone), stores it in SQLite, and keeps a stripe and
+signature (about 65 us alone), stores it in SQLite, and keeps a stripe and
 a row per certificate, in Python. On a machine of a few cores shared with
 the responder, warm cannot come near either target there; the CPU columns
 say by how much.

@@ -67,7 +67,7 @@ JOIN_WINDOW = 0.5
 #: the longest the loop sleeps with nothing due, so Ctrl-C is seen
 _IDLE = 0.5
 #: leaves read in a round spent waiting on exchanges (a file each, about
-#: 85 us with finding it): enough to have read them all early on, little
+#: 55 us with finding its issuer): enough to have read them all early on, little
 #: enough not to keep answers waiting
 _READ_WHILE_WAITING = 16
 
