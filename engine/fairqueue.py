@@ -4,7 +4,10 @@ The order engine.fanout (``warm``, the dashboard's refresh) starts
 refreshes in, with two rules beside first come, first served:
 
 - Fairness between responders. The next job goes to the responder with
-  the fewest jobs in flight, among those with work waiting. One hanging
+  the fewest jobs in flight, among those with work waiting. A job is in
+  flight from ``take`` until ``off_the_wire`` (its exchange is over) or
+  ``finish``: what a job does after its answer came (validation, the
+  store) no longer weighs on its responder. One hanging
   responder so holds at most its share of the slots (after the first
   round, only the slots it already had), and the certificates of every
   other responder keep moving; a lone responder gets every slot.
@@ -47,6 +50,8 @@ class FairQueue(Generic[T]):
         self._in_flight: dict[Hashable, int] = {}
         self._busy_stripes: set[Hashable] = set()
         self._parked: dict[Hashable, list[Job[T]]] = {}
+        #: indices of jobs off the wire but not finished
+        self._off: set[int] = set()
         #: jobs not finished yet, started or not
         self.left = 0
         #: jobs added so far: the next one's index
@@ -85,9 +90,19 @@ class FairQueue(Generic[T]):
             self._in_flight[group] += 1
             return job
 
+    def off_the_wire(self, job: Job[T]) -> None:
+        """``job`` no longer counts as in flight for its group; its stripe
+        stays busy until ``finish``."""
+        if job.index not in self._off:
+            self._off.add(job.index)
+            self._in_flight[job.group] -= 1
+
     def finish(self, job: Job[T]) -> None:
         """``job`` has ended: its slot and its stripe are free again."""
-        self._in_flight[job.group] -= 1
+        if job.index in self._off:
+            self._off.discard(job.index)
+        else:
+            self._in_flight[job.group] -= 1
         self._busy_stripes.discard(job.stripe)
         # Back to the front of their queues, in their original order.
         for parked in reversed(self._parked.pop(job.stripe, [])):

@@ -66,6 +66,13 @@ BACKGROUND_THREADS = 4
 JOIN_WINDOW = 0.5
 #: the longest the loop sleeps with nothing due, so Ctrl-C is seen
 _IDLE = 0.5
+#: validated staples are stored together (one transaction, one pipeline)
+#: once this many have arrived, or the first of them has waited STORE_DELAY
+#: seconds, or nothing else is going on. Storing each round's few staples
+#: (4 to 10 against a responder 20 ms away) cost a transaction of about
+#: 300 us each time. A staple waiting to be stored keeps its stripe held.
+STORE_BATCH = 32
+STORE_DELAY = 0.01
 #: leaves read in a round spent waiting on exchanges (a file each, about
 #: 55 us with finding its issuer): enough to have read them all early on, little
 #: enough not to keep answers waiting
@@ -169,8 +176,9 @@ class _Run:
         #: tasks waiting for their host to be looked up
         self.resolving: dict[tuple[str, int], list[_Task]] = {}
         self.exchanges: dict[Exchange, _Task] = {}
-        #: validated staples to store together at the end of this round
+        #: validated staples to store together (see STORE_BATCH), and since when
         self.arrived: list[tuple[_Task, Staple]] = []
+        self.arrived_since = 0.0
         self.background = _Background(fanout.background_threads, self.selector)
 
     # -- the loop --------------------------------------------------------------
@@ -233,6 +241,8 @@ class _Run:
         timeout = _IDLE if busy and self.source is None else 0.0
         if self.exchanges:
             timeout = min(timeout, max(0.0, min(e.deadline for e in self.exchanges) - now))
+        if self.arrived:
+            timeout = min(timeout, max(0.0, self.arrived_since + STORE_DELAY - now))
         for key, events in self.selector.select(timeout):
             if key.data is self.background:
                 self.background.drain_wakeups()
@@ -344,10 +354,20 @@ class _Run:
         assert task.query is not None and task.plan is not None and task.exchange is not None
         options, clock = self.stapler.fetch_options, self.stapler.clock
         staple = accept(task.exchange.body(), task.leaf, task.plan.url, task.query, options, clock)
+        if not self.arrived:
+            self.arrived_since = time.monotonic()
         self.arrived.append((task, staple))
 
-    def _store_arrived(self) -> None:
+    def _store_due(self) -> bool:
         if not self.arrived:
+            return False
+        if len(self.arrived) >= STORE_BATCH or time.monotonic() - self.arrived_since >= STORE_DELAY:
+            return True
+        # nothing else will happen meanwhile: waiting would only delay the store
+        return not self.exchanges and not self.answered and not self.background.busy
+
+    def _store_arrived(self) -> None:
+        if not self._store_due():
             return
         arrived, self.arrived = self.arrived, []
         try:
@@ -377,6 +397,7 @@ class _Run:
     def _off_the_wire(self, task: _Task) -> None:
         if task.in_slot:
             task.in_slot = False
+            self.queue.off_the_wire(task.job)
             self.active -= 1
 
     def _release(self, task: _Task) -> None:

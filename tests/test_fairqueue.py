@@ -81,3 +81,24 @@ def test_exempt_groups_ignore_the_limit():
     taken = [q.take(limit=1, exempt={"a"}) for _ in range(6)]
     assert [job.group if job else None for job in taken].count("b") == 1
     assert [job.group for job in taken if job].count("a") == 4
+
+
+def test_a_job_off_the_wire_weighs_no_more_on_its_group_but_keeps_its_stripe():
+    # ("ok", 0) twice: one stripe, so never both at once
+    q = queue([("hang", n) for n in range(4)] + [("ok", n) for n in range(4)] + [("ok", 0)])
+    first = [q.take() for _ in range(4)]
+    assert [job.item for job in first] == [("hang", 0), ("ok", 0), ("hang", 1), ("ok", 1)]
+    # "ok" answered, its staples not stored yet: the freed slots still go to
+    # "ok", not to the hanging group as if "ok" were as busy
+    ok0, ok1 = first[1], first[3]
+    for job in (ok0, ok1, ok0):  # twice counts once
+        q.off_the_wire(job)
+    assert [q.take().item for _ in range(2)] == [("ok", 2), ("ok", 3)]
+    # the second ("ok", 0) waits for the first to finish, not to be answered
+    assert [q.take().item for _ in range(2)] == [("hang", 2), ("hang", 3)]
+    assert q.take() is None
+    q.finish(ok0)
+    assert q.take().item == ("ok", 0)
+    q.finish(ok1)  # after off_the_wire: not taken off its group twice
+    assert q._in_flight == {"hang": 4, "ok": 3}
+    assert q.left == 7

@@ -22,6 +22,7 @@ from engine.errors import (
     StapleError,
     UnexpectedError,
 )
+from engine import fanout as fanout_module
 from engine.fanout import Fanout, Result
 from engine.providers.local import LocalProvider
 from engine.stapler import Refresh, Stapler
@@ -101,6 +102,47 @@ def test_an_invalid_answer_fails_that_certificate_and_keeps_the_cached_staple(tm
     assert isinstance(after[1], SignatureError)
     assert after[0].action == after[2].action == "updated"
     assert stapler.cached(leaves[1]) == before[1].staple  # the failed fetch replaced nothing
+
+
+def test_staples_are_stored_in_batches_while_exchanges_are_out(tmp_path, pki, responder, monkeypatch):
+    # A delay far beyond the test: only the batch size, or the loop having
+    # nothing else to do, may trigger a store.
+    monkeypatch.setattr(fanout_module, "STORE_BATCH", 3)
+    monkeypatch.setattr(fanout_module, "STORE_DELAY", 3600.0)
+    hanging = ScriptedResponder(pki)
+    hanging.default = Behaviour(delay=30)
+    with hanging:
+        slow = leaves_of(pki, 1, "hang", url=hanging.url)
+        fast = leaves_of(pki, 6, "fan")
+        stapler = make_stapler(tmp_path, timeout=1.5, stripes=1024)
+        stores: list[tuple[int, float]] = []
+        keep_many = stapler.keep_many
+
+        def spy(fetched):
+            stores.append((len(fetched), time.monotonic() - started))
+            return keep_many(fetched)
+
+        stapler.keep_many = spy  # type: ignore[method-assign]
+        started = time.monotonic()
+        results = run(stapler, slow + fast, in_flight=7)
+    assert isinstance(results[0], ResponderTimeoutError)
+    assert all(isinstance(r, Refresh) and r.action == "updated" for r in results[1:])
+    assert sum(size for size, _ in stores) == 6
+    # while the hanging exchange was out, only whole batches were stored;
+    # a remainder (if any) once nothing else was left, after its deadline
+    for size, when in stores:
+        assert size >= 3 or when >= 1.5, stores
+    assert all(stapler.cached(leaf) is not None for leaf in fast)
+
+
+def test_a_lone_staple_is_stored_at_once_when_nothing_else_is_out(tmp_path, pki, responder, monkeypatch):
+    monkeypatch.setattr(fanout_module, "STORE_DELAY", 3600.0)
+    leaves = leaves_of(pki, 2, "fan")
+    stapler = make_stapler(tmp_path)
+    started = time.monotonic()
+    results = run(stapler, leaves, in_flight=1)
+    assert all(isinstance(r, Refresh) and r.action == "updated" for r in results)
+    assert time.monotonic() - started < 30  # not the hour's STORE_DELAY
 
 
 def test_a_hanging_responder_holds_only_its_share(tmp_path, pki, responder):
