@@ -5,10 +5,11 @@ in the cache again, fetch when the staple is missing or due, validate,
 store, let the stripe go. But with up to ``in_flight`` exchanges on one
 selector (engine.exchange) instead of a blocked thread each, the second
 looks of the certificates started together in one read of the cache
-(``cached_many``), and the staples that arrive together in one write
-(``keep_many``). Threads handing the GIL to each other cost more CPU than
-the exchanges did; on a small machine shared with a responder, that CPU is
-the responder's.
+(``cached_many``), and the staples validated since the last store in one
+write (``keep_many``; see STORE_BATCH). Threads handing the GIL to each
+other cost more CPU than the exchanges did (even for the signature check,
+which releases it); on a small machine shared with a responder, that CPU
+is the responder's.
 
 The order is engine.fairqueue's: fair between responders, never one
 certificate twice at once. A stripe is held from before the second look

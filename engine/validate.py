@@ -143,7 +143,8 @@ def _written_id(response: ocsp.OCSPResponse) -> tuple[int, bytes] | None:
     KeyHash OCTET STRING), read from ResponseData; None if it cannot be read.
 
     cryptography gives the name only as a Name object, built in Python for
-    each response, which cost more than the rest of the check.
+    each response (and the candidate's subject another): bytes compare for
+    nothing.
     """
     data = response.tbs_response_bytes
     try:

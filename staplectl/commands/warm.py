@@ -157,9 +157,9 @@ def fewer_collections() -> Iterator[None]:
     """Run the cyclic garbage collector less often while warming.
 
     What a warm allocates lives until its table is printed (certificates,
-    staples, rows) and holds no cycles to collect, yet every full
+    staples, rows) and is freed by reference counting, yet every full
     collection walked all of it, and the imports' objects too: 12 % of a
-    10,000-certificate warm (bench/warm.py). Collections of young objects
+    10,000-certificate warm (timed with gc.callbacks). Collections of young objects
     still run, every 50,000 allocations instead of 700, so memory does not
     grow (the same peak RSS, measured). Restored on the way out: tests run
     many commands in one process.
