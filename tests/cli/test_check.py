@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 
 import pytest
 from pymemcache.client.base import Client
@@ -14,6 +13,7 @@ from engine.providers import open_provider
 from staplectl.commands.check import labels
 from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired
 from tests.responder import Behaviour
+from tests.servers import free_port
 
 #: 'label'=VALUEs;WARN;CRIT;0 (or U when there is no value)
 PERF = re.compile(r"'((?:[^']|'')+)'=(\d+s|U);(\d+);(\d+);0")
@@ -174,10 +174,7 @@ class TestUnknown:
         assert state == "UNKNOWN" and "junk.pem" in summary and "not a certificate" in summary
 
     def test_cache_unreachable(self, cli, pki):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
+        port = free_port()  # nothing listens there
         ran = cli("check", pki.good.chain_path, "--cache", f"memcache://127.0.0.1:{port}?timeout=0.5")
         assert ran.exit_code == 3
         assert ran.stdout.startswith(f"STAPLECTL UNKNOWN - memcached at 127.0.0.1:{port}: get failed")

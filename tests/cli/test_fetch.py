@@ -13,6 +13,7 @@ from engine.providers import open_provider
 from engine.providers.layout import apr_server_index
 from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
+from tests.servers import free_port
 
 
 def stored(home, cert_id):
@@ -185,12 +186,7 @@ def test_failure_exits_3_and_leaves_the_cache_unchanged(cli, pki, responder, hom
 
 
 def test_unreachable_cache_exits_3(cli, pki):
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()  # nothing listens there
     ran = cli("fetch", pki.good.chain_path, "--cache", f"memcache://127.0.0.1:{port}?timeout=0.5")
     assert ran.exit_code == 3
     assert f"127.0.0.1:{port}" in ran.stderr

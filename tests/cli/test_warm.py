@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -27,6 +26,7 @@ from engine.certs import load_leaf
 from engine.transport import post
 from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
+from tests.servers import free_port
 
 ROW_KEYS = ["cert", "cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "result", "error"]
 #: renewal point already passed, still valid for 10 minutes
@@ -270,12 +270,7 @@ class TestBadInput:
         assert cli("warm", pki.good.chain_path, "--concurrency", "0").exit_code == 2
 
     def test_unreachable_cache_is_one_error(self, cli, pki, tmp_path):
-        import socket
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
+        port = free_port()  # nothing listens there
         directory = certs_dir(tmp_path, pki.good, pki.other, pki.rsa)
         ran = cli("warm", directory, "--cache", f"memcache://127.0.0.1:{port}?timeout=0.5")
         assert ran.exit_code == 3
@@ -579,10 +574,7 @@ class TestProcesses:
         assert worker_pids(os.getpid()) == []
 
     def test_an_unreachable_cache_stops_the_workers(self, cli, pki, tmp_path):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
+        port = free_port()  # nothing listens there
         directory = certs_dir(tmp_path, *leaves_for_two_workers(pki))
         ran = cli("warm", directory, "--processes", "2", "--cache", f"memcache://127.0.0.1:{port}?timeout=0.5")
         assert ran.exit_code == 3
