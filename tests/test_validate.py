@@ -258,3 +258,23 @@ def test_responder_named_but_not_the_issuer_is_refused(pki):
     stranger = _named(pki, x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "someone else")]))
     with pytest.raises(errors.UnauthorizedResponderError, match="name CN=someone else, which is not the issuer"):
         validate(_signed_by_issuer_naming(pki, stranger), load_leaf(pki.good.chain_path), SYSTEM_CLOCK.now())
+
+
+@pytest.mark.parametrize(
+    "tbs, written",
+    [
+        # ResponseData { responderID [1] Name, producedAt ... }: v1, the version left out
+        (bytes.fromhex("300aa1053003310100180130"), (0xA1, bytes.fromhex("3003310100"))),
+        # an explicit version [0] first (DER leaves v1 out, but it is read past all the same)
+        (bytes.fromhex("3010a003020101a2060404aabbccdd180130"), (0xA2, bytes.fromhex("0404aabbccdd"))),
+        (bytes.fromhex("3003a401ff"), None),  # no ResponderID where one must be
+        (bytes.fromhex("3004a1053003"), None),  # cut short
+    ],
+    ids=["by name", "version then by key", "no responder id", "cut short"],
+)
+def test_responder_id_read_from_the_signed_bytes(tbs, written):
+    from types import SimpleNamespace
+
+    from engine.validate import _written_id
+
+    assert _written_id(SimpleNamespace(tbs_response_bytes=tbs)) == written
