@@ -129,6 +129,12 @@ def issued_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
 _EXTENSION_ERRORS = (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension)
 
 
+@lru_cache(maxsize=1024)  # the same few issuers come with every leaf and sign every response
+def subject_der(cert: x509.Certificate) -> bytes:
+    """The certificate's subject name as DER (cryptography builds a Name in Python for it)."""
+    return cert.subject.public_bytes()
+
+
 @lru_cache(maxsize=256)  # the same few issuers come with every leaf
 def _issuer_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes]:
     """A would-be issuer's subjectKeyIdentifier (None without one) and subject DER."""
@@ -136,7 +142,7 @@ def _issuer_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes]:
         key_id = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.key_identifier
     except _EXTENSION_ERRORS:
         key_id = None
-    return key_id, cert.subject.public_bytes()
+    return key_id, subject_der(cert)
 
 
 def named_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x509.Certificate | None:

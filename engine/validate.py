@@ -22,7 +22,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
 from engine import der
-from engine.certs import Leaf, issued_by
+from engine.certs import Leaf, issued_by, subject_der
 from engine.clock import iso
 from engine.errors import (
     BeyondCertificateError,
@@ -133,11 +133,6 @@ def _matching_single(
     )
 
 
-@lru_cache(maxsize=1024)  # the same few issuers sign every response
-def _subject_der(cert: x509.Certificate) -> bytes:
-    return cert.subject.public_bytes()
-
-
 def _written_id(response: ocsp.OCSPResponse) -> tuple[int, bytes] | None:
     """The ResponderID as written: (0xA1, the Name's DER) or (0xA2, the
     KeyHash OCTET STRING), read from ResponseData; None if it cannot be read.
@@ -159,7 +154,7 @@ def _written_id(response: ocsp.OCSPResponse) -> tuple[int, bytes] | None:
 
 def _names(response: ocsp.OCSPResponse, written: tuple[int, bytes] | None, cert: x509.Certificate) -> bool:
     """True when the response's ResponderID (``written``: _written_id) names ``cert`` (RFC 6960 4.2.2.3)."""
-    if written is not None and written[0] == 0xA1 and written[1] == _subject_der(cert):
+    if written is not None and written[0] == 0xA1 and written[1] == subject_der(cert):
         return True
     # A name written differently (another string type, say) may still be
     # the same name: cryptography's comparison decides.
