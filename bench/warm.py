@@ -379,12 +379,17 @@ def staplectl_warm(directory: Path, work: Path, home: Path, extra: list[str]) ->
     return elapsed, results, done.returncode
 
 
+def chains_in(directory: Path, leaves: list[Issued]) -> Path:
+    """A new directory holding these leaves' chain files."""
+    directory.mkdir()
+    for leaf in leaves:
+        shutil.copy(leaf.chain_path, directory / leaf.chain_path.name)
+    return directory
+
+
 def warm_up(work: Path, leaves: list[Issued]) -> None:
     """One small warm, so that the measured ones find their bytecode cached."""
-    directory = work / "warm-up"
-    directory.mkdir()
-    for leaf in leaves[:2]:
-        shutil.copy(leaf.chain_path, directory / leaf.chain_path.name)
+    directory = chains_in(work / "warm-up", leaves[:2])
     staplectl_warm(directory, work, work / "warm-up-home", ["--processes", "2"])  # a worker's modules too
 
 
@@ -392,9 +397,7 @@ def startup_time(work: Path, leaves: list[Issued], repeat: int) -> float:
     """What a warm costs whatever the number of certificates: the median of
     warms of one certificate (interpreter, imports, options, configuration,
     one fetch on loopback, output, exit)."""
-    directory = work / "one"
-    directory.mkdir()
-    shutil.copy(leaves[0].chain_path, directory / leaves[0].chain_path.name)
+    directory = chains_in(work / "one", leaves[:1])
     times = []
     for n in range(max(3, repeat)):
         seconds, outcome, code = staplectl_warm(directory, work, work / f"one-home-{n}", [])
