@@ -4,16 +4,17 @@
 failures, last error, next attempt) while it runs, so the state lives in a
 file and not only in the worker's memory: one SQLite database.
 
-- WAL mode, so readers in other processes never wait for the worker and
-  always see the last committed state; ``busy_timeout`` so that two writers
-  queue instead of failing.
+- WAL mode (engine.sqlitedb, which also says why nothing but SQLite ever
+  opens the file), so readers in other processes never wait for the worker
+  and always see the last committed state; ``busy_timeout`` so that two
+  writers queue instead of failing.
 - Writes are ``BEGIN IMMEDIATE``: they take the write lock at the start
   and wait there, instead of failing halfway with SQLITE_BUSY.
 - One connection per process behind a lock: the worker's threads write one
   small row each after a job, and SQLite serialises writers anyway.
   Reopened after a fork (a connection must not cross one).
-- The file is created 0o640 and its directory 0o750: the state names every
-  certificate file and responder the operator configured.
+- The file is created 0o640 and its directory 0o750 (engine.sqlitedb): the
+  state names every certificate file and responder the operator configured.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ from typing import Any
 from engine.clock import iso
 from engine.errors import StapleError
 from engine.paths import state_dir
+from engine.sqlitedb import Connections, connect
 
-FILE_MODE = 0o640
-DIRECTORY_MODE = 0o750
-BUSY_TIMEOUT = 10.0
 #: events kept per certificate: enough to see a pattern of failures
 HISTORY = 20
 #: a worker whose heartbeat is older than this is taken for dead
@@ -150,50 +149,18 @@ def default_path() -> Path:
     return state_dir() / "worker.db"
 
 
-def _create_private(path: Path) -> None:
-    """The directory 0o750 and the file 0o640 exactly, whatever the umask.
-
-    sqlite3 would create the file 0o644, and its -wal and -shm files copy
-    the database file's mode. Existing ones are left as the operator made them.
-    """
-    if not path.parent.exists():
-        path.parent.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.mkdir(path.parent, DIRECTORY_MODE)
-            os.chmod(path.parent, DIRECTORY_MODE)
-        except FileExistsError:
-            pass
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    except FileExistsError:
-        return
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-
-
 class StateStore:
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._conns = Connections()
         self._closed = False
         with self._use("open"):
             pass  # fail now, with the path in the message, not on first use
 
     # -- connection -----------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        _create_private(self.path)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     @contextmanager
     def _use(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -202,8 +169,9 @@ class StateStore:
                 raise StateStoreError(f"worker state {self.path}: {action} after close()")
             try:
                 if self._conn is None or self._pid != os.getpid():
-                    # An inherited connection belongs to the parent: never close it here.
-                    self._conn, self._pid = self._open(), os.getpid()
+                    # An inherited connection belongs to the parent: never
+                    # use or close it here (self._conns keeps it referenced).
+                    self._conn, self._pid = self._conns.add(connect(self.path, _SCHEMA)), os.getpid()
                 yield self._conn
             except (OSError, sqlite3.Error) as exc:
                 raise StateStoreError(f"worker state {self.path}: {action} failed: {exc}") from exc
@@ -222,9 +190,8 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
             self._conn = None
+        self._conns.close_all()
 
     def __enter__(self) -> StateStore:
         return self

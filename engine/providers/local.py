@@ -5,13 +5,15 @@ a one-shot ``fetch`` and the dashboard writing at once, and a crash in the
 middle of a write leaves the last committed state. So this provider never
 needs the engine's cache mutex.
 
-- WAL mode: readers (the request path) never wait for a writer.
-  ``synchronous=NORMAL`` is enough with WAL: a killed process loses nothing
-  committed; only a power cut may lose the last transactions.
+- WAL mode (engine.sqlitedb): readers (the request path) never wait for
+  the writer. The file is opened by SQLite alone: a descriptor of it
+  closed anywhere else in the process would drop SQLite's locks, and
+  another process would then delete the WAL under us.
 - Writes use ``BEGIN IMMEDIATE`` so that two writers queue on the busy
   timeout at the start instead of failing halfway with SQLITE_BUSY.
 - One connection per thread (sqlite3 connections must not be shared by
-  threads mid-statement), reopened after a fork.
+  threads mid-statement), and a new one after a fork: a connection never
+  crosses one.
 
 The staple and the metadata expire separately, as they do in memcached and
 redis where they are two keys: ``expires_at`` is the staple's,
@@ -33,13 +35,10 @@ from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheUnavailableError
-from engine.paths import ensure_private_dir
+from engine.sqlitedb import Connections, connect
 from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, encode_value, staple_key
 
-FILE_MODE = 0o640
-#: how long a writer waits for another process's transaction, in seconds
-BUSY_TIMEOUT = 10.0
 PURGE_INTERVAL = 60.0
 #: SQLite's default limit on host parameters is 999 in old builds
 _CHUNK = 500
@@ -93,8 +92,7 @@ class LocalProvider(Provider):
         self.uri = f"local:{self.path}"
         self._clock = clock
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
+        self._conns = Connections()
         self._generation = 0
         self._last_purge = float("-inf")
         self._conn()  # fail now, with the path in the message, not on first use
@@ -103,33 +101,15 @@ class LocalProvider(Provider):
 
     def _open(self) -> sqlite3.Connection:
         try:
-            ensure_private_dir(self.path.parent)
-            # Create the file ourselves: sqlite3 would create it 0o644, and
-            # its -wal and -shm files copy the database file's mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
+            return self._conns.add(connect(self.path, _SCHEMA))
         except (OSError, sqlite3.Error) as exc:
             raise CacheUnavailableError(f"local cache {self.path}: cannot open: {exc}") from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise CacheUnavailableError(f"local cache {self.path}: cannot open: {exc}") from exc
-        return conn
 
     def _conn(self) -> sqlite3.Connection:
         state = getattr(self._local, "state", None)
-        pid = os.getpid()
         # A connection inherited through fork must not be used by the child.
-        if state is None or state[0] != pid or state[1] != self._generation:
-            conn = self._open()
-            with self._conns_lock:
-                self._conns.append(conn)
-            self._local.state = state = (pid, self._generation, conn)
+        if state is None or state[0] != os.getpid() or state[1] != self._generation:
+            self._local.state = state = (os.getpid(), self._generation, self._open())
         return state[2]
 
     @contextmanager
@@ -273,14 +253,8 @@ class LocalProvider(Provider):
             conn.execute("DELETE FROM staples WHERE cert_id = ?", (cert_id,))
 
     def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-            self._generation += 1
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
+        self._generation += 1
+        self._conns.close_all()
 
     def __repr__(self) -> str:
         return f"LocalProvider({str(self.path)!r})"

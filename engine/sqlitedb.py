@@ -1,0 +1,136 @@
+"""Opening staplectl's SQLite databases without ever dropping SQLite's locks.
+
+The local store (``staples.db``) and the worker's state (``worker.db``) are
+shared by the prefetch service and every one-shot command. SQLite guards
+that sharing with POSIX advisory locks (fcntl), and those belong to the
+*process*, not to a descriptor: closing any descriptor of the database file
+drops every lock the process holds on it, SQLite's own included (SQLite's
+"How To Corrupt An SQLite Database File", section 2.2). Another process
+that then closes its connection takes itself for the last user,
+checkpoints, and deletes the -wal and -shm files while we still write into
+them: our writes reach a deleted file and nobody else ever sees them. So:
+
+- Nothing here opens the database, -wal or -shm file itself. SQLite creates
+  the file; its mode is set afterwards with chmod(2) by path, which opens
+  no descriptor. The -wal and -shm files copy the database file's mode
+  when SQLite creates them, so they get the same.
+- A connection opened before a fork is never used by the child, nor closed
+  by it (``Connections``): its unlock and checkpoint logic would run
+  against locks the child does not hold.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import threading
+import weakref
+from pathlib import Path
+
+#: the database and, copied by SQLite, its -wal and -shm files: they name
+#: every certificate file and responder the operator configured
+FILE_MODE = 0o640
+DIRECTORY_MODE = 0o750
+#: how long a writer waits for another process's transaction, in seconds
+BUSY_TIMEOUT = 10.0
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection in WAL mode with ``schema`` applied, creating the file if need be.
+
+    A database created here is made FILE_MODE whatever the umask; an
+    existing one keeps the mode its operator gave it. Raises OSError or
+    sqlite3.Error; callers name the file in their own error.
+    """
+    _private_dir(path.parent)
+    created = not os.path.lexists(path)
+    try:
+        # autocommit (isolation_level None): transactions are written out
+        # as BEGIN IMMEDIATE ... COMMIT by the callers
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    except sqlite3.OperationalError as exc:
+        # SQLite says only "unable to open database file": say why
+        raise _why_not(path) or exc
+    try:
+        if created:
+            # Before the first write creates -wal and -shm, which copy this mode.
+            os.chmod(path, FILE_MODE)
+        # WAL: readers in other processes never wait for a writer.
+        # synchronous=NORMAL is enough with WAL: a killed process loses
+        # nothing committed; only a power cut may lose the last transactions.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(schema)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _why_not(path: Path) -> OSError | None:
+    """The permission error behind SQLite's "unable to open database file", if it is one."""
+    if os.path.lexists(path):
+        target, wanted = path, os.R_OK | os.W_OK
+    else:
+        target, wanted = path.parent, os.W_OK | os.X_OK
+    if os.access(target, wanted, effective_ids=os.access in os.supports_effective_ids):
+        return None
+    return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+
+
+def _private_dir(directory: Path) -> None:
+    """Create the database's directory DIRECTORY_MODE exactly, whatever the umask."""
+    if directory.is_dir():
+        return  # an existing one keeps its mode
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(directory, DIRECTORY_MODE)
+    except FileExistsError:
+        return
+    os.chmod(directory, DIRECTORY_MODE)
+
+
+class Connections:
+    """The connections one object opened, for closing them all, and only ours.
+
+    A connection belongs to the process that opened it. After a fork the
+    child opens its own (callers check ``owned``), and ``close_all`` in the
+    child leaves the parent's ones alone and referenced: dropping the last
+    reference would close them too.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: list[tuple[int, sqlite3.Connection]] = []
+        self._inherited: list[sqlite3.Connection] = []
+        _every.add(self)
+
+    def add(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        with self._lock:
+            self._open.append((os.getpid(), conn))
+        return conn
+
+    def close_all(self) -> None:
+        pid = os.getpid()
+        with self._lock:
+            ours = [conn for owner, conn in self._open if owner == pid]
+            self._inherited += [conn for owner, conn in self._open if owner != pid]
+            self._open = []
+        for conn in ours:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+
+_every: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held a lock at the fork: it does not exist here.
+    for connections in list(_every):
+        connections._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

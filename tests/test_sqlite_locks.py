@@ -1,0 +1,174 @@
+"""SQLite's locks survive everything a long-running service does.
+
+The prefetch service keeps connections to the local store and to the
+worker's state on several threads for days, while one-shot commands in
+other processes open and close the same files. A POSIX lock SQLite holds is
+dropped when any descriptor of the file is closed in the process; when
+that happened (a thread opening its connection closed a descriptor of its
+own), the next command to close its connection deleted the WAL under the
+service, and every write the service made after it vanished for everybody
+else. These tests run that exact sequence with real processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine.providers.local import LocalProvider
+from engine.state import CertState, StateStore
+from tests.providers.contract import cert_id, der_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, *args: str) -> str:
+    """Run ``code`` in a new interpreter (another process, as a one-shot command is)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+# What another process does to each database: open it, read, close.
+_OPEN_AND_CLOSE = {
+    "local": "import sys; from pathlib import Path; from engine.providers.local import LocalProvider\n"
+    "p = LocalProvider(Path(sys.argv[1])); p.get('0' * 40); p.close()",
+    "state": "import sys; from pathlib import Path; from engine.state import StateStore\n"
+    "s = StateStore(Path(sys.argv[1])); s.all(); s.close()",
+}
+# What a third process reads: is the service's last write there?
+_SEES = {
+    "local": "import sys; from pathlib import Path; from engine.providers.local import LocalProvider\n"
+    "print(bool(LocalProvider(Path(sys.argv[1])).get(sys.argv[2])))",
+    "state": "import sys; from pathlib import Path; from engine.state import StateStore\n"
+    "print(StateStore(Path(sys.argv[1])).get(sys.argv[2]) is not None)",
+}
+
+
+class _Local:
+    name = "local"
+
+    def __init__(self, path: Path) -> None:
+        self.store = LocalProvider(path)
+
+    def write(self, key: str) -> None:
+        self.store.set(key, der_for(key), 3600)
+
+    def read(self) -> None:
+        self.store.get(cert_id("anything"))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class _State:
+    name = "state"
+
+    def __init__(self, path: Path) -> None:
+        self.store = StateStore(path)
+
+    def write(self, key: str) -> None:
+        self.store.put(CertState(key, f"/certs/{key}.pem"))
+
+    def read(self) -> None:
+        self.store.all()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture(params=[_Local, _State], ids=["staples.db", "worker.db"])
+def service_store(request, tmp_path):
+    store = request.param(tmp_path / "state" / f"{request.param.name}.db")
+    yield store
+    store.close()
+
+
+def test_a_write_after_another_process_closed_the_store_is_seen_by_a_third(service_store) -> None:
+    path = str(service_store.store.path)
+    # The service: a connection on one thread, then on another (a worker
+    # thread taking its first job), both left open as a service leaves them.
+    service_store.write(cert_id("first"))
+    other_thread = threading.Thread(target=service_store.read)
+    other_thread.start()
+    other_thread.join()
+    # A one-shot command in another process opens and closes the store.
+    _python(_OPEN_AND_CLOSE[service_store.name], path)
+    assert Path(path + "-wal").exists(), "the WAL was deleted while the service had the store open"
+    # The service's next write reaches everybody.
+    key = cert_id("after the other process closed")
+    service_store.write(key)
+    assert _python(_SEES[service_store.name], path, key) == "True"
+
+
+def test_a_forked_child_neither_uses_nor_closes_the_parents_connections(tmp_path: Path) -> None:
+    provider = LocalProvider(tmp_path / "staples.db")
+    provider.set(cert_id("parent"), der_for("parent"), 3600)
+    parent_conn = provider._conn()
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+
+    def child() -> None:
+        try:
+            # the child gets a connection of its own, writes, and closes
+            # everything it owns: the parent's connection is not among them
+            results.put(provider._conn() is not parent_conn)
+            provider.set(cert_id("child"), der_for("child"), 3600)
+            provider.close()
+            parent_conn.total_changes  # noqa: B018 - raises if the child closed it
+            results.put("closed")
+        except BaseException as exc:
+            results.put(repr(exc))
+
+    process = ctx.Process(target=child)
+    process.start()
+    assert results.get(timeout=30) is True
+    assert results.get(timeout=30) == "closed"
+    process.join(timeout=30)
+    assert process.exitcode == 0
+    # The parent's connection still works, and its writes still reach others.
+    key = cert_id("parent after the fork")
+    provider.set(key, der_for("after"), 3600)
+    assert provider._conn() is parent_conn
+    assert _python(_SEES["local"], str(provider.path), key) == "True"
+    assert _python(_SEES["local"], str(provider.path), cert_id("child")) == "True"
+    provider.close()
+
+
+def test_a_forked_child_leaves_the_worker_states_connection_alone(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "worker.db")
+    store.put(CertState(cert_id("parent"), "parent.pem"))
+    parent_conn = store._conn
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+
+    def child() -> None:
+        try:
+            store.put(CertState(cert_id("child"), "child.pem"))
+            results.put(store._conn is not parent_conn)
+            store.close()
+            parent_conn.total_changes  # noqa: B018 - raises if the child closed it
+            results.put("closed")
+        except BaseException as exc:
+            results.put(repr(exc))
+
+    process = ctx.Process(target=child)
+    process.start()
+    assert results.get(timeout=30) is True
+    assert results.get(timeout=30) == "closed"
+    process.join(timeout=30)
+    key = cert_id("parent after the fork")
+    store.put(CertState(key, "after.pem"))
+    assert store._conn is parent_conn
+    assert _python(_SEES["state"], str(store.path), key) == "True"
+    assert _python(_SEES["state"], str(store.path), cert_id("child")) == "True"
+    store.close()
