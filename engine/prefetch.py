@@ -29,6 +29,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from engine.cache import redact
+from engine.cache_watch import CacheWatch, Outage, is_cache_down, says_cache_worked
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import StapleError, UnexpectedError
@@ -70,9 +72,12 @@ class WorkerEvent:
     """One outcome, for logs, metrics and the dashboard.
 
     action: updated | fresh | leased | failed | busy (the stripe was held
-    elsewhere past lock_timeout) | added | removed. level: info | warning
-    (a failure with a usable staple still cached; a revoked or unknown
-    answer) | error (a failure with nothing usable left to serve).
+    elsewhere past lock_timeout) | added | removed, or, for the cache as a
+    whole (no cert_id; name is the cache URI), cache_down | cache_up.
+    level: info | warning (a failure with a usable staple still cached; a
+    revoked or unknown answer) | error (a failure with nothing usable left
+    to serve; the cache down). status, this_update and next_update are the
+    staple's that the certificate has after the event, when one is known.
     """
 
     when: float
@@ -82,9 +87,15 @@ class WorkerEvent:
     action: str
     detail: str
     reason: str | None = None
+    status: str | None = None
+    this_update: float | None = None
+    next_update: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "when": iso(self.when)}
+        data = asdict(self)
+        for name in ("when", "this_update", "next_update"):
+            data[name] = iso(data[name])
+        return data
 
 
 class _Cert:
@@ -140,6 +151,8 @@ class PrefetchWorker:
         self._loaded = False
         self._audit_order: list[str] = []
         self._audit_pos = 0
+        self._audit_now = False
+        self.cache_watch = CacheWatch()
 
     # -- certificates -----------------------------------------------------------
 
@@ -276,6 +289,7 @@ class PrefetchWorker:
         except Exception as exc:  # every outcome is planned for, a bug included
             result = exc
         now = self.clock.now()
+        self._watch_cache(result, now)
         if isinstance(result, StripeTimeoutError):
             action, reason = "busy", result.reason
             plan = plan_busy(result, self.options.lock_timeout, started, now, self.policy)
@@ -294,8 +308,13 @@ class PrefetchWorker:
             plan = plan_answer(action, result.staple, started, now, self.policy, self.rand())
             if action != "leased":
                 cert.planned_from = result.staple.this_update  # only this job's thread touches it
-        event = WorkerEvent(now, plan.level, ticket.cert_id, leaf.name, action, plan.detail, reason)
-        return self._finish(ticket, plan.due, event, plan.changes)
+        changes = plan.changes
+        event = WorkerEvent(
+            now, plan.level, ticket.cert_id, leaf.name, action, plan.detail, reason,
+            changes.get("status", before.status), changes.get("this_update", before.this_update),
+            changes.get("next_update", before.next_update),
+        )  # fmt: skip
+        return self._finish(ticket, plan.due, event, changes)
 
     def _refresh(self, cert: _Cert) -> Refresh:
         """Stapler.refresh, told which staple this run was planned to renew.
@@ -311,6 +330,47 @@ class PrefetchWorker:
         return self.stapler.refresh(
             cert.leaf, replace_from=cert.planned_from, lock_timeout=self.options.lock_timeout
         )
+
+    # -- the cache as a whole ---------------------------------------------------
+
+    def _watch_cache(self, result: Refresh | Exception, now: float) -> None:
+        """Note what a refresh says of the cache: down, answering, or nothing."""
+        if isinstance(result, Exception) and is_cache_down(result):
+            outage = self.cache_watch.failed(result, now)
+            if outage is not None:
+                uri = redact(self.stapler.cache.uri)
+                detail = f"cache {uri} unreachable: {outage.error}; renewals resume when it answers again"
+                self._emit(WorkerEvent(now, "error", "", uri, "cache_down", detail, "cache_unavailable"))
+        elif not isinstance(result, Exception) or says_cache_worked(result):
+            self._cache_answered(now)
+
+    def _cache_answered(self, now: float) -> None:
+        ended = self.cache_watch.worked(now)
+        if ended is not None:
+            self._cache_back(ended, now)
+
+    def _cache_back(self, outage: Outage, now: float) -> None:
+        """The cache answers again: what failed on it is due now, not after its backoff.
+
+        A restarted memcached or redis is empty; the next audit (run at
+        once) also finds every staple that is missing.
+        """
+        with self._lock:
+            due = [
+                cert_id for cert_id, cert in self._certs.items()
+                if cert.state.last_reason == "cache_unavailable" and self._schedule.advance(cert_id, now)
+            ]  # fmt: skip
+            for cert_id in due:
+                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
+            self._audit_now = True
+            self._audit_order, self._audit_pos = [], 0
+            self._dispatch_cv.notify()
+        uri = redact(self.stapler.cache.uri)
+        detail = (
+            f"cache {uri} reachable again after {now - outage.since:.0f} s; "
+            f"{len(due)} certificates that failed on it are due now"
+        )
+        self._emit(WorkerEvent(now, "info", "", uri, "cache_up", detail))
 
     def _usable_cached(self, leaf: Leaf, now: float) -> Staple | None:
         try:
@@ -423,9 +483,11 @@ class PrefetchWorker:
             return 0
         try:
             found = self.stapler.cached_many(leaves)
-        except StapleError:
-            return 0  # the cache is down: every job reports that, with its reason
+        except StapleError as error:
+            self._watch_cache(error, self.clock.now())
+            return 0  # the cache is down: nothing to correct until it answers
         now = self.clock.now()
+        self._cache_answered(now)
         moved = 0
         with self._lock:
             for leaf in leaves:
@@ -459,6 +521,9 @@ class PrefetchWorker:
                     pass  # every job's event reports a broken state store; a beat need not
                 self.audit()
                 next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+            elif self._audit_now:
+                self._audit_now = False
+                self.audit()  # the cache is back: look for what it lost now, not at the next beat
             with self._lock:
                 if self._stopping:
                     return

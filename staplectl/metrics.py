@@ -34,6 +34,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._successes = 0
         self._failures: Counter[str] = Counter()
+        self._cache_up = 1
+        self._cache_outages = 0
 
     def observe(self, event: WorkerEvent) -> None:
         with self._lock:
@@ -41,6 +43,11 @@ class Metrics:
                 self._successes += 1
             elif event.action == "failed":
                 self._failures[event.reason or "unknown"] += 1
+            elif event.action == "cache_down":
+                self._cache_up = 0
+                self._cache_outages += 1
+            elif event.action == "cache_up":
+                self._cache_up = 1
 
     def render(self) -> str:
         now = self.clock.now()
@@ -74,6 +81,12 @@ class Metrics:
         with self._lock:
             successes = self._successes
             failures = sorted(self._failures.items())
+            cache_up, cache_outages = self._cache_up, self._cache_outages
+        family("staplectl_cache_up", "gauge", "1 while the cache answers the worker, 0 during an outage.",
+               [("", cache_up)])
+        family("staplectl_cache_outages_total", "counter",
+               "Cache outages the worker met (each logged once when it starts and once when it ends).",
+               [("", cache_outages)])
         family(
             "staplectl_fetch_success_total", "counter",
             "Responses fetched, validated and stored.",

@@ -8,14 +8,16 @@ what is due and exits.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from engine.cache import redact
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, StapleError
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
@@ -31,6 +33,7 @@ from staplectl.terminal import Terminal
 #: how long stop() may wait for refreshes in flight: well inside systemd's
 #: TimeoutStopSec and the 5 s an operator expects
 STOP_GRACE = 3.0
+LOG_FORMATS = ("text", "json")
 
 
 def prefetch(
@@ -40,6 +43,13 @@ def prefetch(
         Optional[str],
         typer.Option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics at http://HOST:PORT/metrics."),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format", metavar="text|json",
+            help="Log lines on stderr: text for people, json (one object a line) for log collectors.",
+        ),
+    ] = "text",
     cache: CacheOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = 0,
@@ -57,9 +67,11 @@ def prefetch(
     opts = settings(ctx, cache, config, verbose, quiet)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     with reporting(term):
+        if log_format not in LOG_FORMATS:
+            raise InputError(f"--log-format {log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         address = _address(metrics) if metrics else None
         effective = opts.load_config()
-        service = Service(opts, effective, term)
+        service = Service(opts, effective, term, log_format=log_format)
         if once:
             raise typer.Exit(int(service.run_once()))
         service.run(address)
@@ -80,10 +92,11 @@ def _address(text: str) -> tuple[str, int]:
 
 
 class Service:
-    def __init__(self, opts: Settings, config: Config, term: Terminal) -> None:
+    def __init__(self, opts: Settings, config: Config, term: Terminal, *, log_format: str = "text") -> None:
         self.opts = opts
         self.config = config
         self.term = term
+        self.log_format = log_format
         self.state = StateStore(config.state_path())
         self.stapler = open_stapler(config)
         self.metrics = Metrics(self.state, config.locks.path(), SYSTEM_CLOCK)
@@ -104,11 +117,17 @@ class Service:
 
     # -- logging ----------------------------------------------------------------
 
-    def log(self, level: str, what: str) -> None:
+    def log(self, level: str, what: str, fields: dict[str, Any] | None = None) -> None:
+        """One line on stderr; ``fields`` are the event's, for the JSON format."""
         if self.opts.quiet and level == "info":
             return
+        now = iso(SYSTEM_CLOCK.now())
+        if self.log_format == "json":
+            line = json.dumps({"time": now, "level": level, "message": what, **(fields or {})})
+        else:
+            line = f"{now} {level.upper():<7} {what}"
         try:
-            sys.stderr.write(f"{iso(SYSTEM_CLOCK.now())} {level.upper():<7} {what}\n")
+            sys.stderr.write(line + "\n")
             sys.stderr.flush()
         except OSError:
             # a closed log pipe (`| tee` killed by the same Ctrl-C) must not
@@ -121,8 +140,15 @@ class Service:
             # nothing happened yet: a line per idle look, or per certificate
             # of 100,000 at start, would drown the log (-v shows them)
             return
+        if event.reason == "cache_unavailable" and event.action == "failed" and not self.opts.verbose:
+            # said once for all, by the cache_down line; -v shows each
+            return
         reason = f" [{event.reason}]" if event.reason else ""
-        self.log(event.level, f"{event.name} {event.action}{reason}: {event.detail}")
+        fields = event.to_dict()
+        del fields["when"], fields["level"], fields["detail"]
+        fields["cert"] = fields.pop("name")
+        fields["cert_sha1"] = fields.pop("cert_id")  # as every --json output names it
+        self.log(event.level, f"{event.name} {event.action}{reason}: {event.detail}", fields)
 
     # -- certificates -----------------------------------------------------------
 
@@ -134,11 +160,15 @@ class Service:
             )
         loaded = load_all(config.certificates)
         for source, problem in loaded.problems:
-            self.log("error", f"{source} skipped: {problem}")
+            fields = {"action": "skipped", "file": str(source), "reason": problem.reason}
+            self.log("error", f"{source} skipped: {problem}", fields)
         if not loaded.leaves:
             raise InputError(f"{config.path or 'configuration'}: none of the configured certificates could be loaded")
         added, removed = self.worker.load(loaded.leaves)
-        self.log("info", f"loaded {len(loaded.leaves)} certificates ({added} added, {removed} removed)")
+        self.log(
+            "info", f"loaded {len(loaded.leaves)} certificates ({added} added, {removed} removed)",
+            {"action": "loaded", "certificates": len(loaded.leaves), "added": added, "removed": removed},
+        )
 
     # -- modes ------------------------------------------------------------------
 
@@ -162,12 +192,17 @@ class Service:
                 raise InputError(f"--metrics {address[0]}:{address[1]}: cannot listen: {exc.strerror}") from None
             server.start()
             host, port = server.address
-            self.log("info", f"metrics at http://{host}:{port}/metrics")
+            url = f"http://{host}:{port}/metrics"
+            self.log("info", f"metrics at {url}", {"action": "metrics", "url": url})
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
         self.worker.start()
-        self.log("info", f"prefetch worker started (pid {os.getpid()}, cache {self.stapler.cache.uri})")
+        cache = redact(self.stapler.cache.uri)
+        self.log(
+            "info", f"prefetch worker started (pid {os.getpid()}, cache {cache})",
+            {"action": "started", "pid": os.getpid(), "cache": cache},
+        )
         try:
             while not self._stop.is_set():
                 # signal handlers only set events: the work happens here,
@@ -177,20 +212,26 @@ class Service:
                     self._reload.clear()
                     self.reload()
         finally:
-            self.log("info", "stopping")
+            self.log("info", "stopping", {"action": "stopping"})
             clean = self.worker.stop()
             if server:
                 server.stop()
             self.close()
-            self.log("info", "stopped" if clean else "stopped; refreshes still in flight were abandoned")
+            self.log(
+                "info", "stopped" if clean else "stopped; refreshes still in flight were abandoned",
+                {"action": "stopped", "clean": clean},
+            )
 
     def reload(self) -> None:
-        self.log("info", "SIGHUP: reloading the configuration")
+        self.log("info", "SIGHUP: reloading the configuration", {"action": "reloading"})
         try:
             config = self.opts.load_config()
             self._load(config)
         except StapleError as error:
-            self.log("error", f"reload failed, keeping the running configuration: {error}")
+            self.log(
+                "error", f"reload failed, keeping the running configuration: {error}",
+                {"action": "reload_failed", "reason": error.reason},
+            )
             return
         if _settings(config) != _settings(self.config):
             self.log(

@@ -3,6 +3,7 @@ it renews, reloads on SIGHUP, serves metrics, and stops on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography.x509 import ocsp
 
 from engine.certs import load_leaf
+from engine.clock import iso
 from engine.providers import open_provider
 from tests.cli.conftest import staplectl_path
 from tests.responder import Behaviour
@@ -159,3 +162,35 @@ def test_reload_with_a_broken_file_keeps_running(service, pki, responder, tmp_pa
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
 
+
+
+def test_json_log_lines_carry_the_event_and_the_stored_staple(service, pki, responder, tmp_path):
+    leaf = pki.leaf("svc_json")
+    config = write_config(tmp_path / "c.toml", [leaf.chain_path])
+    port = free_port()
+    proc = service(config, "--log-format", "json", "--metrics", f"127.0.0.1:{port}")
+    wait_for(lambda: '"action": "updated"' in log_of(proc), 20, "the first renewal")
+    lines = [json.loads(line) for line in log_of(proc).splitlines()]  # every line is one object
+    started = next(line for line in lines if line["action"] == "started")
+    assert started["level"] == "info" and started["pid"] == proc.pid
+    updated = next(line for line in lines if line["action"] == "updated")
+    cert_id = load_leaf(leaf.chain_path).cert_id
+    assert updated["cert"] == str(leaf.chain_path) and updated["cert_sha1"] == cert_id
+    assert updated["status"] == "good" and updated["level"] == "info"
+    # the staple's own times, as stored: what an outside check compares with the store
+    with open_provider(f"local:{tmp_path / 'home' / 'staples.db'}") as provider:
+        stored = ocsp.load_der_ocsp_response(provider.get(cert_id).der)
+    assert updated["this_update"] == iso(stored.this_update_utc.timestamp())
+    assert updated["next_update"] == iso(stored.next_update_utc.timestamp())
+    assert "time" in updated and updated["message"].startswith(f"{leaf.chain_path} updated")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "staplectl_cache_up 1\n" in body and "staplectl_cache_outages_total 0\n" in body
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert json.loads(log_of(proc).splitlines()[-1])["action"] == "stopped"
+
+
+def test_an_unknown_log_format_is_bad_input(cli, pki, tmp_path):
+    ran = cli("prefetch", "--log-format", "xml", "--config", write_config(tmp_path / "c.toml", [pki.good.chain_path]))
+    assert ran.exit_code == 2
+    assert "--log-format 'xml': expected one of text, json" in ran.stderr
