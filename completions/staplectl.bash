@@ -9,7 +9,7 @@ _staplectl_options() {  # every option of command $1 ('' before the command)
         'fetch') echo '--issuer --url --no-store --out --timeout --max-size --nonce --get --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'warm') echo '--issuer --url -j --concurrency --processes --force --timeout --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'inspect') echo '--issuer --text --json --cache --config -v --verbose -q --quiet -h --help' ;;
-        'prefetch') echo '--once --metrics --cache --config -v --verbose -q --quiet -h --help' ;;
+        'prefetch') echo '--once --metrics --log-format --cache --config -v --verbose -q --quiet -h --help' ;;
         'check') echo '-w --warn -c --crit --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'export') echo '--nginx --haproxy --mod-md --haproxy-socket --reload-cmd --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'locks') echo '--all --watch --interval --json --cache --config -v --verbose -q --quiet -h --help' ;;
@@ -24,7 +24,7 @@ _staplectl_valued() {  # the options of $1 that take a value
         'fetch') echo '--issuer --url --out --timeout --max-size --cache --config' ;;
         'warm') echo '--issuer --url -j --concurrency --processes --timeout --cache --config' ;;
         'inspect') echo '--issuer --cache --config' ;;
-        'prefetch') echo '--metrics --cache --config' ;;
+        'prefetch') echo '--metrics --log-format --cache --config' ;;
         'check') echo '-w --warn -c --crit --issuer --cache --config' ;;
         'export') echo '--nginx --mod-md --haproxy-socket --reload-cmd --issuer --cache --config' ;;
         'locks') echo '--interval --cache --config' ;;

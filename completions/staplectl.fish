@@ -60,6 +60,7 @@ complete -c staplectl -n '__fish_seen_subcommand_from inspect' -F
 
 complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -l once -d 'Renew what is due now, then exit.'
 complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -l metrics -x -d 'Serve Prometheus metrics at http://HOST:PORT/metrics.'
+complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -l log-format -x -d 'Log lines on stderr: text for people, json (one object a line) for log collectors.'
 complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -l cache -x -d 'Cache provider: local:[PATH], dbm:PATH, memcache://HOST:PORT[,...], redis://HOST:PORT[/DB]. Default: local: under $STAPLECTL_HOME or the XDG state directory.'
 complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -l config -r -F -d 'Configuration file (TOML).'
 complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -s v -l verbose -d 'Say more on stderr (repeat for more).'

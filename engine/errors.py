@@ -176,7 +176,28 @@ class CacheError(StapleError):
 
 
 class CacheUnavailableError(CacheError):
+    """The store cannot be reached or used: every call may fail alike."""
+
     reason = "cache_unavailable"
+
+
+class StoreUnwritableError(CacheUnavailableError):
+    """The store can be read but not written: a full disk, a file system
+    remounted read-only after I/O errors, a read-only file."""
+
+    reason = "cache_unwritable"
+
+
+class StoreDamagedError(CacheUnavailableError):
+    """The store's file is corrupt: some entries, or all, cannot be read."""
+
+    reason = "cache_damaged"
+
+
+#: the reasons of a store that failed as a whole, not of one entry
+STORE_DOWN_REASONS = frozenset(
+    {CacheUnavailableError.reason, StoreUnwritableError.reason, StoreDamagedError.reason}
+)
 
 
 class EntryFormatError(CacheError):

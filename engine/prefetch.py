@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from engine.cache import redact
-from engine.cache_watch import CacheWatch, Outage, is_cache_down, says_cache_worked
+from engine.store_watch import StoreWatch, Outage, is_cache_down, says_cache_worked
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
-from engine.errors import StapleError, UnexpectedError
+from engine.errors import STORE_DOWN_REASONS, StapleError, UnexpectedError
 from engine.freshness import expires_at
 from engine.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure, responder_key
 from engine.staple import Staple
@@ -47,6 +47,16 @@ HEARTBEAT_INTERVAL = 10.0
 #: audit): 100,000 certificates are all looked at within about 3 minutes
 AUDIT_BATCH = 5000
 _numbers = itertools.count(1)
+#: what an outage of the cache means for the renewals, by its reason
+_WHILE_DOWN = {
+    "cache_unavailable": ("unreachable", "renewals resume when it answers again"),
+    "cache_unwritable": (
+        "cannot be written", "staples already stored are still read; renewals are stored again when it can be"
+    ),
+    "cache_damaged": (
+        "damaged", "entries that can still be read are renewed; repair the file and restart the service"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ class WorkerEvent:
 
     action: updated | fresh | leased | failed | busy (the stripe was held
     elsewhere past lock_timeout) | added | removed, or, for the cache as a
-    whole (no cert_id; name is the cache URI), cache_down | cache_up.
+    whole (no cert_id; name is the cache URI), cache_down | cache_up, and
+    for the worker's state (name is its file) state_down | state_up.
     level: info | warning (a failure with a usable staple still cached; a
     revoked or unknown answer) | error (a failure with nothing usable left
     to serve; the cache down). status, this_update and next_update are the
@@ -152,7 +163,8 @@ class PrefetchWorker:
         self._audit_order: list[str] = []
         self._audit_pos = 0
         self._audit_now = False
-        self.cache_watch = CacheWatch()
+        self.cache_watch = StoreWatch()
+        self.state_watch = StoreWatch()
 
     # -- certificates -----------------------------------------------------------
 
@@ -339,13 +351,14 @@ class PrefetchWorker:
             outage = self.cache_watch.failed(result, now)
             if outage is not None:
                 uri = redact(self.stapler.cache.uri)
-                detail = f"cache {uri} unreachable: {outage.error}; renewals resume when it answers again"
-                self._emit(WorkerEvent(now, "error", "", uri, "cache_down", detail, "cache_unavailable"))
+                state, meanwhile = _WHILE_DOWN[outage.reason]
+                detail = f"{state}: {outage.error}; {meanwhile}"
+                self._emit(WorkerEvent(now, "error", "", uri, "cache_down", detail, outage.reason))
         elif not isinstance(result, Exception) or says_cache_worked(result):
-            self._cache_answered(now)
+            self._cache_answered(now, wrote=not isinstance(result, Exception) and result.action == "updated")
 
-    def _cache_answered(self, now: float) -> None:
-        ended = self.cache_watch.worked(now)
+    def _cache_answered(self, now: float, *, wrote: bool = False) -> None:
+        ended = self.cache_watch.worked(now, wrote=wrote)
         if ended is not None:
             self._cache_back(ended, now)
 
@@ -358,7 +371,7 @@ class PrefetchWorker:
         with self._lock:
             due = [
                 cert_id for cert_id, cert in self._certs.items()
-                if cert.state.last_reason == "cache_unavailable" and self._schedule.advance(cert_id, now)
+                if cert.state.last_reason in STORE_DOWN_REASONS and self._schedule.advance(cert_id, now)
             ]  # fmt: skip
             for cert_id in due:
                 self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
@@ -367,7 +380,7 @@ class PrefetchWorker:
             self._dispatch_cv.notify()
         uri = redact(self.stapler.cache.uri)
         detail = (
-            f"cache {uri} reachable again after {now - outage.since:.0f} s; "
+            f"works again after {now - outage.since:.0f} s; "
             f"{len(due)} certificates that failed on it are due now"
         )
         self._emit(WorkerEvent(now, "info", "", uri, "cache_up", detail))
@@ -398,9 +411,25 @@ class PrefetchWorker:
                 try:
                     self.state.put(state, HistoryEntry(event.when, event.action, event.detail))
                 except StateStoreError as error:
-                    event = replace(event, level="error", detail=f"{event.detail}; state not recorded: {error}")
+                    self._state_failed(error, event.when)
+                else:
+                    self._state_worked(event.when)
         self._emit(event)
         return event
+
+    def _state_failed(self, error: StateStoreError, now: float) -> None:
+        if self.state_watch.failed(error, now) is not None:
+            detail = (
+                f"{error}; renewals go on, but inspect, the dashboard and the metrics "
+                "show what was last recorded until it can be written again"
+            )
+            self._emit(WorkerEvent(now, "error", "", str(self.state.path), "state_down", detail, error.reason))
+
+    def _state_worked(self, now: float) -> None:
+        ended = self.state_watch.worked(now, wrote=True)
+        if ended is not None:
+            detail = f"written again after {now - ended.since:.0f} s"
+            self._emit(WorkerEvent(now, "info", "", str(self.state.path), "state_up", detail))
 
     def _emit(self, event: WorkerEvent) -> None:
         try:
@@ -517,8 +546,10 @@ class PrefetchWorker:
             if time.monotonic() >= next_beat:
                 try:
                     self.heartbeat()
-                except StateStoreError:
-                    pass  # every job's event reports a broken state store; a beat need not
+                except StateStoreError as error:
+                    self._state_failed(error, self.clock.now())
+                else:
+                    self._state_worked(self.clock.now())
                 self.audit()
                 next_beat = time.monotonic() + HEARTBEAT_INTERVAL
             elif self._audit_now:

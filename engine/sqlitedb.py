@@ -50,7 +50,6 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
         # as BEGIN IMMEDIATE ... COMMIT by the callers
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     except sqlite3.OperationalError as exc:
-        # SQLite says only "unable to open database file": say why
         raise _why_not(path) or exc
     try:
         if created:
@@ -62,21 +61,50 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(schema)
-    except BaseException:
+    except BaseException as exc:
         conn.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            # SQLite says only "unable to open database file" when it
+            # cannot create the -wal or -shm file: say why
+            raise _why_not(path) or exc
         raise
     return conn
 
 
 def _why_not(path: Path) -> OSError | None:
-    """The permission error behind SQLite's "unable to open database file", if it is one."""
+    """The OS error behind SQLite's "unable to open database file" or "disk
+    I/O error" at open, if we can tell it: no access, a read-only file
+    system, no space left.
+
+    The file must be readable and writable, and its directory writable,
+    since SQLite creates the -wal and -shm files beside it.
+    """
+    checks = [(path.parent, os.W_OK | os.X_OK)]
     if os.path.lexists(path):
-        target, wanted = path, os.R_OK | os.W_OK
-    else:
-        target, wanted = path.parent, os.W_OK | os.X_OK
-    if os.access(target, wanted, effective_ids=os.access in os.supports_effective_ids):
+        checks.insert(0, (path, os.R_OK | os.W_OK))
+    for target, wanted in checks:
+        if os.access(target, wanted, effective_ids=os.access in os.supports_effective_ids):
+            continue
+        try:
+            read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        code = errno.EROFS if read_only else errno.EACCES
+        return OSError(code, os.strerror(code), str(target))
+    return no_space(path)
+
+
+def no_space(path: Path) -> OSError | None:
+    """ENOSPC naming the file system, when the database's has no block left.
+
+    SQLite reports a full disk as "disk I/O error" when it cannot even
+    create its -shm file, and as "database or disk is full" otherwise.
+    """
+    try:
+        full = os.statvfs(path.parent).f_bavail == 0
+    except OSError:
         return None
-    return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent)) if full else None
 
 
 def _private_dir(directory: Path) -> None:
@@ -89,6 +117,26 @@ def _private_dir(directory: Path) -> None:
     except FileExistsError:
         return
     os.chmod(directory, DIRECTORY_MODE)
+
+
+# SQLite's primary result codes (sqlite.org/rescode.html); extended codes
+# carry them in their low byte.
+_READONLY, _IOERR, _CORRUPT, _FULL, _NOTADB = 8, 10, 11, 13, 26
+
+
+def failure_kind(exc: sqlite3.Error, writing: bool) -> str:
+    """What a SQLite error says of the file: "damaged", "unwritable" or "unavailable".
+
+    A damaged file stays damaged until someone repairs it; an unwritable one
+    (disk full, file system remounted read-only) can still be read; anything
+    else (busy past the timeout, cannot open) may pass.
+    """
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (_CORRUPT, _NOTADB):
+        return "damaged"
+    if code in (_READONLY, _FULL) or (code == _IOERR and writing):
+        return "unwritable"
+    return "unavailable"
 
 
 class Connections:

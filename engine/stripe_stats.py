@@ -33,6 +33,7 @@ place: a process that still maps the old file keeps a valid mapping.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
@@ -40,7 +41,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.clock import iso
 from engine.errors import StapleError
@@ -167,11 +168,31 @@ def _create(directory: Path, stripes: int) -> None:
     try:
         os.fchmod(fd, FILE_MODE)
         header = _HEADER.pack(_MAGIC, _VERSION, stripes, _RECORD.size).ljust(_HEADER_SIZE, b"\0")
-        os.write(fd, header)
-        os.ftruncate(fd, _expected_size(stripes))
+        # Every byte written, not a sparse ftruncate: a mapped page with no
+        # block behind it gets one at the first store into it, and on a full
+        # disk that store is a SIGBUS that kills the process.
+        data = header.ljust(_expected_size(stripes), b"\0")
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
     finally:
         os.close(fd)
     os.replace(tmp, directory / STATS_FILE)
+
+
+def _allocate(path: Path, fd: int, size: int) -> None:
+    """Give every page of the file a block before it is mapped (see _create).
+
+    A no-op for files we wrote in full; a file left sparse by an older
+    version gets its blocks now, or we learn now that the disk is full,
+    while it is still an error and not a SIGBUS.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return  # a file system without fallocate: nothing better to do
+        raise StripeStatsError(f"{path}: cannot allocate the stats file: {exc.strerror}") from exc
 
 
 class StatsFile:
@@ -200,6 +221,7 @@ class StatsFile:
                 try:
                     size = os.fstat(fd).st_size
                     if _header_stripes(os.pread(fd, _HEADER.size, 0), size) == stripes:
+                        _allocate(path, fd, _expected_size(stripes))
                         self._mm = mmap.mmap(fd, _expected_size(stripes))
                         return
                 finally:
@@ -245,21 +267,26 @@ class StatsFile:
 
     # Readers.
 
+    def _slice(self, at: int, length: int) -> bytes:
+        return self._mm[at : at + length]
+
     def read(self, stripe: int) -> StripeStats:
-        return _read_record(self._mm, stripe)
+        return _read_record(self._slice, stripe)
 
     def read_all(self) -> list[StripeStats]:
-        return [_read_record(self._mm, stripe) for stripe in range(self.stripes)]
+        return [_read_record(self._slice, stripe) for stripe in range(self.stripes)]
 
 
-def _read_record(mm: mmap.mmap, stripe: int) -> StripeStats:
+def _read_record(read: Callable[[int, int], bytes], stripe: int) -> StripeStats:
+    """One record, read with ``read(offset, length)`` until no write tore it."""
     at = _HEADER_SIZE + stripe * _RECORD.size
     deadline = None
     delay = 0.0001
     while True:
-        before = _SEQ.unpack_from(mm, at)[0]
-        record = _RECORD.unpack_from(mm, at)
-        if not before & 1 and _SEQ.unpack_from(mm, at)[0] == before:
+        data = read(at, _RECORD.size)
+        before = _SEQ.unpack_from(data)[0]
+        record = _RECORD.unpack_from(data)
+        if not before & 1 and _SEQ.unpack_from(read(at, _SEQ.size))[0] == before:
             break
         # A write is under way, or its writer died half-way (the record's
         # pid cannot tell: it may be the half-written one).
@@ -305,10 +332,12 @@ def read_stats(directory: Path) -> list[StripeStats]:
         stripes = _header_stripes(os.pread(fd, _HEADER.size, 0), size)
         if stripes is None:
             raise StripeStatsError(f"{path}: not a stripe stats file of version {_VERSION} (or truncated)")
-        mm = mmap.mmap(fd, _expected_size(stripes), prot=mmap.PROT_READ)
+        # pread, not a mapping: reading a page with no block behind it
+        # (a sparse file, a file truncated under us) is a SIGBUS in a map,
+        # and zeros or a short read here
+        def read(at: int, length: int) -> bytes:
+            return os.pread(fd, length, at).ljust(length, b"\0")
+
+        return [_read_record(read, stripe) for stripe in range(stripes)]
     finally:
         os.close(fd)
-    try:
-        return [_read_record(mm, stripe) for stripe in range(stripes)]
-    finally:
-        mm.close()

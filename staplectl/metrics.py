@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.clock import Clock
+from engine.errors import STORE_DOWN_REASONS
 from engine.prefetch import WorkerEvent
 from engine.state import StateStore
 from engine.stripe_stats import read_stats
@@ -34,8 +35,11 @@ class Metrics:
         self._lock = threading.Lock()
         self._successes = 0
         self._failures: Counter[str] = Counter()
-        self._cache_up = 1
-        self._cache_outages = 0
+        #: per store (cache, state): 1 while it works, and its outages by reason
+        self._up = {"cache": 1, "state": 1}
+        self._outages: Counter[tuple[str, str]] = Counter(
+            {("cache", reason): 0 for reason in sorted(STORE_DOWN_REASONS)} | {("state", "state_store"): 0}
+        )
 
     def observe(self, event: WorkerEvent) -> None:
         with self._lock:
@@ -43,11 +47,12 @@ class Metrics:
                 self._successes += 1
             elif event.action == "failed":
                 self._failures[event.reason or "unknown"] += 1
-            elif event.action == "cache_down":
-                self._cache_up = 0
-                self._cache_outages += 1
-            elif event.action == "cache_up":
-                self._cache_up = 1
+            elif event.action in ("cache_down", "state_down"):
+                store = event.action.removesuffix("_down")
+                self._up[store] = 0
+                self._outages[(store, event.reason or "unknown")] += 1
+            elif event.action in ("cache_up", "state_up"):
+                self._up[event.action.removesuffix("_up")] = 1
 
     def render(self) -> str:
         now = self.clock.now()
@@ -81,12 +86,14 @@ class Metrics:
         with self._lock:
             successes = self._successes
             failures = sorted(self._failures.items())
-            cache_up, cache_outages = self._cache_up, self._cache_outages
-        family("staplectl_cache_up", "gauge", "1 while the cache answers the worker, 0 during an outage.",
-               [("", cache_up)])
-        family("staplectl_cache_outages_total", "counter",
-               "Cache outages the worker met (each logged once when it starts and once when it ends).",
-               [("", cache_outages)])
+            up = dict(self._up)
+            outages = sorted(self._outages.items())
+        for store, what in (("cache", "the cache"), ("state", "the worker's state file")):
+            family(f"staplectl_{store}_up", "gauge", f"1 while {what} works for the worker, 0 during an outage.",
+                   [("", up[store])])
+            family(f"staplectl_{store}_outages_total", "counter",
+                   f"Outages of {what}, by reason (each logged once when it starts and once when it ends).",
+                   [(f'{{reason="{_label(reason)}"}}', n) for (kind, reason), n in outages if kind == store])
         family(
             "staplectl_fetch_success_total", "counter",
             "Responses fetched, validated and stored.",

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from engine.cache import Cache
-from engine.cache_watch import CacheWatch, says_cache_worked
+from engine.store_watch import StoreWatch, says_cache_worked
 from engine.certs import load_leaf
 from engine.clock import FrozenClock
 from engine.errors import CacheUnavailableError, ResponderTimeoutError
@@ -31,9 +31,9 @@ from engine.transport import TransportOptions
 from tests.servers import ServerProcess, _served_by, start_memcached
 
 
-class TestCacheWatch:
+class TestStoreWatch:
     def test_an_outage_starts_once_and_ends_once(self):
-        watch = CacheWatch()
+        watch = StoreWatch()
         assert watch.worked(1.0) is None  # nothing to end
         started = watch.failed(CacheUnavailableError("cache down: refused"), 10.0)
         assert started is not None and started.since == 10.0 and "refused" in started.error
@@ -110,7 +110,7 @@ def test_a_memcached_restart_is_told_once_and_every_staple_is_back_at_once(tmp_p
     events.clear()
     assert worker.audit() == 0  # the failed ones keep no backoff to correct: they were moved
     up = [e for e in events if e.action == "cache_up"]
-    assert len(up) == 1 and "3 certificates that failed on it are due now" in up[0].detail
+    assert len(up) == 1 and "works again after" in up[0].detail and "3 certificates that failed on it are due now" in up[0].detail
     assert worker.cache_watch.up and worker.cache_watch.outages == 1
     assert all(due <= clock.now() for _, due in worker.schedule())
     assert {e.action for e in worker.run_due()} == {"updated"}

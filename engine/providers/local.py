@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import CacheUnavailableError
-from engine.sqlitedb import Connections, connect
+from engine.errors import CacheUnavailableError, StoreDamagedError, StoreUnwritableError
+from engine.sqlitedb import Connections, connect, failure_kind, no_space
 from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, encode_value, staple_key
 
@@ -102,7 +102,9 @@ class LocalProvider(Provider):
     def _open(self) -> sqlite3.Connection:
         try:
             return self._conns.add(connect(self.path, _SCHEMA))
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            raise self._failure("cannot open", exc, writing=False) from exc
+        except OSError as exc:
             raise CacheUnavailableError(f"local cache {self.path}: cannot open: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
@@ -112,16 +114,31 @@ class LocalProvider(Provider):
             self._local.state = state = (os.getpid(), self._generation, self._open())
         return state[2]
 
+    def _failure(self, action: str, exc: sqlite3.Error, *, writing: bool) -> CacheUnavailableError:
+        """The error to raise, by what SQLite's says of the file (see sqlitedb.failure_kind)."""
+        what = f"local cache {self.path}: {action}{'' if action == 'cannot open' else ' failed'}: {exc}"
+        kind = failure_kind(exc, writing)
+        if kind != "damaged" and (full := no_space(self.path)) is not None:
+            return StoreUnwritableError(f"{what} ({full})")
+        if kind == "damaged":
+            return StoreDamagedError(
+                f"{what} (the file is damaged: stop whatever uses it, move it aside, "
+                "and `staplectl warm` fills a new one)"
+            )
+        if kind == "unwritable":
+            return StoreUnwritableError(what)
+        return CacheUnavailableError(what)
+
     @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
+    def _errors(self, action: str, *, writing: bool = False) -> Iterator[None]:
         try:
             yield
         except sqlite3.Error as exc:
-            raise CacheUnavailableError(f"local cache {self.path}: {action} failed: {exc}") from exc
+            raise self._failure(action, exc, writing=writing) from exc
 
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        with self._errors(action):
+        with self._errors(action, writing=True):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -41,6 +41,8 @@ from engine.providers.sharded import Layout, dump_meta, server_label
 _GET_CHUNK = 100
 #: keys per set_many, for the same reason (up to 10 KB each to send)
 _SET_CHUNK = 100
+#: pymemcache errors that come without a message
+_UNSAID = {"MemcacheUnexpectedCloseError": "the server closed the connection"}
 
 
 def _expire(ttl: float) -> int:
@@ -89,7 +91,7 @@ class MemcacheProvider(Provider):
         except (MemcacheError, OSError) as exc:
             raise CacheUnavailableError(
                 f"memcached at {server_label(self.servers[index])}: {action} failed: "
-                f"{exc or type(exc).__name__}"
+                f"{str(exc) or _UNSAID.get(type(exc).__name__, type(exc).__name__)}"
             ) from exc
 
     def _fetch(self, keys: Iterable[str]) -> dict[str, bytes]:

@@ -127,11 +127,15 @@ def export(
         clashes = _clashes(targets.leaves, files)
         reader = open_reader(effective)
         try:
+            # One read for all, re-validated (a shared cache may hold
+            # anything). A store that fails is one error for the whole
+            # export, and no file is touched.
+            staples = reader.cached_many(targets.leaves)
             now = SYSTEM_CLOCK.now()
             rows = [
                 Row(leaf.name, files[leaf.cert_id], error=clashes[leaf.cert_id])
                 if leaf.cert_id in clashes
-                else _export(reader, leaf, files[leaf.cert_id], now, target)
+                else _export(reader, leaf, staples[leaf.cert_id], files[leaf.cert_id], now, target)
                 for leaf in targets.leaves
             ]
         finally:
@@ -190,11 +194,7 @@ def snippet_of(staple_file: Path) -> Path:
     return staple_file.with_suffix(SNIPPET_SUFFIX)
 
 
-def _export(reader: Any, leaf: Leaf, file: Path, now: float, target: str) -> Row:
-    try:
-        staple = reader.cached(leaf)  # re-validated: a shared cache may hold anything
-    except StapleError as error:
-        return Row(leaf.name, file, error=error)
+def _export(reader: Any, leaf: Leaf, staple: Staple | None, file: Path, now: float, target: str) -> Row:
     try:
         if not reader.usable(staple, now):
             # Never leave a file behind that nginx would keep stapling. The

@@ -19,7 +19,7 @@ import typer
 
 from engine.cache import redact
 from engine.clock import SYSTEM_CLOCK, iso
-from engine.errors import InputError, StapleError
+from engine.errors import STORE_DOWN_REASONS, InputError, StapleError
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.sources import load_all
 from engine.state import StateStore
@@ -140,7 +140,7 @@ class Service:
             # nothing happened yet: a line per idle look, or per certificate
             # of 100,000 at start, would drown the log (-v shows them)
             return
-        if event.reason == "cache_unavailable" and event.action == "failed" and not self.opts.verbose:
+        if event.reason in STORE_DOWN_REASONS and event.action == "failed" and not self.opts.verbose:
             # said once for all, by the cache_down line; -v shows each
             return
         reason = f" [{event.reason}]" if event.reason else ""

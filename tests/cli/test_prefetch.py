@@ -184,7 +184,7 @@ def test_json_log_lines_carry_the_event_and_the_stored_staple(service, pki, resp
     assert updated["next_update"] == iso(stored.next_update_utc.timestamp())
     assert "time" in updated and updated["message"].startswith(f"{leaf.chain_path} updated")
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert "staplectl_cache_up 1\n" in body and "staplectl_cache_outages_total 0\n" in body
+    assert "staplectl_cache_up 1\n" in body and 'staplectl_cache_outages_total{reason="cache_unavailable"} 0\n' in body
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert json.loads(log_of(proc).splitlines()[-1])["action"] == "stopped"
