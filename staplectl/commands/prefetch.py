@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.cache import redact
+from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import STORE_DOWN_REASONS, InputError, StapleError
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
@@ -113,6 +114,8 @@ class Service:
         )
         self._stop = threading.Event()
         self._reload = threading.Event()
+        #: file name -> the leaf last loaded from it
+        self._loaded: dict[str, Leaf] = {}
         self._load(config)
 
     # -- logging ----------------------------------------------------------------
@@ -159,12 +162,24 @@ class Service:
                 f"{where}: no certificates configured: add `certificates = [\"/path/*.pem\"]`"
             )
         loaded = load_all(config.certificates)
+        leaves = loaded.leaves
         for source, problem in loaded.problems:
             fields = {"action": "skipped", "file": str(source), "reason": problem.reason}
-            self.log("error", f"{source} skipped: {problem}", fields)
-        if not loaded.leaves:
+            before = self._loaded.get(str(source))
+            if before is not None:
+                # A file caught half-written by a deploy, or broken by
+                # mistake: its certificate did not go anywhere, so its
+                # staple must not lapse. Keep what was loaded from it.
+                leaves.append(before)
+                self.log(
+                    "error", f"{source} skipped: {problem}; keeping the certificate loaded from it before", fields
+                )
+            else:
+                self.log("error", f"{source} skipped: {problem}", fields)
+        if not leaves:
             raise InputError(f"{config.path or 'configuration'}: none of the configured certificates could be loaded")
-        added, removed = self.worker.load(loaded.leaves)
+        added, removed = self.worker.load(leaves)
+        self._loaded = {str(leaf.path): leaf for leaf in leaves if leaf.path is not None}
         self.log(
             "info", f"loaded {len(loaded.leaves)} certificates ({added} added, {removed} removed)",
             {"action": "loaded", "certificates": len(loaded.leaves), "added": added, "removed": removed},

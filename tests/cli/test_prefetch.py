@@ -194,3 +194,37 @@ def test_an_unknown_log_format_is_bad_input(cli, pki, tmp_path):
     ran = cli("prefetch", "--log-format", "xml", "--config", write_config(tmp_path / "c.toml", [pki.good.chain_path]))
     assert ran.exit_code == 2
     assert "--log-format 'xml': expected one of text, json" in ran.stderr
+
+
+def test_a_file_broken_at_reload_keeps_its_certificate_and_a_replaced_one_swaps(service, pki, responder, tmp_path):
+    # 6-second responses: renewals keep coming while the file is broken
+    short = Behaviour(this_update_offset=0, next_update_offset=6)
+    kept, other, new = pki.leaf("svc_kept"), pki.leaf("svc_other"), pki.leaf("svc_new")
+    for leaf in (kept, other, new):
+        responder.script(leaf, short)
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    (directory / "kept.pem").write_bytes(kept.chain_path.read_bytes())
+    (directory / "other.pem").write_bytes(other.chain_path.read_bytes())
+    config = write_config(
+        tmp_path / "c.toml", [directory], '[prefetch]\nmin_delay = "1s"\njitter = 0\n'
+    )
+    proc = service(config, "--log-format", "json")
+    wait_for(lambda: responder.requests_for(kept) >= 1, 20, "the first fetch")
+
+    # half-written by a deploy when the reload comes: the certificate stays
+    (directory / "kept.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB")
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "keeping the certificate loaded from it before" in log_of(proc), 20, "the skip line")
+    asked = responder.requests_for(kept)
+    wait_for(lambda: responder.requests_for(kept) >= asked + 2, 30, "renewals of the kept certificate")
+
+    # replaced for good: the new certificate takes its place
+    (directory / "kept.pem").write_bytes(new.chain_path.read_bytes())
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: responder.requests_for(new) >= 1, 20, "the new certificate's fetch")
+    loaded = [json.loads(line) for line in log_of(proc).splitlines() if '"action": "loaded"' in line]
+    assert (loaded[-1]["added"], loaded[-1]["removed"]) == (1, 1)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
