@@ -25,7 +25,9 @@ import errno
 import os
 import sqlite3
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 #: the database and, copied by SQLite, its -wal and -shm files: they name
@@ -34,6 +36,9 @@ FILE_MODE = 0o640
 DIRECTORY_MODE = 0o750
 #: how long a writer waits for another process's transaction, in seconds
 BUSY_TIMEOUT = 10.0
+# SQLite's primary result codes (sqlite.org/rescode.html); extended codes
+# carry them in their low byte.
+_BUSY, _READONLY, _IOERR, _CORRUPT, _FULL, _NOTADB = 5, 8, 10, 11, 13, 26
 
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
@@ -58,9 +63,9 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
         # WAL: readers in other processes never wait for a writer.
         # synchronous=NORMAL is enough with WAL: a killed process loses
         # nothing committed; only a power cut may lose the last transactions.
-        conn.execute("PRAGMA journal_mode=WAL")
+        _while_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(schema)
+        _while_busy(lambda: conn.executescript(schema))
     except BaseException as exc:
         conn.close()
         if isinstance(exc, sqlite3.OperationalError):
@@ -69,6 +74,28 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
             raise _why_not(path) or exc
         raise
     return conn
+
+
+def _while_busy(step: Callable[[], object]) -> None:
+    """Run a step of the opening, again while SQLite says the file is busy.
+
+    Several processes opening a new database at once (the service and a
+    command started with it) each want it exclusively to make it WAL and
+    write its schema; SQLite answers SQLITE_BUSY at once, without waiting
+    on the busy timeout, to the ones it would otherwise deadlock.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = 0.001
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == _BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _why_not(path: Path) -> OSError | None:
@@ -117,11 +144,6 @@ def _private_dir(directory: Path) -> None:
     except FileExistsError:
         return
     os.chmod(directory, DIRECTORY_MODE)
-
-
-# SQLite's primary result codes (sqlite.org/rescode.html); extended codes
-# carry them in their low byte.
-_READONLY, _IOERR, _CORRUPT, _FULL, _NOTADB = 8, 10, 11, 13, 26
 
 
 def failure_kind(exc: sqlite3.Error, writing: bool) -> str:

@@ -172,3 +172,28 @@ def test_a_forked_child_leaves_the_worker_states_connection_alone(tmp_path: Path
     assert _python(_SEES["state"], str(store.path), key) == "True"
     assert _python(_SEES["state"], str(store.path), cert_id("child")) == "True"
     store.close()
+
+
+def _open_at_once(path: Path, barrier, results) -> None:
+    barrier.wait()
+    try:
+        LocalProvider(path).set(cert_id(os.getpid()), der_for("x"), 3600)
+        results.put("ok")
+    except Exception as exc:
+        results.put(repr(exc))
+
+
+def test_processes_creating_the_store_at_once_all_open_it(tmp_path: Path) -> None:
+    # SQLite answers SQLITE_BUSY at once, without its busy timeout, to some
+    # of the connections that make a new file WAL together
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(8):
+        path = tmp_path / f"round-{round_}" / "staples.db"
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier, results)) for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+        assert outcomes == ["ok"] * 6, outcomes
