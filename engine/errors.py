@@ -157,6 +157,21 @@ class TooOldError(ValidationError):
     temporary = True
 
 
+class BadValidityError(ValidationError):
+    """nextUpdate before thisUpdate: a response no time makes current."""
+
+    reason = "bad_validity"
+
+
+class RollbackError(ValidationError):
+    """Older than the response stored for the certificate: a replay (OCSP is
+    mostly plain HTTP without a nonce) or a stale copy from a CDN. Refused,
+    so that a revoked staple is never replaced by an older good one."""
+
+    reason = "rollback"
+    temporary = True
+
+
 class NonceMismatchError(ValidationError):
     reason = "nonce_mismatch"
 

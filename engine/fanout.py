@@ -52,7 +52,7 @@ from engine.certs import Leaf
 from engine.errors import StapleError, UnexpectedError
 from engine.exchange import Addresses, Exchange, resolve
 from engine.fairqueue import FairQueue, Job
-from engine.fetch import accept, prepare
+from engine.fetch import accept, check_not_older, prepare
 from engine.request import OCSPQuery
 from engine.schedule import responder_key
 from engine.staple import Staple
@@ -355,6 +355,7 @@ class _Run:
         assert task.query is not None and task.plan is not None and task.exchange is not None
         options, clock = self.stapler.fetch_options, self.stapler.clock
         staple = accept(task.exchange.body(), task.leaf, task.plan.url, task.query, options, clock)
+        check_not_older(staple, task.current, f"response from {task.plan.url}")
         if not self.arrived:
             self.arrived_since = time.monotonic()
         self.arrived.append((task, staple))

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
-from engine.errors import ExpiredResponseError
+from engine.errors import ExpiredResponseError, RollbackError
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, provider_ttl
 from engine.providers.base import StapleWrite
 from engine.request import OCSPQuery, build_request
@@ -70,6 +70,18 @@ def accept(
             f"(now {iso(now)}); an expired response is never stored"
         )
     return staple
+
+
+def check_not_older(staple: Staple, stored: Staple | None, source: str) -> None:
+    """Refuse a response that may not replace the stored one (Staple.may_replace)."""
+    if stored is None or staple.may_replace(stored):
+        return
+    raise RollbackError(
+        f"{source}: {staple.status}, thisUpdate {iso(staple.this_update)}, producedAt "
+        f"{iso(staple.produced_at)} is older than the stored {stored.status} response "
+        f"(thisUpdate {iso(stored.this_update)}, producedAt {iso(stored.produced_at)}): "
+        "a replayed or stale response is never stored"
+    )
 
 
 def staple_meta(leaf: Leaf, staple: Staple, now: float) -> dict[str, Any]:

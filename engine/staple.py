@@ -57,6 +57,27 @@ class Staple:
     def good(self) -> bool:
         return self.status == GOOD
 
+    @property
+    def age_key(self) -> tuple[float, float]:
+        """What "newer" means between two responses for one certificate:
+        thisUpdate, then producedAt."""
+        return (self.this_update, self.produced_at)
+
+    def may_replace(self, stored: "Staple | None") -> bool:
+        """May this response take the place of ``stored``?
+
+        Never an older one. A good (or unknown) answer replaces a revoked
+        one only when it is strictly newer: a revocation is not undone by
+        a copy of the same age.
+        """
+        if stored is None:
+            return True
+        if self.age_key < stored.age_key:
+            return False
+        if stored.status == REVOKED and self.status != REVOKED:
+            return self.age_key > stored.age_key
+        return True
+
     @classmethod
     def from_single(
         cls, der: bytes, response: ocsp.OCSPResponse, single: ocsp.OCSPSingleResponse

@@ -27,7 +27,7 @@ from engine.cache import Cache
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import FetchError, StapleError, ValidationError
-from engine.fetch import FetchOptions, fetch, staple_write, store
+from engine.fetch import FetchOptions, check_not_older, fetch, staple_write, store
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
 from engine.providers.base import Entry
 from engine.providers.layout import FLAG_VALID
@@ -202,7 +202,9 @@ class Stapler:
                 raise StripeTimeoutError("request budget spent waiting for the stripe", self.locks.stripe_of(leaf.cert_id))
             transport = replace(options.transport, timeout=min(options.transport.timeout, left))
             options = replace(options, transport=transport)
-        return self.keep(leaf, fetch(leaf, options, self.clock), current)
+        staple = fetch(leaf, options, self.clock)
+        check_not_older(staple, current, f"response from {leaf.responder_url()}")
+        return self.keep(leaf, staple, current)
 
     def second_look(
         self, leaf: Leaf, current: Staple | None, *, force: bool = False, replace_from: float | None = None

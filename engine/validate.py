@@ -25,6 +25,7 @@ from engine import der
 from engine.certs import Leaf, issued_by, subject_der
 from engine.clock import iso
 from engine.errors import (
+    BadValidityError,
     BeyondCertificateError,
     CertIDMismatchError,
     ExpiredResponseError,
@@ -79,6 +80,10 @@ def validate(
     single = _matching_single(response, leaf, cert_id, source)
     _check_signer(response, leaf, now, options, source)
     staple = Staple.from_single(der, response, single)
+    if staple.next_update is not None and staple.next_update < staple.this_update:
+        raise BadValidityError(
+            f"{source}: nextUpdate {iso(staple.next_update)} is before thisUpdate {iso(staple.this_update)}"
+        )
     if check_time:
         check_times(staple, now, options, source)
     if nonce is not None:

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from pymemcache.client.base import Client
 
+from engine.certs import load_leaf
 from engine.providers import open_provider
 from engine.providers.layout import apr_server_index
 from tests.openssl_responder import OpenSSLResponder
@@ -196,3 +197,15 @@ def test_unwritable_out_is_bad_input(cli, pki, tmp_path):
     ran = cli("fetch", pki.good.chain_path, "--out", tmp_path / "no" / "such" / "dir" / "x.der")
     assert ran.exit_code == 2
     assert "x.der: cannot write" in ran.stderr
+
+
+def test_a_response_older_than_the_stored_one_is_refused_with_exit_3(cli, responder, pki):
+    leaf = load_leaf(pki.leaf("fetch-rollback").chain_path)
+    responder.script(leaf.serial, Behaviour(cert_status="revoked", this_update_offset=-60))
+    assert cli("fetch", leaf.path).exit_code == 1
+    responder.script(leaf.serial, Behaviour(cert_status="good", this_update_offset=-600))
+    ran = cli("fetch", leaf.path)
+    assert ran.exit_code == 3
+    assert "a replayed or stale response is never stored" in ran.stderr
+    again = cli("fetch", leaf.path, "--no-store")  # nothing to compare with: it is shown, not stored
+    assert again.exit_code == 0
