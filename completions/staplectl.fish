@@ -21,7 +21,7 @@ complete -c staplectl -n __fish_use_subcommand -a dashboard -d 'Watch staple fre
 complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l issuer -r -F -d 'Issuer certificate, when the leaf\'s file holds no chain.'
 complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l url -x -d 'Responder URL to use instead of the certificate\'s AIA one.'
 complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l no-store -d 'Fetch and validate only; leave the cache alone.'
-complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l out -r -F -d 'Also write the response DER here (atomically).'
+complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l out -r -F -d 'Also write the response DER here: a regular file is replaced atomically, a symlink followed, a device or FIFO written through (as the shell\'s > would); anything else is refused.'
 complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l timeout -x -d 'Total deadline for the responder: connect, send and read. [default: responder.timeout, 10 s]'
 complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l max-size -x -d 'Largest response accepted. [default: responder.max_size, 65536]'
 complete -c staplectl -n '__fish_seen_subcommand_from fetch' -l nonce -d 'Send a nonce and require it back.'

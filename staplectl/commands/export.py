@@ -12,6 +12,7 @@ than an expired response. Export reads the cache and never fetches: run
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.atomic import write_atomic
+from engine.atomic import check_replaceable, remove_stale_temporaries, write_atomic
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, StapleError
@@ -125,6 +126,9 @@ def export(
         target = "nginx" if nginx is not None else "mod_md" if mod_md_dir is not None else "haproxy"
         files = {leaf.cert_id: _target(leaf, nginx, mod_md_dir) for leaf in targets.leaves}
         clashes = _clashes(targets.leaves, files)
+        for directory in sorted({file.parent for file in files.values()}):
+            for stale in remove_stale_temporaries(directory):
+                term.debug(f"removed {stale}, left by an export that was killed")
         reader = open_reader(effective)
         try:
             # One read for all, re-validated (a shared cache may hold
@@ -211,6 +215,7 @@ def _export(reader: Any, leaf: Leaf, staple: Staple | None, file: Path, now: flo
                 # once had, and takes runtime pushes only for certificates
                 # that had one: an empty file keeps both working, staples
                 # nothing, and it drops an expired response on its own.
+                check_replaceable(file)
                 removed = file.exists() and file.stat().st_size > 0
                 if removed:
                     write_atomic(file, b"")
@@ -235,6 +240,8 @@ def _export(reader: Any, leaf: Leaf, staple: Staple | None, file: Path, now: flo
 
 
 def _unlink(path: Path) -> bool:
+    """Remove a staple file of ours; anything but a regular file is left alone (an error)."""
+    check_replaceable(path)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -243,7 +250,12 @@ def _unlink(path: Path) -> bool:
 
 
 def _same(file: Path, data: bytes) -> bool:
+    """Does the regular file ``file`` hold ``data``? Never reads anything else
+    (a FIFO would hang us, /dev/zero fill our memory): write_atomic refuses those."""
     try:
+        info = os.lstat(file)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
+            return False
         return file.read_bytes() == data
     except OSError:
         return False  # missing or unreadable: write it

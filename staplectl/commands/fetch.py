@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from engine.atomic import write_atomic
+from engine.atomic import check_output, write_output
 from engine.cache import Cache
 from engine.certs import Leaf, load_leaf
 from engine.clock import SYSTEM_CLOCK, iso
@@ -35,7 +35,7 @@ def fetch(
     ] = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="Fetch and validate only; leave the cache alone.")] = False,
     out: Annotated[
-        Optional[Path], typer.Option("--out", metavar="FILE", help="Also write the response DER here (atomically).")
+        Optional[Path], typer.Option("--out", metavar="FILE", help="Also write the response DER here: a regular file is replaced atomically, a symlink followed, a device or FIFO written through (as the shell's > would); anything else is refused.")
     ] = None,
     timeout: Annotated[
         Optional[float],
@@ -64,6 +64,11 @@ def fetch(
     with reporting(term, json_errors=json_output):
         if url is not None:
             check_url(url)
+        if out is not None:
+            try:
+                check_output(out)  # before anything is fetched or stored
+            except OSError as exc:
+                raise InputError(f"--out {out}: {_os_error(exc, out)}") from None
         effective = opts.load_config()
         responder = effective.responder
         responder.timeout = timeout if timeout is not None else responder.timeout
@@ -88,9 +93,9 @@ def fetch(
         now = SYSTEM_CLOCK.now()
         if out is not None:
             try:
-                write_atomic(out, staple.der)
+                write_output(out, staple.der)
             except OSError as exc:
-                raise InputError(f"{out}: cannot write the response: {exc.strerror}") from None
+                raise InputError(f"--out {out}: cannot write the response: {_os_error(exc, out)}") from None
         result_data = _result(leaf, staple, responder_url, stapler.cache if stapler else None, ttl > 0, now)
         if json_output:
             term.json(result_data)
@@ -142,3 +147,11 @@ def _show(term: Terminal, leaf: Leaf, staple: Staple, result: dict[str, Any], no
         rows.append(("must-staple", "yes: a server without this staple will fail handshakes"))
     for label, value in rows:
         term.out.print(f"  [dim]{label:<12}[/] {escape(str(value))}")
+
+
+def _os_error(exc: OSError, path: Path) -> str:
+    """The reason, and the file it is about when that is not ``path`` itself."""
+    reason = exc.strerror or str(exc)
+    if exc.filename and exc.filename != str(path):
+        return f"{reason}: {exc.filename}"
+    return reason

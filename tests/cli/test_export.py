@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -267,3 +268,41 @@ def test_subprocess_export_and_reload(staplectl, pki, tmp_path, out):
     ran = staplectl("export", "--nginx", out, pki.good.chain_path, "--reload-cmd", f"echo x >> {log}", "--json")
     assert ran.json()[0]["action"] == "unchanged" and log.read_text() == "x\n"
     assert "Traceback" not in ran.stderr
+
+
+class TestWhatIsNotOurs:
+    """A staple file's place holding something else is never replaced, removed or read."""
+
+    def test_a_symlink_in_a_staples_place_is_left_alone(self, cli, pki, out, tmp_path):
+        warm(cli, pki.good.chain_path)
+        elsewhere = tmp_path / "precious"
+        elsewhere.write_bytes(b"not yours")
+        (out / "good-chain.ocsp").symlink_to(elsewhere)
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")
+        assert ran.exit_code == 3
+        [row] = ran.json()
+        assert row["action"] == "failed" and "a symbolic link, not a regular file" in row["error"]["message"]
+        assert (out / "good-chain.ocsp").is_symlink() and elsewhere.read_bytes() == b"not yours"
+
+    def test_a_fifo_in_a_staples_place_neither_hangs_nor_goes(self, cli, pki, home, out):
+        warm(cli, pki.good.chain_path)
+        os.mkfifo(out / "good-chain.ocsp")
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")  # would block reading it
+        assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.json()[0]["error"]["message"]
+        delete(home, pki.good)  # nothing usable: export would remove the staple file
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")
+        assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.json()[0]["error"]["message"]
+        assert stat.S_ISFIFO(os.lstat(out / "good-chain.ocsp").st_mode)
+
+    def test_temporaries_of_a_killed_export_are_removed_next_time(self, cli, pki, out):
+        warm(cli, pki.good.chain_path)
+        stale = out / ".good-chain.ocsp.k9x2_abc.tmp"  # what write_atomic leaves when killed
+        young = out / ".good-chain.stapling.a1b2c3d4.tmp"  # another export's, mid-write
+        foreign = out / ".someone-else.tmp"
+        for path in (stale, young, foreign):
+            path.write_bytes(b"half")
+        hour_ago = time.time() - 3600
+        os.utime(stale, (hour_ago, hour_ago))
+        os.utime(foreign, (hour_ago, hour_ago))
+        assert cli("export", "--nginx", out, pki.good.chain_path).exit_code == 0
+        assert not stale.exists() and young.exists() and foreign.exists()

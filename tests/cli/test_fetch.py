@@ -4,9 +4,14 @@ real memcached."""
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 import subprocess
+import threading
 
 import pytest
+from cryptography.x509 import ocsp
 from pymemcache.client.base import Client
 
 from engine.certs import load_leaf
@@ -193,10 +198,61 @@ def test_unreachable_cache_exits_3(cli, pki):
     assert f"127.0.0.1:{port}" in ran.stderr
 
 
-def test_unwritable_out_is_bad_input(cli, pki, tmp_path):
+def test_unwritable_out_is_bad_input_before_anything_is_fetched(cli, pki, responder, tmp_path):
     ran = cli("fetch", pki.good.chain_path, "--out", tmp_path / "no" / "such" / "dir" / "x.der")
     assert ran.exit_code == 2
-    assert "x.der: cannot write" in ran.stderr
+    assert f"x.der: no such directory: {tmp_path / 'no' / 'such' / 'dir'}" in ran.stderr
+    assert responder.requests_for(pki.good) == 0
+
+
+class TestOutIsWrittenAsTheShellWould:
+    """--out never replaces what is not a regular file: /dev/null run as root stays a device."""
+
+    def test_a_character_device_is_written_through(self, cli, pki):
+        before = os.stat("/dev/null")
+        assert cli("fetch", pki.good.chain_path, "--out", "/dev/null").exit_code == 0
+        after = os.stat("/dev/null")
+        assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+    def test_a_symlink_is_followed_and_stays(self, cli, pki, tmp_path):
+        target = tmp_path / "real.der"
+        target.write_bytes(b"old")
+        link = tmp_path / "link.der"
+        link.symlink_to(target)
+        assert cli("fetch", pki.good.chain_path, "--out", link).exit_code == 0
+        assert link.is_symlink() and os.readlink(link) == str(target)
+        assert ocsp.load_der_ocsp_response(target.read_bytes()).certificate_status == ocsp.OCSPCertStatus.GOOD
+
+    def test_a_fifo_with_a_reader_gets_the_response(self, cli, pki, tmp_path):
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+        reader.start()
+        assert cli("fetch", pki.good.chain_path, "--out", fifo).exit_code == 0
+        reader.join(10)
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        assert ocsp.load_der_ocsp_response(got[0]).certificate_status == ocsp.OCSPCertStatus.GOOD
+
+    def test_a_fifo_nobody_reads_is_an_error_not_a_hang(self, cli, pki, tmp_path):
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        ran = cli("fetch", pki.good.chain_path, "--out", fifo)
+        assert ran.exit_code == 2 and "cannot write the response: No such device or address" in ran.stderr
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+    @pytest.mark.parametrize("kind", ["directory", "socket"])
+    def test_anything_else_is_refused_before_the_fetch(self, cli, pki, responder, tmp_path, kind):
+        path = tmp_path / kind
+        if kind == "directory":
+            path.mkdir()
+        else:
+            server = socket.socket(socket.AF_UNIX)
+            server.bind(str(path))
+        ran = cli("fetch", pki.good.chain_path, "--out", path)
+        assert ran.exit_code == 2
+        assert f"a {kind}, not a regular file: refusing to replace it" in ran.stderr
+        assert responder.requests_for(pki.good) == 0
 
 
 def test_a_response_older_than_the_stored_one_is_refused_with_exit_3(cli, responder, pki):
