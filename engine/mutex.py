@@ -24,7 +24,8 @@ import fcntl
 import os
 import threading
 
-LOCK_FILE_MODE = 0o640
+from engine.lockfile import open_lock_file
+
 
 
 class _LockFile:
@@ -40,7 +41,7 @@ class _LockFile:
         self.thread_lock.acquire()
         try:
             if self.fd is None:
-                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, LOCK_FILE_MODE)
+                self.fd = open_lock_file(self.path)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             self.thread_lock.release()

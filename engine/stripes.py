@@ -48,8 +48,8 @@ from pathlib import Path
 from types import TracebackType
 
 from engine.errors import InputError, StapleError
+from engine.lockfile import open_lock_file
 from engine.stripe_stats import (
-    FILE_MODE,
     MAX_STRIPES,
     StatsFile,
     StripeStats,
@@ -126,16 +126,6 @@ def _prepare_directory(directory: Path) -> None:
         )
 
 
-def _open_lock_file(path: str) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        return os.open(path, flags)
-    os.fchmod(fd, FILE_MODE)
-    return fd
-
-
 class _ProcessStripes:
     """This process's side of one lock directory: descriptors, thread locks, owners."""
 
@@ -194,7 +184,7 @@ class _ProcessStripes:
         try:
             fd = self.fds[stripe]
             if fd < 0:
-                fd = self.fds[stripe] = _open_lock_file(f"{self.directory}/stripe-{stripe:04d}.lock")
+                fd = self.fds[stripe] = open_lock_file(f"{self.directory}/stripe-{stripe:04d}.lock")
             try:
                 _flock(fd, _LOCK_TRY)
             except BlockingIOError:
