@@ -9,7 +9,9 @@ the request path needs.
 
 from __future__ import annotations
 
+import sys
 import threading
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 from engine.clock import Clock
 from engine.errors import STORE_DOWN_REASONS
 from engine.prefetch import WorkerEvent
-from engine.state import StateStore
+from engine.state import StateStore, StateStoreError
 from engine.stripe_stats import read_stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,6 +36,7 @@ class Metrics:
         self.clock = clock
         self._lock = threading.Lock()
         self._successes = 0
+        self._last_states: list = []
         self._failures: Counter[str] = Counter()
         #: per store (cache, state): 1 while it works, and its outages by reason
         self._up = {"cache": 1, "state": 1}
@@ -63,7 +66,12 @@ class Metrics:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
-        states = self.state.all()
+        try:
+            states = self._last_states = self.state.all()
+        except StateStoreError:
+            # the state file cannot be read now: what was read last, and
+            # staplectl_state_up says why (the worker saw it too)
+            states = self._last_states
 
         def cert_labels(s) -> str:
             return f'{{cert="{_label(s.name)}",cert_sha1="{s.cert_id}"}}'
@@ -117,18 +125,38 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+#: scrapes served at once; more wait in the listen backlog, then get refused
+MAX_CONNECTIONS = 16
+#: a client that sends nothing (or too slowly) for this long is dropped
+READ_TIMEOUT = 5.0
+
+
 class MetricsServer:
-    """Serves GET /metrics on a background thread until stop()."""
+    """Serves GET /metrics on a background thread until stop().
+
+    Anyone who can reach the port can connect: a connection that sends
+    nothing is dropped after READ_TIMEOUT, and no more than MAX_CONNECTIONS
+    are served at once, so half-sent requests cannot pile up threads.
+    IPv6 addresses work (``[::1]:9470``).
+    """
 
     def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
         import http.server  # here: every command loads this module, few serve metrics
+        import socket
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = READ_TIMEOUT  # applied to the socket by StreamRequestHandler.setup
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "only /metrics is served here")
                     return
-                body = render().encode()
+                try:
+                    body = render().encode()
+                except Exception:  # a bug: said in the log, answered 500, the service goes on
+                    traceback.print_exc()
+                    self.send_error(500, "rendering the metrics failed; see the service's log")
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
@@ -138,8 +166,30 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes are not events worth a log line
 
-        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+            def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
+                if not slots.acquire(blocking=False):
+                    self.shutdown_request(request)  # full: refuse at once rather than queue a thread
+                    return
+                super().process_request(request, client_address)
+
+            def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
+
+            def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
+                if isinstance(sys.exc_info()[1], OSError):
+                    return  # a client that went away or timed out is not the service's error
+                super().handle_error(request, client_address)
+
+        self.server = Server((host, port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
 
     @property
