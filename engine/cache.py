@@ -16,7 +16,6 @@ Two jobs, nothing else:
 from __future__ import annotations
 
 import dbm
-import re
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ from engine.errors import CacheUnavailableError, StapleError
 from engine.mutex import CacheMutex
 from engine.providers.base import Entry, Provider, StapleWrite, _NoEntry
 from engine.providers.layout import FLAG_VALID
+from engine.redact import redact
 
 T = TypeVar("T")
 
@@ -52,11 +52,6 @@ def store_errors() -> tuple[type[BaseException], ...]:
         getattr(sys.modules[module], name) for module, name in _CLIENT_ERRORS if module in sys.modules
     )
     return STORE_ERRORS + loaded
-
-
-def redact(uri: str) -> str:
-    """The URI without its password (redis://:secret@host): messages get logged."""
-    return re.sub(r"^(\w+://[^/@:]*):[^/@]*@", r"\1:***@", uri)
 
 
 class Cache:

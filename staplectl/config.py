@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.bounds import BOUNDS, OutOfBoundsError, check
 from engine.durations import format_duration, parse_duration
 from engine.errors import InputError
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy
@@ -237,10 +238,12 @@ def _section(where: str, name: str, table: Any, cls: type) -> Any:
         elif key == "directory":
             values[key] = Path(_typed(where, qualified, value, str)).expanduser()
         else:
-            kind = type(getattr(cls(), key))
-            values[key] = _typed(where, qualified, value, kind)
-            if kind in (int, float) and values[key] <= 0 and key not in ("jitter", "backoff_jitter"):
-                raise ConfigError(f"{where}: {qualified} = {value!r} must be positive")
+            values[key] = _typed(where, qualified, value, type(getattr(cls(), key)))
+        if qualified in BOUNDS:
+            try:
+                check(qualified, values[key], where=where)
+            except OutOfBoundsError as exc:
+                raise ConfigError(str(exc)) from None
     return cls(**values)
 
 

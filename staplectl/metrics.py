@@ -169,14 +169,16 @@ class MetricsServer:
         slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
         class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
             def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
                 if not slots.acquire(blocking=False):
                     self.shutdown_request(request)  # full: refuse at once rather than queue a thread
                     return
-                super().process_request(request, client_address)
+                threading.Thread(
+                    target=self.process_request_thread, args=(request, client_address),
+                    name="metrics-scrape", daemon=True,
+                ).start()
 
             def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
                 try:

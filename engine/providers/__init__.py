@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from engine.bounds import OutOfBoundsError, check
 from engine.errors import CacheURIError
 from engine.paths import state_dir
 from engine.providers.base import NO_ENTRY, Entry, Provider
 from engine.providers.layout import DEFAULT_NAMESPACE
+from engine.redact import redact
 
 __all__ = ["NO_ENTRY", "Entry", "Provider", "open_provider", "default_cache_uri", "SCHEMES"]
 
@@ -41,19 +43,19 @@ def _servers(uri: str, netloc: str, default_port: int) -> list[tuple[str, int]]:
     for part in netloc.split(","):
         part = part.strip()
         if not part:
-            raise CacheURIError(f"cache URI {uri!r}: empty server in the server list")
+            raise CacheURIError(f"cache URI {redact(uri)!r}: empty server in the server list")
         host, sep, port_text = part.rpartition(":")
         if not sep or part.endswith("]"):
             host, port_text = part, str(default_port)
         host = host.strip("[]")
         if not host:
-            raise CacheURIError(f"cache URI {uri!r}: server {part!r} has no host")
+            raise CacheURIError(f"cache URI {redact(uri)!r}: server {part!r} has no host")
         try:
             port = int(port_text)
         except ValueError:
-            raise CacheURIError(f"cache URI {uri!r}: port {port_text!r} is not a number") from None
+            raise CacheURIError(f"cache URI {redact(uri)!r}: port {port_text!r} is not a number") from None
         if not 0 < port < 65536:
-            raise CacheURIError(f"cache URI {uri!r}: port {port} is out of range")
+            raise CacheURIError(f"cache URI {redact(uri)!r}: port {port} is out of range")
         servers.append((host, port))
     return servers
 
@@ -63,7 +65,7 @@ def _options(uri: str, query: str, allowed: set[str]) -> dict[str, str]:
     for name, values in parse_qs(query, keep_blank_values=True).items():
         if name not in allowed:
             raise CacheURIError(
-                f"cache URI {uri!r}: unknown option {name!r} (known: {', '.join(sorted(allowed))})"
+                f"cache URI {redact(uri)!r}: unknown option {name!r} (known: {', '.join(sorted(allowed))})"
             )
         options[name] = values[-1]
     return options
@@ -74,10 +76,11 @@ def _timeout(uri: str, options: dict[str, str]) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise CacheURIError(f"cache URI {uri!r}: timeout {text!r} is not a positive number of seconds")
-    return value
+        raise CacheURIError(f"cache URI {redact(uri)!r}: timeout {text!r} is not a number of seconds") from None
+    try:
+        return check("cache.timeout", value, option="?timeout=")
+    except OutOfBoundsError as error:
+        raise CacheURIError(f"cache URI {redact(uri)!r}: {error}") from None
 
 
 def open_provider(uri: str | None = None) -> Provider:
@@ -86,7 +89,7 @@ def open_provider(uri: str | None = None) -> Provider:
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme not in SCHEMES:
         raise CacheURIError(
-            f"cache URI {uri!r}: unknown scheme {scheme!r} (expected one of: "
+            f"cache URI {redact(uri)!r}: unknown scheme {scheme!r} (expected one of: "
             + ", ".join(f"{s}:" for s in SCHEMES)
             + ")"
         )
@@ -98,12 +101,12 @@ def open_provider(uri: str | None = None) -> Provider:
         from engine.providers.dbmfile import DbmProvider
 
         if not rest:
-            raise CacheURIError(f"cache URI {uri!r}: dbm needs a file path (dbm:PATH)")
+            raise CacheURIError(f"cache URI {redact(uri)!r}: dbm needs a file path (dbm:PATH)")
         provider = DbmProvider(Path(rest).expanduser())
     else:
         parts = urlsplit(uri)
         if not parts.netloc:
-            raise CacheURIError(f"cache URI {uri!r}: no server (expected {scheme}://HOST:PORT)")
+            raise CacheURIError(f"cache URI {redact(uri)!r}: no server (expected {scheme}://HOST:PORT)")
         netloc = parts.netloc
         password = None
         if "@" in netloc:
@@ -114,7 +117,7 @@ def open_provider(uri: str | None = None) -> Provider:
 
             options = _options(uri, parts.query, {"namespace", "timeout"})
             if parts.path not in ("", "/"):
-                raise CacheURIError(f"cache URI {uri!r}: memcache takes no path")
+                raise CacheURIError(f"cache URI {redact(uri)!r}: memcache takes no path")
             provider = MemcacheProvider(
                 _servers(uri, netloc, 11211),
                 namespace=options.get("namespace", DEFAULT_NAMESPACE),
@@ -126,7 +129,7 @@ def open_provider(uri: str | None = None) -> Provider:
             options = _options(uri, parts.query, {"namespace", "timeout"})
             db_text = parts.path.strip("/") or "0"
             if not db_text.isdigit():
-                raise CacheURIError(f"cache URI {uri!r}: database {db_text!r} is not a number")
+                raise CacheURIError(f"cache URI {redact(uri)!r}: database {db_text!r} is not a number")
             provider = RedisProvider(
                 _servers(uri, netloc, 6379),
                 db=int(db_text),

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from engine.atomic import check_output, write_output
+from engine.bounds import check
 from engine.cache import Cache
 from engine.certs import Leaf, load_leaf
 from engine.clock import SYSTEM_CLOCK, iso
@@ -71,8 +72,10 @@ def fetch(
                 raise InputError(f"--out {out}: {_os_error(exc, out)}") from None
         effective = opts.load_config()
         responder = effective.responder
-        responder.timeout = timeout if timeout is not None else responder.timeout
-        responder.max_size = max_size if max_size is not None else responder.max_size
+        if timeout is not None:
+            responder.timeout = check("responder.timeout", timeout, option="--timeout")
+        if max_size is not None:
+            responder.max_size = int(check("responder.max_size", max_size, option="--max-size"))
         responder.nonce = nonce or responder.nonce
         responder.get = get or responder.get
         leaf = load_leaf(cert, issuer_path=issuer, url_override=url)

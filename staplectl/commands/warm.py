@@ -20,6 +20,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from engine.bounds import check
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import StapleError
@@ -120,7 +121,7 @@ def warm(
     with fewer_collections(), reporting(term, json_errors=json_output):
         effective = opts.load_config()
         if timeout is not None:
-            effective.responder.timeout = timeout
+            effective.responder.timeout = check("responder.timeout", timeout, option="--timeout")
         team = Team(processes, concurrency)
         try:
             loading = start_loading(paths, issuer, url, effective)

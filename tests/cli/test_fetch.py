@@ -265,3 +265,18 @@ def test_a_response_older_than_the_stored_one_is_refused_with_exit_3(cli, respon
     assert "a replayed or stale response is never stored" in ran.stderr
     again = cli("fetch", leaf.path, "--no-store")  # nothing to compare with: it is shown, not stored
     assert again.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "option, value, said",
+    [
+        ("--timeout", "inf", "--timeout inf is out of bounds: it must be at least 0.1 and at most 300 s"),
+        ("--timeout", "1e308", "--timeout 1e+308 is out of bounds"),
+        ("--timeout", "nan", "Invalid value for '--timeout'"),  # Typer's own check
+        ("--max-size", "99999999999999999999", "--max-size 99999999999999999999 is out of bounds: it must be at least 512 and at most 1048576 bytes"),
+    ],
+)
+def test_numbers_out_of_bounds_are_bad_input(cli, pki, responder, option, value, said):
+    ran = cli("fetch", pki.good.chain_path, option, value)
+    assert ran.exit_code == 2 and said in ran.stderr and "Traceback" not in ran.stderr
+    assert responder.requests_for(pki.good) == 0

@@ -56,7 +56,7 @@ def test_half_sent_requests_are_dropped_and_scrapes_go_on(server):
 
 
 def handlers() -> int:
-    return sum("process_request_thread" in thread.name for thread in threading.enumerate())
+    return sum(thread.name == "metrics-scrape" for thread in threading.enumerate())
 
 
 def wait_until(condition, what: str) -> None:

@@ -91,6 +91,13 @@ def test_redis_defaults() -> None:
     assert (provider.db, provider.namespace) == (0, DEFAULT_NAMESPACE)
 
 
+def test_a_bad_uri_never_shows_its_password() -> None:
+    with pytest.raises(CacheURIError) as info:
+        open_provider("redis://user:hunter2@cache?timeout=inf")
+    assert "hunter2" not in str(info.value)
+    assert "'redis://user:***@cache?timeout=inf': ?timeout= inf is out of bounds" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("uri", "named"),
     [
@@ -102,7 +109,8 @@ def test_redis_defaults() -> None:
         ("memcache://cache:11211?colour=red", "'colour'"),
         ("redis://cache/0?db=1", "'db'"),
         ("memcache://cache?timeout=soon", "'soon'"),
-        ("memcache://cache?timeout=-1", "'-1'"),
+        ("memcache://cache?timeout=-1", "?timeout= -1 is out of bounds: it must be at least 0.1 and at most 300 s"),
+        ("memcache://cache?timeout=nan", "?timeout= nan is out of bounds"),
         ("memcache://", "no server"),
         ("redis://", "no server"),
         ("memcache://a:1,,b:2", "empty server"),
