@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.text import Text
 
+from staplectl.printable import printable
+
 #: a cell: its text, or (text, rich style)
 Cell = str | tuple[str, str]
 
 
 def print_table(console: Console, headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
-    cells = [[c if isinstance(c, tuple) else (c, "") for c in row] for row in rows]
+    # cells hold text from outside (subjects, file names, errors): escaped, one line each
+    cells = [[(printable(c[0]), c[1]) if isinstance(c, tuple) else (printable(c), "") for c in row] for row in rows]
     widths = [max([len(h), *(len(row[i][0]) for row in cells)]) for i, h in enumerate(headers)]
     last = len(headers) - 1
 

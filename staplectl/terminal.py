@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from staplectl.printable import printable
+
 
 class Terminal:
     def __init__(self, *, verbose: int = 0, quiet: bool = False) -> None:
@@ -25,17 +27,20 @@ class Terminal:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
 
+    # Diagnostics carry text from outside (a responder's reason phrase, a
+    # cache value, a file name): escaped, so it cannot drive the terminal.
+
     def error(self, message: str) -> None:
-        self.err.print(f"[bold red]staplectl: error:[/] {escape(message)}")
+        self.err.print(f"[bold red]staplectl: error:[/] {escape(printable(message))}")
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[yellow]staplectl: warning:[/] {escape(message)}")
+            self.err.print(f"[yellow]staplectl: warning:[/] {escape(printable(message))}")
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(escape(message))
+            self.err.print(escape(printable(message)))
 
     def debug(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(f"[dim]{escape(message)}[/]")
+            self.err.print(f"[dim]{escape(printable(message))}[/]")

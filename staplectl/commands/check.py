@@ -25,6 +25,7 @@ from engine.freshness import seconds_left
 from engine.staple import GOOD, Staple
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
+from staplectl.printable import printable
 from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
 from staplectl.terminal import Terminal
 
@@ -135,8 +136,9 @@ def _without_name(name: str, message: str) -> str:
 
 
 def _clean(text: str) -> str:
-    """One line, and no "|": that starts the perfdata."""
-    return " ".join(text.replace("|", "/").split())
+    """One line, and no "|": that starts the perfdata. Whatever a file name
+    or a responder put in it (a newline, ESC), it stays one plain line."""
+    return printable(" ".join(text.replace("|", "/").split()))
 
 
 def _unknown(term: Terminal, message: str, json_output: bool, reason: str) -> NoReturn:
@@ -205,7 +207,7 @@ def _perfdata(findings: list[Finding], warn: float, crit: float) -> str:
     items = []
     label = labels([f.name for f in findings])
     for f in findings:
-        quoted = label[f.name].replace("'", "''")
+        quoted = printable(label[f.name]).replace("'", "''").replace("|", "/")
         # U: "value could not be determined" (plugin guidelines)
         value = f"{int(f.left)}s" if f.left is not None else "U"
         items.append(f"'{quoted}'={value};{int(warn)};{int(crit)};0")

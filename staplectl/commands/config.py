@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
+from engine.redact import redact
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.terminal import Terminal
 
@@ -26,6 +27,7 @@ def config(
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     with reporting(term, json_errors=json_output):
         effective = opts.load_config().to_dict()
+    effective["cache"] = redact(effective["cache"])  # printed: never its password
     if json_output:
         term.json(effective)
         return

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from engine.atomic import check_output, write_output
 from engine.bounds import check
+from engine.redact import redact
 from engine.cache import Cache
 from engine.certs import Leaf, load_leaf
 from engine.clock import SYSTEM_CLOCK, iso
@@ -20,8 +21,9 @@ from engine.staple import GOOD, Staple
 from engine.transport import check_url
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.runtime import fetch_options, open_stapler
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.printable import printable
+from staplectl.runtime import fetch_options, open_stapler
 from staplectl.terminal import Terminal
 
 
@@ -125,7 +127,7 @@ def _result(
         "produced_at": iso(staple.produced_at),
         "seconds_left": int(staple.next_update - now) if staple.next_update else None,
         "responder": responder,
-        "cache": cache.provider.uri if cache else None,
+        "cache": redact(cache.provider.uri) if cache else None,
         "cache_key": staple_key(namespace, leaf.cert_id),
         "stored": stored,
     }
@@ -133,7 +135,7 @@ def _result(
 
 def _show(term: Terminal, leaf: Leaf, staple: Staple, result: dict[str, Any], now: float) -> None:
     colour = {"good": "green", "revoked": "red"}.get(staple.status, "yellow")
-    term.out.print(f"[bold {colour}]{staple.status}[/]  {escape(leaf.subject)}")
+    term.out.print(f"[bold {colour}]{staple.status}[/]  {escape(printable(leaf.subject))}")
     rows = [
         ("certificate", result["cert"] or "-"),
         ("serial", result["serial"]),
@@ -149,7 +151,7 @@ def _show(term: Terminal, leaf: Leaf, staple: Staple, result: dict[str, Any], no
     if leaf.must_staple:
         rows.append(("must-staple", "yes: a server without this staple will fail handshakes"))
     for label, value in rows:
-        term.out.print(f"  [dim]{label:<12}[/] {escape(str(value))}")
+        term.out.print(f"  [dim]{label:<12}[/] {escape(printable(str(value)))}")
 
 
 def _os_error(exc: OSError, path: Path) -> str:

@@ -23,6 +23,7 @@ from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, IssuerNotFoundError, StapleError
 from engine.inspection import Found, Inspection, KnownCertificates, cert_sha1, inspect_entry
 from engine.providers import open_provider
+from engine.redact import redact
 from engine.providers.layout import DEFAULT_NAMESPACE, staple_key
 from engine.response_text import describe, render
 from engine.sources import load_all
@@ -30,6 +31,7 @@ from engine.state import CertState, HistoryEntry, StateStore
 from staplectl import fmt
 from staplectl.config import Config
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.printable import printable, printable_lines
 from staplectl.runtime import fetch_options
 from staplectl.table import print_table
 from staplectl.terminal import Terminal
@@ -181,10 +183,10 @@ def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_o
     rows = [check(e, states.get(e.cert_id)) for e in store.entries()]
     now = SYSTEM_CLOCK.now()
     if json_output:
-        term.json({"cache": store.uri, "checked_at": iso(now), "entries": [r.to_dict() for r in rows]})
+        term.json({"cache": redact(store.uri), "checked_at": iso(now), "entries": [r.to_dict() for r in rows]})
         return
     if not rows:
-        term.info(f"no entries in cache {store.uri}")
+        term.info(f"no entries in cache {redact(store.uri)}")
         return
     # one line per entry, never cut to the terminal's width: an operator
     # greps this, and a piped table must not lose its columns
@@ -207,7 +209,7 @@ def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_o
         ],
     )
     valid = sum(r.valid for r in rows)
-    term.info(f"{len(rows)} entries in {store.uri}: {valid} valid, {len(rows) - valid} not")
+    term.info(f"{len(rows)} entries in {redact(store.uri)}: {valid} valid, {len(rows) - valid} not")
 
 
 def _colour(row: Inspection) -> str:
@@ -235,7 +237,7 @@ def _one(
     state, history = _worker(state_store, wanted.cert_id, term)
     if not entry:
         last = f"; the prefetch worker's last error: {state.last_error}" if state and state.last_error else ""
-        raise NotInCacheError(f"{wanted.label}: no entry in cache {store.uri} (key {key}){last}")
+        raise NotInCacheError(f"{wanted.label}: no entry in cache {redact(store.uri)} (key {key}){last}")
     row = check(entry, state, wanted.found)
     if text:
         if not entry.der:
@@ -273,29 +275,34 @@ def _describe(der: bytes) -> dict[str, Any] | None:
         return None
 
 
+def safe(text: str) -> str:
+    """Text from outside, for a line with markup: escaped for the terminal and for rich."""
+    return escape(printable(text))
+
+
 def _plain(term: Terminal, text: str) -> None:
     # neither markup nor emoji codes: ":ab:" in a hex dump is not an emoji
-    term.out.print(text, end="", markup=False, emoji=False, highlight=False, soft_wrap=True)
+    term.out.print(printable_lines(text), end="", markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 def _show(term: Terminal, row: Inspection, der: bytes, state: CertState | None, history: list[HistoryEntry]) -> None:
     now = SYSTEM_CLOCK.now()
-    term.out.print(Text(row.status or "-", style=_colour(row)) + Text(f"  {row.subject or row.key}"))
-    verdict = "[green]ok[/]" if row.valid else f"[red]not usable[/]: {escape(row.problem or ', '.join(row.flags))}"
+    term.out.print(Text(row.status or "-", style=_colour(row)) + Text(f"  {printable(row.subject or row.key)}"))
+    verdict = "[green]ok[/]" if row.valid else f"[red]not usable[/]: {safe(row.problem or ', '.join(row.flags))}"
     lines = [
-        ("key", escape(row.key)),
-        ("certificate", escape(row.cert or "unknown: signature and CertID not checked")),
-        ("serial", escape(row.serial or "-")),
+        ("key", safe(row.key)),
+        ("certificate", safe(row.cert or "unknown: signature and CertID not checked")),
+        ("serial", safe(row.serial or "-")),
         ("this update", fmt.timestamp(row.this_update, now)),
         ("next update", fmt.timestamp(row.next_update, now)),
         ("produced at", iso(row.produced_at) or "-"),
         ("time left", _left(row.time_left)),
-        ("flags", escape(", ".join(row.flags)) or "-"),
+        ("flags", safe(", ".join(row.flags)) or "-"),
         ("validation", verdict),
         ("stored until", fmt.timestamp(row.expires_at, now)),
     ]
     if row.cert_note:
-        lines.insert(2, ("note", escape(row.cert_note)))
+        lines.insert(2, ("note", safe(row.cert_note)))
     for label, value in lines:
         term.out.print(f"  [dim]{label:<12}[/] {value}", emoji=False)
     if der:
@@ -303,11 +310,11 @@ def _show(term: Terminal, row: Inspection, der: bytes, state: CertState | None, 
         try:
             _plain(term, render(der, "cached staple"))
         except StapleError as error:
-            term.out.print(f"  [red]{escape(str(error))}[/]")
+            term.out.print(f"  [red]{safe(str(error))}[/]")
     if state is not None:
         term.out.print("\n[bold]Prefetch worker[/]")
         for label, value in state.to_dict().items():
             if label not in ("cert_id", "name") and value not in (None, ""):
-                term.out.print(f"  [dim]{label:<12}[/] {escape(str(value))}", emoji=False)
+                term.out.print(f"  [dim]{label:<12}[/] {safe(str(value))}", emoji=False)
         for event in history:
-            _plain(term, f"  {iso(event.when)}  {event.action}  {event.detail}\n")
+            _plain(term, f"  {iso(event.when)}  {event.action}  {printable(event.detail)}\n")

@@ -28,6 +28,7 @@ from staplectl.config import Config
 from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer
 from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt, reporting, settings
+from staplectl.printable import printable
 from staplectl.runtime import open_stapler
 from staplectl.terminal import Terminal
 
@@ -128,7 +129,7 @@ class Service:
         if self.log_format == "json":
             line = json.dumps({"time": now, "level": level, "message": what, **(fields or {})})
         else:
-            line = f"{now} {level.upper():<7} {what}"
+            line = f"{now} {level.upper():<7} {printable(what)}"  # one line, whatever a responder said
         try:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()

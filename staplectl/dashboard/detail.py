@@ -24,6 +24,7 @@ from engine.state import HistoryEntry
 from staplectl import fmt
 from staplectl.dashboard.rows import DUE, EXPIRED, MISSING, REVOKED, STALE, STYLES, classify, left_text, status_text
 from staplectl.dashboard.snapshot import Item, Snapshot
+from staplectl.printable import printable, printable_lines
 
 
 def _pairs(rows: Iterable[tuple[str, str | Text]]) -> Table:
@@ -31,7 +32,7 @@ def _pairs(rows: Iterable[tuple[str, str | Text]]) -> Table:
     table.add_column(style="dim", no_wrap=True)
     table.add_column()
     for label, value in rows:
-        table.add_row(label, value if isinstance(value, Text) else Text(value))
+        table.add_row(label, value if isinstance(value, Text) else Text(printable(value)))
     return table
 
 
@@ -75,7 +76,7 @@ def summary(item: Item, snapshot: Snapshot) -> Table:
         ("configured", "yes" if item.configured else "no: found in the cache (written by another program or host)"),
     ]
     if item.note:
-        rows.append(("note", Text(item.note, style="yellow")))
+        rows.append(("note", Text(printable(item.note), style="yellow")))
     if ins is not None:
         meta = ins.meta or {}
         rows += [
@@ -102,7 +103,7 @@ def worker(item: Item, history: Iterable[HistoryEntry], snapshot: Snapshot) -> T
         ("last attempt", fmt.timestamp(state.last_attempt, now)),
         ("last success", fmt.timestamp(state.last_success, now)),
         ("failures", Text(str(state.failures), style="bold red" if state.failures else "")),
-        ("last error", Text(f"[{state.last_reason}] {state.last_error}" if state.last_error else "-",
+        ("last error", Text(printable(f"[{state.last_reason}] {state.last_error}") if state.last_error else "-",
                             style="red" if state.failures else "")),
         ("next attempt", fmt.timestamp(state.next_attempt, now)),
     ]  # fmt: skip
@@ -147,6 +148,6 @@ def response(item: Item) -> Text:
     if not item.der:
         return Text("no response cached", style="dim")
     try:
-        return Text(render(item.der, "cached staple"))
+        return Text(printable_lines(render(item.der, "cached staple")))
     except StapleError as error:
-        return Text(str(error), style="red")
+        return Text(printable(str(error)), style="red")

@@ -34,6 +34,7 @@ from engine.clock import to_datetime
 from engine.freshness import expires_at, is_usable, renewal_point
 from staplectl import fmt
 from staplectl.dashboard.snapshot import Item, Snapshot
+from staplectl.printable import printable
 
 GOOD, DUE, STALE, EXPIRED, MISSING, REVOKED = "good", "due", "stale", "expired", "missing", "revoked"
 FAILING = "failing"
@@ -184,7 +185,7 @@ def error_text(item: Item) -> Text:
     if state is None or not state.last_error:
         return Text("")
     reason = f"[{state.last_reason}] " if state.last_reason else ""
-    text = reason + " ".join(state.last_error.split())
+    text = printable(reason + " ".join(state.last_error.split()))
     if len(text) > ERROR_WIDTH:
         text = text[: ERROR_WIDTH - 1] + "…"  # in full on the detail screen
     # Red while it is the news; dim once a success came after it, or once
@@ -220,7 +221,7 @@ def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
     failures = state.failures if state else 0
     left = Text.assemble(bar(fresh.fraction, fresh.state), " ", left_text(fresh.time_left))
     cells = (
-        Text(short_name(item.name), style="" if item.configured else "italic"),
+        Text(short_name(printable(item.name)), style="" if item.configured else "italic"),
         Text(serial if len(serial) <= 16 else serial[:15] + "…"),
         status_text(item, fresh),
         Text(short_time(ins.this_update if ins else None)),

@@ -169,7 +169,9 @@ def test_json_log_lines_carry_the_event_and_the_stored_staple(service, pki, resp
     config = write_config(tmp_path / "c.toml", [leaf.chain_path])
     port = free_port()
     proc = service(config, "--log-format", "json", "--metrics", f"127.0.0.1:{port}")
-    wait_for(lambda: '"action": "updated"' in log_of(proc), 20, "the first renewal")
+    # "started" is said once the worker runs, so it may follow the first renewal
+    wait_for(lambda: '"action": "updated"' in log_of(proc) and '"action": "started"' in log_of(proc), 20,
+             "the first renewal")  # fmt: skip
     lines = [json.loads(line) for line in log_of(proc).splitlines()]  # every line is one object
     started = next(line for line in lines if line["action"] == "started")
     assert started["level"] == "info" and started["pid"] == proc.pid
