@@ -12,10 +12,12 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
 
 from engine.errors import CertificateFileError, IssuerNotFoundError, NoResponderURLError
@@ -117,10 +119,36 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
 
 
 def issued_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
-    """True when ``candidate``'s name and key issued ``cert``."""
+    """True when ``candidate``'s name is ``cert``'s issuer and its key signed ``cert``.
+
+    The signature is checked with the key itself, not with cryptography's
+    verify_directly_issued_by, which refuses SHA-1 signatures outright:
+    CAs signed delegated responder certificates with sha1WithRSA for years,
+    and OpenSSL accepts them, so refusing them would mean no staple where
+    httpd staples one.
+    """
+    if cert.issuer.public_bytes() != subject_der(candidate):
+        return False
+    return signed_by(cert.signature, cert.tbs_certificate_bytes, cert, candidate.public_key())
+
+
+def signed_by(signature: bytes, data: bytes, signed: Any, key: Any) -> bool:
+    """Does ``key`` verify ``signature`` over ``data``, with the algorithm ``signed``
+    (a certificate or an OCSP response) names?"""
     try:
-        cert.verify_directly_issued_by(candidate)
-    except (ValueError, TypeError, InvalidSignature):
+        hash_algorithm = signed.signature_hash_algorithm
+        if isinstance(key, rsa.RSAPublicKey):
+            padding_ = signed.signature_algorithm_parameters
+            key.verify(signature, data, padding_, hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(hash_algorithm))
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(signature, data)
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(signature, data, hash_algorithm)
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True
 
@@ -145,26 +173,26 @@ def _issuer_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes]:
     return key_id, subject_der(cert)
 
 
-def named_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x509.Certificate | None:
-    """The candidate whose subject is ``cert``'s issuer name and whose
-    subjectKeyIdentifier is ``cert``'s authorityKeyIdentifier, if any.
+def find_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x509.Certificate | None:
+    """The candidate that issued ``cert``: its key verifies ``cert``'s signature.
 
-    What path building matches on (RFC 5280 4.2.1.1), without a signature
-    check: that check cost more than reading and parsing the file. A wrong
-    pick (a certificate claiming the issuer's name and key identifier with
-    another key) makes every fetch fail rather than succeed wrongly: the
-    CertID carries its key's hash, and a response is accepted only when
-    signed by that key or by a responder certificate that key signed.
+    A name and key identifier anyone can copy: a forged "issuer" with the
+    real one's name and authorityKeyIdentifier but a key of its own would
+    otherwise vouch for responses signed with that key. So a candidate is
+    chosen only once its key verified the certificate. Those whose subject
+    key identifier matches the authorityKeyIdentifier (RFC 5280 4.2.1.1)
+    are tried first, so that in a chain the right one is usually the only
+    one verified; a certificate without the extension (CAcert's) is found
+    by name and signature alone.
     """
     try:
         key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except _EXTENSION_ERRORS:
-        return None
-    if not key_id:
-        return None
+        key_id = None
     name = cert.issuer.public_bytes()
-    for candidate in candidates:
-        if _issuer_ids(candidate) == (key_id, name):
+    likely = [c for c in candidates if key_id and _issuer_ids(c) == (key_id, name)]
+    for candidate in likely + [c for c in candidates if all(c is not other for other in likely)]:
+        if issued_by(cert, candidate):
             return candidate
     return None
 
@@ -178,15 +206,15 @@ def load_leaf(
 ) -> Leaf:
     """Load a leaf and find its issuer: in ``issuer_path`` if given, else in the leaf's file.
 
-    The issuer is the candidate named by the leaf's issuer name and
-    authority key identifier, else the first whose key verifies the leaf's
-    signature (for leaves without key identifiers). ``issuers``, when
-    given, makes issuers equal by DER one shared object (the first seen).
+    The issuer is the candidate whose key verifies the leaf's signature
+    (find_issuer); an ``issuer_path`` the operator names is the only place
+    looked in. ``issuers``, when given, makes issuers equal by DER one
+    shared object (the first seen).
     """
     certs = read_certificates(path)
     leaf = certs[0]
     candidates = read_certificates(issuer_path) if issuer_path else certs[1:]
-    issuer = named_issuer(leaf, candidates) or next((c for c in candidates if issued_by(leaf, c)), None)
+    issuer = find_issuer(leaf, candidates)
     if issuer is not None:
         if issuers is not None:
             issuer = issuers.setdefault(issuer, issuer)

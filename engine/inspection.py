@@ -8,6 +8,9 @@ the response's times, a verdict (``valid``) and flags that say what is odd:
 - ``try-later``: a non-successful responseStatus stored as valid (0x01),
   httpd 2.4's fake tryLater, stapled for an hour;
 - ``metadata-only``: staplectl's metadata without a staple (fetches failed);
+- ``junk``: something not ours under the entry's keys (a value of another
+  type or shape, metadata outside its schema), said in ``junk``; shown
+  for this entry alone;
 - ``invalid: <reason>``: the response fails a check (signature, CertID...);
 - ``unverified``: the certificate is unknown, so signature and CertID were
   not checked (an entry httpd wrote for a certificate we were not told of);
@@ -67,6 +70,8 @@ class Inspection:
     #: the certificate file we found but could not use (moved, no issuer)
     cert_note: str | None = None
     entry_flag: int = 1
+    #: what was junk under the entry's keys (see Entry.problem)
+    junk: str | None = None
     #: when the store drops the entry, where it knows
     expires_at: float | None = None
     meta: dict[str, Any] | None = field(default=None, compare=False)
@@ -94,6 +99,7 @@ class Inspection:
             "problem": self.problem,
             "cert_note": self.cert_note,
             "entry_flag": self.entry_flag,
+            "junk": self.junk,
             "expires_at": iso(self.expires_at),
             "fetched_at": meta.get("fetched_at"),
             "responder": meta.get("responder") or (state.responder if state else None),
@@ -129,11 +135,16 @@ class KnownCertificates:
     def add(self, leaf: Leaf) -> None:
         self._by_id[leaf.cert_id] = leaf
 
-    def find(self, cert_id: str, hints: Iterable[str | None] = ()) -> Found:
+    def find(self, cert_id: str, hints: Iterable[str | None] = (), *, unopened: str | None = None) -> Found:
+        """The certificate: a known one, else one of the files ``hints`` name.
+
+        ``unopened`` is a file a shared cache's metadata names: said in the
+        note, never opened (docs/security.md).
+        """
         leaf = self._by_id.get(cert_id)
         if leaf is not None:
             return Found(leaf=leaf, path=str(leaf.path) if leaf.path else None)
-        notes = []
+        notes = [f"the cache's metadata names {unopened}, not opened: the cache is shared"] if unopened else []
         for hint in dict.fromkeys(h for h in hints if h):
             found = self._by_path.get(hint)
             if found is None:
@@ -183,15 +194,16 @@ def inspect_entry(
         "serial": format(cert.serial_number, "X") if cert else meta.get("serial"),
         "cert_note": found.note,
         "entry_flag": entry.flag,
+        "junk": entry.problem,
         "expires_at": entry.expires_at,
         "meta": entry.meta,
         "state": state,
     }
-    flags: list[str] = []
+    flags: list[str] = ["junk"] if entry.problem else []
     if entry.flag == FLAG_ERROR:
         flags.append("error-entry")
     if not entry.der:
-        return _row(fields, flags + ["metadata-only"], valid=False)
+        return _row(fields, flags + (["metadata-only"] if entry.meta is not None else []), valid=False)
     try:
         response = parse_response(entry.der, "cached staple")
     except MalformedResponseError as error:

@@ -138,28 +138,28 @@ def test_the_issuer_named_by_key_identifier_is_chosen_among_others(pki, tmp_path
     assert load_leaf(path).issuer == pki.intermediate.cert
 
 
-def test_no_signature_check_when_name_and_key_identifier_match(pki, tmp_path, responder):
-    """An impostor with the issuer's name and key identifier but another key is
-    taken for the issuer; no response the real issuer signs passes for it."""
-    import time
-
+def test_an_impostor_with_the_issuers_name_and_key_identifier_is_never_chosen(pki, tmp_path):
+    """A forged "issuer" copying the real one's name and key identifier, with
+    a key of its own, would vouch for responses signed with that key: an
+    issuer is chosen only once its key verified the leaf."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from engine.errors import ValidationError
-    from engine.request import build_request
-    from engine.transport import post
-    from engine.validate import validate
+    from engine.errors import IssuerNotFoundError
 
     impostor_key = ec.generate_private_key(ec.SECP256R1())
     impostor = _cert("intermediate", pki.root.cert.subject, impostor_key, impostor_key,
                      ski=_key_id(pki.intermediate.cert), ca=True)  # fmt: skip
     assert impostor.subject == pki.intermediate.cert.subject
+    # first in the chain, the impostor is passed over for the real issuer
     path = _chain_file(tmp_path / "chain.pem", pki.good.cert, impostor, pki.intermediate.cert)
-    leaf = load_leaf(path)
-    assert leaf.issuer == impostor
-    query = build_request(leaf)
-    with pytest.raises(ValidationError):
-        validate(post(responder.url, query.der), leaf, time.time(), cert_id=query.cert_id)
+    assert load_leaf(path).issuer == pki.intermediate.cert
+    # alone, it is no issuer at all
+    alone = _chain_file(tmp_path / "alone.pem", pki.good.cert, impostor)
+    with pytest.raises(IssuerNotFoundError):
+        load_leaf(alone)
+    # the operator's own issuer file wins over what the chain holds
+    issuer_file = _chain_file(tmp_path / "issuer.pem", pki.intermediate.cert)
+    assert load_leaf(alone, issuer_path=issuer_file).issuer == pki.intermediate.cert
 
 
 def test_without_key_identifiers_the_signature_decides(pki, tmp_path):
@@ -182,3 +182,33 @@ def test_a_key_identifier_naming_no_candidate_falls_back_to_the_signature(pki, t
     assert load_leaf(path).issuer == pki.intermediate.cert
     with pytest.raises(IssuerNotFoundError, match=r"issuer of CN=odd-aki not found among the 1 chain certificate"):
         load_leaf(_chain_file(tmp_path / "wrong.pem", leaf, pki.root.cert))
+
+
+@pytest.mark.parametrize("key_type", ["rsa:2048", "ec"])
+def test_a_sha1_signature_is_checked_not_refused(tmp_path, key_type):
+    """CAs signed delegated responder certificates with SHA-1 for years, and
+    OpenSSL accepts them; cryptography's verify_directly_issued_by refuses
+    them (and will not even sign one, so openssl does it here)."""
+    import subprocess
+
+    from cryptography import x509
+
+    from engine.certs import issued_by
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    new_key = ["-newkey", key_type] if key_type != "ec" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    for name in ("ca", "other"):
+        openssl("req", "-x509", *new_key, "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+                "-subj", "/CN=sha1 ca", "-days", "2")  # fmt: skip
+    openssl("req", "-new", *new_key, "-nodes", "-keyout", "r.key", "-out", "r.csr", "-subj", "/CN=responder")
+    for name in ("ca", "other"):
+        openssl("x509", "-req", "-in", "r.csr", "-CA", f"{name}.pem", "-CAkey", f"{name}.key", "-CAcreateserial",
+                "-out", f"by-{name}.pem", "-sha1", "-days", "1")  # fmt: skip
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    signed = x509.load_pem_x509_certificate((tmp_path / "by-ca.pem").read_bytes())
+    forged = x509.load_pem_x509_certificate((tmp_path / "by-other.pem").read_bytes())  # same names, other key
+    assert signed.signature_hash_algorithm.name == "sha1"
+    assert issued_by(signed, ca)
+    assert not issued_by(forged, ca)

@@ -60,6 +60,9 @@ class Entry:
     #: physical expiry (Unix time) where the provider knows it
     expires_at: float | None = None
     meta: dict[str, Any] | None = field(default=None, compare=False)
+    #: what was junk under the entry's keys (a value of the wrong type or
+    #: shape, metadata outside its schema), shown for this entry alone
+    problem: str | None = field(default=None, compare=False)
 
     @property
     def has_staple(self) -> bool:

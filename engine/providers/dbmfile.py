@@ -43,6 +43,7 @@ from engine.providers.layout import (
     meta_key,
     staple_key,
 )
+from engine.providers.meta import load_meta
 
 FILE_MODE = 0o640
 PURGE_INTERVAL = 60.0
@@ -104,23 +105,21 @@ class DbmProvider(Provider):
         key = staple_key(DEFAULT_NAMESPACE, cert_id)
         staple = _unpack(db.get(key.encode()), now)
         meta = _unpack(db.get(meta_key(DEFAULT_NAMESPACE, cert_id).encode()), now)
-        flag, der, expires_at, meta_dict = FLAG_VALID, b"", None, None
+        flag, der, expires_at, problems = FLAG_VALID, b"", None, []
         if staple is not None:
             try:
                 flag, der = decode_value(staple[1])
                 expires_at = staple[0]
-            except EntryFormatError:
-                pass  # unreadable: treated as absent, the next fetch replaces it
-        if meta is not None:
-            try:
-                meta_dict = json.loads(meta[1])
-            except ValueError:
-                pass
-        if not der and meta_dict is None:
+            except EntryFormatError as error:
+                problems.append(f"staple value: {error}")  # the next fetch replaces it
+        meta_dict, meta_problem = load_meta(meta[1]) if meta is not None else (None, None)
+        if meta_problem:
+            problems.append(meta_problem)
+        if not der and meta_dict is None and not problems:
             return None
         if not der:
             expires_at = meta[0] if meta else None
-        return Entry(cert_id, key, der, flag, expires_at, meta_dict)
+        return Entry(cert_id, key, der, flag, expires_at, meta_dict, "; ".join(problems) or None)
 
     def get(self, cert_id: str) -> Entry | _NoEntry:
         with self._open("get") as db:

@@ -38,6 +38,7 @@ from engine.errors import CacheUnavailableError, StoreDamagedError, StoreUnwrita
 from engine.sqlitedb import Connections, connect, failure_kind, no_space
 from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, encode_value, staple_key
+from engine.providers.meta import load_meta
 
 PURGE_INTERVAL = 60.0
 #: SQLite's default limit on host parameters is 999 in old builds
@@ -167,13 +168,15 @@ class LocalProvider(Provider):
         meta_alive = meta is not None and meta_expires_at is not None and meta_expires_at >= now
         if not (staple_alive or meta_alive):
             return None
+        meta_dict, problem = load_meta(meta) if meta_alive else (None, None)
         return Entry(
             cert_id=cert_id,
             key=key,
             der=bytes(der) if staple_alive else b"",
             flag=flag if staple_alive else FLAG_VALID,
             expires_at=expires_at if staple_alive else meta_expires_at,
-            meta=json.loads(meta) if meta_alive else None,
+            meta=meta_dict,
+            problem=problem,
         )
 
     def get(self, cert_id: str) -> Entry | _NoEntry:

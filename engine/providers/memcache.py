@@ -35,7 +35,8 @@ from pymemcache.exceptions import MemcacheError
 from engine.errors import CacheUnavailableError
 from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, MEMCACHED_MAX_TTL, encode_value
-from engine.providers.sharded import Layout, dump_meta, server_label
+from engine.providers.meta import dump_meta
+from engine.providers.sharded import Layout, server_label
 
 #: keys per "get" command, so that one reply stays small next to the timeout
 _GET_CHUNK = 100

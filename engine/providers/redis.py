@@ -24,13 +24,14 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from engine.errors import CacheUnavailableError
 from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, META_PREFIX, encode_value
-from engine.providers.sharded import Layout, dump_meta, server_label
+from engine.providers.meta import dump_meta
+from engine.providers.sharded import Layout, server_label
 
 _SCAN_COUNT = 1000
 _GLOB_SPECIALS = "\\*?[]^"
@@ -88,23 +89,31 @@ class RedisProvider(Provider):
                 f"redis at {server_label(self.servers[index])}: {action} failed: {exc}"
             ) from exc
 
-    def _fetch_on(self, index: int, keys: list[str]) -> dict[str, tuple[bytes, float | None]]:
-        """Values and expiries (None: no expiry) of the keys present on one server."""
+    def _fetch_on(self, index: int, keys: list[str]) -> dict[str, tuple[bytes | Exception, float | None]]:
+        """Values and expiries (None: no expiry) of the keys present on one server.
+
+        A key holding another type than a string (a LIST planted at a
+        certificate's key) answers WRONGTYPE: that is junk for its
+        certificate alone, not an error of the whole read.
+        """
         with self._on(index, "get") as client:
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.get(key)
                 pipe.pttl(key)
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, ResponseError) and not str(reply).startswith("WRONGTYPE"):
+                    raise reply  # NOAUTH, OOM...: the server's, for every key
         now = time.time()
-        found = {}
+        found: dict[str, tuple[bytes | Exception, float | None]] = {}
         for key, value, pttl in zip(keys, replies[::2], replies[1::2]):
             if value is not None:
                 found[key] = (value, now + pttl / 1000 if pttl >= 0 else None)
         return found
 
     def _assemble(
-        self, cert_ids: Iterable[str], values: dict[str, tuple[bytes, float | None]]
+        self, cert_ids: Iterable[str], values: dict[str, tuple[bytes | Exception, float | None]]
     ) -> dict[str, Entry]:
         layout = self._layout
         found = {}
@@ -125,7 +134,7 @@ class RedisProvider(Provider):
         ids = list(dict.fromkeys(cert_ids))
         layout = self._layout
         keys = [k for c in ids for k in (layout.staple_key(c), layout.meta_key(c))]
-        values: dict[str, tuple[bytes, float | None]] = {}
+        values: dict[str, tuple[bytes | Exception, float | None]] = {}
         for index, server_keys in layout.by_server(keys).items():
             values.update(self._fetch_on(index, server_keys))
         return self._assemble(ids, values)

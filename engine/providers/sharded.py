@@ -12,10 +12,8 @@ apr-style client computes.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 from engine.errors import EntryFormatError
 from engine.providers.base import Entry
@@ -29,6 +27,7 @@ from engine.providers.layout import (
     meta_key,
     staple_key,
 )
+from engine.providers.meta import load_meta
 
 
 def server_label(server: tuple[str, int]) -> str:
@@ -74,24 +73,30 @@ class Layout:
     def entry(
         self,
         cert_id: str,
-        staple: bytes | None,
-        meta: bytes | None,
+        staple: bytes | Exception | None,
+        meta: bytes | Exception | None,
         staple_expires_at: float | None = None,
         meta_expires_at: float | None = None,
     ) -> Entry | None:
-        """The Entry for raw values, or None when neither is usable.
+        """The Entry for raw values (or the store's error reading one), or None when there is nothing.
 
-        A staple value that is not flag + DER (another program's data under
-        our key) is treated as absent: the next fetch overwrites it.
+        What is not ours under our keys (a value that is not flag + DER, a
+        redis key of another type, metadata outside its schema) is junk for
+        this certificate alone: it is said in ``problem``, and the next
+        store overwrites it.
         """
-        flag, der = FLAG_VALID, b""
-        if staple is not None:
+        flag, der, problems = FLAG_VALID, b"", []
+        if isinstance(staple, Exception):
+            problems.append(f"staple key: {staple}")
+        elif staple is not None:
             try:
                 flag, der = decode_value(staple)
-            except EntryFormatError:
-                flag, der = FLAG_VALID, b""
-        meta_dict = _load_meta(meta)
-        if not der and meta_dict is None:
+            except EntryFormatError as error:
+                problems.append(f"staple value: {error}")
+        meta_dict, meta_problem = (None, f"metadata key: {meta}") if isinstance(meta, Exception) else load_meta(meta)
+        if meta_problem:
+            problems.append(meta_problem)
+        if not der and meta_dict is None and not problems:
             return None
         return Entry(
             cert_id=cert_id,
@@ -100,18 +105,5 @@ class Layout:
             flag=flag,
             expires_at=staple_expires_at if der else meta_expires_at,
             meta=meta_dict,
+            problem="; ".join(problems) or None,
         )
-
-
-def _load_meta(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def dump_meta(meta: dict[str, Any]) -> bytes:
-    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()

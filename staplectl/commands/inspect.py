@@ -9,7 +9,7 @@ re-validated, any other entry is only decoded and flagged ``unverified``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -99,8 +99,8 @@ def inspect(
             raise InputError("--text prints one response: name a CERT or KEY")
         effective = opts.load_config()
         wanted = _target(target, issuer) if target is not None else None
-        check = _Checker(KnownCertificates(_configured(effective, term)), effective)
         with Cache(open_provider(effective.cache_uri)) as store:
+            check = _Checker(KnownCertificates(_configured(effective, term)), effective, paths_from_cache=not store.shared)
             if wanted is None:
                 _table(term, store, check, effective, json_output)
             else:
@@ -154,19 +154,24 @@ def _state_store(config: Config, term: Terminal) -> StateStore | None:
 class _Checker:
     """inspect_entry with what every row shares: known certificates, policy, options."""
 
-    def __init__(self, known: KnownCertificates, config: Config) -> None:
+    def __init__(self, known: KnownCertificates, config: Config, *, paths_from_cache: bool) -> None:
         self.known = known
         self.policy = config.policy()
         self.options = fetch_options(config).validation
+        #: see build_items in staplectl.dashboard.snapshot: a shared cache never names a file to open
+        self.paths_from_cache = paths_from_cache
 
     def __call__(self, entry: Any, state: CertState | None, given: Found | None = None) -> Inspection:
         found = given
         if found is None or found.leaf is None:
             # a CERT given without its issuer may still be configured with one
-            meta = entry.meta or {}
-            looked = self.known.find(entry.cert_id, [meta.get("cert_path"), state.path if state else None])
+            named = (entry.meta or {}).get("cert_path")
+            from_cache, unopened = (named, None) if self.paths_from_cache else (None, named)
+            looked = self.known.find(entry.cert_id, [from_cache, state.path if state else None], unopened=unopened)
             if looked.leaf is not None or found is None:
                 found = looked
+            elif looked.note and not found.note:
+                found = replace(found, note=looked.note)
         now = SYSTEM_CLOCK.now()
         return inspect_entry(entry, now, found=found, state=state, policy=self.policy, options=self.options)
 

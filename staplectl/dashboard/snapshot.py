@@ -124,8 +124,14 @@ def build_items(
     policy: FreshnessPolicy = DEFAULT_POLICY,
     options: ValidationOptions = ValidationOptions(),
     memo: Memo | None = None,
+    paths_from_cache: bool = False,
 ) -> tuple[Item, ...]:
     """Configured leaves, cache entries and worker states, as one item per certificate.
+
+    ``paths_from_cache``: an entry's metadata may name the certificate's
+    file. Only for a store nobody else writes (the local store, a dbm
+    file): a path from a shared cache is never opened (a FIFO would hang
+    us, /dev/zero fill our memory, a planted PEM vouch for a forgery).
 
     Pure but for ``known`` loading a certificate file that an entry's
     metadata names (an entry httpd or another host wrote).
@@ -139,7 +145,9 @@ def build_items(
     for cert_id in dict.fromkeys([*configured, *by_id, *states]):
         entry, state = by_id.get(cert_id), states.get(cert_id)
         meta = (entry.meta if entry else None) or {}
-        found = known.find(cert_id, [meta.get("cert_path"), state.path if state else None])
+        named = meta.get("cert_path")
+        from_cache, unopened = (named, None) if paths_from_cache else (None, named)
+        found = known.find(cert_id, [from_cache, state.path if state else None], unopened=unopened)
         inspection = _inspect(entry, found, now, policy, options, memo) if entry else None
         leaf = found.leaf
         cert = leaf.cert if leaf else found.cert
@@ -229,6 +237,7 @@ class Collector:
         items = build_items(
             now, leaves=self.leaves, entries=self._last_entries, states=states, known=self._known,
             policy=self.policy, options=self.options, memo=self._memo,
+            paths_from_cache=self._cache is not None and not self._cache.shared,
         )  # fmt: skip
         return Snapshot(
             taken_at=now, cache_uri=redact(self.cache_uri), items=items, policy=self.policy,

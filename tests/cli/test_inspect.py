@@ -120,8 +120,10 @@ class TestHttpdWrittenEntries:
         assert plain["flags"] == ["unverified"] and plain["status"] == "good" and plain["cert"] is None
         conf = rows[f"mod_ssl-staple:{sha1(configured)}"]
         assert conf["flags"] == [] and conf["valid"] is True and conf["cert"] == str(configured.chain_path)
+        # the file its metadata names is not opened: memcached is shared
         fetched = rows[f"mod_ssl-staple:{sha1(pki.good)}"]
-        assert fetched["valid"] is True and fetched["cert"] == str(pki.good.chain_path)
+        assert fetched["flags"] == ["unverified"] and fetched["cert"] is None
+        assert f"metadata names {pki.good.chain_path}, not opened: the cache is shared" in fetched["cert_note"]
         assert fetched["fetched_at"] and fetched["responder"]
 
         table = cli("inspect", "--cache", uri, "--config", config).stdout

@@ -115,14 +115,17 @@ def test_an_entry_httpd_wrote_is_listed(pair, raw) -> None:
     assert provider.get(cid) == Entry(cid, key, der_for("httpd"), FLAG_ERROR, expires_at=None)
 
 
-def test_values_that_are_not_flag_and_der_are_skipped(pair, raw) -> None:
+def test_values_that_are_not_flag_and_der_are_junk_for_their_entry_alone(pair, raw) -> None:
     cid = cert_id("junk")
     key = f"mod_ssl-staple:{cid}"
     raw[apr_server_index(key, 2)].set(key, b"\x07not a staple", expire=3600)
     provider = MemcacheProvider([s.address for s in pair])
     provider.set(cert_id("good"), der_for("good"), 600)
-    assert [e.cert_id for e in provider.entries()] == [cert_id("good")]
-    assert not provider.get(cid)
+    entries = {e.cert_id: e for e in provider.entries()}
+    assert set(entries) == {cert_id("good"), cid}
+    assert entries[cert_id("good")].problem is None
+    junk = provider.get(cid)
+    assert junk.der == b"" and "unknown flag byte 0x07" in junk.problem
 
 
 def test_the_legacy_namespace(pair, raw) -> None:
