@@ -82,6 +82,7 @@ complete -c staplectl -n '__fish_seen_subcommand_from export' -l nginx -r -F -d 
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy -d 'Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l mod-md -r -F -d 'Write mod_md\'s OCSP store (MDStapling on) under httpd\'s MDStoreDir DIR: ocsp/other/ocsp-<sha1>.json.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy-socket -r -F -d 'With --haproxy: also hand each written staple to the running HAProxy through its admin socket (set ssl ocsp-response), no reload needed.'
+complete -c staplectl -n '__fish_seen_subcommand_from export' -l prune -d 'Remove the exported staples even when the cache holds no entry for any of the certificates (otherwise refused: a wrong --cache must not wipe them).'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l reload-cmd -x -d 'Shell command run once after any file changed (e.g. \'systemctl reload nginx\').'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l issuer -r -F -d 'Issuer certificate, for files that hold no chain.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l json -d 'Print JSON to stdout: no colour, stable keys.'

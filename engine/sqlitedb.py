@@ -26,6 +26,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ DIRECTORY_MODE = 0o750
 BUSY_TIMEOUT = 10.0
 # SQLite's primary result codes (sqlite.org/rescode.html); extended codes
 # carry them in their low byte.
-_BUSY, _READONLY, _IOERR, _CORRUPT, _FULL, _NOTADB = 5, 8, 10, 11, 13, 26
+_BUSY, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 8, 10, 11, 13, 14, 26
 
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
@@ -76,6 +77,34 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     return conn
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, nor creates the file or its directory.
+
+    For the commands that only read (check, inspect, export, the dashboard):
+    a monitoring check running as another user needs read access alone.
+    SQLite may still create the -wal and -shm files, which copy the
+    database's mode.
+    """
+    base = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    conn = None
+    try:
+        conn = sqlite3.connect(base, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        return conn
+    except sqlite3.OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code != _CANTOPEN or os.path.lexists(f"{path}-shm"):
+            raise _why_not(path, read_only=True) or exc
+    # No -shm file, and none can be made (a read-only directory or file
+    # system): then no writer has the database open in WAL mode either, so
+    # it cannot change under us, and SQLite may read it as immutable.
+    return sqlite3.connect(
+        base + "&immutable=1", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+
+
 def _while_busy(step: Callable[[], object]) -> None:
     """Run a step of the opening, again while SQLite says the file is busy.
 
@@ -98,7 +127,7 @@ def _while_busy(step: Callable[[], object]) -> None:
         delay = min(delay * 2, 0.05)
 
 
-def _why_not(path: Path) -> OSError | None:
+def _why_not(path: Path, *, read_only: bool = False) -> OSError | None:
     """The OS error behind SQLite's "unable to open database file" or "disk
     I/O error" at open, if we can tell it: no access, a read-only file
     system, no space left.
@@ -106,9 +135,9 @@ def _why_not(path: Path) -> OSError | None:
     The file must be readable and writable, and its directory writable,
     since SQLite creates the -wal and -shm files beside it.
     """
-    checks = [(path.parent, os.W_OK | os.X_OK)]
+    checks = [] if read_only else [(path.parent, os.W_OK | os.X_OK)]
     if os.path.lexists(path):
-        checks.insert(0, (path, os.R_OK | os.W_OK))
+        checks.insert(0, (path, os.R_OK if read_only else os.R_OK | os.W_OK))
     for target, wanted in checks:
         if os.access(target, wanted, effective_ids=os.access in os.supports_effective_ids):
             continue

@@ -112,9 +112,11 @@ class Stapler:
         """
         return self._genuine(leaf, self.cache.get(leaf.cert_id))
 
-    def cached_many(self, leaves: list[Leaf]) -> dict[str, Staple | None]:
-        """cached() for several certificates, in one round trip to the store."""
-        entries = self.cache.get_many([leaf.cert_id for leaf in leaves])
+    def cached_many(self, leaves: list[Leaf], entries: dict[str, Entry] | None = None) -> dict[str, Staple | None]:
+        """cached() for several certificates, in one round trip to the store
+        (none when the caller read their ``entries`` already)."""
+        if entries is None:
+            entries = self.cache.get_many([leaf.cert_id for leaf in leaves])
         return {leaf.cert_id: self._genuine(leaf, entries.get(leaf.cert_id)) for leaf in leaves}
 
     def _genuine(self, leaf: Leaf, entry: Entry | None) -> Staple | None:

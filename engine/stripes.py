@@ -89,6 +89,12 @@ class StripeTimeoutError(StapleError):
         self.stripe = stripe
 
 
+class LocksUnavailableError(StapleError):
+    """The lock directory or a file in it cannot be used (read-only, full, no access)."""
+
+    reason = "locks_unavailable"
+
+
 class StripeDirectoryError(InputError):
     """A lock directory we refuse to use (not a directory, writable by others)."""
 
@@ -184,7 +190,11 @@ class _ProcessStripes:
         try:
             fd = self.fds[stripe]
             if fd < 0:
-                fd = self.fds[stripe] = open_lock_file(f"{self.directory}/stripe-{stripe:04d}.lock")
+                path = f"{self.directory}/stripe-{stripe:04d}.lock"
+                try:
+                    fd = self.fds[stripe] = open_lock_file(path)
+                except OSError as exc:
+                    raise LocksUnavailableError(f"lock file {path}: cannot open: {exc.strerror}") from None
             try:
                 _flock(fd, _LOCK_TRY)
             except BlockingIOError:
@@ -324,12 +334,20 @@ class StripedLocks:
         if isinstance(stripes, bool) or not isinstance(stripes, int) or not 1 <= stripes <= MAX_STRIPES:
             raise ValueError(f"stripes must be an integer from 1 to {MAX_STRIPES}, not {stripes!r}")
         directory = Path(directory)
-        _prepare_directory(directory)
+        try:
+            _prepare_directory(directory)
+        except OSError as exc:
+            raise LocksUnavailableError(f"lock directory {directory}: cannot create it: {exc.strerror}") from None
         key = os.path.realpath(directory)
         with _registry_lock:
             shared = _registry.get(key)
             if shared is None:
-                shared = _registry[key] = _ProcessStripes(Path(key), stripes)
+                try:
+                    shared = _registry[key] = _ProcessStripes(Path(key), stripes)
+                except OSError as exc:
+                    raise LocksUnavailableError(
+                        f"lock directory {directory}: {exc.filename or directory}: {exc.strerror}"
+                    ) from None
             elif shared.stripes != stripes:
                 raise ValueError(f"{directory} is already open in this process with {shared.stripes} stripes")
             shared.users += 1

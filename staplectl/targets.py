@@ -128,7 +128,7 @@ def open_reader(config: Config) -> Stapler:
     Reading takes no stripe, so no lock directory is opened: a monitoring
     check running as another user must not need write access to it.
     """
-    cache = Cache(open_provider(config.cache_uri))
+    cache = Cache(open_provider(config.cache_uri, read_only=True))
     return Stapler(cache, None, fetch_options=fetch_options(config), policy=config.policy())  # type: ignore[arg-type]
 
 

@@ -29,13 +29,27 @@ def default_cache_uri() -> str:
     return f"local:{state_dir() / LOCAL_DB_NAME}"
 
 
-def _local_path(rest: str) -> Path:
+def _local_path(uri: str, rest: str) -> Path:
+    default = state_dir() / LOCAL_DB_NAME
     if not rest:
-        return state_dir() / LOCAL_DB_NAME
+        return default
     path = Path(rest).expanduser()
     if path.is_dir():
-        path = path / LOCAL_DB_NAME
+        return path / LOCAL_DB_NAME
+    if path != default:  # the state directory is ours to make
+        _check_directory(uri, path)
     return path
+
+
+def _check_directory(uri: str, path: Path) -> None:
+    """A store the operator named lives in a directory that exists: a typo in
+    a cron line must not create a new, empty store (which export would take
+    for "nothing is cached" and remove every staple file)."""
+    if not path.parent.is_dir():
+        raise CacheURIError(
+            f"cache URI {redact(uri)!r}: directory {path.parent} does not exist "
+            "(create it first; the default store is plain 'local:')"
+        )
 
 
 def _servers(uri: str, netloc: str, default_port: int) -> list[tuple[str, int]]:
@@ -83,8 +97,12 @@ def _timeout(uri: str, options: dict[str, str]) -> float:
         raise CacheURIError(f"cache URI {redact(uri)!r}: {error}") from None
 
 
-def open_provider(uri: str | None = None) -> Provider:
-    """Open the provider a cache URI names. Bad URIs raise CacheURIError."""
+def open_provider(uri: str | None = None, *, read_only: bool = False) -> Provider:
+    """Open the provider a cache URI names. Bad URIs raise CacheURIError.
+
+    ``read_only``: for commands that only read. A local store or dbm file
+    is neither written nor created (a missing one reads as empty).
+    """
     uri = uri or default_cache_uri()
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme not in SCHEMES:
@@ -96,13 +114,15 @@ def open_provider(uri: str | None = None) -> Provider:
     if scheme == "local":
         from engine.providers.local import LocalProvider
 
-        provider: Provider = LocalProvider(_local_path(rest))
+        provider: Provider = LocalProvider(_local_path(uri, rest), read_only=read_only)
     elif scheme == "dbm":
         from engine.providers.dbmfile import DbmProvider
 
         if not rest:
             raise CacheURIError(f"cache URI {redact(uri)!r}: dbm needs a file path (dbm:PATH)")
-        provider = DbmProvider(Path(rest).expanduser())
+        path = Path(rest).expanduser()
+        _check_directory(uri, path)
+        provider = DbmProvider(path, read_only=read_only)
     else:
         parts = urlsplit(uri)
         if not parts.netloc:

@@ -62,6 +62,9 @@ def _unpack(value: bytes | None, now: float) -> tuple[float, bytes] | None:
     return (expires_at, value[_EXPIRY.size :]) if expires_at >= now else None
 
 
+_WRITES = frozenset({"set", "set_many", "set_meta", "delete"})
+
+
 def _ours(key: bytes) -> bool:
     return key.startswith(((DEFAULT_NAMESPACE + ":").encode(), META_PREFIX.encode()))
 
@@ -71,11 +74,15 @@ class DbmProvider(Provider):
     needs_mutex = True
     shared = False
 
-    def __init__(self, path: Path, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, path: Path, *, clock: Clock = SYSTEM_CLOCK, read_only: bool = False) -> None:
         self.path = Path(path)
         self.uri = f"dbm:{self.path}"
+        #: never write, nor create the file: a missing one reads as empty
+        self.read_only = read_only
         self._clock = clock
         self._last_purge = float("-inf")
+        if read_only:
+            return
         try:
             # Now, not on first use: the mutex's lock file goes here too.
             ensure_private_dir(self.path.parent)
@@ -90,8 +97,13 @@ class DbmProvider(Provider):
 
     @contextmanager
     def _open(self, action: str) -> Iterator[Any]:
+        if self.read_only and action in _WRITES:
+            raise CacheUnavailableError(f"dbm cache {self.path}: {action}: opened read-only")
+        if self.read_only and dbm.whichdb(str(self.path)) is None:
+            yield {}  # not made yet: empty, and left so
+            return
         try:
-            db = dbm.open(str(self.path), "c", FILE_MODE)
+            db = dbm.open(str(self.path), "r" if self.read_only else "c", FILE_MODE)
         except (OSError, *dbm.error) as exc:
             raise CacheUnavailableError(f"dbm cache {self.path}: cannot open: {exc}") from exc
         try:

@@ -35,7 +35,7 @@ from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheUnavailableError, StoreDamagedError, StoreUnwritableError
-from engine.sqlitedb import Connections, connect, failure_kind, no_space
+from engine.sqlitedb import Connections, connect, connect_read_only, failure_kind, no_space
 from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
 from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, encode_value, staple_key
 from engine.providers.meta import load_meta
@@ -88,20 +88,29 @@ class LocalProvider(Provider):
     needs_mutex = False
     shared = False
 
-    def __init__(self, path: Path, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, path: Path, *, clock: Clock = SYSTEM_CLOCK, read_only: bool = False) -> None:
         self.path = Path(path)
         self.uri = f"local:{self.path}"
+        #: never write, nor create the file: a store that does not exist yet
+        #: reads as empty (see engine.sqlitedb.connect_read_only)
+        self.read_only = read_only
         self._clock = clock
         self._local = threading.local()
         self._conns = Connections()
         self._generation = 0
         self._last_purge = float("-inf")
-        self._conn()  # fail now, with the path in the message, not on first use
+        if self._exists():
+            self._conn()  # fail now, with the path in the message, not on first use
+
+    def _exists(self) -> bool:
+        return not self.read_only or os.path.lexists(self.path)
 
     # -- connections ----------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
         try:
+            if self.read_only:
+                return self._conns.add(connect_read_only(self.path))
             return self._conns.add(connect(self.path, _SCHEMA))
         except sqlite3.Error as exc:
             raise self._failure("cannot open", exc, writing=False) from exc
@@ -139,6 +148,8 @@ class LocalProvider(Provider):
 
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise CacheUnavailableError(f"local cache {self.path}: {action}: opened read-only")
         with self._errors(action, writing=True):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -180,6 +191,8 @@ class LocalProvider(Provider):
         )
 
     def get(self, cert_id: str) -> Entry | _NoEntry:
+        if not self._exists():
+            return NO_ENTRY
         with self._errors("get"):
             row = self._conn().execute(
                 f"SELECT {_COLUMNS} FROM staples WHERE cert_id = ?", (cert_id,)
@@ -189,6 +202,8 @@ class LocalProvider(Provider):
 
     def get_many(self, cert_ids: Iterable[str]) -> dict[str, Entry]:
         ids = list(dict.fromkeys(cert_ids))
+        if not self._exists():
+            return {}
         rows = []
         with self._errors("get_many"):
             conn = self._conn()
@@ -207,6 +222,8 @@ class LocalProvider(Provider):
         return found
 
     def entries(self) -> Iterator[Entry]:
+        if not self._exists():
+            return iter([])
         now = self._clock.now()
         with self._errors("entries"):
             rows = self._conn().execute(

@@ -25,6 +25,7 @@ from engine.atomic import check_replaceable, remove_stale_temporaries, write_ato
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, StapleError
+from engine.redact import redact
 from engine.staple import GOOD, Staple
 from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
@@ -89,6 +90,10 @@ def export(
         Optional[Path],
         typer.Option("--haproxy-socket", metavar="PATH", help="With --haproxy: also hand each written staple to the running HAProxy through its admin socket (set ssl ocsp-response), no reload needed."),
     ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Remove the exported staples even when the cache holds no entry for any of the certificates (otherwise refused: a wrong --cache must not wipe them)."),
+    ] = False,
     reload_cmd: Annotated[
         Optional[str],
         typer.Option("--reload-cmd", metavar="CMD", help="Shell command run once after any file changed (e.g. 'systemctl reload nginx')."),
@@ -134,7 +139,10 @@ def export(
             # One read for all, re-validated (a shared cache may hold
             # anything). A store that fails is one error for the whole
             # export, and no file is touched.
-            staples = reader.cached_many(targets.leaves)
+            entries = reader.cache.get_many([leaf.cert_id for leaf in targets.leaves])
+            if not entries and not prune:
+                _refuse_to_wipe(reader.cache.uri, targets.leaves, files, target)
+            staples = reader.cached_many(targets.leaves, entries)
             now = SYSTEM_CLOCK.now()
             rows = [
                 Row(leaf.name, files[leaf.cert_id], error=clashes[leaf.cert_id])
@@ -156,6 +164,27 @@ def export(
     else:
         _show(term, rows)
     raise typer.Exit(int(Exit.FAILED if reload_failed else exit_code(rows)))
+
+
+def _refuse_to_wipe(uri: str, leaves: list[Leaf], files: dict[str, Path], target: str) -> None:
+    """A cache with no entry for any certificate is a wrong --cache or a new
+    store far more often than a real loss of every staple: removing what is
+    exported would leave every server stapling nothing. Refuse (exit 3)."""
+    exported = [files[leaf.cert_id] for leaf in leaves if _holds_staple(files[leaf.cert_id], target)]
+    if exported:
+        raise ExportError(
+            f"cache {redact(uri)} has no entry for any of the {len(leaves)} certificates: refusing to remove "
+            f"{len(exported)} exported staples (is --cache or the configuration wrong?); --prune removes them"
+        )
+
+
+def _holds_staple(file: Path, target: str) -> bool:
+    try:
+        info = os.lstat(file)
+    except FileNotFoundError:
+        return False
+    # HAProxy's emptied .ocsp is no staple (see _export)
+    return target != "haproxy" or info.st_size > 0
 
 
 def exit_code(rows: list[Row]) -> Exit:

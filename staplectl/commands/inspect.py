@@ -99,7 +99,7 @@ def inspect(
             raise InputError("--text prints one response: name a CERT or KEY")
         effective = opts.load_config()
         wanted = _target(target, issuer) if target is not None else None
-        with Cache(open_provider(effective.cache_uri)) as store:
+        with Cache(open_provider(effective.cache_uri, read_only=True)) as store:
             check = _Checker(KnownCertificates(_configured(effective, term)), effective, paths_from_cache=not store.shared)
             if wanted is None:
                 _table(term, store, check, effective, json_output)

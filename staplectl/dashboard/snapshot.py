@@ -211,7 +211,7 @@ class Collector:
 
     def _open_cache(self) -> Cache:
         if self._cache is None:
-            self._cache = Cache(open_provider(self.cache_uri))
+            self._cache = Cache(open_provider(self.cache_uri, read_only=True))
         return self._cache
 
     def collect(self, detail: str | None = None) -> Snapshot:

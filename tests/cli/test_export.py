@@ -199,11 +199,12 @@ class TestHAProxy:
         warm(cli, directory)
         assert cli("export", "--haproxy", directory).exit_code == 0
         delete(home, pki.good)
-        ran = cli("export", "--haproxy", directory, "--json")
+        # its entry was the store's only one: --prune says that is meant
+        ran = cli("export", "--haproxy", directory, "--json", "--prune")
         assert ran.exit_code == 3 and actions(ran) == {"good-chain.pem": "removed"}
         file = directory / "good-chain.pem.ocsp"
         assert file.exists() and file.read_bytes() == b""
-        again = cli("export", "--haproxy", directory, "--json")
+        again = cli("export", "--haproxy", directory, "--json", "--prune")
         assert actions(again) == {"good-chain.pem": "missing"}
 
     def test_unwritable_target_is_a_failed_row(self, cli, pki, tmp_path):
@@ -234,7 +235,9 @@ class TestModMD:
         assert parsedate_to_datetime(data["valid"]["from"]) == response.this_update_utc
         assert actions(cli("export", "--mod-md", store, pki.good.chain_path, "--json")) == {"good-chain.pem": "unchanged"}
         delete(home, pki.good)
-        assert actions(cli("export", "--mod-md", store, pki.good.chain_path, "--json")) == {"good-chain.pem": "removed"}
+        assert actions(cli("export", "--mod-md", store, pki.good.chain_path, "--json", "--prune")) == {
+            "good-chain.pem": "removed"
+        }
         assert not entry.exists()
 
     def test_store_directory_must_exist(self, cli, pki, tmp_path):
@@ -290,7 +293,7 @@ class TestWhatIsNotOurs:
         ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")  # would block reading it
         assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.json()[0]["error"]["message"]
         delete(home, pki.good)  # nothing usable: export would remove the staple file
-        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--json", "--prune")
         assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.json()[0]["error"]["message"]
         assert stat.S_ISFIFO(os.lstat(out / "good-chain.ocsp").st_mode)
 
@@ -306,3 +309,32 @@ class TestWhatIsNotOurs:
         os.utime(foreign, (hour_ago, hour_ago))
         assert cli("export", "--nginx", out, pki.good.chain_path).exit_code == 0
         assert not stale.exists() and young.exists() and foreign.exists()
+
+
+class TestAnEmptyStoreWipesNothing:
+    """A cron line with a wrong --cache (or a new, empty store) must not remove every staple."""
+
+    def test_refused_with_exit_3_and_every_file_kept(self, cli, pki, home, out, tmp_path):
+        warm(cli, pki.good.chain_path, pki.rsa.chain_path)
+        assert cli("export", "--nginx", out, pki.good.chain_path, pki.rsa.chain_path).exit_code == 0
+        before = sorted(os.listdir(out))
+        empty = tmp_path / "elsewhere"
+        empty.mkdir()
+        ran = cli("export", "--nginx", out, pki.good.chain_path, pki.rsa.chain_path, "--cache", f"local:{empty}")
+        assert ran.exit_code == 3
+        assert "has no entry for any of the 2 certificates: refusing to remove 2 exported staples" in ran.stderr
+        assert sorted(os.listdir(out)) == before
+        assert not (empty / "staples.db").exists()  # and the read created no store
+
+    def test_prune_removes_them(self, cli, pki, out, tmp_path):
+        warm(cli, pki.good.chain_path)
+        assert cli("export", "--nginx", out, pki.good.chain_path).exit_code == 0
+        empty = tmp_path / "elsewhere"
+        empty.mkdir()
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--cache", f"local:{empty}", "--prune", "--json")
+        assert actions(ran) == {"good-chain.pem": "removed"} and os.listdir(out) == []
+
+    def test_a_mistyped_store_path_is_bad_input(self, cli, pki, out, tmp_path):
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--cache", f"local:{tmp_path / 'nonexist' / 'x.db'}")
+        assert ran.exit_code == 2 and "does not exist" in ran.stderr
+        assert not (tmp_path / "nonexist").exists()

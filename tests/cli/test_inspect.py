@@ -253,3 +253,22 @@ def test_global_cache_option_before_the_command(cli, pki, tmp_path):
     assert cli("--cache", f"local:{db}", "fetch", pki.good.chain_path).exit_code == 0
     data = cli("--cache", f"local:{db}", "inspect", "--json").json()
     assert data["cache"] == f"local:{db}" and len(data["entries"]) == 1
+
+
+class TestReadingCreatesNothing:
+    def test_a_mistyped_store_path_is_bad_input_and_nothing_is_created(self, cli, tmp_path):
+        ran = cli("inspect", "--cache", f"local:{tmp_path / 'nonexist' / 'dir' / 'x.db'}")
+        assert ran.exit_code == 2 and f"directory {tmp_path / 'nonexist' / 'dir'} does not exist" in ran.stderr
+        assert not (tmp_path / "nonexist").exists()
+
+    def test_a_store_not_made_yet_reads_as_empty_and_stays_unmade(self, cli, pki, tmp_path):
+        store = tmp_path / "new.db"
+        ran = cli("inspect", "--cache", f"local:{store}")
+        assert ran.exit_code == 0 and "no entries" in ran.stderr
+        check = cli("check", pki.good.chain_path, "--cache", f"local:{store}")
+        assert check.stdout.startswith("STAPLECTL CRITICAL") and "no staple cached" in check.stdout
+        assert not store.exists() and list(tmp_path.glob("new.db*")) == []
+
+    def test_the_default_store_is_not_made_by_reading_either(self, cli, home):
+        assert cli("inspect").exit_code == 0
+        assert not (home / "staples.db").exists()
