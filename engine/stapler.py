@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from engine.cache import Cache
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import FetchError, StapleError, ValidationError
+from engine.errors import StapleError, ValidationError
 from engine.fetch import FetchOptions, check_not_older, fetch, staple_write, store
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
 from engine.providers.base import Entry

@@ -25,7 +25,7 @@ CacheOpt = Annotated[
         "--cache",
         envvar="STAPLECTL_CACHE",
         metavar="URI",
-        help="Cache provider: local:[PATH], dbm:PATH, memcache://HOST:PORT[,...], redis://HOST:PORT[/DB]. "
+        help="Cache provider: local:[PATH], dbm:PATH, memcache://HOST:PORT[,...], redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]. "
         "Default: local: under $STAPLECTL_HOME or the XDG state directory.",
         show_default=False,
     ),

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.servers import ServerProcess, start_memcached, start_redis
 
@@ -47,6 +48,19 @@ def redis_pair() -> Iterator[list[ServerProcess]]:
     finally:
         for server in servers:
             server.stop()
+
+
+#: the password of the redis ACL user "staplectl" (see acl_user)
+SECRET = "s3cret-hunter2"
+
+
+@pytest.fixture
+def acl_user(redis_server: ServerProcess) -> Iterator[str]:
+    """A redis 6 ACL user "staplectl" with SECRET, on the session's server."""
+    admin = redis.Redis(*redis_server.address)
+    admin.execute_command("ACL", "SETUSER", "staplectl", "on", f">{SECRET}", "~*", "+@all")
+    yield "staplectl"
+    admin.execute_command("ACL", "DELUSER", "staplectl")
 
 
 # -- a test PKI and the scripted responder its certificates point at ----------

@@ -3,11 +3,19 @@
 - ``local:`` or ``local:PATH``: the embedded default (SQLite, see local.py)
 - ``dbm:PATH``: a dbm file; needs the engine's cache mutex
 - ``memcache://HOST:PORT[,HOST:PORT...][?namespace=...&timeout=...]``
-- ``redis://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB][?namespace=...&timeout=...]``
+- ``redis://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB][?namespace=...&timeout=...&password_file=...]``,
+  and ``rediss://`` for TLS (``&ca_file=...``)
+
+A redis password need not be in the URI, where it would be seen in ``ps``,
+in the configuration and in shell history: ``?password_file=PATH`` reads
+it from a file, else ``$STAPLECTL_REDIS_PASSWORD`` holds it (as
+``REDISCLI_AUTH`` does for redis-cli). A URI is printed with its password
+replaced by ``***`` (engine.redact).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,7 +28,9 @@ from engine.redact import redact
 
 __all__ = ["NO_ENTRY", "Entry", "Provider", "open_provider", "default_cache_uri", "SCHEMES"]
 
-SCHEMES = ("local", "dbm", "memcache", "redis")
+SCHEMES = ("local", "dbm", "memcache", "redis", "rediss")
+#: the environment variable a redis password may come from
+PASSWORD_ENV = "STAPLECTL_REDIS_PASSWORD"
 
 LOCAL_DB_NAME = "staples.db"
 
@@ -128,10 +138,11 @@ def open_provider(uri: str | None = None, *, read_only: bool = False) -> Provide
         if not parts.netloc:
             raise CacheURIError(f"cache URI {redact(uri)!r}: no server (expected {scheme}://HOST:PORT)")
         netloc = parts.netloc
-        password = None
+        username = password = None
         if "@" in netloc:
             userinfo, _, netloc = netloc.rpartition("@")
-            password = unquote(userinfo.partition(":")[2]) or None
+            user_text, _, password_text = userinfo.partition(":")
+            username, password = unquote(user_text) or None, unquote(password_text) or None
         if scheme == "memcache":
             from engine.providers.memcache import MemcacheProvider
 
@@ -146,7 +157,9 @@ def open_provider(uri: str | None = None, *, read_only: bool = False) -> Provide
         else:
             from engine.providers.redis import RedisProvider
 
-            options = _options(uri, parts.query, {"namespace", "timeout"})
+            tls = scheme == "rediss"
+            known = {"namespace", "timeout", "password_file", *({"ca_file"} if tls else set())}
+            options = _options(uri, parts.query, known)
             db_text = parts.path.strip("/") or "0"
             if not db_text.isdigit():
                 raise CacheURIError(f"cache URI {redact(uri)!r}: database {db_text!r} is not a number")
@@ -155,7 +168,25 @@ def open_provider(uri: str | None = None, *, read_only: bool = False) -> Provide
                 db=int(db_text),
                 namespace=options.get("namespace", DEFAULT_NAMESPACE),
                 timeout=_timeout(uri, options),
-                password=password,
+                username=username,
+                password=password or _password(uri, options),
+                tls=tls,
+                ca_file=options.get("ca_file"),
             )
-    provider.uri = uri
+    provider.uri = redact(uri)  # for display: never the password
     return provider
+
+
+def _password(uri: str, options: dict[str, str]) -> str | None:
+    """The password from ``?password_file=``, else from the environment."""
+    file = options.get("password_file")
+    if file is None:
+        return os.environ.get(PASSWORD_ENV) or None
+    try:
+        text = Path(file).expanduser().read_text()
+    except OSError as exc:
+        raise CacheURIError(f"cache URI {redact(uri)!r}: password_file {file}: {exc.strerror}") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise CacheURIError(f"cache URI {redact(uri)!r}: password_file {file} is empty")
+    return password

@@ -59,23 +59,33 @@ class RedisProvider(Provider):
         namespace: str = DEFAULT_NAMESPACE,
         timeout: float = 2.0,
         password: str | None = None,
+        username: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
     ) -> None:
+        """``username`` and ``password``: AUTH (a redis 6 ACL user, or the
+        default user); ``tls``: rediss, the server's certificate verified
+        against ``ca_file`` or the system's CAs, its name against the host."""
         self.servers = [(host, int(port)) for host, port in servers]
         self.db = db
         self.namespace = namespace
         self._layout = Layout(namespace, len(self.servers))
-        self.uri = "redis://" + ",".join(server_label(s) for s in self.servers) + f"/{db}"
+        scheme = "rediss" if tls else "redis"
+        self.uri = f"{scheme}://" + ",".join(server_label(s) for s in self.servers) + f"/{db}"
         if namespace != DEFAULT_NAMESPACE:
             self.uri += f"?namespace={namespace}"
+        tls_options = {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": ca_file} if tls else {}
         self._clients = [
             redis.Redis(
                 host=host,
                 port=port,
                 db=db,
+                username=username,
                 password=password,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 1),
+                **tls_options,
             )
             for host, port in self.servers
         ]

@@ -26,7 +26,7 @@ from engine.staple import GOOD, Staple
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
 from staplectl.printable import printable
-from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
+from staplectl.targets import close_stapler, load_targets, open_reader
 from staplectl.terminal import Terminal
 
 DEFAULT_WARN = "12h"

@@ -3,8 +3,6 @@ overrides from a responder, a file name or a cache value are shown escaped."""
 
 from __future__ import annotations
 
-import json
-import os
 
 from staplectl.printable import printable
 from tests.responder import Behaviour
