@@ -47,6 +47,7 @@ from cryptography.x509 import ocsp  # noqa: E402
 
 from tests.integration.httpd import Httpd, Vhost  # noqa: E402
 from tests.integration.tlsclient import Handshake, handshake  # noqa: E402
+from tests.loopback import config_file  # noqa: E402
 from tests.pki import PKI, Issued  # noqa: E402
 from tests.responder import Behaviour, ScriptedResponder  # noqa: E402
 from tests.servers import ServerProcess, start_memcached, start_redis  # noqa: E402
@@ -133,7 +134,10 @@ class Bench:
         self.responder.default = Behaviour()
         warm_seconds = None
         if warm:
-            env = dict(os.environ, STAPLECTL_HOME=str(self.work / "home"), NO_COLOR="1")
+            env = dict(
+                os.environ, STAPLECTL_HOME=str(self.work / "home"), NO_COLOR="1",
+                STAPLECTL_CONFIG=str(config_file(self.work)),  # the responder is on loopback
+            )  # fmt: skip
             started = time.monotonic()
             subprocess.run(
                 [str(Path(sys.executable).with_name("staplectl")), "warm", "-q", "--cache", self.uri,

@@ -42,6 +42,7 @@ from engine.providers import open_provider  # noqa: E402
 from engine.stapler import Lookup, Stapler, StaplerOptions  # noqa: E402
 from engine.stripes import DEFAULT_STRIPES, StripedLocks, stripe_of  # noqa: E402
 from engine.transport import TransportOptions  # noqa: E402
+from tests.loopback import LOOPBACK  # noqa: E402
 from tests.pki import PKI  # noqa: E402
 from tests.responder import Behaviour, ScriptedResponder  # noqa: E402
 from tests.servers import start_memcached  # noqa: E402
@@ -197,7 +198,7 @@ def main() -> None:
     # host: in this one it would compete for the GIL with the lookups.
     responder_process = multiprocessing.get_context("fork").Process(target=_serve, args=(responder,), daemon=True)
     responder_process.start()
-    fetch_options = FetchOptions(transport=TransportOptions(timeout=args.timeout))
+    fetch_options = FetchOptions(transport=TransportOptions(timeout=args.timeout, allow=LOOPBACK))
 
     memcached = start_memcached() if "memcache" in args.stores else None
     stores = {}

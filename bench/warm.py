@@ -95,6 +95,7 @@ from cryptography.x509 import ocsp  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 from staplectl.workers import process_count  # noqa: E402
+from tests.loopback import config_file  # noqa: E402
 from tests.openssl_responder import OpenSSLResponder  # noqa: E402
 from tests.pki import PKI, Issued  # noqa: E402
 
@@ -358,8 +359,9 @@ def openssl_loop(url: str, leaves: list[Issued], pki: PKI, out: Path) -> float:
 
 def warm_env(work: Path, home: Path) -> dict[str, str]:
     env = {**os.environ, "STAPLECTL_HOME": str(home), "NO_COLOR": "1", "PYTHONPYCACHEPREFIX": str(work / "pycache")}
-    for name in ("STAPLECTL_CACHE", "STAPLECTL_CONFIG", "PYTHONDONTWRITEBYTECODE"):
+    for name in ("STAPLECTL_CACHE", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
+    env["STAPLECTL_CONFIG"] = str(config_file(work))  # the responder is on loopback
     return env
 
 

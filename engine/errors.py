@@ -66,6 +66,13 @@ class ResponderUnreachableError(FetchError):
     reason = "unreachable"
 
 
+class ResponderAddressError(FetchError):
+    """The responder resolves only to addresses the policy refuses (engine.addresses)."""
+
+    reason = "refused_address"
+    temporary = False
+
+
 class ResponderTimeoutError(FetchError):
     reason = "timeout"
 

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import FetchError, ResponderUnreachableError, ResponseTooLargeError, StapleError, UnexpectedError
+from engine.errors import FetchError, ResponseTooLargeError, StapleError, UnexpectedError
 from engine.transport import BufferReader, NeedMore, Plan, fetch_error, read_answer
 
 #: read this much at a time; an OCSP answer is usually under 2 KiB
@@ -182,13 +182,3 @@ class Exchange:
                 pass  # never registered: its connect failed at once
             self.sock.close()
             self.sock = None
-
-
-def resolve(plan: Plan) -> list[tuple[int, Address]]:
-    """The addresses to try for the plan's host, or the FetchError saying why none."""
-    try:
-        infos = socket.getaddrinfo(plan.host, plan.port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        error = fetch_error(exc, plan)
-        raise (error or ResponderUnreachableError(f"responder {plan.url}: {exc}")) from None
-    return [(family, address) for family, _, _, _, address in infos]

@@ -50,7 +50,7 @@ from typing import Any
 
 from engine.certs import Leaf
 from engine.errors import StapleError, UnexpectedError
-from engine.exchange import Addresses, Exchange, resolve
+from engine.exchange import Addresses, Exchange
 from engine.fairqueue import FairQueue, Job
 from engine.fetch import accept, check_not_older, prepare
 from engine.request import OCSPQuery
@@ -58,7 +58,7 @@ from engine.schedule import responder_key
 from engine.staple import Staple
 from engine.stapler import AWAIT, Refresh, Stapler
 from engine.stripes import Held, StripeTimeoutError
-from engine.transport import Plan, plan
+from engine.transport import Plan, plan, resolve
 
 #: background threads: for stripes held elsewhere, https, leases, DNS
 BACKGROUND_THREADS = 4

@@ -19,18 +19,22 @@ felt it.
 from __future__ import annotations
 
 import base64
+import errno
 import re
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
+from engine.addresses import Network, refusal
 from engine.errors import (
     ContentTypeError,
     FetchError,
     RedirectRefusedError,
+    ResponderAddressError,
     ResponderHTTPError,
     ResponderTimeoutError,
     ResponderUnreachableError,
@@ -60,6 +64,9 @@ class TransportOptions:
     timeout: float = DEFAULT_TIMEOUT
     max_size: int = DEFAULT_MAX_SIZE
     use_get: bool = False
+    #: networks a responder may resolve to although engine.addresses
+    #: refuses them by default (responder.allow)
+    allow: tuple[Network, ...] = ()
 
 
 class _Deadline:
@@ -93,17 +100,54 @@ def _tls() -> ssl.SSLContext:
         return _tls_context
 
 
-def _connect(host: str, port: int, deadline: _Deadline, tls: bool) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=deadline.remaining())
-    if not tls:
+def _connect(exchange: Plan, deadline: _Deadline) -> socket.socket:
+    """A socket connected to the first address of the host that answers (as
+    socket.create_connection does), only ever to an address the policy allows."""
+    last: OSError | None = None
+    for family, address in resolve(exchange):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(deadline.remaining())
+            sock.connect(address)
+            break
+        except OSError as exc:
+            sock.close()
+            last = exc
+    else:
+        raise last or OSError(errno.EHOSTUNREACH, "no address to connect to")
+    if not exchange.tls:
         return sock
     try:
         # the handshake as a whole is bounded by this timeout
         sock.settimeout(deadline.remaining())
-        return _tls().wrap_socket(sock, server_hostname=host)
+        return _tls().wrap_socket(sock, server_hostname=exchange.host)
     except BaseException:
         sock.close()
         raise
+
+
+def resolve(exchange: Plan) -> list[tuple[int, Any]]:
+    """The (family, sockaddr) pairs to try for the plan's host, those the
+    address policy refuses left out (engine.addresses); the FetchError saying
+    why when none is left."""
+    try:
+        infos = socket.getaddrinfo(exchange.host, exchange.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        error = fetch_error(exc, exchange)
+        raise (error or ResponderUnreachableError(f"responder {exchange.url}: {exc}")) from None
+    usable, refused = [], []
+    for family, _, _, _, address in infos:
+        why = refusal(address[0], exchange.allow)
+        if why is None:
+            usable.append((family, address))
+        else:
+            refused.append(f"{address[0]} is {why}")
+    if not usable:
+        raise ResponderAddressError(
+            f"responder {exchange.url}: refused: {'; '.join(dict.fromkeys(refused))} "
+            "(allow it in responder.allow if it really is your responder)"
+        )
+    return usable
 
 
 class _Reader:
@@ -285,6 +329,7 @@ class Plan:
     payload: bytes
     timeout: float
     max_size: int
+    allow: tuple[Network, ...] = ()
 
 
 def plan(url: str, request_der: bytes, options: TransportOptions = TransportOptions()) -> Plan:
@@ -306,7 +351,7 @@ def plan(url: str, request_der: bytes, options: TransportOptions = TransportOpti
         raise ResponderURLError(
             f"responder URL {url!r}: its host or path holds a space, a control or a non-ASCII character"
         ) from None
-    return Plan(url, host, port or (443 if tls else 80), tls, head + body, options.timeout, options.max_size)
+    return Plan(url, host, port or (443 if tls else 80), tls, head + body, options.timeout, options.max_size, options.allow)
 
 
 def post(url: str, request_der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
@@ -315,7 +360,7 @@ def post(url: str, request_der: bytes, options: TransportOptions = TransportOpti
     deadline = _Deadline(options.timeout)
     sock = None
     try:
-        sock = _connect(exchange.host, exchange.port, deadline, exchange.tls)
+        sock = _connect(exchange, deadline)
         sock.settimeout(deadline.remaining())
         sock.sendall(exchange.payload)
         reader = _Reader(sock, deadline)

@@ -10,6 +10,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 export STAPLECTL_HOME="$PWD/demo-state/home"
 pki="$PWD/demo-state/pki"
 rm -rf "$pki" && mkdir -p "$pki" "$STAPLECTL_HOME"
+# The demo's responder runs on this host: loopback responders are refused
+# unless the configuration allows them (docs/security.md).
+export STAPLECTL_CONFIG="$PWD/demo-state/config.toml"
+printf '[responder]\nallow = ["loopback"]   # the demo responder on 127.0.0.1\n' > "$STAPLECTL_CONFIG"
 cd "$pki"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

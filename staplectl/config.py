@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.addresses import parse_allow
 from engine.bounds import BOUNDS, OutOfBoundsError, check
 from engine.durations import format_duration, parse_duration
 from engine.errors import InputError
@@ -67,6 +68,9 @@ class Responder:
     nonce: bool = False
     get: bool = False
     check_not_after: bool = False
+    #: networks a responder may be in although they are refused by default
+    #: (loopback, private, link-local...: engine.addresses)
+    allow: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -237,6 +241,8 @@ def _section(where: str, name: str, table: Any, cls: type) -> Any:
                 raise ConfigError(str(exc)) from None
         elif key == "directory":
             values[key] = Path(_typed(where, qualified, value, str)).expanduser()
+        elif key == "allow":
+            values[key] = _networks(where, qualified, value)
         else:
             values[key] = _typed(where, qualified, value, type(getattr(cls(), key)))
         if qualified in BOUNDS:
@@ -245,6 +251,16 @@ def _section(where: str, name: str, table: Any, cls: type) -> Any:
             except OutOfBoundsError as exc:
                 raise ConfigError(str(exc)) from None
     return cls(**values)
+
+
+def _networks(where: str, key: str, items: Any) -> list[str]:
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{where}: {key} should be a list of networks, e.g. [\"loopback\", \"10.20.0.0/16\"]")
+    try:
+        parse_allow(items)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {key}: {exc}") from None
+    return items
 
 
 def _certificates(where: str, items: Any, path: Path | None) -> list[CertSpec]:

@@ -3,6 +3,7 @@ every command (and the dashboard)."""
 
 from __future__ import annotations
 
+from engine.addresses import parse_allow
 from engine.cache import Cache
 from engine.fetch import FetchOptions
 from engine.providers import open_provider
@@ -16,7 +17,9 @@ from staplectl.config import Config
 def fetch_options(config: Config) -> FetchOptions:
     r = config.responder
     return FetchOptions(
-        transport=TransportOptions(timeout=r.timeout, max_size=r.max_size, use_get=r.get),
+        transport=TransportOptions(
+            timeout=r.timeout, max_size=r.max_size, use_get=r.get, allow=parse_allow(r.allow)
+        ),
         validation=ValidationOptions(skew=r.skew, max_age=r.max_age, check_not_after=r.check_not_after),
         nonce=r.nonce,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.loopback import CONFIG_ALLOW
 from tests.servers import ServerProcess, start_memcached, start_redis
 
 # -- real cache servers, one set per test session (see tests/servers.py) -----
@@ -94,11 +95,18 @@ def pki(responder: ScriptedResponder) -> PKI:
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    """A fresh $STAPLECTL_HOME, so the default local store is the test's own."""
+    """A fresh $STAPLECTL_HOME, so the default local store is the test's own,
+    and a configuration in the default place ($XDG_CONFIG_HOME) that allows
+    the tests' responders on loopback, as an operator's would (a test's own
+    --config file says so itself: tests.loopback.CONFIG_ALLOW)."""
     path = tmp_path / "home"
     monkeypatch.setenv("STAPLECTL_HOME", str(path))
     monkeypatch.delenv("STAPLECTL_CACHE", raising=False)
     monkeypatch.delenv("STAPLECTL_CONFIG", raising=False)
+    config_home = tmp_path / "xdg-config"
+    (config_home / "staplectl").mkdir(parents=True)
+    (config_home / "staplectl" / "config.toml").write_text(CONFIG_ALLOW)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
     return path
 
 

@@ -28,6 +28,7 @@ from engine.stapler import Stapler
 from engine.state import StateStore
 from engine.stripes import StripedLocks, StripeTimeoutError
 from engine.transport import TransportOptions
+from tests.loopback import LOOPBACK
 from tests.servers import ServerProcess, _served_by, start_memcached
 
 
@@ -80,7 +81,7 @@ def test_a_memcached_restart_is_told_once_and_every_staple_is_back_at_once(tmp_p
     cache = Cache(open_provider(f"memcache://127.0.0.1:{own_memcached.port}?timeout=1"))
     stapler = Stapler(
         cache, StripedLocks(tmp_path / "locks"), policy=policy, clock=clock,
-        fetch_options=FetchOptions(transport=TransportOptions(timeout=5)),
+        fetch_options=FetchOptions(transport=TransportOptions(timeout=5, allow=LOOPBACK)),
     )  # fmt: skip
     events: list[WorkerEvent] = []
     worker = PrefetchWorker(stapler, state=StateStore(tmp_path / "worker.db"), clock=clock, on_event=events.append)

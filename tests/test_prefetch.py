@@ -30,6 +30,7 @@ from engine.stapler import Stapler
 from engine.state import StateStore
 from engine.stripes import StripedLocks
 from engine.transport import TransportOptions
+from tests.loopback import LOOPBACK
 from tests.responder import Behaviour, ScriptedResponder
 
 PATIENCE = 30.0
@@ -71,7 +72,7 @@ def rig(tmp_path, responder):
 
     def make(policy=DEFAULT_POLICY, rand=0.5, timeout=10.0, state_path=None, **options) -> Rig:
         clock = FrozenClock(time.time())
-        fetch_options = FetchOptions(transport=TransportOptions(timeout=timeout))
+        fetch_options = FetchOptions(transport=TransportOptions(timeout=timeout, allow=LOOPBACK))
         cache = Cache(open_provider(f"local:{tmp_path / 's.db'}"))
         locks = StripedLocks(tmp_path / "locks")
         stapler = Stapler(cache, locks, fetch_options=fetch_options, policy=policy, clock=clock)

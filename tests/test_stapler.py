@@ -17,6 +17,7 @@ from engine.staple import Staple
 from engine.stapler import Stapler, StaplerOptions
 from engine.stripes import StripedLocks
 from engine.transport import TransportOptions, post
+from tests.loopback import LOOPBACK, TRANSPORT
 from tests.responder import Behaviour
 
 #: renewal point already passed, still valid for 10 minutes
@@ -25,7 +26,7 @@ DUE = Behaviour(this_update_offset=-3000, next_update_offset=600)
 
 def make_stapler(tmp_path: Path, *, cache_uri: str | None = None, stripes: int = 64, locks_dir: str = "locks", **options) -> Stapler:
     cache = Cache(open_provider(cache_uri or f"local:{tmp_path / 'staples.db'}"))
-    fetch_options = FetchOptions(transport=TransportOptions(timeout=options.pop("timeout", 10.0)))
+    fetch_options = FetchOptions(transport=TransportOptions(timeout=options.pop("timeout", 10.0), allow=LOOPBACK))
     return Stapler(cache, StripedLocks(tmp_path / locks_dir, stripes), fetch_options=fetch_options, options=StaplerOptions(**options))
 
 
@@ -178,7 +179,7 @@ class TestWhatIsServed:
         stapler = make_stapler(tmp_path)
         leaf = load_leaf(pki.good.chain_path)
         responder.script(pki.good, Behaviour(signer="rogue"))
-        der = post(responder.url, build_request(leaf).der)
+        der = post(responder.url, build_request(leaf).der, TRANSPORT)
         response = ocsp.load_der_ocsp_response(der)
         forged = Staple.from_single(der, response, next(response.responses))
         store(stapler.cache, leaf, forged, forged.this_update + 1)

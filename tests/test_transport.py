@@ -23,8 +23,18 @@ from engine.errors import (
     ResponderURLError,
     ResponseTooLargeError,
 )
-from engine.exchange import Exchange, resolve
-from engine.transport import TransportOptions, check_url, plan, post
+from engine import transport
+from engine.exchange import Exchange
+from engine.transport import TransportOptions, check_url, resolve
+from tests.loopback import local
+
+
+def post(url: str, der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
+    return transport.post(url, der, local(options))
+
+
+def plan(url: str, der: bytes, options: TransportOptions = TransportOptions()) -> transport.Plan:
+    return transport.plan(url, der, local(options))
 from tests.servers import free_port
 
 

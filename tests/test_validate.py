@@ -3,6 +3,8 @@ can be wrong has its own error class and a message naming the check."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,6 +22,7 @@ from engine.request import build_request
 from engine.staple import GOOD, REVOKED, UNKNOWN
 from engine.transport import TransportOptions, post
 from engine.validate import ValidationOptions, validate
+from tests.loopback import FETCH, TRANSPORT, local
 from tests.responder import Behaviour
 
 
@@ -28,15 +31,15 @@ def leaf(pki):
     return load_leaf(pki.good.chain_path)
 
 
-def answer(responder, pki, behaviour, options=FetchOptions(), name="good"):
+def answer(responder, pki, behaviour, options=FETCH, name="good"):
     issued = pki.leaves[name]
     responder.script(issued, behaviour)
-    return fetch(load_leaf(issued.chain_path), options)
+    return fetch(load_leaf(issued.chain_path), replace(options, transport=local(options.transport)))
 
 
 class TestGoodAnswers:
     def test_good_signed_by_the_issuer(self, responder, pki, leaf):
-        staple = fetch(leaf)
+        staple = fetch(leaf, FETCH)
         assert staple.status == GOOD
         assert staple.serial_number == pki.good.cert.serial_number
         assert staple.this_update < staple.next_update
@@ -155,7 +158,7 @@ def test_slow_responder_within_the_deadline(responder, pki):
 
 def test_no_responder_url(pki):
     with pytest.raises(errors.NoResponderURLError):
-        fetch(load_leaf(pki.no_aia.chain_path))
+        fetch(load_leaf(pki.no_aia.chain_path), FETCH)
 
 
 class TestTimeWithInjectedClock:
@@ -163,7 +166,7 @@ class TestTimeWithInjectedClock:
 
     @pytest.fixture
     def der(self, responder, pki, leaf):
-        return post(pki.ocsp_url, build_request(leaf).der)
+        return post(pki.ocsp_url, build_request(leaf).der, TRANSPORT)
 
     def test_valid_now(self, der, leaf):
         assert validate(der, leaf, SYSTEM_CLOCK.now()).status == GOOD
@@ -185,7 +188,7 @@ class TestTimeWithInjectedClock:
         # a certificate that ends in an hour, a response valid for a day
         issued = pki.leaf("ends_soon", not_after=datetime.now(timezone.utc) + timedelta(hours=1))
         leaf = load_leaf(issued.chain_path)
-        der = post(pki.ocsp_url, build_request(leaf).der)
+        der = post(pki.ocsp_url, build_request(leaf).der, TRANSPORT)
         now = SYSTEM_CLOCK.now()
         assert validate(der, leaf, now).status == GOOD
         with pytest.raises(errors.BeyondCertificateError, match="after the certificate's notAfter"):

@@ -11,6 +11,7 @@ from pymemcache.client.base import Client
 
 from engine.providers import open_provider
 from staplectl.commands.check import labels
+from tests.loopback import CONFIG_ALLOW
 from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired
 from tests.responder import Behaviour
 from tests.servers import free_port
@@ -124,7 +125,7 @@ class TestStates:
     def test_config_certificates(self, cli, pki, tmp_path):
         warm(cli, pki.good)
         config = tmp_path / "c.toml"
-        config.write_text(f'certificates = ["{pki.good.chain_path}"]\n')
+        config.write_text(f'certificates = ["{pki.good.chain_path}"]\n' + CONFIG_ALLOW)
         assert cli("--config", config, "check").exit_code == 0
 
     def test_labels_tell_same_named_files_apart(self, cli, pki, tmp_path):

@@ -8,10 +8,12 @@ import hashlib
 import pytest
 from pymemcache.client.base import Client
 
+from tests.loopback import CONFIG_ALLOW
 from tests.openssl_responder import OpenSSLResponder
 
 
-def test_defaults_without_a_file(cli, home):
+def test_defaults_without_a_file(cli, home, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "nothing-here"))  # not the home fixture's
     ran = cli("config", "--json")
     assert ran.exit_code == 0
     data = ran.json()
@@ -19,6 +21,7 @@ def test_defaults_without_a_file(cli, home):
     assert data["cache"] == f"local:{home / 'staples.db'}"
     assert data["locks"] == {"stripes": 64, "directory": str(home / "locks")}
     assert data["prefetch"]["renew_fraction"] == 0.5 and data["responder"]["timeout"] == "10s"
+    assert data["responder"]["allow"] == []  # no private, loopback or link-local responder
 
 
 def test_file_values_and_cache_option_win(cli, tmp_path):
@@ -80,7 +83,7 @@ def test_subprocess_prefetch_once_from_openssl_into_memcached(staplectl, pki, me
         config = tmp_path / "c.toml"
         config.write_text(
             f'cache = "memcache://{memcached.host}:{memcached.port}"\n'
-            f'[[certificates]]\npath = "{pki.other.chain_path}"\nurl = "{real.url}"\n'
+            f'[[certificates]]\npath = "{pki.other.chain_path}"\nurl = "{real.url}"\n' + CONFIG_ALLOW
         )
         ran = staplectl("prefetch", "--once", "--config", config)
     assert ran.exit_code == 0, ran.stderr

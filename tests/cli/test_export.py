@@ -17,6 +17,7 @@ import pytest
 from cryptography.x509 import ocsp
 
 from engine.providers import open_provider
+from tests.loopback import CONFIG_ALLOW
 from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
 from tests.responder import Behaviour
 
@@ -149,7 +150,7 @@ class TestNginx:
         leaf = fresh_leaf(pki, "export")
         uri = f"memcache://{memcached.host}:{memcached.port}"
         config = tmp_path / "c.toml"
-        config.write_text(f'cache = "{uri}"\ncertificates = ["{leaf.chain_path}"]\n')
+        config.write_text(f'cache = "{uri}"\ncertificates = ["{leaf.chain_path}"]\n' + CONFIG_ALLOW)
         warm(cli, "--config", config)
         ran = cli("--config", config, "export", "--nginx", out, "--json")
         assert ran.exit_code == 0, ran.stderr

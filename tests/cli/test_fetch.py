@@ -280,3 +280,13 @@ def test_numbers_out_of_bounds_are_bad_input(cli, pki, responder, option, value,
     ran = cli("fetch", pki.good.chain_path, option, value)
     assert ran.exit_code == 2 and said in ran.stderr and "Traceback" not in ran.stderr
     assert responder.requests_for(pki.good) == 0
+
+
+def test_a_loopback_responder_is_refused_by_default_and_allowed_by_configuration(cli, pki, responder, tmp_path):
+    bare = tmp_path / "bare.toml"
+    bare.write_text("")
+    ran = cli("fetch", pki.good.chain_path, "--config", bare)
+    assert ran.exit_code == 3 and "is a loopback address" in ran.stderr and "responder.allow" in ran.stderr
+    allowed = tmp_path / "allow.toml"
+    allowed.write_text('[responder]\nallow = ["127.0.0.0/8"]\n')
+    assert cli("fetch", pki.good.chain_path, "--config", allowed).exit_code == 0

@@ -13,6 +13,7 @@ import pytest
 import redis
 from pymemcache.client.base import Client
 
+from tests.loopback import CONFIG_ALLOW
 from tests.test_inspection import response_der, sha1
 
 
@@ -78,7 +79,7 @@ def test_a_redis_key_of_another_type_is_junk_for_its_certificate_alone(cli, pki,
     client.rpush(meta_key(victim), "a", "list")
     client.rpush(f"mod_ssl-staple:{sha1(victim)}", "another", "list")
     config = tmp_path / "c.toml"
-    config.write_text("certificates = [" + ", ".join(f'"{c.chain_path}"' for c in certs) + "]\n")
+    config.write_text("certificates = [" + ", ".join(f'"{c.chain_path}"' for c in certs) + "]\n" + CONFIG_ALLOW)
 
     ran = cli("inspect", "--cache", uri, "--json")
     assert ran.exit_code == 0, ran.stderr

@@ -12,6 +12,7 @@ from pymemcache.client.base import Client
 
 from engine.providers import open_provider
 from engine.state import CertState, HistoryEntry, StateStore
+from tests.loopback import CONFIG_ALLOW
 from tests.test_inspection import response_der, sha1
 
 TRY_LATER = ocsp.OCSPResponseStatus.TRY_LATER
@@ -32,7 +33,7 @@ def by_key(data):
 
 def write_config(tmp_path, *paths):
     config = tmp_path / "staplectl.toml"
-    config.write_text("certificates = [" + ", ".join(f'"{p}"' for p in paths) + "]\n")
+    config.write_text("certificates = [" + ", ".join(f'"{p}"' for p in paths) + "]\n" + CONFIG_ALLOW)
     return config
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from engine.stripe_stats import STATS_FILE
 from engine.stripes import DEFAULT_STRIPES, StripedLocks, stripe_of
+from tests.loopback import CONFIG_ALLOW
 from tests.cli.conftest import _env, staplectl_path
 from tests.test_inspection import sha1
 
@@ -142,7 +143,7 @@ def test_a_broken_stats_file_names_the_file(cli, home):
 def test_lock_directory_from_the_configuration(cli, tmp_path, pki):
     elsewhere = tmp_path / "elsewhere"
     config = tmp_path / "c.toml"
-    config.write_text(f'[locks]\ndirectory = "{elsewhere}"\n')
+    config.write_text(f'[locks]\ndirectory = "{elsewhere}"\n' + CONFIG_ALLOW)
     assert cli("fetch", pki.good.chain_path, "--config", config).exit_code == 0
     data = cli("locks", "--config", config, "--json").json()
     assert data["directory"] == str(elsewhere) and data["acquisitions"] == 1

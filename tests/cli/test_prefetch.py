@@ -17,6 +17,7 @@ from cryptography.x509 import ocsp
 from engine.certs import load_leaf
 from engine.clock import iso
 from engine.providers import open_provider
+from tests.loopback import CONFIG_ALLOW
 from tests.cli.conftest import staplectl_path
 from tests.responder import Behaviour
 from tests.servers import free_port
@@ -24,7 +25,7 @@ from tests.servers import free_port
 
 def write_config(path: Path, certs: list[Path], extra: str = "") -> Path:
     listed = ", ".join(f'"{c}"' for c in certs)
-    path.write_text(f"certificates = [{listed}]\n{extra}")
+    path.write_text(f"certificates = [{listed}]\n{extra}{CONFIG_ALLOW}")
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 from staplectl.printable import printable
+from tests.loopback import CONFIG_ALLOW
 from tests.responder import Behaviour
 
 ESC_CLEAR = "\x1b[2J"
@@ -51,7 +52,7 @@ def test_json_output_escapes_on_its_own(cli, pki, tmp_path):
 def test_the_services_log_lines_escape_what_a_responder_said(cli, pki, responder, tmp_path):
     responder.script(pki.good, Behaviour(redirect_to=f"http://elsewhere/{ESC_CLEAR}"))
     config = tmp_path / "c.toml"
-    config.write_text(f'certificates = ["{pki.good.chain_path}"]\n')
+    config.write_text(f'certificates = ["{pki.good.chain_path}"]\n' + CONFIG_ALLOW)
     ran = cli("prefetch", "--once", "--config", config)
     assert ran.exit_code == 3
     assert "\x1b" not in ran.stderr and "\\x1b[2J" in ran.stderr

@@ -23,6 +23,7 @@ from engine.providers import open_provider
 from engine.request import build_request
 from engine.certs import load_leaf
 from engine.transport import post
+from tests.loopback import CONFIG_ALLOW, TRANSPORT
 from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
 from tests.servers import free_port
@@ -64,7 +65,7 @@ def store_expired(home, pki, responder, issued):
     (fetch and warm refuse to store one, so go round them)."""
     responder.script(issued, Behaviour(this_update_offset=-7200, next_update_offset=-120))
     leaf = load_leaf(issued.chain_path)
-    der = post(responder.url, build_request(leaf).der)
+    der = post(responder.url, build_request(leaf).der, TRANSPORT)
     responder.script(issued, None)
     with open_provider(f"local:{home / 'staples.db'}") as provider:
         provider.set(leaf.cert_id, der, 600)
@@ -155,6 +156,7 @@ class TestWarm:
         config.write_text(
             f'certificates = ["{directory}/*-chain.pem", '
             f'{{ path = "{pki.no_aia.cert_path}", issuer = "{pki.intermediate.cert_path}", url = "{responder.url}" }}]\n'
+            + CONFIG_ALLOW
         )
         ran = cli("--config", config, "warm", "--json")
         assert ran.exit_code == 0, ran.stderr

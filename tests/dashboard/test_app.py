@@ -58,6 +58,7 @@ def config(home, pki) -> Config:
     specs = [CertSpec(str(pki.good.chain_path)), CertSpec(str(pki.other.chain_path)), CertSpec(str(pki.rsa.chain_path))]
     config = Config(certificates=specs)
     config.responder.timeout = 1.5
+    config.responder.allow = ["loopback"]  # the tests' responders
     return config
 
 

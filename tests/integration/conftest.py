@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import CONFIG_ALLOW
 from tests.cli.conftest import Ran, staplectl_path
 from tests.integration.haproxy import HAProxy
 from tests.integration.httpd import Httpd, Vhost
@@ -58,8 +59,15 @@ def leaves(ocsp: ScriptedResponder) -> Callable[..., list[Issued]]:
 
 @pytest.fixture
 def staplectl_env(tmp_path: Path) -> dict[str, str]:
-    """The environment staplectl runs in: the test's own $STAPLECTL_HOME."""
-    env = dict(os.environ, NO_COLOR="1", COLUMNS="200", TERM="dumb", STAPLECTL_HOME=str(tmp_path / "home"))
+    """The environment staplectl runs in: the test's own $STAPLECTL_HOME, and a
+    configuration in the default place that allows the responders on loopback."""
+    config_home = tmp_path / "xdg-config"
+    (config_home / "staplectl").mkdir(parents=True)
+    (config_home / "staplectl" / "config.toml").write_text(CONFIG_ALLOW)
+    env = dict(
+        os.environ, NO_COLOR="1", COLUMNS="200", TERM="dumb", STAPLECTL_HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(config_home),
+    )  # fmt: skip
     for name in ("STAPLECTL_CACHE", "STAPLECTL_CONFIG"):
         env.pop(name, None)
     return env

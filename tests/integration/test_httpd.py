@@ -24,6 +24,7 @@ from cryptography.x509 import ocsp as x509_ocsp
 from pymemcache.client.base import Client as MemcacheClient
 
 from engine.providers.layout import apr_server_index
+from tests.loopback import CONFIG_ALLOW
 from tests.cli.conftest import staplectl_path
 from tests.integration.tlsclient import Handshake, handshake
 from tests.pki import Issued
@@ -150,7 +151,7 @@ def test_prefetch_beside_httpd_keeps_each_staple_current(memcache, ocsp, leaves,
     config.write_text(
         f'cache = "{store.uri}"\n'
         f"certificates = [{', '.join(repr(str(leaf.chain_path)) for leaf in issued)}]\n"
-        '[prefetch]\nmin_delay = "1s"\n'
+        '[prefetch]\nmin_delay = "1s"\n' + CONFIG_ALLOW
     )
     ocsp.default = Behaviour(this_update_offset=0, next_update_offset=validity)
     run("warm", "--config", config, check=True)
