@@ -134,23 +134,30 @@ def issued_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
 
 def signed_by(signature: bytes, data: bytes, signed: Any, key: Any) -> bool:
     """Does ``key`` verify ``signature`` over ``data``, with the algorithm ``signed``
-    (a certificate or an OCSP response) names?"""
+    (a certificate) names?"""
     try:
-        hash_algorithm = signed.signature_hash_algorithm
-        if isinstance(key, rsa.RSAPublicKey):
-            padding_ = signed.signature_algorithm_parameters
-            key.verify(signature, data, padding_, hash_algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, data, ec.ECDSA(hash_algorithm))
-        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
-            key.verify(signature, data)
-        elif isinstance(key, dsa.DSAPublicKey):
-            key.verify(signature, data, hash_algorithm)
-        else:
-            return False
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        verify_with(key, signature, data, signed.signature_hash_algorithm, signed.signature_algorithm_parameters)
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
         return False
     return True
+
+
+def verify_with(key: Any, signature: bytes, data: bytes, hash_algorithm: Any, rsa_padding: Any) -> None:
+    """Verify a signature with a public key of any type X.509 and OCSP use.
+
+    Raises InvalidSignature (it does not verify), UnsupportedAlgorithm,
+    TypeError (a key type nobody signs with) or ValueError.
+    """
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, data, rsa_padding, hash_algorithm)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, data, ec.ECDSA(hash_algorithm))
+    elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        key.verify(signature, data)
+    elif isinstance(key, dsa.DSAPublicKey):
+        key.verify(signature, data, hash_algorithm)
+    else:
+        raise TypeError(f"a key type we cannot verify ({type(key).__name__})")
 
 
 #: what a certificate with unparsable or duplicate extensions raises

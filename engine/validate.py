@@ -17,12 +17,12 @@ from functools import lru_cache
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
 from engine import der
-from engine.certs import Leaf, issued_by, subject_der
+from engine.certs import Leaf, issued_by, subject_der, verify_with
 from engine.clock import iso
 from engine.errors import (
     BadValidityError,
@@ -213,26 +213,16 @@ def _check_signer(
 def _verify_signature(
     response: ocsp.OCSPResponse, signer: x509.Certificate, source: str, who: str
 ) -> None:
-    key = signer.public_key()
-    data, signature = response.tbs_response_bytes, response.signature
     algorithm = response.signature_hash_algorithm
+    # An OCSP response does not hand out its RSA padding as a certificate does
+    if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
+        pad: padding.AsymmetricPadding = padding.PSS(
+            mgf=padding.MGF1(algorithm or hashes.SHA256()), salt_length=padding.PSS.AUTO
+        )
+    else:
+        pad = padding.PKCS1v15()
     try:
-        if isinstance(key, rsa.RSAPublicKey):
-            if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
-                pad: padding.AsymmetricPadding = padding.PSS(
-                    mgf=padding.MGF1(algorithm or hashes.SHA256()), salt_length=padding.PSS.AUTO
-                )
-            else:
-                pad = padding.PKCS1v15()
-            key.verify(signature, data, pad, algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, data, ec.ECDSA(algorithm))
-        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
-            key.verify(signature, data)
-        elif isinstance(key, dsa.DSAPublicKey):
-            key.verify(signature, data, algorithm)
-        else:
-            raise SignatureError(f"{source}: {who} has a key type we cannot verify ({type(key).__name__})")
+        verify_with(signer.public_key(), response.signature, response.tbs_response_bytes, algorithm, pad)
     except InvalidSignature:
         raise SignatureError(f"{source}: signature does not verify with the key of {who}") from None
     except (UnsupportedAlgorithm, TypeError, ValueError) as exc:
