@@ -66,3 +66,26 @@ def staplectl(home):
         return Ran(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+@pytest.fixture
+def service(tmp_path, home):
+    procs: list[subprocess.Popen] = []
+
+    def start(config: Path, *args: str, state: Path | None = None) -> subprocess.Popen:
+        """The service on ``config``; ``state``: its $STAPLECTL_HOME, if not the test's home."""
+        env = {**os.environ, "NO_COLOR": "1", "STAPLECTL_HOME": str(state or home)}
+        log = open(tmp_path / f"prefetch-{len(procs)}.log", "w+")
+        proc = subprocess.Popen(
+            [staplectl_path(), "prefetch", "--config", str(config), *args],
+            stdout=subprocess.DEVNULL, stderr=log, env=env, text=True,
+        )
+        proc.log = log  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -4,21 +4,17 @@ it renews, reloads on SIGHUP, serves metrics, and stops on SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from cryptography.x509 import ocsp
 
 from engine.certs import load_leaf
 from engine.clock import iso
 from engine.providers import open_provider
 from tests.loopback import CONFIG_ALLOW
-from tests.cli.conftest import staplectl_path
 from tests.responder import Behaviour
 from tests.servers import free_port
 
@@ -72,28 +68,6 @@ class TestOnce:
         ran = cli("prefetch", "--metrics", "nowhere", "--config", config)
         assert ran.exit_code == 2
         assert "--metrics 'nowhere': expected HOST:PORT" in ran.stderr
-
-
-@pytest.fixture
-def service(tmp_path, home):
-    procs: list[subprocess.Popen] = []
-
-    def start(config: Path, *args: str) -> subprocess.Popen:
-        env = {**os.environ, "NO_COLOR": "1", "STAPLECTL_HOME": str(home)}
-        log = open(tmp_path / f"prefetch-{len(procs)}.log", "w+")
-        proc = subprocess.Popen(
-            [staplectl_path(), "prefetch", "--config", str(config), *args],
-            stdout=subprocess.DEVNULL, stderr=log, env=env, text=True,
-        )
-        proc.log = log  # type: ignore[attr-defined]
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def log_of(proc) -> str:

@@ -34,7 +34,7 @@ def test_check_stays_one_line_whatever_a_file_name_holds(cli, pki, tmp_path):
 
 
 def test_tables_escape_what_they_show(cli, pki, responder, tmp_path):
-    odd = tmp_path / f"tab\x1b]0;owned\x07.pem"
+    odd = tmp_path / "tab\x1b]0;owned\x07.pem"
     odd.write_bytes(pki.good.chain_path.read_bytes())
     ran = cli("warm", odd)
     assert ran.exit_code == 0

@@ -187,31 +187,6 @@ def stored(listing: dict) -> dict[str, tuple]:
     return entries
 
 
-@pytest.fixture
-def service(tmp_path):
-    procs: list[subprocess.Popen] = []
-
-    def start(config: Path, home: Path, metrics_port: int) -> subprocess.Popen:
-        env = {**os.environ, "NO_COLOR": "1", "STAPLECTL_HOME": str(home)}
-        log = open(tmp_path / f"service-{len(procs)}.log", "w+")
-        from tests.cli.conftest import staplectl_path
-
-        proc = subprocess.Popen(
-            [staplectl_path(), "prefetch", "--config", str(config), "--log-format", "json",
-             "--metrics", f"127.0.0.1:{metrics_port}"],
-            stdout=subprocess.DEVNULL, stderr=log, env=env, text=True,
-        )  # fmt: skip
-        proc.log = log  # type: ignore[attr-defined]
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def events(proc) -> list[dict]:
     return [json.loads(line) for line in log_of(proc).splitlines()]
 
@@ -234,7 +209,7 @@ def test_the_service_rides_out_a_full_disk_and_says_so_once(service, pki, respon
     )  # fmt: skip
     port = free_port()
     with tmpfs(tmp_path / "small", "1m") as disk:
-        proc = service(config, disk, port)
+        proc = service(config, "--log-format", "json", "--metrics", f"127.0.0.1:{port}", state=disk)
         wait_for(lambda: sum(e["action"] == "updated" for e in events(proc)) >= 5, 30, "the first renewals")
         filler = fill(disk)
         wait_for(lambda: any(e["action"] == "cache_down" for e in events(proc)), 30, "the outage's line")
@@ -270,7 +245,7 @@ def test_the_service_on_a_damaged_store_keeps_running_and_says_so_once(service, 
     _, config = warmed
     damage(home / "staples.db")
     port = free_port()
-    proc = service(config, home, port)
+    proc = service(config, "--log-format", "json", "--metrics", f"127.0.0.1:{port}")
     wait_for(lambda: any(e["action"] == "cache_down" for e in events(proc)), 30, "the damage's line")
     wait_for(lambda: metrics(port).get('staplectl_fetch_failures_total{reason="cache_damaged"}', 0) >= 40, 30,
              "every certificate tried")  # fmt: skip
