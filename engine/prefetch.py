@@ -29,16 +29,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from engine.cache import redact
-from engine.store_watch import StoreWatch, Outage, is_cache_down, says_cache_worked
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import STORE_DOWN_REASONS, StapleError, UnexpectedError
 from engine.freshness import expires_at
+from engine.redact import redact
 from engine.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure, responder_key
 from engine.staple import Staple
 from engine.state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.stapler import Refresh, Stapler, owner_id
+from engine.store_watch import Outage, StoreWatch, is_cache_down, says_cache_worked
 from engine.stripes import StripeTimeoutError
 
 #: seconds between heartbeats of a started worker

@@ -17,11 +17,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.cache import redact
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import STORE_DOWN_REASONS, InputError, StapleError
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
+from engine.redact import redact
 from engine.sources import load_all
 from engine.state import StateStore
 from staplectl.config import Config

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from engine.cache import STORE_ERRORS, Cache, redact
+from engine.cache import STORE_ERRORS, Cache
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheURIError, StapleError
@@ -36,6 +36,7 @@ from engine.freshness import DEFAULT_POLICY, FreshnessPolicy
 from engine.inspection import Found, Inspection, KnownCertificates, inspect_entry
 from engine.providers import open_provider
 from engine.providers.base import Entry
+from engine.redact import redact
 from engine.state import CertState, Heartbeat, HistoryEntry, StateStore
 from engine.stripe_stats import StripeStats, read_stats
 from engine.validate import ValidationOptions
