@@ -23,6 +23,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 from engine.cache import Cache
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -35,9 +36,11 @@ from engine.staple import Staple
 from engine.stripes import StripedLocks, StripeTimeoutError
 from engine.validate import validate
 
-#: validated (cert id, DER) pairs remembered, so that re-reading an
-#: unchanged staple costs a dict lookup and not a signature verification
-MEMO_SIZE = 50_000
+#: certificates whose last validated staple is remembered, so that
+#: re-reading an unchanged staple costs a dict lookup and not a signature
+#: verification; one per certificate, the newest, so that a service renewing
+#: for days holds as many as it has certificates
+MEMO_SIZE = 200_000
 #: how often an instance that lost the lease looks for the winner's staple
 LEASE_POLL = 0.05
 #: second_look's verdicts beside a Refresh
@@ -98,7 +101,8 @@ class Stapler:
         self.policy = policy
         self.options = options
         self.clock = clock
-        self._memo: dict[tuple[str, bytes], Staple] = {}
+        #: cert_id -> (the staple's DER, the issuer it was validated with, the staple)
+        self._memo: dict[str, tuple[bytes, Any, Staple]] = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -122,17 +126,20 @@ class Stapler:
     def _genuine(self, leaf: Leaf, entry: Entry | None) -> Staple | None:
         if not entry or entry.flag != FLAG_VALID or not entry.der:
             return None
-        memo_key = (leaf.cert_id, entry.der)
-        staple = self._memo.get(memo_key)
-        if staple is None:
-            try:
-                staple = validate(entry.der, leaf, self.clock.now(), check_time=False, source="cached staple")
-            except ValidationError:
-                return None
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            self._memo[memo_key] = staple
+        known = self._memo.get(leaf.cert_id)
+        if known is not None and known[0] == entry.der and known[1] == leaf.issuer:
+            return known[2]
+        try:
+            staple = validate(entry.der, leaf, self.clock.now(), check_time=False, source="cached staple")
+        except ValidationError:
+            return None
+        self._remember(leaf, staple)
         return staple
+
+    def _remember(self, leaf: Leaf, staple: Staple) -> None:
+        if len(self._memo) >= MEMO_SIZE and leaf.cert_id not in self._memo:
+            self._memo.clear()
+        self._memo[leaf.cert_id] = (staple.der, leaf.issuer, staple)
 
     def usable(self, staple: Staple | None, now: float) -> bool:
         return staple is not None and is_usable(staple.this_update, staple.next_update, now, self.policy)
@@ -232,7 +239,7 @@ class Stapler:
     def keep(self, leaf: Leaf, staple: Staple, current: Staple | None) -> Refresh:
         """Store a fetched, validated staple; what the refresh came to."""
         ttl = store(self.cache, leaf, staple, self.clock.now(), self.policy)
-        self._memo[(leaf.cert_id, staple.der)] = staple
+        self._remember(leaf, staple)
         return Refresh(staple, "updated", current, ttl)
 
     def keep_many(self, fetched: list[tuple[Leaf, Staple, Staple | None]]) -> list[Refresh]:
@@ -242,7 +249,7 @@ class Stapler:
         self.cache.set_many([write for write in writes if write is not None])
         refreshes = []
         for (leaf, staple, current), write in zip(fetched, writes):
-            self._memo[(leaf.cert_id, staple.der)] = staple
+            self._remember(leaf, staple)
             refreshes.append(Refresh(staple, "updated", current, write.ttl if write is not None else 0))
         return refreshes
 

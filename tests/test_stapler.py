@@ -237,3 +237,14 @@ class TestLease:
 
         assert in_threads(2, refresh) == ["updated", "updated"]
         assert responder.requests_for(pki.leaves["unleased"]) == 2
+
+
+def test_the_memo_keeps_one_staple_per_certificate_however_often_it_is_renewed(tmp_path, pki, responder):
+    """A service renewing for days must not remember every staple it ever saw."""
+    stapler = make_stapler(tmp_path)
+    leaves = [load_leaf(pki.leaf(f"memo-{n}").chain_path) for n in range(3)]
+    for _ in range(4):
+        for leaf in leaves:
+            stapler.refresh(leaf, force=True)
+            assert stapler.cached(leaf).der == stapler._memo[leaf.cert_id][0]
+    assert len(stapler._memo) == 3
