@@ -89,11 +89,23 @@ def _served_by(host: str, port: int, probe: bytes, marker: bytes) -> int | None:
     return int(data.split(marker, 1)[1].split(b"\r\n", 1)[0])
 
 
-def _start(name: str, package: str, argv_for_port, probe: bytes, marker: bytes) -> ServerProcess:
+def _start(
+    name: str, package: str, argv_for_port, probe: bytes, marker: bytes, port: int | None = None
+) -> ServerProcess:
+    """Start the server on a free port, or on ``port`` when given.
+
+    A fixed port is for restarting a server empty where its clients expect
+    it (the soak test's cache restarts): every attempt uses that port, a
+    moment apart, since the old server may still be releasing it.
+    """
     binary = find_binary(name, package)
     failures = []
-    for _ in range(START_ATTEMPTS):
-        port = free_port()
+    fixed = port
+    for attempt in range(START_ATTEMPTS):
+        if fixed is None:
+            port = free_port()
+        elif attempt:
+            time.sleep(0.2)
         workdir = Path(tempfile.mkdtemp(prefix=f"staplectl-{name}-"))
         log = open(workdir / "log", "wb")
         proc = subprocess.Popen(
@@ -119,7 +131,7 @@ def _start(name: str, package: str, argv_for_port, probe: bytes, marker: bytes) 
     raise RuntimeError(f"{name} did not start after {START_ATTEMPTS} attempts: " + " | ".join(failures))
 
 
-def start_memcached() -> ServerProcess:
+def start_memcached(port: int | None = None) -> ServerProcess:
     def argv(port: int, workdir: Path) -> list[str]:
         args = ["-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-t", "2"]
         if os.geteuid() == 0:
@@ -127,14 +139,14 @@ def start_memcached() -> ServerProcess:
             args += ["-u", pwd.getpwuid(0).pw_name]
         return args
 
-    return _start("memcached", "memcached", argv, b"stats\r\n", b"STAT pid ")
+    return _start("memcached", "memcached", argv, b"stats\r\n", b"STAT pid ", port)
 
 
-def start_redis() -> ServerProcess:
+def start_redis(port: int | None = None) -> ServerProcess:
     def argv(port: int, workdir: Path) -> list[str]:
         return [
             "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--dir", str(workdir),
         ]  # fmt: skip
 
-    return _start("redis-server", "redis-server", argv, b"INFO server\r\n", b"process_id:")
+    return _start("redis-server", "redis-server", argv, b"INFO server\r\n", b"process_id:", port)
