@@ -42,6 +42,11 @@ from engine.stripes import StripeTimeoutError
 #: no attempt is planned sooner than this after the last: a policy with
 #: min_delay 0, or a staple about to lapse, must not spin a worker
 MIN_RETRY = 1.0
+#: a certificate with nothing usable left is tried again at least this
+#: often (or every backoff_base, if longer) while its failures are
+#: temporary: the retries just before its staple lapsed must not leave it
+#: an hour of backoff once its responder is back
+LAPSED_RETRY = 60.0
 
 
 # -- planning -------------------------------------------------------------------
@@ -74,11 +79,16 @@ def after_failure(
     responder. ``expires`` is when the cached staple that is still usable
     lapses: if the backoff would outlast it, try again halfway to that
     moment instead, so the last good response gets its chances to be
-    renewed before it truly expires.
+    renewed before it truly expires. Those retries come quickly one after
+    another as the staple nears its end; once nothing usable is left, a
+    temporary failure is tried again within LAPSED_RETRY whatever their
+    count, so a responder back after an outage finds the certificate asking.
     """
     delay = backoff(failures, policy, rand) if temporary else policy.backoff_cap
     if expires is not None and expires < now + delay:
         delay = (expires - now) / 2
+    elif expires is None and temporary:
+        delay = min(delay, max(policy.backoff_base, LAPSED_RETRY))
     return now + max(delay, MIN_RETRY)
 
 

@@ -25,7 +25,7 @@ from engine.fetch import FetchOptions
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.providers import open_provider
-from engine.schedule import MIN_RETRY, Schedule, after_answer, after_failure, responder_key
+from engine.schedule import LAPSED_RETRY, MIN_RETRY, Schedule, after_answer, after_failure, responder_key
 from engine.stapler import Stapler
 from engine.state import StateStore
 from engine.stripes import StripedLocks
@@ -210,13 +210,14 @@ class TestFailures:
         r = rig()
         base = r.policy.backoff_base
         leaf = new_leaf(pki)
-        responder.script(leaf.serial, Behaviour(http_status=503))
         r.worker.load([leaf])
-        due = r.clock.now()
+        r.worker.run_due()  # a day-long staple: its end is far, the backoff may double
+        responder.script(leaf.serial, Behaviour(http_status=503))
+        due = r.due(leaf)
         for failures, expected in ((1, base), (2, 2 * base), (3, 4 * base)):
             (event,) = r.run_at(due)
-            assert (event.action, event.level, event.reason) == ("failed", "error", "http_status")
-            assert "HTTP 503" in event.detail and "no usable staple" in event.detail
+            assert (event.action, event.level, event.reason) == ("failed", "warning", "http_status")
+            assert "HTTP 503" in event.detail and "the last good staple is served until" in event.detail
             assert r.due(leaf) - due == expected == backoff(failures, r.policy, 0.5)
             assert r.state.get(leaf.cert_id).failures == failures
             due = r.due(leaf)
@@ -231,6 +232,31 @@ class TestFailures:
         (event,) = r.run_at(due)
         assert (event.action, event.level) == ("failed", "warning")  # a good staple is still cached
         assert r.due(leaf) - due == base
+
+    def test_an_outage_across_next_update_leaves_no_hour_of_backoff(self, rig, pki, responder):
+        """The responder is down for 100 s across the staple's nextUpdate: the
+        retries as the end nears must not leave the certificate an hour of
+        backoff; once it is back, the staple is there within a minute."""
+        r = rig(policy=FreshnessPolicy(min_delay=5))
+        leaf = new_leaf(pki)
+        responder.script(leaf.serial, Behaviour(this_update_offset=0, next_update_offset=120))
+        r.worker.load([leaf])
+        (first,) = r.worker.run_due()
+        next_update = first.next_update
+        responder.script(leaf.serial, Behaviour(http_status=503))
+        down_until = next_update + 50  # down from the renewal point to 50 s past nextUpdate
+        due = r.due(leaf)
+        while due < down_until:
+            (event,) = r.run_at(due)
+            assert event.action == "failed"
+            due = r.due(leaf)
+            assert due - r.clock.now() <= LAPSED_RETRY  # never an hour, whatever the count
+        assert r.state.get(leaf.cert_id).failures >= 5  # the retries came quickly near the end
+        back = down_until
+        ahead = due - time.time()  # the responder signs with the wall clock; ours has moved on
+        responder.script(leaf.serial, Behaviour(this_update_offset=ahead, next_update_offset=ahead + 120))
+        (event,) = r.run_at(due)
+        assert event.action == "updated" and r.clock.now() - back <= 60
 
     @pytest.mark.parametrize(
         "behaviour", [Behaviour(signer="rogue"), Behaviour(http_status=404)], ids=["rogue-signer", "http-404"]
@@ -390,7 +416,8 @@ class TestReload:
         now = second.clock.now()
         second.worker.run_due()
         assert second.state.get(leaf.cert_id).failures == 3
-        assert second.due(leaf) == now + 4 * second.policy.backoff_base
+        # nothing usable is cached: retried within LAPSED_RETRY, not 4 x backoff_base
+        assert second.due(leaf) == now + min(4 * second.policy.backoff_base, LAPSED_RETRY)
 
 
 def _read_state(path, cert_id, results):
@@ -594,7 +621,11 @@ class TestSchedule:
 
     def test_failure_plans(self):
         policy = DEFAULT_POLICY
-        assert after_failure(3, True, None, 0.0, policy, 0.5) == 4 * policy.backoff_base
+        assert after_failure(3, True, 1e9, 0.0, policy, 0.5) == 4 * policy.backoff_base
+        # nothing usable left: a temporary failure is tried again within LAPSED_RETRY
+        assert after_failure(3, True, None, 0.0, policy, 0.5) == LAPSED_RETRY
+        slow = replace(policy, backoff_base=300.0)
+        assert after_failure(1, True, None, 0.0, slow, 0.5) == 300.0  # never sooner than its base
         assert after_failure(1, False, None, 0.0, policy, 0.5) == policy.backoff_cap
         expires = expires_at(0.0, 100.0, policy)
         assert after_failure(1, True, expires, 60.0, policy, 0.5) == 60.0 + (100.0 - 60.0) / 2
