@@ -49,12 +49,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.certs import Leaf
-from engine.errors import StapleError, UnexpectedError
+from engine.errors import FetchError, StapleError, UnexpectedError
 from engine.exchange import Addresses, Exchange
 from engine.fairqueue import FairQueue, Job
 from engine.fetch import accept, check_not_older, prepare
 from engine.request import OCSPQuery
-from engine.schedule import responder_key
+from engine.health import Asking, responder_key
 from engine.staple import Staple
 from engine.stapler import AWAIT, Refresh, Stapler
 from engine.stripes import Held, StripeTimeoutError
@@ -105,6 +105,8 @@ class _Task:
     query: OCSPQuery | None = None
     plan: Plan | None = None
     exchange: Exchange | None = None
+    #: leave to ask its responder (engine.health), until the exchange ends
+    asking: Asking | None = None
 
     @property
     def leaf(self) -> Leaf:
@@ -310,6 +312,7 @@ class _Run:
         if task.plan.tls:
             self._refresh_in_background(task, release=True)
             return
+        task.asking = self.stapler.ask(task.leaf)  # a down responder: ResponderDownError, nothing sent
         self._connect(task)
 
     def _connect(self, task: _Task) -> None:
@@ -343,6 +346,13 @@ class _Run:
         task = self.exchanges.pop(exchange)
         if exchange.answered:
             self.answering.add(task.job.group)
+        elif task.asking is not None:
+            # A responder that did not answer is marked down now, before the
+            # freed slot starts another exchange to it (engine.health)
+            try:
+                exchange.body()
+            except FetchError as error:
+                self._asked(task, error)
         self._off_the_wire(task)
         self.answered.append(task)
 
@@ -354,7 +364,13 @@ class _Run:
     def _validate(self, task: _Task) -> None:
         assert task.query is not None and task.plan is not None and task.exchange is not None
         options, clock = self.stapler.fetch_options, self.stapler.clock
-        staple = accept(task.exchange.body(), task.leaf, task.plan.url, task.query, options, clock)
+        try:
+            body = task.exchange.body()
+        except FetchError as error:
+            self._asked(task, error)
+            raise
+        self._asked(task, None)
+        staple = accept(body, task.leaf, task.plan.url, task.query, options, clock)
         check_not_older(staple, task.current, f"response from {task.plan.url}")
         if not self.arrived:
             self.arrived_since = time.monotonic()
@@ -390,7 +406,13 @@ class _Run:
         except Exception as exc:  # a bug must cost one row, not the whole run
             self._finish(task, UnexpectedError(f"{task.leaf.name}: unexpected {type(exc).__name__}: {exc}"))
 
+    def _asked(self, task: _Task, error: FetchError | None, *, answered: bool = True) -> None:
+        if task.asking is not None:
+            asking, task.asking = task.asking, None
+            asking.done(error, answered=answered)
+
     def _finish(self, task: _Task, result: Result) -> None:
+        self._asked(task, None, answered=False)  # ended before its exchange did (a bug, Ctrl-C)
         self._release(task)
         self._off_the_wire(task)
         self.queue.finish(task.job)

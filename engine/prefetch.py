@@ -31,10 +31,11 @@ from typing import Any
 
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
-from engine.errors import STORE_DOWN_REASONS, StapleError, UnexpectedError
+from engine.errors import STORE_DOWN_REASONS, FetchError, StapleError, UnexpectedError
 from engine.freshness import expires_at
+from engine.health import RESPONDER_SILENT, responder_key
 from engine.redact import redact
-from engine.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure, responder_key
+from engine.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
 from engine.staple import Staple
 from engine.state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.stapler import Refresh, Stapler, owner_id
@@ -84,7 +85,9 @@ class WorkerEvent:
     action: updated | fresh | leased | failed | busy (the stripe was held
     elsewhere past lock_timeout) | added | removed, or, for the cache as a
     whole (no cert_id; name is the cache URI), cache_down | cache_up, and
-    for the worker's state (name is its file) state_down | state_up.
+    for the worker's state (name is its file) state_down | state_up, and
+    for a responder (name is its scheme://host:port) responder_down |
+    responder_up.
     level: info | warning (a failure with a usable staple still cached; a
     revoked or unknown answer) | error (a failure with nothing usable left
     to serve; the cache down). status, this_update and next_update are the
@@ -165,6 +168,8 @@ class PrefetchWorker:
         self._audit_now = False
         self.cache_watch = StoreWatch()
         self.state_watch = StoreWatch()
+        #: responders (by responder_key) this worker found not answering
+        self._responder_watch: dict[str, StoreWatch] = {}
 
     # -- certificates -----------------------------------------------------------
 
@@ -302,6 +307,7 @@ class PrefetchWorker:
             result = exc
         now = self.clock.now()
         self._watch_cache(result, now)
+        self._watch_responder(ticket.responder, result, now)
         if isinstance(result, StripeTimeoutError):
             action, reason = "busy", result.reason
             plan = plan_busy(result, self.options.lock_timeout, started, now, self.policy)
@@ -384,6 +390,43 @@ class PrefetchWorker:
             f"{len(due)} certificates that failed on it are due now"
         )
         self._emit(WorkerEvent(now, "info", "", uri, "cache_up", detail))
+
+    # -- responders --------------------------------------------------------------
+
+    def _watch_responder(self, key: str, result: Refresh | Exception, now: float) -> None:
+        """Say once that a responder stopped answering, and once that it is back.
+
+        Meanwhile its certificates fail at once (engine.health: one probe at
+        a time), and each failure says so only with -v.
+        """
+        if isinstance(result, Exception):
+            if getattr(result, "reason", None) in RESPONDER_SILENT:
+                outage = self._responder_watch.setdefault(key, StoreWatch()).failed(result, now)
+                if outage is not None:
+                    detail = (
+                        f"not answering: {outage.error}; one probe at a time until it answers, "
+                        "its certificates keep their cached staples"
+                    )
+                    self._emit(WorkerEvent(now, "error", "", key, "responder_down", detail, outage.reason))
+                return
+            if not isinstance(result, FetchError):
+                return  # a busy stripe, the cache: nothing said of the responder
+        watch = self._responder_watch.get(key)
+        ended = watch.worked(now) if watch is not None else None
+        if ended is None:
+            return
+        # what failed while it was silent is due now, not at its own retry
+        with self._lock:
+            due = [
+                cert_id for cert_id, cert in self._certs.items()
+                if cert.state.last_reason in RESPONDER_SILENT and responder_key(cert.state.responder) == key
+                and self._schedule.advance(cert_id, now)
+            ]  # fmt: skip
+            for cert_id in due:
+                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
+            self._dispatch_cv.notify()
+        detail = f"answers again after {now - ended.since:.0f} s; {len(due)} certificates that failed on it are due now"
+        self._emit(WorkerEvent(now, "info", "", key, "responder_up", detail))
 
     def _usable_cached(self, leaf: Leaf, now: float) -> Staple | None:
         try:

@@ -29,9 +29,7 @@ import heapq
 import itertools
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from engine.clock import iso
 from engine.errors import StapleError
@@ -165,26 +163,6 @@ def plan_failure(
     kind = "temporary" if temporary else "permanent"
     detail = f"{error} ({kind}, failure {failures} in a row); {left}; retry at {iso(due)}"
     return Plan(due, "warning" if usable is not None else "error", detail, changes)
-
-
-@lru_cache(maxsize=4096)  # a few responders serve most certificates
-def responder_key(url: str | None) -> str:
-    """What the per-responder limit counts by: scheme, host and port.
-
-    Two URLs on one host (``/ca1``, ``/ca2``) hang together when that host
-    hangs, so they share the limit.
-    """
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return url
-    if not parts.hostname:
-        return url
-    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
-    return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}"
 
 
 # -- the schedule ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 from engine.cache import Cache
@@ -30,6 +31,7 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StapleError, ValidationError
 from engine.fetch import FetchOptions, check_not_older, fetch, staple_write, store
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
+from engine.health import Asking, ResponderHealth, responder_key
 from engine.providers.base import Entry
 from engine.providers.layout import FLAG_VALID
 from engine.staple import Staple
@@ -94,9 +96,13 @@ class Stapler:
         policy: FreshnessPolicy = DEFAULT_POLICY,
         options: StaplerOptions = StaplerOptions(),
         clock: Clock = SYSTEM_CLOCK,
+        health: ResponderHealth | None = None,
     ) -> None:
         self.cache = cache
         self.locks = locks
+        #: responders marked down, shared with every process on the host
+        #: (None: every request goes out, as in a one-off library use)
+        self.health = health
         self.fetch_options = fetch_options
         self.policy = policy
         self.options = options
@@ -211,7 +217,8 @@ class Stapler:
                 raise StripeTimeoutError("request budget spent waiting for the stripe", self.locks.stripe_of(leaf.cert_id))
             transport = replace(options.transport, timeout=min(options.transport.timeout, left))
             options = replace(options, transport=transport)
-        staple = fetch(leaf, options, self.clock)
+        with self._asking(leaf):
+            staple = fetch(leaf, options, self.clock)
         check_not_older(staple, current, f"response from {leaf.responder_url()}")
         return self.keep(leaf, staple, current)
 
@@ -235,6 +242,16 @@ class Stapler:
                     return Refresh(current, "leased", current)  # type: ignore[arg-type]
                 return AWAIT
         return FETCH
+
+    def ask(self, leaf: Leaf) -> Asking | None:
+        """Leave to ask the leaf's responder (engine.health), or None when
+        health is not kept; raises ResponderDownError when it is down."""
+        return None if self.health is None else self.health.ask(responder_key(leaf.responder_url()))
+
+    def _asking(self, leaf: Leaf) -> AbstractContextManager[None]:
+        if self.health is None:
+            return nullcontext()
+        return self.health.asking(responder_key(leaf.responder_url()))
 
     def keep(self, leaf: Leaf, staple: Staple, current: Staple | None) -> Refresh:
         """Store a fetched, validated staple; what the refresh came to."""

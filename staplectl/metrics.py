@@ -40,6 +40,8 @@ class Metrics:
         self._failures: Counter[str] = Counter()
         #: per store (cache, state): 1 while it works, and its outages by reason
         self._up = {"cache": 1, "state": 1}
+        self._responders: dict[str, int] = {}
+        self._responder_outages: Counter[str] = Counter()
         self._outages: Counter[tuple[str, str]] = Counter(
             {("cache", reason): 0 for reason in sorted(STORE_DOWN_REASONS)} | {("state", "state_store"): 0}
         )
@@ -56,6 +58,11 @@ class Metrics:
                 self._outages[(store, event.reason or "unknown")] += 1
             elif event.action in ("cache_up", "state_up"):
                 self._up[event.action.removesuffix("_up")] = 1
+            elif event.action in ("responder_down", "responder_up"):
+                # one series per responder the worker uses: a few, not one per certificate
+                self._responders[event.name] = int(event.action == "responder_up")
+                if event.action == "responder_down":
+                    self._responder_outages[event.name] += 1
 
     def render(self) -> str:
         now = self.clock.now()
@@ -96,6 +103,14 @@ class Metrics:
             failures = sorted(self._failures.items())
             up = dict(self._up)
             outages = sorted(self._outages.items())
+            responders = sorted(self._responders.items())
+            responder_outages = sorted(self._responder_outages.items())
+        family("staplectl_responder_up", "gauge",
+               "1 while the responder answers, 0 while it is down (one probe at a time); "
+               "only responders that were ever down.",
+               [(f'{{responder="{_label(key)}"}}', value) for key, value in responders])
+        family("staplectl_responder_outages_total", "counter", "Times the responder stopped answering.",
+               [(f'{{responder="{_label(key)}"}}', n) for key, n in responder_outages])
         for store, what in (("cache", "the cache"), ("state", "the worker's state file")):
             family(f"staplectl_{store}_up", "gauge", f"1 while {what} works for the worker, 0 during an outage.",
                    [("", up[store])])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from engine.addresses import parse_allow
 from engine.cache import Cache
 from engine.fetch import FetchOptions
+from engine.health import ResponderHealth
 from engine.providers import open_provider
 from engine.stapler import Stapler, StaplerOptions
 from engine.stripes import StripedLocks
@@ -35,4 +36,7 @@ def open_stapler(config: Config) -> Stapler:
         lease=config.request.lease,
         lease_ttl=int(config.request.lease_ttl),
     )
-    return Stapler(cache, locks, fetch_options=fetch_options(config), policy=config.policy(), options=options)
+    health = ResponderHealth(config.locks.path())  # beside the locks, shared by every process on the host
+    return Stapler(
+        cache, locks, fetch_options=fetch_options(config), policy=config.policy(), options=options, health=health
+    )

@@ -25,7 +25,8 @@ from engine.fetch import FetchOptions
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.providers import open_provider
-from engine.schedule import LAPSED_RETRY, MIN_RETRY, Schedule, after_answer, after_failure, responder_key
+from engine.health import responder_key
+from engine.schedule import LAPSED_RETRY, MIN_RETRY, Schedule, after_answer, after_failure
 from engine.stapler import Stapler
 from engine.state import StateStore
 from engine.stripes import StripedLocks

@@ -21,6 +21,7 @@ from engine.cache import Cache
 from engine.certs import load_leaf, read_certificates
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, IssuerNotFoundError, StapleError
+from engine.health import ResponderHealth, ResponderState, responder_key
 from engine.inspection import Found, Inspection, KnownCertificates, cert_sha1, inspect_entry
 from engine.providers import open_provider
 from engine.redact import redact
@@ -187,8 +188,10 @@ def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_o
                 term.warn(f"prefetch worker state not shown: {error}")
     rows = [check(e, states.get(e.cert_id)) for e in store.entries()]
     now = SYSTEM_CLOCK.now()
+    down = _responders_down(config)
     if json_output:
-        term.json({"cache": redact(store.uri), "checked_at": iso(now), "entries": [r.to_dict() for r in rows]})
+        entries = [{**r.to_dict(), "responder_down": _down_of(r, down)} for r in rows]
+        term.json({"cache": redact(store.uri), "checked_at": iso(now), "entries": entries})
         return
     if not rows:
         term.info(f"no entries in cache {redact(store.uri)}")
@@ -208,7 +211,7 @@ def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_o
                 iso(row.next_update) or "-",
                 _left(row.time_left),
                 "-" if row.age is None else fmt.duration(row.age),
-                ", ".join(row.flags) or "-",
+                ", ".join([*row.flags, *(["responder-down"] if _down_of(row, down) else [])]) or "-",
             )
             for row in rows
         ],
@@ -250,14 +253,31 @@ def _one(
         _plain(term, render(entry.der, "cached staple"))
         return
     response = _describe(entry.der)
+    responder_down = _down_of(row, _responders_down(config))
     if json_output:
         data = row.to_dict()
+        data["responder_down"] = responder_down
         data["validation"] = {"ok": row.valid, "problem": row.problem}
         data.update(response=response, meta=entry.meta, state=state.to_dict() if state else None)
         data["history"] = [h.to_dict() for h in history]
         term.json(data)
         return
     _show(term, row, entry.der, state, history)
+    if responder_down:
+        term.out.print(f"\n[bold red]responder down[/] since {responder_down['down_since']}, "
+                       f"{responder_down['failures']} failed probes: {safe(responder_down['last_error'])}")
+
+
+def _responders_down(config: Config) -> dict[str, ResponderState]:
+    """The responders marked down (engine.health), as every process on the host sees them."""
+    return ResponderHealth(config.locks.path()).down()
+
+
+def _down_of(row: Inspection, down: dict[str, ResponderState]) -> dict[str, Any] | None:
+    """The entry's responder's down state, if it is down."""
+    responder = row.to_dict()["responder"]
+    state = down.get(responder_key(responder)) if responder else None
+    return state.to_dict() if state else None
 
 
 def _worker(store: StateStore | None, cert_id: str, term: Terminal) -> tuple[CertState | None, list[HistoryEntry]]:

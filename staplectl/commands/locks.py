@@ -17,10 +17,12 @@ import typer
 from rich.text import Text
 
 from engine.errors import InputError
+from engine.health import ResponderHealth
 from engine.stripe_stats import STATS_FILE, StripeStats, StripeStatsError
 from engine.stripe_stats import read_stats as _read_stats
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.printable import printable
 from staplectl.terminal import Terminal
 
 if TYPE_CHECKING:
@@ -48,8 +50,9 @@ def locks(
     contended acquisitions (had to wait for another thread or process) and
     their share, average and longest wait and hold, re-entries, and the
     current holder: certificate id, pid, for how long, and whether that
-    process is still alive. Exit 0, also when no process has used the
-    locks yet (empty table).
+    process is still alive. Below, the responders marked down (one probe at
+    a time goes to each until it answers). Exit 0, also when no process has
+    used the locks yet (empty table).
     """
     opts = settings(ctx, cache, config, verbose, quiet)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
@@ -94,10 +97,11 @@ def _shown(stats: list[StripeStats], show_all: bool) -> list[StripeStats]:
 
 
 def snapshot(directory: Any, stats: list[StripeStats], show_all: bool, now: float) -> dict[str, Any]:
-    """What --json prints: totals over every stripe, then the rows shown."""
+    """What --json prints: totals over every stripe, the rows shown, and the responders down."""
     acquisitions = sum(s.acquisitions for s in stats)
     contended = sum(s.contended for s in stats)
     return {
+        "responders_down": [state.to_dict() for state in ResponderHealth(Path(directory)).down().values()],
         "directory": str(directory),
         "stripes": len(stats),
         "acquisitions": acquisitions,
@@ -149,7 +153,15 @@ def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float)
         f"{directory}: {data['stripes']} stripes, {len(data['rows'])} shown; {data['acquisitions']} acquisitions, "
         f"{data['contended']} contended ({data['contended_percent']:.1f} %), {data['held']} held now"
     )
-    return Group(table, summary)
+    down = [
+        Text(
+            printable(f"responder {r['key']} down since {r['down_since']} ({r['failures']} failed probes), "
+                      f"next probe {r['next_probe']}: {r['last_error']}"),  # fmt: skip
+            style="red",
+        )
+        for r in data["responders_down"]
+    ]
+    return Group(table, summary, *down)
 
 
 def _watch(term: Terminal, directory: Any, show_all: bool, interval: float) -> None:

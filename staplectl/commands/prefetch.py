@@ -20,6 +20,7 @@ import typer
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import STORE_DOWN_REASONS, InputError, StapleError
+from engine.health import ResponderDownError
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.redact import redact
 from engine.sources import load_all
@@ -36,6 +37,8 @@ from staplectl.terminal import Terminal
 #: TimeoutStopSec and the 5 s an operator expects
 STOP_GRACE = 3.0
 LOG_FORMATS = ("text", "json")
+#: failures an outage line already said, for every certificate at once
+QUIET_REASONS = STORE_DOWN_REASONS | {ResponderDownError.reason}
 
 
 def prefetch(
@@ -144,8 +147,8 @@ class Service:
             # nothing happened yet: a line per idle look, or per certificate
             # of 100,000 at start, would drown the log (-v shows them)
             return
-        if event.reason in STORE_DOWN_REASONS and event.action == "failed" and not self.opts.verbose:
-            # said once for all, by the cache_down line; -v shows each
+        if event.action == "failed" and event.reason in QUIET_REASONS and not self.opts.verbose:
+            # said once for all by the cache_down or responder_down line; -v shows each
             return
         reason = f" [{event.reason}]" if event.reason else ""
         fields = event.to_dict()

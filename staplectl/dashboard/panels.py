@@ -19,6 +19,7 @@ from engine.stripe_stats import StripeStats
 from staplectl import fmt
 from staplectl.dashboard.rows import FAILING, LABELS, STATES, STYLES, Counts, short_time
 from staplectl.dashboard.snapshot import Snapshot
+from staplectl.printable import printable
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 HISTORY = 30
@@ -200,4 +201,9 @@ def lock_panel(
     if history is not None:
         summary.append("   waits per read ", style="dim")
         summary.append(spark(history.total) or "(from the next read)", style="cyan")
-    return Group(table, summary)
+    down = [
+        Text(printable(f"responder {r.key} down for {_seconds(max(0.0, now - r.down_since))}, "
+                       f"{r.failures} failed probes: {r.last_error}"), style="bold red")  # fmt: skip
+        for r in snapshot.responders_down
+    ]
+    return Group(table, summary, *down)

@@ -33,6 +33,7 @@ from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheURIError, StapleError
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy
+from engine.health import ResponderHealth, ResponderState
 from engine.inspection import Found, Inspection, KnownCertificates, inspect_entry
 from engine.providers import open_provider
 from engine.providers.base import Entry
@@ -79,6 +80,8 @@ class Snapshot:
     state_exists: bool = False
     state_error: str | None = None
     stripes_error: str | None = None
+    #: responders marked down (engine.health), shared by every process on the host
+    responders_down: tuple[ResponderState, ...] = ()
     #: configured files that could not be loaded, with why
     problems: tuple[str, ...] = ()
     #: prefetch.enabled: whether a worker is expected at all
@@ -235,6 +238,7 @@ class Collector:
             stripes, stripes_error = tuple(self._read_stripes(self.lock_dir)), None
         except (StapleError, OSError) as error:
             stripes, stripes_error = (), str(error)
+        responders_down = tuple(ResponderHealth(self.lock_dir).down().values())
         items = build_items(
             now, leaves=self.leaves, entries=self._last_entries, states=states, known=self._known,
             policy=self.policy, options=self.options, memo=self._memo,
@@ -242,7 +246,7 @@ class Collector:
         )  # fmt: skip
         return Snapshot(
             taken_at=now, cache_uri=redact(self.cache_uri), items=items, policy=self.policy,
-            workers=tuple(workers), stripes=stripes, lock_dir=str(self.lock_dir),
+            workers=tuple(workers), stripes=stripes, lock_dir=str(self.lock_dir), responders_down=responders_down,
             cache_error=cache_error, data_at=self._data_at, state_path=str(self.state_path),
             state_exists=self._state is not None, state_error=state_error, stripes_error=stripes_error,
             problems=self.problems, prefetch_expected=self.prefetch_expected, in_process=self.in_process,

@@ -178,3 +178,36 @@ def test_watch_until_ctrl_c_exits_0(home, pki):
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "acquired" in stdout and "1 acquisitions" in stdout
+
+
+def test_responders_down_are_shown(cli, tmp_path, pki, responder, home):
+    from engine.certs import load_leaf
+    from tests.responder import Behaviour
+
+    leaf = load_leaf(pki.leaf("locks-down").chain_path)
+    responder.script(leaf.serial, Behaviour(hang=True))
+    assert cli("fetch", leaf.path, "--timeout", "0.5").exit_code == 3  # times out: marked down
+    data = cli("locks", "--json").json()
+    [down] = data["responders_down"]
+    assert down["key"] == f"http://127.0.0.1:{responder.port}" and "no complete answer" in down["last_error"]
+    assert down["failures"] == 1 and down["down_since"].endswith("Z")
+    table = cli("locks")
+    assert f"responder http://127.0.0.1:{responder.port} down since" in table.stdout
+    # and the next fetch fails at once, saying why
+    again = cli("fetch", pki.leaf("locks-down-2").chain_path)
+    assert again.exit_code == 3 and "down since" in again.stderr
+
+
+def test_inspect_says_which_responders_are_down(cli, pki, responder, home):
+    from engine.certs import load_leaf
+    from tests.responder import Behaviour
+
+    fine = load_leaf(pki.leaf("inspect-down-fine").chain_path)
+    stuck = load_leaf(pki.leaf("inspect-down-stuck").chain_path)
+    assert cli("fetch", fine.path).exit_code == 0
+    responder.script(stuck.serial, Behaviour(hang=True))
+    assert cli("fetch", stuck.path, "--timeout", "0.5").exit_code == 3  # the responder is down now
+    [row] = [e for e in cli("inspect", "--json").json()["entries"] if e["cert_sha1"] == fine.cert_id]
+    assert row["responder_down"]["key"] == f"http://127.0.0.1:{responder.port}"
+    assert "responder-down" in cli("inspect").stdout
+    assert "responder down since" in cli("inspect", fine.path).stdout

@@ -254,3 +254,13 @@ def test_detail_sections(snap):
     assert "no entry in the cache" in text_of(detail.summary(items["new"], snap))
     assert "not usable: expired 6 h ago" in text_of(detail.summary(items["mail"], snap))
     assert "responder says REVOKED" in text_of(detail.summary(items["old"], snap))
+
+
+def test_lock_panel_names_the_responders_down(snap):
+    from engine.health import ResponderState
+
+    down = ResponderState("http://ocsp.ca-x.example:80", snap.taken_at - 125, "no complete answer within 10 s", 3,
+                          snap.taken_at + 20)  # fmt: skip
+    text = text_of(lock_panel(replace(snap, responders_down=(down,))))
+    assert "responder http://ocsp.ca-x.example:80 down for 2 min, 3 failed probes: no complete answer" in text
+    assert "down for" not in text_of(lock_panel(snap))
