@@ -10,6 +10,13 @@ memcached is safe for concurrent use: no cache mutex. The clients are
 pymemcache PooledClients (a pool of base Clients per server) because one
 base Client must not be used by two threads at once.
 
+A pooled connection outlives the server it was made to: after memcached
+restarts, each idle one fails once (reset, closed) on its next use, and the
+pool then drops it. Those failures say nothing about the server, which is
+up again, so a command that meets one is sent again on another connection
+(STALE_RETRIES times at most; a refused connection or a timeout is not
+retried). Without that, one restart was logged as several outages.
+
 Listing the store (``entries``) uses ``lru_crawler metadump hash``, the
 only way memcached tells which keys it holds; it also gives each key's
 expiry. The hash walk, not ``metadump all``: the LRU walk misses items that
@@ -23,14 +30,13 @@ from __future__ import annotations
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
 from pymemcache.client.base import PooledClient
-from pymemcache.exceptions import MemcacheError
+from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from engine.errors import CacheUnavailableError
 from engine.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
@@ -44,6 +50,10 @@ _GET_CHUNK = 100
 _SET_CHUNK = 100
 #: pymemcache errors that come without a message
 _UNSAID = {"MemcacheUnexpectedCloseError": "the server closed the connection"}
+#: what a pooled connection to a server that has since restarted fails with
+_STALE = (MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError)
+#: commands sent again after a stale connection failed them (see above)
+STALE_RETRIES = 8
 
 
 def _expire(ttl: float) -> int:
@@ -85,15 +95,23 @@ class MemcacheProvider(Provider):
             for server in self.servers
         ]
 
-    @contextmanager
-    def _on(self, index: int, action: str) -> Iterator[PooledClient]:
-        try:
-            yield self._clients[index]
-        except (MemcacheError, OSError) as exc:
+    def _on(self, index: int, action: str, command: Callable[[PooledClient], Any]) -> Any:
+        """``command(client)`` on server ``index``; its errors as CacheUnavailableError."""
+        client = self._clients[index]
+        for attempt in range(STALE_RETRIES + 1):
+            try:
+                return command(client)
+            except _STALE as exc:
+                if attempt < STALE_RETRIES:
+                    continue  # the pool has dropped that connection: try another
+                error: Exception = exc
+            except (MemcacheError, OSError) as exc:
+                error = exc
             raise CacheUnavailableError(
                 f"memcached at {server_label(self.servers[index])}: {action} failed: "
-                f"{str(exc) or _UNSAID.get(type(exc).__name__, type(exc).__name__)}"
-            ) from exc
+                f"{str(error) or _UNSAID.get(type(error).__name__, type(error).__name__)}"
+            ) from error
+        raise AssertionError("unreachable")
 
     def _fetch(self, keys: Iterable[str]) -> dict[str, bytes]:
         values: dict[str, bytes] = {}
@@ -102,16 +120,17 @@ class MemcacheProvider(Provider):
         return values
 
     def _fetch_on(self, index: int, keys: list[str]) -> dict[str, bytes]:
-        values: dict[str, bytes] = {}
-        with self._on(index, "get") as client:
+        def get(client: PooledClient) -> dict[str, bytes]:
+            values: dict[str, bytes] = {}
             for start in range(0, len(keys), _GET_CHUNK):
                 values.update(client.get_many(keys[start : start + _GET_CHUNK]))
-        return values
+            return values
+
+        return self._on(index, "get", get)
 
     def _store(self, key: str, value: bytes, ttl: int) -> None:
         index = self._layout.server_of(key)
-        with self._on(index, "set") as client:
-            stored = client.set(key, value, expire=ttl, noreply=False)
+        stored = self._on(index, "set", lambda client: client.set(key, value, expire=ttl, noreply=False))
         if not stored:
             raise CacheUnavailableError(
                 f"memcached at {server_label(self.servers[index])} did not store {key}"
@@ -120,16 +139,21 @@ class MemcacheProvider(Provider):
     def _store_many(self, index: int, values: dict[str, bytes], ttl: int) -> None:
         """Keys of one server and one exptime, in as few commands as can be."""
         keys = list(values)
-        with self._on(index, "set_many") as client:
+
+        def set_many(client: PooledClient) -> list[str]:
             for start in range(0, len(keys), _SET_CHUNK):
                 chunk = {k: values[k] for k in keys[start : start + _SET_CHUNK]}
                 failed = client.set_many(chunk, expire=ttl, noreply=False)
                 if failed:
-                    more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
-                    raise CacheUnavailableError(
-                        f"memcached at {server_label(self.servers[index])} did not store "
-                        f"{failed[0]}{more}"
-                    )
+                    return failed
+            return []
+
+        failed = self._on(index, "set_many", set_many)
+        if failed:
+            more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+            raise CacheUnavailableError(
+                f"memcached at {server_label(self.servers[index])} did not store {failed[0]}{more}"
+            )
 
     # -- reads ----------------------------------------------------------------
 
@@ -257,14 +281,18 @@ class MemcacheProvider(Provider):
 
     def add_lease(self, cert_id: str, owner: str, ttl: int) -> bool:
         key = self._layout.lease_key(cert_id)
-        with self._on(self._layout.server_of(key), "add") as client:
-            # memcached's add stores only when the key is absent: atomic
-            return bool(client.add(key, owner.encode(), expire=_expire(ttl), noreply=False))
+        # memcached's add stores only when the key is absent: atomic. Sent
+        # again only after a stale connection, which never reached the server.
+        return bool(
+            self._on(
+                self._layout.server_of(key), "add",
+                lambda client: client.add(key, owner.encode(), expire=_expire(ttl), noreply=False),
+            )
+        )  # fmt: skip
 
     def delete(self, cert_id: str) -> None:
         for key in (self._layout.staple_key(cert_id), self._layout.meta_key(cert_id)):
-            with self._on(self._layout.server_of(key), "delete") as client:
-                client.delete(key, noreply=False)
+            self._on(self._layout.server_of(key), "delete", lambda client, key=key: client.delete(key, noreply=False))
 
     def close(self) -> None:
         for client in self._clients:
