@@ -48,7 +48,7 @@ from engine.providers import open_provider  # noqa: E402
 from engine.sources import CertSpec, load_all  # noqa: E402
 from engine.stapler import Stapler  # noqa: E402
 from engine.state import StateStore  # noqa: E402
-from engine.stripes import StripedLocks  # noqa: E402
+from engine.fetchlocks import FetchLocks  # noqa: E402
 
 #: nothing listens here: a fetch in this benchmark would be a bug
 DEAD_URL = "http://127.0.0.1:9/"
@@ -127,7 +127,7 @@ def run(count: int, idle: float, workdir: Path) -> dict:
     figures["distinct_issuers"] = len({id(leaf.issuer) for leaf in loaded.leaves})
     figures["rss_after_sources_mb"] = peak_rss_mb()
 
-    stapler = Stapler(Cache(open_provider(f"local:{store_path}")), StripedLocks(workdir / "locks"))
+    stapler = Stapler(Cache(open_provider(f"local:{store_path}")), FetchLocks(workdir / "locks"))
     state = StateStore(workdir / "state" / "worker.db")
     worker = PrefetchWorker(stapler, state=state, options=WorkerOptions())
     began = time.perf_counter()

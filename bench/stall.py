@@ -7,8 +7,8 @@ local store and on a real memcached, all in one run:
 
   (a) old mod_ssl: one global mutex held across lookup and fetch
   (b) httpd 2.4 today: lock-free cache reads, ONE refresh mutex, second look
-  (c) striped fetch locks (engine.stapler)
-  (d) striped locks with the prefetch worker running
+  (c) per-certificate fetch locks (engine.stapler)
+  (d) per-certificate fetch locks with the prefetch worker running
 
 Beside the lookups, one thread keeps fetching certificates of a healthy
 responder on the request path (their staples deleted first): the "fetch"
@@ -40,7 +40,7 @@ from engine.errors import StapleError  # noqa: E402
 from engine.fetch import FetchOptions, fetch, store  # noqa: E402
 from engine.providers import open_provider  # noqa: E402
 from engine.stapler import Lookup, Stapler, StaplerOptions  # noqa: E402
-from engine.stripes import DEFAULT_STRIPES, StripedLocks, stripe_of  # noqa: E402
+from engine.fetchlocks import FetchLocks  # noqa: E402
 from engine.transport import TransportOptions  # noqa: E402
 from tests.loopback import LOOPBACK  # noqa: E402
 from tests.pki import PKI  # noqa: E402
@@ -187,13 +187,9 @@ def main() -> None:
     for issued in hanging_issued:
         responder.script(issued, Behaviour(hang=True))
     hanging_leaves = [load_leaf(i.chain_path) for i in hanging_issued]
-    # healthy certificates fetched during the run, on stripes no hanging one uses
-    hanging_stripes = {stripe_of(leaf.cert_id, DEFAULT_STRIPES) for leaf in hanging_leaves}
-    cold_leaves: list[Leaf] = []
-    while len(cold_leaves) < 8:
-        leaf = load_leaf(pki.leaf(f"cold{len(pki.leaves)}").chain_path)
-        if stripe_of(leaf.cert_id, DEFAULT_STRIPES) not in hanging_stripes:
-            cold_leaves.append(leaf)
+    # healthy certificates fetched during the run (striped locks needed them
+    # on stripes no hanging one used; per-certificate locks need nothing)
+    cold_leaves: list[Leaf] = [load_leaf(pki.leaf(f"cold{n}").chain_path) for n in range(8)]
     # The responder runs in its own process, as a real one is on another
     # host: in this one it would compete for the GIL with the lookups.
     responder_process = multiprocessing.get_context("fork").Process(target=_serve, args=(responder,), daemon=True)
@@ -210,8 +206,8 @@ def main() -> None:
     designs = {
         "a": ("old mod_ssl: global mutex across fetch", GlobalMutexStapler, False),
         "b": ("httpd 2.4: one refresh mutex", RefreshMutexStapler, False),
-        "c": ("striped fetch locks", Stapler, False),
-        "d": ("striped locks + prefetch worker", Stapler, True),
+        "c": ("per-certificate fetch locks", Stapler, False),
+        "d": ("fetch locks + prefetch worker", Stapler, True),
     }
     results = []
     try:
@@ -220,7 +216,7 @@ def main() -> None:
                 if key not in args.designs:
                     continue
                 cache = Cache(open_provider(uri))
-                locks = StripedLocks(work / f"locks-{store_name}-{key}")
+                locks = FetchLocks(work / f"locks-{store_name}-{key}")
                 options = StaplerOptions(prefetch=with_worker, request_budget=args.timeout)
                 stapler = cls(cache, locks, fetch_options=fetch_options, options=options)
                 for leaf in cached_leaves:
@@ -266,7 +262,7 @@ def print_table(results: list[dict]) -> None:
         )
     print(
         "\nlookups: request-path lookups of cached certificates; fetch: request-path fetches of "
-        "uncached certificates of a healthy responder, on stripes no hanging certificate uses"
+        "uncached certificates of a healthy responder"
     )
 
 

@@ -1,8 +1,8 @@
 """Many refreshes in flight from one thread: what ``warm`` runs.
 
-For each certificate, what ``Stapler.refresh`` does: take its stripe, look
-in the cache again, fetch when the staple is missing or due, validate,
-store, let the stripe go. But with up to ``in_flight`` exchanges on one
+For each certificate, what ``Stapler.refresh`` does: take its fetch lock,
+look in the cache again, fetch when the staple is missing or due, validate,
+store, let the lock go. But with up to ``in_flight`` exchanges on one
 selector (engine.exchange) instead of a blocked thread each, the second
 looks of the certificates started together in one read of the cache
 (``cached_many``), and the staples validated since the last store in one
@@ -12,24 +12,17 @@ which releases it); on a small machine shared with a responder, that CPU
 is the responder's.
 
 The order is engine.fairqueue's: fair between responders, never one
-certificate twice at once. A stripe is held from before the second look
-until the staple is stored (or the refresh failed), as in
-``Stapler.refresh``; but one hold serves every certificate of that stripe
-the loop starts while it lasts. The loop is a single holder: what the
-stripe excludes is everyone else, the other processes and threads, and
-they still are. Refreshing one stripe's certificates one after another
-instead would make a warm last at least the busiest stripe's share of the
-certificates times one exchange (2,000 certificates on 64 stripes: 44
-exchanges one after another). So that another process wanting a stripe
-is not kept out for the whole run, a hold takes on new certificates only
-for its first JOIN_WINDOW seconds; those that come later wait for it to
-end, and take the stripe again.
+certificate twice at once. A certificate's lock is held from before the
+second look until the staple is stored (or the refresh failed), as in
+``Stapler.refresh``, and tried without waiting: locks are per certificate
+(engine.fetchlocks), so the only one that can be busy is the same
+certificate's, held by someone fetching it.
 
 What would block the loop goes to a few background threads, through the
 blocking ``Stapler.refresh`` itself:
 
-- a stripe another process holds (a prefetch service mid-fetch): waiting
-  for it may take that fetch's whole deadline;
+- a certificate another process holds (a prefetch service mid-fetch):
+  waiting for it may take that fetch's whole deadline;
 - an https responder (engine.exchange speaks plain HTTP);
 - a lease another instance holds, with nothing usable cached: waiting for
   its staple;
@@ -53,25 +46,22 @@ from engine.errors import FetchError, StapleError, UnexpectedError
 from engine.exchange import Addresses, Exchange
 from engine.fairqueue import FairQueue, Job
 from engine.fetch import accept, check_not_older, prepare
-from engine.request import OCSPQuery
+from engine.fetchlocks import Held, LockTimeoutError
 from engine.health import Asking, responder_key
+from engine.request import OCSPQuery
 from engine.staple import Staple
 from engine.stapler import AWAIT, Refresh, Stapler
-from engine.stripes import Held, StripeTimeoutError
 from engine.transport import Plan, plan, resolve
 
-#: background threads: for stripes held elsewhere, https, leases, DNS
+#: background threads: for certificates held elsewhere, https, leases, DNS
 BACKGROUND_THREADS = 4
-#: how long after taking a stripe the loop still starts certificates under
-#: that hold; later ones wait for the hold to end
-JOIN_WINDOW = 0.5
 #: the longest the loop sleeps with nothing due, so Ctrl-C is seen
 _IDLE = 0.5
 #: validated staples are stored together (one transaction, one pipeline)
 #: once this many have arrived, or the first of them has waited STORE_DELAY
 #: seconds, or nothing else is going on. Storing each round's few staples
 #: (4 to 10 against a responder 20 ms away) cost a transaction of about
-#: 300 us each time. A staple waiting to be stored keeps its stripe held.
+#: 300 us each time. A staple waiting to be stored keeps its certificate held.
 STORE_BATCH = 32
 STORE_DELAY = 0.01
 #: leaves read in a round spent waiting on exchanges (a file each, about
@@ -84,23 +74,14 @@ Result = Refresh | StapleError
 
 
 @dataclass(eq=False)
-class _StripeHold:
-    """The loop's one hold of a stripe, and how many of its tasks use it."""
-
-    held: Held
-    since: float
-    users: int = 1
-
-
-@dataclass(eq=False)
 class _Task:
     """One certificate on its way through the loop."""
 
     job: Job[Leaf]
     #: counted among the fanout's in_flight: started and not yet answered
     in_slot: bool = False
-    #: the stripe whose hold this task uses, once it has one
-    stripe: int | None = None
+    #: its certificate's fetch lock, while the task holds it
+    held: Held | None = None
     current: Staple | None = None
     query: OCSPQuery | None = None
     plan: Plan | None = None
@@ -136,7 +117,7 @@ class Fanout:
         self.stapler = stapler
         self.in_flight = in_flight
         self.force = force
-        #: how long a background refresh waits for a stripe held elsewhere
+        #: how long a background refresh waits for a certificate held elsewhere
         self.lock_timeout = lock_timeout
         self.background_threads = background_threads
 
@@ -158,15 +139,11 @@ class _Run:
         self.on_done = on_done
         locks = self.stapler.locks
         self.locks = locks
-        # one hold per stripe serves several certificates (see above): what
-        # must never run twice at once is a certificate
-        self.queue: FairQueue[Leaf] = FairQueue([], group_of=responder_group, stripe_of=lambda leaf: leaf.cert_id)
+        # what must never run twice at once is a certificate
+        self.queue: FairQueue[Leaf] = FairQueue([], group_of=responder_group, key_of=lambda leaf: leaf.cert_id)
         self.source: Iterator[Leaf] | None = iter(leaves)
-        self.holds: dict[int, _StripeHold] = {}
-        #: tasks waiting for a hold past its JOIN_WINDOW to end
-        self.after_hold: dict[int, list[_Task]] = {}
-        #: tasks whose hold has ended, to start again
-        self.restart: list[_Task] = []
+        #: the fetch locks held, by certificate
+        self.holds: dict[str, Held] = {}
         #: responders that have sent something back in this run
         self.answering: set[Hashable] = set()
         self.selector = selectors.DefaultSelector()
@@ -200,7 +177,7 @@ class _Run:
             self._abandon()
 
     def _start_what_may(self) -> None:
-        starting, self.restart = self.restart, []
+        starting: list[_Task] = []
         read = False
         while self.active < self.fanout.in_flight:
             # While leaves are still to be read, a responder that has not
@@ -262,30 +239,21 @@ class _Run:
         if busy and self.source is not None:
             self._read(_READ_WHILE_WAITING)
 
-    # -- starting: stripe, second look, exchange -------------------------------
+    # -- starting: fetch lock, second look, exchange ---------------------------
 
     def _start(self, tasks: list[_Task]) -> None:
         held = []
-        now = time.monotonic()
         for task in tasks:
-            stripe = self.locks.stripe_of(task.leaf.cert_id)
-            hold = self.holds.get(stripe)
-            if hold is not None and now - hold.since > JOIN_WINDOW:
-                self.after_hold.setdefault(stripe, []).append(task)
+            cert_id = task.leaf.cert_id
+            try:
+                task.held = self.locks.hold(cert_id, timeout=0).__enter__()
+            except LockTimeoutError:
+                self._refresh_in_background(task)  # held elsewhere: wait for it there
                 continue
-            if hold is not None:
-                hold.users += 1
-            else:
-                try:
-                    taken = self.locks.hold(task.leaf.cert_id, timeout=0).__enter__()
-                except StripeTimeoutError:
-                    self._refresh_in_background(task)  # held elsewhere: wait for it there
-                    continue
-                except StapleError as error:
-                    self._finish(task, error)
-                    continue
-                self.holds[stripe] = _StripeHold(taken, now)
-            task.stripe = stripe
+            except StapleError as error:
+                self._finish(task, error)
+                continue
+            self.holds[cert_id] = task.held
             held.append(task)
         if not held:
             return
@@ -425,17 +393,12 @@ class _Run:
             self.active -= 1
 
     def _release(self, task: _Task) -> None:
-        """The task is done with its stripe; the hold ends with its last user."""
-        if task.stripe is None:
+        """The task is done with its certificate's fetch lock."""
+        if task.held is None:
             return
-        stripe, task.stripe = task.stripe, None
-        hold = self.holds[stripe]
-        hold.users -= 1
-        if hold.users:
-            return
-        del self.holds[stripe]
-        hold.held.__exit__(None, None, None)
-        self.restart += self.after_hold.pop(stripe, [])
+        held, task.held = task.held, None
+        del self.holds[held.cert_id]
+        held.__exit__(None, None, None)
 
     # -- what goes to the background ---------------------------------------------
 
@@ -471,8 +434,8 @@ class _Run:
         """After the last task, or on the way out of an exception (Ctrl-C)."""
         for exchange in self.exchanges:
             exchange.close()
-        for hold in self.holds.values():
-            hold.held.__exit__(None, None, None)
+        for held in self.holds.values():
+            held.__exit__(None, None, None)
         self.holds.clear()
         self.background.close()
         self.selector.close()
@@ -483,7 +446,7 @@ class _Background:
     back through a queue, and a byte on a socket pair wakes the selector.
 
     Daemon threads, so that Ctrl-C need not wait for a hanging responder's
-    deadline: a refresh cut short holds its stripe as a flock, which the
+    deadline: a refresh cut short holds its certificate's fetch lock, which the
     kernel lets go when the process ends.
     """
 

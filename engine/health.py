@@ -24,13 +24,11 @@ again only when its modification time changed.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
 import os
 import random
-import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine import ofd
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import FetchError, StapleError
 
@@ -57,9 +56,6 @@ DOWN_REASONS = frozenset({"timeout", "unreachable"})
 RESPONDER_SILENT = DOWN_REASONS | {"responder_down"}
 #: a down responder not heard of for this long is forgotten (it may be gone)
 FORGET_AFTER = 7 * 86400.0
-
-_FLOCK = struct.Struct("hh4xqqi4x")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
-
 
 class ResponderDownError(FetchError):
     """Another probe is out, or the next is not due: failed at once, nothing sent."""
@@ -189,13 +185,13 @@ class ResponderHealth:
         fd = os.open(self.directory / PROBE_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
         offset = int.from_bytes(hashlib.sha1(key.encode()).digest()[:7], "big")
         try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
-        except OSError as exc:
+            if ofd.try_lock(fd, offset):
+                return fd
+        except OSError:
             os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return None
             raise
-        return fd
+        os.close(fd)
+        return None
 
     # -- writing --------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Opening a lock file that someone else may have put in our place.
 
-A lock file is only ever flock()ed, never read. What we find at its path
+A lock file is only ever locked (flock, or OFD byte-range locks, which need
+it open for writing), never read or written. What we find at its path
 may not be ours: a FIFO would hang a plain open() until a writer comes
 (forever, whatever the command's timeout), a symlink would make us create
 or lock a file elsewhere, a device is nobody's lock. So: O_NOFOLLOW,
@@ -25,9 +26,13 @@ class LockFileError(InputError):
     reason = "bad_lock_file"
 
 
-def open_lock_file(path: str, mode: int = FILE_MODE) -> int:
-    """A descriptor of the regular file ``path``, created ``mode`` exactly when missing."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+def open_lock_file(path: str, mode: int = FILE_MODE, *, writable: bool = False) -> int:
+    """A descriptor of the regular file ``path``, created ``mode`` exactly when missing.
+
+    ``writable``: open it for writing too, as a write lock by fcntl needs.
+    """
+    access = os.O_RDWR if writable else os.O_RDONLY
+    flags = access | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:

@@ -32,15 +32,15 @@ from typing import Any
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import STORE_DOWN_REASONS, FetchError, StapleError, UnexpectedError
+from engine.fetchlocks import LockTimeoutError
 from engine.freshness import expires_at
 from engine.health import RESPONDER_SILENT, responder_key
 from engine.redact import redact
 from engine.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
 from engine.staple import Staple
-from engine.state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.stapler import Refresh, Stapler, owner_id
+from engine.state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.store_watch import Outage, StoreWatch, is_cache_down, says_cache_worked
-from engine.stripes import StripeTimeoutError
 
 #: seconds between heartbeats of a started worker
 HEARTBEAT_INTERVAL = 10.0
@@ -229,8 +229,7 @@ class PrefetchWorker:
         identity["next_attempt"] = now
         state = replace(before, **identity) if before else CertState(cert_id, **identity)
         self._certs[cert_id] = _Cert(leaf, state)
-        stripe = self.stapler.locks.stripe_of(cert_id)
-        self._schedule.add(cert_id, responder_key(state.responder), now, stripe)
+        self._schedule.add(cert_id, responder_key(state.responder), now)
         return state
 
     def _update(self, cert: _Cert, leaf: Leaf, now: float) -> CertState | None:
@@ -308,7 +307,7 @@ class PrefetchWorker:
         now = self.clock.now()
         self._watch_cache(result, now)
         self._watch_responder(ticket.responder, result, now)
-        if isinstance(result, StripeTimeoutError):
+        if isinstance(result, LockTimeoutError):
             action, reason = "busy", result.reason
             plan = plan_busy(result, self.options.lock_timeout, started, now, self.policy)
         elif isinstance(result, Exception):

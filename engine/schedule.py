@@ -4,20 +4,17 @@ which due certificate may run now. No threads, no clock, no I/O.
 Two parts:
 
 - Planning: pure functions from a job's outcome (an answer, a failure, a
-  busy stripe) to a Plan: the next attempt, built on engine.freshness,
+  busy fetch lock) to a Plan: the next attempt, built on engine.freshness,
   how to report it, and what the certificate's state records.
 - ``Schedule``: due times in a heap of (due, seq, cert_id) with lazy
-  deletion, O(log n) per operation for 100,000 certificates, and two gates
-  a due certificate must pass to run:
+  deletion, O(log n) per operation for 100,000 certificates, and a gate
+  a due certificate must pass to run: its responder has fewer than
+  ``per_responder`` fetches in flight. (A certificate has one entry, so
+  one job at a time; fetch locks are per certificate, so jobs of
+  different certificates never wait on each other and need no gate.)
 
-  - its responder has fewer than ``per_responder`` fetches in flight;
-  - no other job of ours holds its stripe. Two jobs of one stripe cannot
-    both fetch: the second would only sit in a thread waiting for the
-    first, which with a hanging responder means for the whole fetch
-    deadline.
-
-  A certificate stopped at a gate is parked behind it until a job holding
-  it ends, and the heap goes on to the next due certificate. One hanging
+  A certificate stopped at the gate is parked behind it until a job of its
+  responder ends, and the heap goes on to the next due certificate. One hanging
   responder so holds at most ``per_responder`` workers, and the
   certificates of every other responder keep being renewed (HAProxy's
   single updater stalled them all, haproxy #3498).
@@ -33,9 +30,9 @@ from typing import Any
 
 from engine.clock import iso
 from engine.errors import StapleError
+from engine.fetchlocks import LockTimeoutError
 from engine.freshness import FreshnessPolicy, backoff, expires_at, renew_at
 from engine.staple import Staple
-from engine.stripes import StripeTimeoutError
 
 #: no attempt is planned sooner than this after the last: a policy with
 #: min_delay 0, or a staple about to lapse, must not spin a worker
@@ -125,10 +122,10 @@ def plan_answer(action: str, staple: Staple, started: float, now: float, policy:
     return Plan(due, "info" if staple.good else "warning", detail, changes)
 
 
-def plan_busy(error: StripeTimeoutError, waited: float, started: float, now: float, policy: FreshnessPolicy) -> Plan:
-    """The stripe stayed held elsewhere: not a failure, someone is probably fetching it."""
+def plan_busy(error: LockTimeoutError, waited: float, started: float, now: float, policy: FreshnessPolicy) -> Plan:
+    """The certificate's fetch lock stayed held elsewhere: not a failure, someone is probably fetching it."""
     due = after_wait(now, policy)
-    detail = f"stripe {error.stripe} held elsewhere for {waited:g} s; look again at {iso(due)}"
+    detail = f"fetch lock held elsewhere for {waited:g} s; look again at {iso(due)}"
     return Plan(due, "info", detail, {"last_attempt": started, "next_attempt": due})
 
 
@@ -168,7 +165,7 @@ def plan_failure(
 # -- the schedule ---------------------------------------------------------------
 
 _QUEUED, _PARKED, _RUNNING = "queued", "parked", "running"
-#: a gate: ("responder", key) or ("stripe", number)
+#: a gate: ("responder", key)
 Gate = tuple[str, object]
 
 
@@ -176,7 +173,6 @@ Gate = tuple[str, object]
 class _Entry:
     cert_id: str
     responder: str
-    stripe: int | None
     due: float
     seq: int
     where: str = _QUEUED
@@ -188,7 +184,6 @@ class Ticket:
 
     cert_id: str
     responder: str
-    stripe: int | None
     seq: int
     due: float
 
@@ -204,7 +199,6 @@ class Schedule:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._in_flight: dict[str, int] = {}
-        self._stripes: set[int] = set()  # held by a running job
         #: per gate, (seq, cert_id) of due certificates waiting for it
         self._parked: dict[Gate, deque[tuple[int, str]]] = {}
         #: taken out of _parked when their gate opened: due and, probably, runnable
@@ -219,11 +213,11 @@ class Schedule:
     def in_flight(self, responder: str) -> int:
         return self._in_flight.get(responder, 0)
 
-    def add(self, cert_id: str, responder: str, due: float, stripe: int | None = None) -> None:
-        """Schedule a new certificate (None as stripe: no stripe gate)."""
+    def add(self, cert_id: str, responder: str, due: float) -> None:
+        """Schedule a new certificate."""
         if cert_id in self._entries:
             raise ValueError(f"{cert_id} is scheduled already; move() changes it")
-        self._entries[cert_id] = entry = _Entry(cert_id, responder, stripe, due, next(self._seq))
+        self._entries[cert_id] = entry = _Entry(cert_id, responder, due, next(self._seq))
         self._push(entry)
 
     def move(self, cert_id: str, responder: str, due: float) -> None:
@@ -256,24 +250,24 @@ class Schedule:
             self._compact()
 
     def take(self, now: float) -> Ticket | None:
-        """A due certificate past both gates, marked running; else None."""
+        """A due certificate past its gate, marked running; else None."""
         while self._ready:
             entry = self._live(*self._ready.popleft(), _PARKED)
             if entry is not None:
-                ticket = self._try(entry, woken=True)
+                ticket = self._try(entry)
                 if ticket is not None:
                     return ticket
         while self._heap and self._heap[0][0] <= now:
             _, seq, cert_id = heapq.heappop(self._heap)
             entry = self._live(seq, cert_id, _QUEUED)
             if entry is not None:
-                ticket = self._try(entry, woken=False)
+                ticket = self._try(entry)
                 if ticket is not None:
                     return ticket
         return None
 
     def done(self, ticket: Ticket, due: float | None) -> bool:
-        """A run has ended: open its gates and schedule the certificate at ``due``.
+        """A run has ended: open its gate and schedule the certificate at ``due``.
 
         Returns False when the certificate was removed (or replaced) while it
         ran: then nothing is scheduled, and its outcome concerns nobody.
@@ -284,9 +278,6 @@ class Schedule:
         else:
             del self._in_flight[ticket.responder]
         self._unpark_one(("responder", ticket.responder))
-        if ticket.stripe is not None:
-            self._stripes.discard(ticket.stripe)
-            self._unpark_one(("stripe", ticket.stripe))
         entry = self._entries.get(ticket.cert_id)
         if entry is None or entry.seq != ticket.seq or entry.where != _RUNNING:
             return False
@@ -329,27 +320,13 @@ class Schedule:
             return None
         return entry
 
-    def _try(self, entry: _Entry, woken: bool) -> Ticket | None:
-        """Start it if both gates are open, else park it behind the closed one."""
-        responder_gate: Gate = ("responder", entry.responder)
-        stripe_gate: Gate = ("stripe", entry.stripe)
-        responder_open = self._in_flight.get(entry.responder, 0) < self.per_responder
-        stripe_open = entry.stripe is None or entry.stripe not in self._stripes
-        if responder_open and stripe_open:
+    def _try(self, entry: _Entry) -> Ticket | None:
+        """Start it if its gate is open, else park it behind it."""
+        if self._in_flight.get(entry.responder, 0) < self.per_responder:
             entry.where = _RUNNING
             self._in_flight[entry.responder] = self._in_flight.get(entry.responder, 0) + 1
-            if entry.stripe is not None:
-                self._stripes.add(entry.stripe)
-            return Ticket(entry.cert_id, entry.responder, entry.stripe, entry.seq, entry.due)
-        self._park(entry, stripe_gate if responder_open else responder_gate)
-        if woken:
-            # It was woken when one of its gates opened, and leaves that
-            # opening unused: wake the next one waiting there instead, or
-            # that one would wait for a later opening that may not come.
-            if responder_open:
-                self._unpark_one(responder_gate)
-            elif stripe_open and entry.stripe is not None:
-                self._unpark_one(stripe_gate)
+            return Ticket(entry.cert_id, entry.responder, entry.seq, entry.due)
+        self._park(entry, ("responder", entry.responder))
         return None
 
     def _park(self, entry: _Entry, gate: Gate) -> None:

@@ -25,17 +25,18 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
+
 from engine.cache import Cache
 from engine.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StapleError, ValidationError
 from engine.fetch import FetchOptions, check_not_older, fetch, staple_write, store
+from engine.fetchlocks import FetchLocks, LockTimeoutError
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
 from engine.health import Asking, ResponderHealth, responder_key
 from engine.providers.base import Entry
 from engine.providers.layout import FLAG_VALID
 from engine.staple import Staple
-from engine.stripes import StripedLocks, StripeTimeoutError
 from engine.validate import validate
 
 #: certificates whose last validated staple is remembered, so that
@@ -90,7 +91,7 @@ class Stapler:
     def __init__(
         self,
         cache: Cache,
-        locks: StripedLocks,
+        locks: FetchLocks,
         *,
         fetch_options: FetchOptions = FetchOptions(),
         policy: FreshnessPolicy = DEFAULT_POLICY,
@@ -214,7 +215,7 @@ class Stapler:
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StripeTimeoutError("request budget spent waiting for the stripe", self.locks.stripe_of(leaf.cert_id))
+                raise LockTimeoutError("request budget spent waiting for the fetch lock", leaf.cert_id)
             transport = replace(options.transport, timeout=min(options.transport.timeout, left))
             options = replace(options, transport=transport)
         with self._asking(leaf):

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 
 from engine.errors import CacheUnavailableError, StapleError, StoreDamagedError, StoreUnwritableError
-from engine.stripes import StripeTimeoutError
+from engine.fetchlocks import LockTimeoutError
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ def says_cache_worked(error: BaseException) -> bool:
     (the responder's, the validation's) means the read worked. A busy
     stripe comes before the read and proves nothing.
     """
-    return isinstance(error, StapleError) and not is_cache_down(error) and not isinstance(error, StripeTimeoutError)
+    return isinstance(error, StapleError) and not is_cache_down(error) and not isinstance(error, LockTimeoutError)
 
 
 class StoreWatch:

@@ -26,7 +26,7 @@ from engine.freshness import DEFAULT_POLICY, FreshnessPolicy
 from engine.paths import state_dir
 from engine.providers import default_cache_uri
 from engine.sources import CertSpec
-from engine.stripes import DEFAULT_STRIPES
+from engine.fetchlocks import DEFAULT_STRIPES
 from engine.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT
 from engine.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW
 

@@ -87,12 +87,17 @@ still valid, but past the point where it should be renewed.
 .B metadata\-only
 staplectl's metadata without a staple: every fetch failed so far.
 .SH "READING LOCKS"
-A certificate maps to one of a fixed number of stripes; whoever holds a stripe may fetch for it.
+Each certificate has its own fetch lock; whoever holds it may fetch for that certificate, and two certificates never wait on each other.
+Their figures are grouped in stripes (a certificate's is the first 32 bits of its id modulo
+.BR locks.stripes )
+so that they stay readable with many certificates: a row's
+.B held
+is how many of its certificates are held now, and
+.B "longest held"
+the one held longest.
 .B contended
-counts acquisitions that had to wait for another thread or process.
-A few percent is normal when a prefetch service and one\-shot commands overlap; a high share with long waits means fetches queue behind slow responders: raise
-.B locks.stripes
-(every process must use the same count), or lower the responder timeout.
+counts acquisitions that had to wait for another thread or process refreshing the same certificate.
+A few percent is normal when a prefetch service and one\-shot commands overlap; long waits mean a slow responder held up that fetch: lower the responder timeout.
 A holder whose process is gone is shown as crashed: the kernel has already released its lock, and the next holder overwrites the record.
 """
 
@@ -107,7 +112,7 @@ _ENVIRONMENT = [
 _FILES = [
     ("$STAPLECTL_HOME/staples.db", "The default local store (SQLite)."),
     ("$STAPLECTL_HOME/worker.db", "The prefetch worker's state, read by inspect."),
-    ("$STAPLECTL_HOME/locks/", "The stripe lock files and stripes.stats, read by locks."),
+    ("$STAPLECTL_HOME/locks/", "The fetch locks (certificates.lock) and their figures (locks.stats), read by locks."),
     ("~/.config/staplectl/config.toml, /etc/staplectl/config.toml", "Configuration files, the first that exists."),
 ]
 _EXAMPLES = [

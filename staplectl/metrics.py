@@ -3,8 +3,8 @@
 The text exposition format (version 0.0.4), written by hand: a dozen
 lines of formatting do not justify a client library. Per-certificate
 figures come from the worker's state store, counters from its events, and
-stripe figures from the shared stats file, so a scrape never takes a lock
-the request path needs.
+fetch lock figures (per stripe, a group of certificates) from the shared
+stats file, so a scrape never takes a lock the request path needs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from engine.clock import Clock
 from engine.errors import STORE_DOWN_REASONS
 from engine.prefetch import WorkerEvent
 from engine.state import StateStore, StateStoreError
-from engine.stripe_stats import read_stats
+from engine.lock_stats import read_stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -127,15 +127,19 @@ class Metrics:
             "Failed refreshes, by reason.",
             [(f'{{reason="{_label(k)}"}}', v) for k, v in failures],
         )
-        stripes = [s for s in read_stats(self.locks_dir) if s.acquisitions]
-        family("staplectl_stripe_acquisitions_total", "counter", "Stripe lock acquisitions.",
+        every = read_stats(self.locks_dir)
+        stripes = [s for s in every if s.acquisitions]
+        # Fetch locks are per certificate; their figures are grouped in stripes.
+        family("staplectl_stripe_acquisitions_total", "counter", "Fetch lock acquisitions, by stripe of certificates.",
                [(f'{{stripe="{s.stripe}"}}', s.acquisitions) for s in stripes])
         family("staplectl_stripe_contended_total", "counter", "Acquisitions that had to wait.",
                [(f'{{stripe="{s.stripe}"}}', s.contended) for s in stripes])
-        family("staplectl_stripe_wait_seconds_total", "counter", "Total time spent waiting for the stripe.",
+        family("staplectl_stripe_wait_seconds_total", "counter", "Total time spent waiting for fetch locks.",
                [(f'{{stripe="{s.stripe}"}}', s.total_wait) for s in stripes])
-        family("staplectl_stripe_wait_seconds_max", "gauge", "Longest wait for the stripe.",
+        family("staplectl_stripe_wait_seconds_max", "gauge", "Longest wait for a fetch lock.",
                [(f'{{stripe="{s.stripe}"}}', s.max_wait) for s in stripes])
+        family("staplectl_fetch_locks_held", "gauge", "Certificates whose fetch lock is held now, on this host.",
+               [("", sum(len(s.holders) for s in every))])
         family("staplectl_certificates", "gauge", "Certificates the worker keeps fresh.", [("", len(states))])
         return "\n".join(lines) + "\n"
 

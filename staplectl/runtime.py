@@ -9,7 +9,7 @@ from engine.fetch import FetchOptions
 from engine.health import ResponderHealth
 from engine.providers import open_provider
 from engine.stapler import Stapler, StaplerOptions
-from engine.stripes import StripedLocks
+from engine.fetchlocks import FetchLocks
 from engine.transport import TransportOptions
 from engine.validate import ValidationOptions
 from staplectl.config import Config
@@ -27,9 +27,9 @@ def fetch_options(config: Config) -> FetchOptions:
 
 
 def open_stapler(config: Config) -> Stapler:
-    """The cache, the stripes and the request path, as configured."""
+    """The cache, the fetch locks and the request path, as configured."""
     cache = Cache(open_provider(config.cache_uri))
-    locks = StripedLocks(config.locks.path(), config.locks.stripes)
+    locks = FetchLocks(config.locks.path(), config.locks.stripes)
     options = StaplerOptions(
         prefetch=config.prefetch.enabled,
         request_budget=config.request.budget,

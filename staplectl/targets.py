@@ -125,7 +125,7 @@ def load_targets(
 def open_reader(config: Config) -> Stapler:
     """A Stapler for reading the cache only (check, export).
 
-    Reading takes no stripe, so no lock directory is opened: a monitoring
+    Reading takes no fetch lock, so no lock directory is opened: a monitoring
     check running as another user must not need write access to it.
     """
     cache = Cache(open_provider(config.cache_uri, read_only=True))

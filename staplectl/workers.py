@@ -5,15 +5,17 @@ process refreshing certificates uses one core at most. That is enough
 against a responder across a network (one engine.fanout keeps 64
 exchanges in flight with CPU to spare), so warm runs in one process unless
 asked for more (``--processes``). Then a ``Team`` of worker processes (``python -m staplectl.workers``)
-each runs its own engine.fanout over the same cache and stripes (the
-stripes are flocks and the local store is SQLite, both safe across
-processes), and the parent gathers what each certificate came to. The
-parent keeps everything an operator sees: the progress bar, the table,
-the JSON and the exit code.
+each runs its own engine.fanout over the same cache and fetch locks (the
+locks are open file description locks and the local store is SQLite,
+both safe across processes), and the parent gathers what each
+certificate came to. The parent keeps everything an operator sees: the
+progress bar, the table, the JSON and the exit code.
 
 - Each certificate goes to the worker of its stripe (stripe modulo the
-  number of workers), so no two workers ever want one stripe, and the
-  fanout's rule (never two refreshes of one stripe at once) holds for the run.
+  number of workers): a partition by certificate id, so a certificate
+  listed twice still goes to one worker, whose fanout never refreshes it
+  twice at once. The fetch locks would keep two workers' refreshes of it
+  apart anyway; this spares the second one's wait.
 - ``--concurrency`` stays the number of refreshes in flight for the whole
   run: each worker gets its share.
 - Workers are new interpreters, not forks: the parent may have threads
@@ -25,8 +27,8 @@ the JSON and the exit code.
   a pipe; a worker sends back outcomes in batches, then "done". A worker
   that dies (killed, out of memory) closes its pipe: its certificates
   that had no outcome yet become failed rows, and the run exits 3. Its
-  stripes go with it (a flock dies with its holder), and SQLite rolls
-  back any write it left half done.
+  fetch locks go with it (the kernel drops them with their holder), and
+  SQLite rolls back any write it left half done.
 - A worker whose parent goes away or is done with it (its pipe to the
   worker closes) exits at once, rather than go on fetching for nobody.
   Workers run in their own process group, so Ctrl-C reaches the parent
@@ -59,7 +61,7 @@ from engine.errors import StapleError, UnexpectedError
 from engine.fanout import Fanout
 from engine.staple import Staple
 from engine.stapler import Refresh
-from engine.stripes import stripe_of
+from engine.fetchlocks import stripe_of
 from staplectl.runtime import open_stapler
 from staplectl.targets import close_stapler
 
@@ -179,8 +181,8 @@ class _Worker:
 
 
 def _shares(leaves: list[Leaf], processes: int, stripes: int) -> list[list[int]]:
-    """The indices of the leaves each worker gets: by stripe, so that no
-    two workers ever want the same one."""
+    """The indices of the leaves each worker gets: by stripe, so that all
+    the leaves of one certificate go to the same worker."""
     shares: list[list[int]] = [[] for _ in range(processes)]
     for index, leaf in enumerate(leaves):
         shares[stripe_of(leaf.cert_id, stripes) % processes].append(index)
@@ -246,7 +248,7 @@ class Team:
 
         ``stapler`` is the parent's own, used only to show the cached staple
         of a certificate whose worker failed as a whole. ``config`` is the
-        effective configuration: the workers open the same cache and stripes.
+        effective configuration: the workers open the same cache and locks.
         """
         # What the workers must agree on with the parent, fixed here: a
         # default resolved in a worker could differ (another environment).
@@ -290,7 +292,7 @@ class Team:
                 running[worker.from_child] = worker
         for worker in workers:
             if worker not in busy:
-                worker.stop()  # no certificate of its stripes: nothing to do
+                worker.stop()  # no certificate in its share: nothing to do
         while running:
             for conn in wait(list(running)):
                 worker = running[conn]  # type: ignore[index]
@@ -387,7 +389,7 @@ def main(argv: list[str]) -> int:
     last: tuple[Any, ...] = ("done",)
     try:
         _work(work, outbox)
-    except StapleError as error:  # the cache or the stripes could not be opened
+    except StapleError as error:  # the cache or the lock directory could not be opened
         last = ("fatal", error.reason, str(error))
     except Exception as exc:
         last = ("fatal", UnexpectedError.reason, f"worker process {os.getpid()}: unexpected {type(exc).__name__}: {exc}")

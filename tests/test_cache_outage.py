@@ -26,7 +26,7 @@ from engine.prefetch import PrefetchWorker, WorkerEvent
 from engine.providers import open_provider
 from engine.stapler import Stapler
 from engine.state import StateStore
-from engine.stripes import StripedLocks, StripeTimeoutError
+from engine.fetchlocks import FetchLocks, LockTimeoutError
 from engine.transport import TransportOptions
 from tests.loopback import LOOPBACK
 from tests.servers import ServerProcess, _served_by, start_memcached
@@ -50,7 +50,7 @@ class TestStoreWatch:
         assert says_cache_worked(ResponderTimeoutError("responder hung"))
         assert not says_cache_worked(CacheUnavailableError("down"))
         # a busy stripe comes before the read
-        assert not says_cache_worked(StripeTimeoutError("busy", 3))
+        assert not says_cache_worked(LockTimeoutError("busy", 3))
         assert not says_cache_worked(ValueError("a bug"))
 
 
@@ -80,7 +80,7 @@ def test_a_memcached_restart_is_told_once_and_every_staple_is_back_at_once(tmp_p
     policy = FreshnessPolicy(min_delay=5, backoff_base=60, backoff_cap=3600)
     cache = Cache(open_provider(f"memcache://127.0.0.1:{own_memcached.port}?timeout=1"))
     stapler = Stapler(
-        cache, StripedLocks(tmp_path / "locks"), policy=policy, clock=clock,
+        cache, FetchLocks(tmp_path / "locks"), policy=policy, clock=clock,
         fetch_options=FetchOptions(transport=TransportOptions(timeout=5, allow=LOOPBACK)),
     )  # fmt: skip
     events: list[WorkerEvent] = []

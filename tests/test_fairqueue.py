@@ -9,8 +9,8 @@ from __future__ import annotations
 from engine.fairqueue import FairQueue
 
 
-def queue(items, group=lambda item: item[0], stripe=lambda item: item):
-    return FairQueue(items, group_of=group, stripe_of=stripe)
+def queue(items, group=lambda item: item[0], key=lambda item: item):
+    return FairQueue(items, group_of=group, key_of=key)
 
 
 def test_jobs_keep_their_index_and_one_group_goes_first_come_first_served():
@@ -40,21 +40,21 @@ def test_a_lone_group_gets_every_slot():
     assert all(q.take() is not None for _ in range(8))
 
 
-def test_one_stripe_never_twice_at_once_and_the_set_aside_come_back_first_in_order():
+def test_one_key_never_twice_at_once_and_the_set_aside_come_back_first_in_order():
     items = [("g", n) for n in range(6)]
-    q = queue(items, stripe=lambda item: item[1] % 2)  # stripes 0 and 1
+    q = queue(items, key=lambda item: item[1] % 2)  # keys 0 and 1
     a, b = q.take(), q.take()
-    assert (a.stripe, b.stripe) == (0, 1)
-    assert q.take() is None  # 2..5 all wait behind their stripe
+    assert (a.key, b.key) == (0, 1)
+    assert q.take() is None  # 2..5 all wait behind their key
     assert q.waiting
-    q.finish(a)  # stripe 0 free: its first waiting job, 2, then nothing more
+    q.finish(a)  # key 0 free: its first waiting job, 2, then nothing more
     c = q.take()
     assert c.index == 2 and q.take() is None
     q.finish(b)
     q.finish(c)
     rest = [q.take(), q.take()]
-    assert sorted(job.index for job in rest) == [3, 4]  # one of each stripe
-    assert q.take() is None  # 5 waits behind stripe 1 again
+    assert sorted(job.index for job in rest) == [3, 4]  # one of each key
+    assert q.take() is None  # 5 waits behind key 1 again
 
 
 def test_limit_keeps_room_for_other_groups():
@@ -83,8 +83,8 @@ def test_exempt_groups_ignore_the_limit():
     assert [job.group for job in taken if job].count("a") == 4
 
 
-def test_a_job_off_the_wire_weighs_no_more_on_its_group_but_keeps_its_stripe():
-    # ("ok", 0) twice: one stripe, so never both at once
+def test_a_job_off_the_wire_weighs_no_more_on_its_group_but_keeps_its_key():
+    # ("ok", 0) twice: one key, so never both at once
     q = queue([("hang", n) for n in range(4)] + [("ok", n) for n in range(4)] + [("ok", 0)])
     first = [q.take() for _ in range(4)]
     assert [job.item for job in first] == [("hang", 0), ("ok", 0), ("hang", 1), ("ok", 1)]

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from engine import fanout as fanout_module
 from engine.certs import Leaf, load_leaf
 from engine.errors import (
     CacheUnavailableError,
@@ -22,11 +23,10 @@ from engine.errors import (
     StapleError,
     UnexpectedError,
 )
-from engine import fanout as fanout_module
 from engine.fanout import Fanout, Result
+from engine.fetchlocks import FetchLocks, LockTimeoutError
 from engine.providers.local import LocalProvider
 from engine.stapler import Refresh, Stapler
-from engine.stripes import StripedLocks, StripeTimeoutError
 from tests.responder import Behaviour, ScriptedResponder
 from tests.servers import free_port
 from tests.test_stapler import DUE, make_stapler
@@ -182,9 +182,9 @@ def test_a_hanging_responder_holds_only_its_share(tmp_path, pki, responder):
 def test_a_stripe_held_elsewhere_is_waited_for_in_the_background(tmp_path, pki, responder):
     leaves = leaves_of(pki, 8, "fan")
     stapler = make_stapler(tmp_path)
-    # another process's StripedLocks would be the same flock; a second
+    # another process's FetchLocks would be the same flock; a second
     # thread here holding the stripe shows the same to the loop
-    other = StripedLocks(tmp_path / "locks", 64)
+    other = FetchLocks(tmp_path / "locks", 64)
     held = other.hold(leaves[0].cert_id)
     taken, release = threading.Event(), threading.Event()
 
@@ -226,7 +226,7 @@ def test_a_stripe_held_too_long_fails_with_the_lock_timeout(tmp_path, pki, respo
     finally:
         release.set()
         thread.join()
-    assert isinstance(results[0], StripeTimeoutError)
+    assert isinstance(results[0], LockTimeoutError)
     assert isinstance(results[1], Refresh)
 
 
@@ -350,9 +350,9 @@ def test_run_over_nothing(tmp_path):
     assert run(make_stapler(tmp_path), []) == []
 
 
-def test_one_hold_serves_every_certificate_of_its_stripe(tmp_path, pki, responder):
-    # One stripe for all: the loop holds it once and has 8 exchanges in
-    # flight under that hold, not one after another.
+def test_each_certificate_is_held_on_its_own_and_all_are_in_flight_at_once(tmp_path, pki, responder):
+    # One stripe for all (the figures' grouping): still a lock per
+    # certificate, and 8 exchanges in flight at once, not one after another.
     responder.default = Behaviour(delay=0.3)
     leaves = leaves_of(pki, 8, "fan")
     stapler = make_stapler(tmp_path, stripes=1)
@@ -361,39 +361,43 @@ def test_one_hold_serves_every_certificate_of_its_stripe(tmp_path, pki, responde
     assert time.monotonic() - started < 8 * 0.3 / 2
     assert all(isinstance(r, Refresh) and r.action == "updated" for r in results)
     [stats] = stapler.locks.stats()
-    assert stats.acquisitions == 1
+    assert stats.acquisitions == 8 and stats.contended == 0
+    assert stats.holders == ()  # all let go
 
 
-def test_a_hold_past_its_join_window_lets_others_in(tmp_path, pki, responder, monkeypatch):
-    # Certificates started after the window wait for the hold to end, so
-    # that another holder (here a thread of another StripedLocks; a
-    # prefetch service's process would be the same) gets the stripe
-    # between two holds instead of after the whole run.
-    import engine.fanout
-
-    monkeypatch.setattr(engine.fanout, "JOIN_WINDOW", 0.1)
-    responder.default = Behaviour(delay=0.2)
+def test_a_certificate_held_elsewhere_holds_up_no_other(tmp_path, pki, responder):
+    # Another holder (a thread of another FetchLocks on the directory; a
+    # prefetch service's process would be the same) keeps one certificate
+    # through the whole run: the other 23 of its stripe are renewed while
+    # it waits, and it is renewed once let go.
     leaves = leaves_of(pki, 24, "fan")
     stapler = make_stapler(tmp_path, stripes=1)
-    other = StripedLocks(tmp_path / "locks", 1)
-    got_it: list[float] = []
+    other = FetchLocks(tmp_path / "locks", 1)
+    holding, let_go = threading.Event(), threading.Event()
+    done_while_held: list[int] = []
 
     def other_holder() -> None:
-        time.sleep(0.05)
-        began = time.monotonic()
         with other.hold(leaves[0].cert_id, timeout=10):
-            got_it.append(time.monotonic() - began)
+            holding.set()
+            let_go.wait(30)
 
     thread = threading.Thread(target=other_holder)
     thread.start()
-    started = time.monotonic()
-    results = run(stapler, leaves, in_flight=4)
-    elapsed = time.monotonic() - started
+    assert holding.wait(10)
+
+    def on_done(index: int, result) -> None:
+        if not let_go.is_set():
+            done_while_held.append(index)
+        if len(done_while_held) == 23:
+            let_go.set()
+
+    results: dict[int, object] = {}
+    Fanout(stapler, 4, lock_timeout=30).run(leaves, lambda i, r: (on_done(i, r), results.__setitem__(i, r)))
     thread.join(10)
-    assert all(isinstance(r, Refresh) and r.action == "updated" for r in results)
-    assert elapsed >= 1.0  # 24 certificates, at most 4 at a time, 0.2 s each
-    assert got_it and got_it[0] < elapsed / 2
-    assert stapler.locks.stats()[0].acquisitions >= 3  # several holds, not one for the run
+    other.close()
+    assert sorted(done_while_held) == list(range(1, 24))
+    assert all(isinstance(r, Refresh) and r.action == "updated" for r in results.values()), results
+    assert len(results) == 24
 
 
 def test_a_pass_over_fresh_staples_never_waits(tmp_path, pki, responder):

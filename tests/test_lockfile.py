@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from engine.certs import load_leaf
+from engine.fetchlocks import LOCK_FILE
 from engine.lockfile import LockFileError, open_lock_file
-from engine.stripes import stripe_of
 from tests.cli.conftest import staplectl_path
 
 
@@ -45,11 +44,10 @@ def test_a_symlink_is_never_followed_nor_its_target_created(tmp_path):
     assert not target.exists()
 
 
-def test_fetch_with_a_fifo_planted_as_its_stripe_says_so_and_does_not_hang(pki, home):
-    leaf = load_leaf(pki.good.chain_path)
+def test_fetch_with_a_fifo_planted_as_its_lock_file_says_so_and_does_not_hang(pki, home):
     locks = home / "locks"
     locks.mkdir(parents=True, mode=0o750)
-    fifo = locks / f"stripe-{stripe_of(leaf.cert_id, 64):04d}.lock"
+    fifo = locks / LOCK_FILE
     os.mkfifo(fifo)
     started = time.monotonic()
     done = subprocess.run(

@@ -22,14 +22,14 @@ from engine.cache import Cache
 from engine.certs import Leaf, load_leaf
 from engine.clock import FrozenClock, iso
 from engine.fetch import FetchOptions
+from engine.fetchlocks import FetchLocks
 from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
+from engine.health import responder_key
 from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.providers import open_provider
-from engine.health import responder_key
 from engine.schedule import LAPSED_RETRY, MIN_RETRY, Schedule, after_answer, after_failure
 from engine.stapler import Stapler
 from engine.state import StateStore
-from engine.stripes import StripedLocks
 from engine.transport import TransportOptions
 from tests.loopback import LOOPBACK
 from tests.responder import Behaviour, ScriptedResponder
@@ -71,11 +71,11 @@ class Rig:
 def rig(tmp_path, responder):
     made = []
 
-    def make(policy=DEFAULT_POLICY, rand=0.5, timeout=10.0, state_path=None, **options) -> Rig:
+    def make(policy=DEFAULT_POLICY, rand=0.5, timeout=10.0, state_path=None, stripes=64, **options) -> Rig:
         clock = FrozenClock(time.time())
         fetch_options = FetchOptions(transport=TransportOptions(timeout=timeout, allow=LOOPBACK))
         cache = Cache(open_provider(f"local:{tmp_path / 's.db'}"))
-        locks = StripedLocks(tmp_path / "locks")
+        locks = FetchLocks(tmp_path / "locks", stripes)
         stapler = Stapler(cache, locks, fetch_options=fetch_options, policy=policy, clock=clock)
         state = StateStore(state_path or tmp_path / "state" / "worker.db")
         events: list[WorkerEvent] = []
@@ -108,12 +108,12 @@ def updated(events: list[WorkerEvent]) -> set[str]:
     return {event.cert_id for event in events if event.action == "updated"}
 
 
-def leaves_outside(pki, locks: StripedLocks, stripes: set[int], count: int) -> list[Leaf]:
-    """``count`` new leaves none of which maps to one of ``stripes``."""
+def leaves_inside(pki, locks: FetchLocks, stripes: set[int], count: int) -> list[Leaf]:
+    """``count`` new leaves each of which maps to one of ``stripes``."""
     found: list[Leaf] = []
     while len(found) < count:
         leaf = new_leaf(pki)
-        if locks.stripe_of(leaf.cert_id) not in stripes:
+        if locks.stripe_of(leaf.cert_id) in stripes:
             found.append(leaf)
     return found
 
@@ -352,7 +352,7 @@ class TestBusy:
         held, release = threading.Event(), threading.Event()
 
         def holder():
-            with StripedLocks(tmp_path / "locks") as locks, locks.hold(leaf.cert_id):
+            with FetchLocks(tmp_path / "locks") as locks, locks.hold(leaf.cert_id):
                 held.set()
                 release.wait(PATIENCE)
 
@@ -463,9 +463,9 @@ class TestService:
         # the transport timeout outlasts the test: a hung request stays in flight
         r = rig(timeout=120.0, concurrency=4, per_responder=2, stop_grace=0.5)
         stuck = [new_leaf(pki, ocsp_url=hanging.url) for _ in range(6)]
-        # none in a stripe a hung fetch holds: those wait for it, by design
-        # (test_a_stripe_held_by_a_hung_fetch_parks_its_other_certificates)
-        healthy = leaves_outside(pki, r.stapler.locks, {r.stapler.locks.stripe_of(l.cert_id) for l in stuck}, 12)
+        # every one counted in a stripe a hung fetch is counted in: locks are
+        # per certificate, so that makes no difference
+        healthy = leaves_inside(pki, r.stapler.locks, {r.stapler.locks.stripe_of(l.cert_id) for l in stuck}, 12)
         r.worker.load(stuck + healthy)
         r.worker.start()
         renewed = {leaf.cert_id for leaf in healthy}
@@ -477,20 +477,17 @@ class TestService:
         assert hanging.request_count == 2
         assert all(r.stapler.cached(leaf) is not None for leaf in healthy)
 
-    def test_a_stripe_held_by_a_hung_fetch_parks_its_other_certificates(self, rig, pki, responder, hanging):
-        # a thread waiting for the stripe would wait the whole lock_timeout
-        r = rig(timeout=120.0, concurrency=2, per_responder=2, lock_timeout=120.0, stop_grace=0.5)
+    def test_a_hung_fetch_holds_up_no_other_certificate(self, rig, pki, responder, hanging):
+        # One stripe for all: striped locks parked every other certificate
+        # behind the hung one (or, waiting, for the whole lock_timeout).
+        r = rig(timeout=120.0, concurrency=2, per_responder=2, lock_timeout=120.0, stop_grace=0.5, stripes=1)
         stuck = new_leaf(pki, ocsp_url=hanging.url)
-        stripe = r.stapler.locks.stripe_of(stuck.cert_id)
-        neighbour = new_leaf(pki)
-        while r.stapler.locks.stripe_of(neighbour.cert_id) != stripe:
-            neighbour = new_leaf(pki)
-        others = leaves_outside(pki, r.stapler.locks, {stripe}, 6)
-        r.worker.load([stuck, neighbour, *others])
+        others = [new_leaf(pki) for _ in range(6)]
+        r.worker.load([stuck, *others])
         r.worker.start()
-        eventually(lambda: {leaf.cert_id for leaf in others} <= updated(r.events), "the other stripes renewed")
+        eventually(lambda: {leaf.cert_id for leaf in others} <= updated(r.events), "the others renewed")
         assert hanging.request_count == 1
-        assert requests(responder, neighbour) == 0
+        assert [requests(responder, leaf) for leaf in others] == [1] * 6
         assert not any(e.action == "busy" for e in r.events)
 
     def test_stop_returns_within_grace_while_a_fetch_hangs(self, rig, pki, hanging):
@@ -554,32 +551,19 @@ class TestSchedule:
         assert schedule.take(10.0).cert_id == "slow2"  # a slot freed: the earliest parked
         assert schedule.take(10.0) is None
 
-    def test_one_job_per_stripe_at_a_time(self):
-        schedule = Schedule(per_responder=5)
-        schedule.add("a", "r1", 0.0, stripe=7)
-        schedule.add("b", "r2", 0.0, stripe=7)
-        schedule.add("c", "r2", 1.0, stripe=8)
-        first = schedule.take(1.0)
-        assert (first.cert_id, first.stripe) == ("a", 7)
-        assert schedule.take(1.0).cert_id == "c"  # b waits for stripe 7, c goes past it
-        assert schedule.take(1.0) is None
-        schedule.done(first, 100.0)
-        assert schedule.take(1.0).cert_id == "b"
-
-    def test_a_woken_job_stopped_at_its_other_gate_passes_the_wake_up_on(self):
+    def test_a_certificate_runs_once_at_a_time_and_wakes_the_next_of_its_responder(self):
         schedule = Schedule(per_responder=1)
-        schedule.add("a", "r", 0.0, stripe=1)
-        schedule.add("x", "q", 0.0, stripe=2)
-        schedule.add("b", "r", 1.0, stripe=2)  # waits for r, then would wait for stripe 2
-        schedule.add("c", "r", 2.0, stripe=3)  # waits for r
-        a, x = schedule.take(5.0), schedule.take(5.0)
-        assert (a.cert_id, x.cert_id) == ("a", "x")
+        schedule.add("a", "r", 0.0)
+        schedule.add("b", "r", 1.0)
+        schedule.add("c", "q", 2.0)
+        a = schedule.take(5.0)
+        assert a.cert_id == "a"
+        assert schedule.take(5.0).cert_id == "c"  # past b, parked behind r
+        assert schedule.take(5.0) is None  # a is running: not taken again, whatever is due
+        schedule.done(a, 3.0)
+        assert schedule.take(5.0).cert_id == "b"  # woken first, before a's new due time
         assert schedule.take(5.0) is None
-        schedule.done(a, 100.0)  # r opens: b is woken, stops at stripe 2, c gets r
-        assert schedule.take(5.0).cert_id == "c"
-        schedule.done(x, 100.0)
-        assert schedule.take(5.0) is None  # b's responder is busy with c now
-        assert schedule.next_due() == 1.0
+        assert schedule.next_due() == 3.0
 
     def test_removed_jobs_vanish_even_when_parked_or_running(self):
         schedule = Schedule(per_responder=1)

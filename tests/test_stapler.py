@@ -11,11 +11,11 @@ from cryptography.x509 import ocsp
 from engine.cache import Cache
 from engine.certs import load_leaf
 from engine.fetch import FetchOptions, store
+from engine.fetchlocks import FetchLocks
 from engine.providers import open_provider
 from engine.request import build_request
 from engine.staple import Staple
 from engine.stapler import Stapler, StaplerOptions
-from engine.stripes import StripedLocks
 from engine.transport import TransportOptions, post
 from tests.loopback import LOOPBACK, TRANSPORT
 from tests.responder import Behaviour
@@ -27,7 +27,7 @@ DUE = Behaviour(this_update_offset=-3000, next_update_offset=600)
 def make_stapler(tmp_path: Path, *, cache_uri: str | None = None, stripes: int = 64, locks_dir: str = "locks", **options) -> Stapler:
     cache = Cache(open_provider(cache_uri or f"local:{tmp_path / 'staples.db'}"))
     fetch_options = FetchOptions(transport=TransportOptions(timeout=options.pop("timeout", 10.0), allow=LOOPBACK))
-    return Stapler(cache, StripedLocks(tmp_path / locks_dir, stripes), fetch_options=fetch_options, options=StaplerOptions(**options))
+    return Stapler(cache, FetchLocks(tmp_path / locks_dir, stripes), fetch_options=fetch_options, options=StaplerOptions(**options))
 
 
 def in_threads(count: int, target) -> list:
@@ -111,8 +111,21 @@ class TestStallIsolation:
         holder = stapler.locks.stats()[stapler.locks.stripe_of(hanging.cert_id)]
         assert holder.holder_cert_id == hanging.cert_id
 
-    def test_same_stripe_waits_at_most_the_request_budget(self, tmp_path, pki, responder):
+    def test_the_same_certificate_waits_at_most_the_request_budget(self, tmp_path, pki, responder):
         stapler = make_stapler(tmp_path, stripes=1, request_budget=0.3, timeout=30)
+        hanging = load_leaf(pki.good.chain_path)
+        responder.script(pki.good, Behaviour(hang=True))
+        slow = make_stapler(tmp_path, stripes=1, request_budget=30, timeout=30)
+        threading.Thread(target=lambda: slow.staple(hanging), daemon=True).start()
+        _wait_for(lambda: responder.requests_for(pki.good) == 1)
+        result = stapler.staple(hanging)
+        assert result.staple is None and result.source == "none"
+        assert result.error is not None and result.error.reason == "lock_timeout"
+        assert responder.requests_for(pki.good) == 1
+
+    def test_another_certificate_never_waits_for_a_hanging_one(self, tmp_path, pki, responder):
+        # One stripe for all: striped locks made these two wait on each other.
+        stapler = make_stapler(tmp_path, stripes=1, request_budget=2, timeout=30)
         hanging = load_leaf(pki.good.chain_path)
         neighbour = load_leaf(pki.other.chain_path)
         responder.script(pki.good, Behaviour(hang=True))
@@ -120,9 +133,8 @@ class TestStallIsolation:
         threading.Thread(target=lambda: slow.staple(hanging), daemon=True).start()
         _wait_for(lambda: responder.requests_for(pki.good) == 1)
         result = stapler.staple(neighbour)
-        assert result.staple is None and result.source == "none"
-        assert result.error is not None and result.error.reason == "lock_timeout"
-        assert responder.requests_for(pki.other) == 0
+        assert result.source == "fetched" and result.staple is not None, result.error
+        assert [s.holder_cert_id for s in stapler.locks.stats()] == [hanging.cert_id]  # still out
 
     def test_hanging_responder_bounded_by_the_budget(self, tmp_path, pki, responder):
         stapler = make_stapler(tmp_path, request_budget=0.4)

@@ -32,15 +32,15 @@ def dashboard(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Watch staple freshness and stripe-lock contention live; refresh staples by hand.
+    """Watch staple freshness and fetch-lock contention live; refresh staples by hand.
 
     One row per certificate (configured ones, and entries found in the cache
     such as those httpd wrote): status, thisUpdate, nextUpdate, validity
-    left, next refresh, failures and the last error; the striped fetch
-    locks' contention below. Enter shows one certificate in full; r
-    refreshes it now (through its stripe, like the worker), a refreshes all
-    that are due, p pauses, / and f filter, s sorts, q quits. A cache that
-    cannot be reached is shown, and read again at every refresh.
+    left, next refresh, failures and the last error; the fetch locks'
+    contention below, grouped in stripes. Enter shows one certificate in
+    full; r refreshes it now (through its fetch lock, like the worker), a
+    refreshes all that are due, p pauses, / and f filter, s sorts, q quits.
+    A cache that cannot be reached is shown, and read again at every refresh.
     Exit 0 on quit, 2 for a bad option, cache URI or configuration.
     """
     opts = settings(ctx, cache, config, verbose, quiet)

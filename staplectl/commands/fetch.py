@@ -88,7 +88,7 @@ def fetch(
             if stapler is None:
                 staple, ttl = fetch_staple(leaf, fetch_options(effective)), 0
             else:
-                # the same path as every refresh: the certificate's stripe,
+                # the same path as every refresh: the certificate's fetch lock,
                 # so a concurrent prefetch service does not fetch it too
                 result = stapler.refresh(leaf, force=True, lock_timeout=responder.timeout)
                 staple, ttl = result.staple, result.ttl

@@ -1,6 +1,6 @@
 """staplectl inspect: what is in the cache, entry by entry, and why it is (not) usable.
 
-It reads and never writes: no fetch, no stripe taken, no state file created.
+It reads and never writes: no fetch, no fetch lock taken, no state file created.
 Entries written by httpd itself (no staplectl metadata) are shown too; a
 certificate we know (configured, or named in the entry's metadata) is fully
 re-validated, any other entry is only decoded and flagged ``unverified``.

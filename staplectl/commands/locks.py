@@ -1,9 +1,9 @@
-"""staplectl locks: the striped fetch locks' figures, from any process.
+"""staplectl locks: the fetch locks' figures, from any process.
 
-Reads the lock directory's ``stripes.stats`` without taking any lock
-(engine.stripe_stats), so it is safe to run, and to --watch, next to a busy
+Reads the lock directory's ``locks.stats`` without taking any lock
+(engine.lock_stats), so it is safe to run, and to --watch, next to a busy
 prefetch service. It never creates the directory or the file: before any
-process has taken a stripe there is nothing to show, which is a normal
+process has taken a fetch lock there is nothing to show, which is a normal
 state of a fresh install, so that is exit 0 with an empty table.
 """
 
@@ -18,8 +18,8 @@ from rich.text import Text
 
 from engine.errors import InputError
 from engine.health import ResponderHealth
-from engine.stripe_stats import STATS_FILE, StripeStats, StripeStatsError
-from engine.stripe_stats import read_stats as _read_stats
+from engine.lock_stats import STATS_FILE, StripeStats, LockStatsError
+from engine.lock_stats import read_stats as _read_stats
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.printable import printable
@@ -43,14 +43,17 @@ def locks(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Show contention on the striped fetch locks, and who holds a stripe now.
+    """Show contention on the fetch locks, and who holds which certificate now.
 
-    One row per stripe that was ever acquired (--all: every stripe), with
-    counts since the lock directory's stats file was created: acquisitions,
-    contended acquisitions (had to wait for another thread or process) and
-    their share, average and longest wait and hold, re-entries, and the
-    current holder: certificate id, pid, for how long, and whether that
-    process is still alive. Below, the responders marked down (one probe at
+    A fetch lock is per certificate; the figures are grouped in stripes
+    (certificates by the first bits of their id) so that they stay readable
+    with any number of certificates. One row per stripe that was ever used
+    (--all: every stripe), with counts since the lock directory's stats
+    file was created: acquisitions, contended acquisitions (had to wait for
+    another thread or process fetching the same certificate) and their
+    share, average and longest wait and hold, re-entries, how many of its
+    certificates are held now, and the longest-held: certificate id, pid,
+    for how long, and whether that process is still alive. Below, the responders marked down (one probe at
     a time goes to each until it answers). Exit 0, also when no process has
     used the locks yet (empty table).
     """
@@ -77,18 +80,19 @@ def read_stats(directory: Path) -> list[StripeStats]:
     try:
         return _read_stats(directory)
     except OSError as exc:
-        raise StripeStatsError(f"{directory / STATS_FILE}: cannot read: {exc.strerror or exc}") from None
+        raise LockStatsError(f"{directory / STATS_FILE}: cannot read: {exc.strerror or exc}") from None
 
 
 def _row(s: StripeStats, now: float) -> dict[str, Any]:
-    # A hold is added to the totals when it ends: the current one is not in them.
-    finished = s.acquisitions - (1 if s.holder_pid else 0)
+    # A hold is counted when it ends: those in progress are in s.holders, not in the totals.
+    finished = s.acquisitions
     return {
         **s.to_dict(),
         "contended_percent": round(100.0 * s.contended / s.acquisitions, 1) if s.acquisitions else 0.0,
         "avg_wait": s.total_wait / s.acquisitions if s.acquisitions else 0.0,
         "avg_hold": s.total_hold / finished if finished > 0 else 0.0,
         "held_for": max(0.0, now - s.holder_since) if s.holder_since else None,
+        "held": len(s.holders),
     }
 
 
@@ -108,7 +112,7 @@ def snapshot(directory: Any, stats: list[StripeStats], show_all: bool, now: floa
         "contended": contended,
         "contended_percent": round(100.0 * contended / acquisitions, 1) if acquisitions else 0.0,
         "max_wait": max((s.max_wait for s in stats), default=0.0),
-        "held": sum(1 for s in stats if s.holder_pid),
+        "held": sum(len(s.holders) for s in stats),
         "rows": [_row(s, now) for s in _shown(stats, show_all)],
     }
 
@@ -128,9 +132,9 @@ def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float)
     data = snapshot(directory, stats, show_all, now)
     table = Table(box=None, header_style="bold", pad_edge=False)
     headers = ("stripe", "acquired", "contended", "%", "avg wait", "max wait", "avg hold", "max hold",
-               "reentries", "holder", "pid", "held for", "alive")  # fmt: skip
+               "reentries", "held", "longest held", "pid", "held for", "alive")  # fmt: skip
     for name in headers:
-        table.add_column(name, justify="left" if name in ("holder", "alive") else "right", no_wrap=True)
+        table.add_column(name, justify="left" if name in ("longest held", "alive") else "right", no_wrap=True)
     for row in data["rows"]:
         holding = row["holder_pid"] is not None
         pct = row["contended_percent"]
@@ -144,6 +148,7 @@ def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float)
             _seconds(row["avg_hold"]),
             _seconds(row["max_hold"]),
             str(row["reentries"]),
+            str(row["held"]) if holding else "-",
             Text(row["holder_cert_id"] or "-"),
             str(row["holder_pid"]) if holding else "-",
             _seconds(row["held_for"]) if holding else "-",

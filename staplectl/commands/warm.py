@@ -4,8 +4,8 @@ What an operator runs before starting httpd, nginx or HAProxy (systemd
 ``ExecStartPre=``), so that the first handshakes after a restart are
 stapled without waiting on a responder. Each certificate goes through
 engine.fanout, the steps of ``Stapler.refresh`` with many in flight on one
-thread: its stripe, a second look in the cache, a fetch only when the
-staple is missing or due. What is fresh is left alone.
+thread: its fetch lock, a second look in the cache, a fetch only when
+the staple is missing or due. What is fresh is left alone.
 """
 
 from __future__ import annotations
@@ -35,10 +35,9 @@ from staplectl.targets import Problem, close_stapler, error_dict, start_loading,
 from staplectl.terminal import Terminal
 from staplectl.workers import Outcome, Team, outcome_of
 
-#: refreshes in flight: the default stripe count. One process keeps them
-#: all on one thread (engine.fanout), so more in flight costs little CPU;
-#: against a responder 20 ms away, fewer than about 40 could not be 30x a
-#: sequential fetcher
+#: refreshes in flight. One process keeps them all on one thread
+#: (engine.fanout), so more in flight costs little CPU; against a responder
+#: 20 ms away, fewer than about 40 could not be 30x a sequential fetcher
 DEFAULT_CONCURRENCY = 64
 
 
@@ -87,7 +86,7 @@ def warm(
     processes: Annotated[
         Optional[int],
         typer.Option("--processes", metavar="N", min=1, max=256, show_default=False,
-                     help="Worker processes, each with its share of --concurrency and of the stripes. "
+                     help="Worker processes, each with its share of --concurrency and of the certificates. "
                      "One is enough unless warm's own CPU is what limits it (a responder on "
                      "the same host, thousands of certificates). [default: 1]"),
     ] = None,
@@ -186,8 +185,8 @@ def _run(
     term: Terminal, stapler: Any, config: Any, source: Iterator[Leaf], files: int, concurrency: int, team: Team,
     force: bool, json_output: bool,
 ) -> list[Row]:
-    # Long enough to outlast one fetch by whoever holds the stripe (a
-    # prefetch service), whose own deadline is about ours.
+    # Long enough to outlast one fetch by whoever holds the certificate's
+    # fetch lock (a prefetch service), whose own deadline is about ours.
     lock_timeout = 2 * config.responder.timeout + 1
 
     progress = None

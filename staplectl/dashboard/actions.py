@@ -5,8 +5,8 @@ their outcomes back.
 
 A refresh goes through engine.fanout, the same path as ``warm`` (and the
 prefetch worker's ``Stapler.refresh`` underneath): the certificate's
-stripe (so it waits behind a worker fetching the same certificate, and
-shows in the lock figures), a second look in the cache, a validated
+fetch lock (so it waits behind a worker fetching the same certificate,
+and shows in the lock figures), a second look in the cache, a validated
 fetch, and a store that never replaces a valid staple with a failure.
 Each batch opens its own Stapler and closes it after: the local store
 keeps a connection per thread until it is closed, and the app's worker
@@ -61,7 +61,7 @@ def describe(outcomes: Sequence[Outcome]) -> str:
 class Refresher:
     def __init__(self, open_stapler: Callable[[], Stapler], *, lock_timeout: float, concurrency: int = 8) -> None:
         self._open = open_stapler
-        #: long enough to outlast one fetch by whoever holds the stripe (as warm)
+        #: long enough to outlast one fetch by whoever holds the certificate (as warm)
         self.lock_timeout = lock_timeout
         self.concurrency = concurrency
 
@@ -98,7 +98,7 @@ def _close(stapler: Stapler) -> None:
     try:
         stapler.locks.close()
     except RuntimeError:
-        pass  # a thread still holds a stripe (a fetch past its deadline): the process lets go at exit
+        pass  # a thread still holds a fetch lock (a fetch past its deadline): the process lets go at exit
 
 
 class InProcessPrefetch:

@@ -54,7 +54,7 @@ def make_app(
         stapler.clock = clock
         return stapler
 
-    # lock_timeout as warm's: long enough to outlast one fetch by whoever holds the stripe
+    # lock_timeout as warm's: long enough to outlast one fetch by whoever holds the certificate
     lock_timeout = 2 * config.responder.timeout + 1
     refresher = Refresher(engine, lock_timeout=lock_timeout, concurrency=config.prefetch.concurrency)
     worker = None

@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.stripe_stats import StripeStats
+from engine.lock_stats import StripeStats
 from staplectl import fmt
 from staplectl.dashboard.rows import FAILING, LABELS, STATES, STYLES, Counts, short_time
 from staplectl.dashboard.snapshot import Snapshot
@@ -153,7 +153,10 @@ def _percent(s: StripeStats) -> float:
 def lock_panel(
     snapshot: Snapshot, history: WaitHistory | None = None, names: Mapping[str, str] | None = None, rows: int = 6
 ) -> Group:
-    """The stripes worth a look: held now, or contended most; then totals and the wait history."""
+    """The stripes worth a look: with a certificate held now, or contended most; then totals and the wait history.
+
+    A stripe is a group of certificates for the figures; each certificate has its own lock.
+    """
     names = names or {}
     if snapshot.stripes_error:
         return Group(Text(f"stripe figures unreadable: {snapshot.stripes_error}", style="red"))
@@ -176,9 +179,10 @@ def lock_panel(
         holder, held_for = Text("-", style="dim"), "-"
         if s.holder_pid:
             who = names.get(s.holder_cert_id or "", s.holder_cert_id or "?")
-            holder = Text(f"{who} (pid {s.holder_pid})")
+            more = f" +{len(s.holders) - 1} more" if len(s.holders) > 1 else ""
+            holder = Text(f"{who} (pid {s.holder_pid}){more}")
             if not s.holder_alive:
-                holder = Text(f"CRASHED holder pid {s.holder_pid}: {who}", style="bold red")
+                holder = Text(f"CRASHED holder pid {s.holder_pid}: {who}{more}", style="bold red")
             held_for = _seconds(max(0.0, now - (s.holder_since or now)))
         waits = history.by_stripe.get(s.stripe, ()) if history else ()
         table.add_row(
@@ -190,7 +194,7 @@ def lock_panel(
     acquisitions = sum(s.acquisitions for s in stats)
     contended = sum(s.contended for s in stats)
     pct = 100.0 * contended / acquisitions if acquisitions else 0.0
-    held = sum(1 for s in stats if s.holder_pid)
+    held = sum(len(s.holders) for s in stats)
     summary = Text.assemble(
         (f"{len(stats)} stripes, {len(used)} used", ""),
         (f" ({len(used) - rows} more not shown)" if len(used) > rows else "", "dim"),

@@ -1,9 +1,9 @@
 """What the dashboard shows, read in one go: a plain ``Snapshot``.
 
 Reading and showing are kept apart (dolphie's collector and panels): the
-``Collector`` reads the cache, the prefetch worker's state and the stripe
-figures into a Snapshot, and the app only renders it. No textual and no
-rich here, so all of it is tested without a terminal.
+``Collector`` reads the cache, the prefetch worker's state and the fetch
+locks' figures (per stripe) into a Snapshot, and the app only renders it.
+No textual and no rich here, so all of it is tested without a terminal.
 
 The cache is read on ONE thread that the Collector owns, whoever calls
 ``collect``. The local store keeps one SQLite connection per thread and
@@ -39,7 +39,7 @@ from engine.providers import open_provider
 from engine.providers.base import Entry
 from engine.redact import redact
 from engine.state import CertState, Heartbeat, HistoryEntry, StateStore
-from engine.stripe_stats import StripeStats, read_stats
+from engine.lock_stats import StripeStats, read_stats
 from engine.validate import ValidationOptions
 
 

@@ -4,6 +4,7 @@ with nothing or something broken to read."""
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -13,33 +14,37 @@ import time
 
 import pytest
 
-from engine.stripe_stats import STATS_FILE
-from engine.stripes import DEFAULT_STRIPES, StripedLocks, stripe_of
-from tests.loopback import CONFIG_ALLOW
+from engine.fetchlocks import DEFAULT_STRIPES, FetchLocks, stripe_of
+from engine.lock_stats import STATS_FILE
 from tests.cli.conftest import _env, staplectl_path
+from tests.loopback import CONFIG_ALLOW
 from tests.test_inspection import sha1
 
 SPAWN = multiprocessing.get_context("spawn")
+
+
+def sha1_of_text(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
 PATIENCE = 30.0
 
 
-def hold_stripe(directory: str, cert_id: str, ready, release) -> None:
-    """In a child process: hold a certificate's stripe until told to let go."""
-    with StripedLocks(directory).hold(cert_id):
+def hold_certificate(directory: str, cert_id: str, ready, release) -> None:
+    """In a child process: hold a certificate's fetch lock until told to let go."""
+    with FetchLocks(directory).hold(cert_id):
         ready.set()
         release.wait(PATIENCE)
 
 
 class Holder:
-    """A child process holding one stripe."""
+    """A child process holding one certificate's fetch lock."""
 
     def __init__(self, directory, cert_id):
         self.ready, self.release = SPAWN.Event(), SPAWN.Event()
-        self.process = SPAWN.Process(target=hold_stripe, args=(str(directory), cert_id, self.ready, self.release))
+        self.process = SPAWN.Process(target=hold_certificate, args=(str(directory), cert_id, self.ready, self.release))
 
     def __enter__(self):
         self.process.start()
-        assert self.ready.wait(PATIENCE), "the child never took the stripe"
+        assert self.ready.wait(PATIENCE), "the child never took the lock"
         return self
 
     def __exit__(self, *exc):
@@ -89,6 +94,23 @@ def test_holder_in_another_process(cli, home, pki):
     assert row["holder_pid"] is None and row["acquisitions"] == 1
 
 
+def test_two_certificates_of_one_stripe_held_at_once_are_both_shown(cli, home):
+    directory = home / "locks"
+    first = sha1_of_text("first")
+    second = next(c for c in (sha1_of_text(f"n{n}") for n in range(10_000))
+                  if stripe_of(c, DEFAULT_STRIPES) == stripe_of(first, DEFAULT_STRIPES))  # fmt: skip
+    with Holder(directory, first) as one, Holder(directory, second) as two:
+        data = cli("locks", "--json").json()
+        row = row_of(data, first)
+        assert data["held"] == 2 and row["held"] == 2
+        assert [(h["cert_id"], h["pid"], h["alive"]) for h in row["holders"]] == [
+            (first, one.process.pid, True), (second, two.process.pid, True),
+        ]  # fmt: skip
+        assert row["holder_cert_id"] == first  # the longest held
+        line = next(line for line in cli("locks").stdout.splitlines() if first in line)
+        assert " 2 " in line
+
+
 def test_a_killed_holder_is_shown_as_crashed(cli, home, pki):
     directory = home / "locks"
     cert_id = sha1(pki.other)
@@ -106,7 +128,7 @@ def test_contention_is_counted(cli, home, pki):
     cert_id = sha1(pki.good)
     waited = []
     with Holder(directory, cert_id) as holder:
-        locks = StripedLocks(directory)
+        locks = FetchLocks(directory)
 
         def wait_for_it():
             with locks.hold(cert_id, timeout=PATIENCE) as held:
@@ -137,7 +159,7 @@ def test_a_broken_stats_file_names_the_file(cli, home):
     (home / "locks" / STATS_FILE).write_bytes(b"not stats")
     ran = cli("locks")
     assert ran.exit_code == 3
-    assert f"{home / 'locks' / STATS_FILE}: not a stripe stats file" in ran.stderr
+    assert f"{home / 'locks' / STATS_FILE}: not a fetch lock stats file" in ran.stderr
 
 
 def test_lock_directory_from_the_configuration(cli, tmp_path, pki):
@@ -160,7 +182,7 @@ def test_bad_interval(cli, interval):
 
 
 def test_watch_until_ctrl_c_exits_0(home, pki):
-    with StripedLocks(home / "locks").hold(sha1(pki.good)):
+    with FetchLocks(home / "locks").hold(sha1(pki.good)):
         pass
     env = dict(os.environ)
     env.update(_env())

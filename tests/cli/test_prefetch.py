@@ -98,6 +98,7 @@ def test_service_renews_reloads_serves_metrics_and_stops(service, pki, responder
     assert f'staplectl_staple_seconds_until_next_update{{cert="{first.chain_path}",cert_sha1="{cert_id}"}}' in body
     assert "staplectl_fetch_success_total" in body
     assert "staplectl_stripe_acquisitions_total{stripe=" in body
+    assert "\nstaplectl_fetch_locks_held " in body
 
     # SIGHUP: a new certificate in the file is picked up without a restart
     write_config(config, [first.chain_path, second.chain_path], '[prefetch]\nmin_delay = "1s"\njitter = 0\n')

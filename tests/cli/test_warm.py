@@ -371,7 +371,7 @@ class TestEngineChangesForWarm:
 
 def leaves_for_two_workers(pki, count=6):
     """Fresh leaves whose stripes (of the default 64) fall to both of two workers."""
-    from engine.stripes import stripe_of
+    from engine.fetchlocks import stripe_of
 
     leaves, parities = [], set()
     while len(leaves) < count or parities != {0, 1}:

@@ -24,7 +24,7 @@ from engine.certs import Leaf
 from engine.providers.base import Entry
 from engine.providers.layout import FLAG_VALID
 from engine.state import CertState, Heartbeat, HistoryEntry
-from engine.stripe_stats import StripeStats
+from engine.lock_stats import Holder, StripeStats
 from staplectl.dashboard.snapshot import Snapshot, build_items
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, 0, tzinfo=dt.timezone.utc)
@@ -180,13 +180,11 @@ def stripes(step: int = 0) -> tuple[StripeStats, ...]:
     """64 stripes, three of them used; ``step`` makes the counters of a later read."""
     def s(n: int, **fields) -> StripeStats:
         return StripeStats(stripe=n, acquisitions=0, contended=0, reentries=0, total_wait=0.0, max_wait=0.0,
-                           total_hold=0.0, max_hold=0.0, holder_cert_id=None, holder_pid=None,
-                           holder_since=None, holder_alive=False, **fields)  # fmt: skip
+                           total_hold=0.0, max_hold=0.0, **fields)  # fmt: skip
 
     used = {
         3: dict(acquisitions=120 + 4 * step, contended=14 + 2 * step, total_wait=WAITS[step], max_wait=3.2,
-                total_hold=60.0, max_hold=10.0, holder_cert_id=LEAVES["shop"].cert_id, holder_pid=PID,
-                holder_since=T - 6, holder_alive=True),
+                total_hold=60.0, max_hold=10.0, holders=(Holder(LEAVES["shop"].cert_id, PID, T - 6, 3, True),)),
         17: dict(acquisitions=40 + step, contended=0, total_wait=0.002, max_wait=0.001, total_hold=4.0, max_hold=0.3),
         42: dict(acquisitions=8 + step, contended=1, total_wait=0.2 + 0.1 * step, max_wait=0.2,
                  total_hold=1.0, max_hold=0.2),

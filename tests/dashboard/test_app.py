@@ -26,8 +26,8 @@ from engine.errors import CacheURIError, InputError
 from engine.inspection import cert_sha1
 from engine.sources import CertSpec, load_all
 from engine.state import StateStore
-from engine.stripe_stats import read_stats
-from engine.stripes import stripe_of
+from engine.lock_stats import read_stats
+from engine.fetchlocks import stripe_of
 from staplectl.config import Config
 from staplectl.dashboard.app import DashboardApp, RefreshDone
 from staplectl.dashboard.factory import make_app

@@ -202,7 +202,7 @@ def test_lock_panel_highlights_contention_and_names_the_holder(snap):
     table = lock_panel(snap, history, names).renderables[0]
     percent = table.columns[2]._cells
     assert [c.style for c in percent] == ["bold red", "bold red", ""]  # 11.7 %, 12.5 %, 0 %
-    crashed = replace(snap, stripes=tuple(replace(s, holder_alive=False) if s.holder_pid else s for s in snap.stripes))
+    crashed = replace(snap, stripes=tuple(replace(s, holders=tuple(replace(h, alive=False) for h in s.holders)) for s in snap.stripes))
     assert "CRASHED holder pid 4242" in text_of(lock_panel(crashed, history, names))
 
 
