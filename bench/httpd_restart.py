@@ -15,7 +15,7 @@ handshake at the same moment (one client thread per vhost):
   staplectl warm  `staplectl warm --cache ...` run before the start, while
                   the responder still answers; then it hangs
 
-DESIGN.md section 5's target: after warm, every first handshake stapled
+The target in docs/design.md ("Targets"): after warm, every first handshake stapled
 with the response staplectl stored, each under 50 ms; httpd alone takes
 about k x --timeout for the k-th certificate. The "alone" run lasts about
 N x --timeout (60 s for the defaults): --alone-vhosts M runs it with the

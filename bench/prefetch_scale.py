@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""100,000 certificates in one prefetch worker (DESIGN.md 5, "Scale").
+"""100,000 certificates in one prefetch worker (docs/design.md, "Targets": scale).
 
 Generates N leaves (one EC key shared by all, one issuer) as PEM chain files
 in a temporary directory, and pre-fills the local store with a current,

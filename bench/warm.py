@@ -21,7 +21,7 @@ measured:
                    flight as warm may (its --concurrency)
 
 and once, warm's start-up and exit: a warm of one certificate. Then the
-two targets of DESIGN.md section 5, each at one delay and one
+two targets of docs/design.md ("Targets"), each at one delay and one
 number of requests in flight: warm at least 30x the openssl loop, and at
 least 80 % of the responder's capacity. Warm and the capacity loop run
 --repeat times (default 3) at each point; the verdict sets warm's median

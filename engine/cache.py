@@ -1,4 +1,4 @@
-"""The engine's view of a cache provider (DESIGN.md 2.1).
+"""The engine's view of a cache provider (docs/design.md, "Providers and the cache mutex").
 
 Two jobs, nothing else:
 

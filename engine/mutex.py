@@ -1,4 +1,4 @@
-"""The engine's cache mutex (DESIGN.md 2.1).
+"""The engine's cache mutex (docs/design.md, "Providers and the cache mutex").
 
 Taken around one read or write of a provider that is not safe for
 concurrent use on its own (a dbm file), the way httpd's socache_dbm is

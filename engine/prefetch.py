@@ -1,4 +1,4 @@
-"""The prefetch worker (DESIGN.md 2.3): renew every staple before it lapses.
+"""The prefetch worker (docs/design.md, "The prefetch worker"): renew every staple before it lapses.
 
 One worker keeps up to 100,000 certificates fresh with a fixed number of
 threads: a dispatcher that sleeps on a condition until the earliest due

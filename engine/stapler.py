@@ -1,4 +1,4 @@
-"""The request path and refreshes under the striped fetch locks (DESIGN.md 2.4).
+"""The request path and refreshes under the fetch locks (docs/design.md, "The request path").
 
 ``Stapler.staple(leaf)`` is what a handshake would call. It reads the cache
 without taking any fetch lock, and in the common case returns at once.

@@ -1,4 +1,4 @@
-"""The request path and refreshes under the striped locks (DESIGN.md 2.4)."""
+"""The request path and refreshes under the fetch locks (docs/design.md, "The request path")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The cache provider interface (DESIGN.md 2.1).
+"""The cache provider interface (docs/design.md, "Providers and the cache mutex").
 
 Small on purpose, like dogpile.cache's CacheBackend: get, get_many, set,
 set_many, set_meta, delete, entries, close. Entries are keyed by the

@@ -1,4 +1,4 @@
-"""httpd's stapling cache layout, shared by memcached and redis (DESIGN.md 3).
+"""httpd's stapling cache layout, shared by memcached and redis (docs/design.md, "Where the cache meets real servers").
 
 mod_ssl (2.4.44 and later) stores each staple under
 ``mod_ssl-staple:<lower-case sha1 hex of the leaf DER>``; 2.4.5 to 2.4.43

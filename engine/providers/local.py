@@ -1,4 +1,4 @@
-"""The embedded default store: one SQLite file (DESIGN.md 2.1).
+"""The embedded default store: one SQLite file (docs/design.md, "The local store and SQLite's locks").
 
 Why SQLite: its transactions make the store safe for the prefetch service,
 a one-shot ``fetch`` and the dashboard writing at once, and a crash in the

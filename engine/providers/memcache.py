@@ -1,4 +1,4 @@
-"""memcached, in httpd's own layout (DESIGN.md 3).
+"""memcached, in httpd's own layout (docs/design.md, "Where the cache meets real servers").
 
 A staple stored here is one httpd's ``SSLStaplingCache memcache:...`` reads,
 and one httpd stored is one we read: key ``mod_ssl-staple:<sha1hex>``, value

@@ -1,4 +1,4 @@
-"""redis, in httpd's own layout (DESIGN.md 3).
+"""redis, in httpd's own layout (docs/design.md, "Where the cache meets real servers").
 
 The same keys and values as memcached (``mod_ssl-staple:<sha1hex>``, flag
 byte + DER) and the same apr-util sharding over several servers, so that

@@ -1,7 +1,7 @@
 """httpd's cache layout spread over several servers (memcached, redis).
 
 What memcache.py and redis.py share: which server holds a key (apr-util's
-choice, DESIGN.md 3), and how the raw values of a staple key and a metadata
+choice, docs/design.md), and how the raw values of a staple key and a metadata
 key become an Entry.
 
 Each key is placed on its own: the metadata key goes where apr-util would

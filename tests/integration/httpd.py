@@ -24,7 +24,7 @@ MODULES_DIR = Path("/usr/lib/apache2/modules")
 
 #: stapling defaults for the tests: a responder that hangs costs 5 s, never
 #: the default 10 s; FakeTryLater off unless a test asks for httpd's fake
-#: tryLater entries (DESIGN.md 3)
+#: tryLater entries (docs/design.md, "Where the cache meets real servers")
 STAPLING_DEFAULTS = {
     "SSLStaplingResponderTimeout": "5",
     "SSLStaplingFakeTryLater": "off",

@@ -231,7 +231,7 @@ def test_inspect_shows_httpd_entries_and_warm_replaces_the_bad_ones(memcache, oc
 
 def test_mod_md_staples_what_export_wrote_in_its_store(ocsp, leaves, run, httpd, memcache, tmp_path):
     """mod_md (MDStapling on) keeps staples as JSON files and reads them at
-    start (DESIGN.md 3): what `staplectl export --mod-md` writes there is
+    start (docs/design.md): what `staplectl export --mod-md` writes there is
     stapled on the first handshake, without asking the responder."""
     [leaf] = leaves("md")
     store_dir = tmp_path / "md-store"
