@@ -118,7 +118,8 @@ class ScriptedResponder:
 
     POST (DER body) and GET (RFC 5019: URL-encoded base64 DER in the path).
     `request_count`, `requests_for(serial)`, `last_request` (parsed OCSPRequest,
-    None if the last one did not parse) and `last_method` record traffic.
+    None if the last one did not parse), `last_method` and `max_in_flight` (the
+    most requests being answered at once) record traffic.
     """
 
     def __init__(self, pki: PKI | None = None, *, port: int = 0) -> None:
@@ -129,6 +130,11 @@ class ScriptedResponder:
         self._scripts: dict[int, Behaviour] = {}
         self._counts: dict[int, int] = {}
         self._total = 0
+        # requests being answered, of those since the last reset (a request
+        # told to hang in an earlier test stays out until stop())
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._generation = 0
         self._lock = threading.Lock()
         # Set by stop(): hanging and delayed handlers wait on it, so stop() never
         # waits for a request that a test told to hang.
@@ -190,9 +196,15 @@ class ScriptedResponder:
         with self._lock:
             return self._counts.get(_serial(serial), 0)
 
+    @property
+    def max_in_flight(self) -> int:
+        with self._lock:
+            return self._max_in_flight
+
     def reset_counts(self) -> None:
         with self._lock:
-            self._total = 0
+            self._total = self._max_in_flight = self._in_flight = 0
+            self._generation += 1
             self._counts.clear()
 
     def reset(self) -> None:
@@ -200,13 +212,19 @@ class ScriptedResponder:
         with self._lock:
             self.default = Behaviour()
             self._scripts.clear()
-            self._total = 0
+            self._total = self._max_in_flight = self._in_flight = 0
+            self._generation += 1
             self._counts.clear()
             self.last_request = self.last_method = None
 
     # -- called from handler threads ---------------------------------------
 
-    def _record(self, method: str, der: bytes | None) -> tuple[ocsp.OCSPRequest | None, Behaviour]:
+    def _done(self, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._in_flight -= 1
+
+    def _record(self, method: str, der: bytes | None) -> tuple[ocsp.OCSPRequest | None, Behaviour, int]:
         request = None
         if der is not None:
             try:
@@ -216,13 +234,15 @@ class ScriptedResponder:
                 request = None
         with self._lock:
             self._total += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
             self.last_method = method
             self.last_request = request
             if request is None:
-                return None, self.default
+                return None, self.default, self._generation
             serial = request.serial_number
             self._counts[serial] = self._counts.get(serial, 0) + 1
-            return request, self._scripts.get(serial, self.default)
+            return request, self._scripts.get(serial, self.default), self._generation
 
     def _answer(self, request: ocsp.OCSPRequest | None, behaviour: Behaviour) -> bytes:
         if behaviour.body is not None:
@@ -332,7 +352,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _respond(self, method: str, der: bytes | None) -> None:
         responder = self.server.responder
-        request, behaviour = responder._record(method, der)
+        request, behaviour, generation = responder._record(method, der)
+        try:
+            self._answer(responder, request, behaviour)
+        finally:
+            responder._done(generation)
+
+    def _answer(self, responder: ScriptedResponder, request: ocsp.OCSPRequest | None, behaviour: Behaviour) -> None:
         stopping = responder._stopping
         if behaviour.hang:
             stopping.wait()

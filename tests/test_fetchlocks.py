@@ -40,6 +40,7 @@ from engine.lock_stats import (
     process_alive,
     process_start,
 )
+from tests.blocked import wait_for_blocked_lock
 
 FORK = multiprocessing.get_context("fork")
 SPAWN = multiprocessing.get_context("spawn")
@@ -151,24 +152,6 @@ def child_hold_many(directory: str, cert_ids: list[str], go, rounds: int) -> Non
             for cert_id in cert_ids:
                 with locks.hold(cert_id):
                     pass
-
-
-def wait_for_blocked_ofd_lock(path: Path) -> None:
-    """Until /proc/locks shows someone blocked on an OFD lock of ``path``.
-
-    OFD locks show no pid there (they belong to no process): the test has
-    one waiter only.
-    """
-    inode = os.stat(path).st_ino
-    for _ in range(1_000_000):
-        with open("/proc/locks") as handle:
-            for line in handle:
-                fields = line.split()
-                if "->" in fields and fields[fields.index("->") + 1] == "OFDLCK":
-                    if int(fields[-3].rsplit(":", 1)[1]) == inode:
-                        return
-        os.sched_yield()
-    raise AssertionError(f"no one ever blocked on {path}")
 
 
 # -- the mapping ----------------------------------------------------------------------
@@ -385,7 +368,7 @@ def test_a_waiting_process_gets_the_certificate_when_its_holder_lets_go(locks: F
     try:
         assert held.wait(PATIENCE)
         waiter.start()
-        wait_for_blocked_ofd_lock(lock_dir / LOCK_FILE)
+        wait_for_blocked_lock(lock_dir / LOCK_FILE, "OFDLCK")
     finally:
         release.set()
         waiter.join(PATIENCE)

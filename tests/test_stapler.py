@@ -137,11 +137,15 @@ class TestStallIsolation:
         assert [s.holder_cert_id for s in stapler.locks.stats()] == [hanging.cert_id]  # still out
 
     def test_hanging_responder_bounded_by_the_budget(self, tmp_path, pki, responder):
-        stapler = make_stapler(tmp_path, request_budget=0.4)
+        # A responder timeout of 30 s: only the budget can end the fetch in 0.4.
+        stapler = make_stapler(tmp_path, request_budget=0.4, timeout=30)
         responder.script(pki.good, Behaviour(hang=True))
         result = stapler.staple(load_leaf(pki.good.chain_path))
         assert result.staple is None
         assert result.error.reason == "timeout"
+        # the fetch was given what was left of the budget, not the responder timeout
+        within = float(str(result.error).split("within ", 1)[1].split(" s", 1)[0])
+        assert 0 < within <= 0.4
 
 
 def _wait_for(condition, timeout=10.0):
@@ -200,6 +204,19 @@ class TestWhatIsServed:
         result = stapler.staple(leaf)
         assert result.source == "fetched"  # replaced by a genuine one
         assert stapler.cached(leaf).der != der
+
+    def test_an_entry_whose_signature_does_not_verify_is_not_served(self, tmp_path, pki, responder):
+        # The issuer's own response, one bit of its signature flipped: only
+        # the signature check on the read can refuse it.
+        stapler = make_stapler(tmp_path, request_budget=0.3)
+        leaf = load_leaf(pki.good.chain_path)
+        responder.script(pki.good, Behaviour(corrupt_signature=True))
+        bad = post(responder.url, build_request(leaf).der, TRANSPORT)
+        stapler.cache.set(leaf.cert_id, bad, 3600)  # planted, as anyone who can write a shared cache could
+        responder.script(pki.good, Behaviour(hang=True))
+        result = stapler.staple(leaf)
+        assert result.staple is None and result.source == "none"
+        assert stapler.cached(leaf) is None
 
     def test_httpd_error_entry_is_not_served(self, tmp_path, pki, responder):
         stapler = make_stapler(tmp_path)

@@ -114,3 +114,23 @@ def test_the_dashboard_never_opens_a_path_from_a_shared_cache(pki, memcached, tm
         collector.close()
     item = next(i for i in snapshot.items if i.cert_id == sha1(victim))
     assert item.leaf is None and f"metadata names {fifo}, not opened" in item.note
+
+
+def test_a_staple_with_a_bad_signature_in_a_shared_cache_is_never_served_checked_or_exported(cli, pki, memcached,
+                                                                                              tmp_path):
+    # The issuer's own response with one bit of its signature flipped: every
+    # field is right, only the signature check can refuse it.
+    uri = f"memcache://{memcached.host}:{memcached.port}"
+    [victim] = leaves(pki, 1)
+    Client(memcached.address).set(f"mod_ssl-staple:{sha1(victim)}", b"\x01" + response_der(pki, victim, corrupt=True),
+                                  expire=600)  # fmt: skip
+    checked = cli("check", str(victim.chain_path), "--cache", uri)
+    assert checked.exit_code == 2, checked.stdout + checked.stderr  # CRITICAL: no usable staple
+    assert "CRITICAL" in checked.stdout
+    out = tmp_path / "nginx"
+    out.mkdir()
+    exported = cli("export", "--nginx", str(out), str(victim.chain_path), "--cache", uri)
+    assert exported.exit_code == 3, exported.stderr
+    assert list(out.iterdir()) == []
+    inspected = cli("inspect", str(victim.chain_path), "--cache", uri, "--json").json()
+    assert inspected["validation"]["ok"] is False and "signature" in inspected["validation"]["problem"]

@@ -22,6 +22,7 @@ from engine.mutex import CacheMutex
 from engine.providers.base import NO_ENTRY, StapleWrite
 from engine.providers.dbmfile import DbmProvider
 from engine.providers.local import LocalProvider
+from tests.blocked import wait_for_blocked_lock, wait_until_blocked_at
 from tests.providers.contract import ProviderContract, cert_id, der_for
 
 
@@ -200,7 +201,8 @@ def test_mutex_excludes_threads(tmp_path: Path) -> None:
         thread = threading.Thread(target=other)
         thread.start()
         # flock alone would let the thread in: it shares this process's lock file
-        assert not entered.wait(0.2)
+        assert wait_until_blocked_at(thread, "self.thread_lock.acquire()", unless=entered)
+        assert not entered.is_set()
     thread.join(timeout=5)
     assert entered.is_set()
     assert not first.held
@@ -225,7 +227,8 @@ def test_mutex_excludes_other_processes(tmp_path: Path) -> None:
         done = threading.Event()
         reader = threading.Thread(target=lambda: (cache.get(cert_id(1)), done.set()))
         reader.start()
-        assert not done.wait(0.2), "the read did not wait for the other process's mutex"
+        wait_for_blocked_lock(Path(path), "FLOCK")  # the read waits in the kernel for the other process
+        assert not done.is_set(), "the read did not wait for the other process's mutex"
         release.set()
         assert done.wait(timeout=10)
         reader.join()
