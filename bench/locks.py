@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.fetchlocks import FetchLocks  # noqa: E402
+from engine.locks.fetchlocks import FetchLocks  # noqa: E402
 
 
 def main() -> int:

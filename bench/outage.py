@@ -53,14 +53,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.cache import Cache  # noqa: E402
-from engine.certs import load_leaf  # noqa: E402
-from engine.fetch import FetchOptions  # noqa: E402
-from engine.fetchlocks import FetchLocks  # noqa: E402
-from engine.health import ResponderHealth  # noqa: E402
-from engine.providers import open_provider  # noqa: E402
-from engine.stapler import Stapler, StaplerOptions  # noqa: E402
-from engine.transport import TransportOptions  # noqa: E402
+from engine.store.cache import Cache  # noqa: E402
+from engine.ocsp.certs import load_leaf  # noqa: E402
+from engine.responders.fetch import FetchOptions  # noqa: E402
+from engine.locks.fetchlocks import FetchLocks  # noqa: E402
+from engine.responders.health import ResponderHealth  # noqa: E402
+from engine.store.providers import open_provider  # noqa: E402
+from engine.refresh.stapler import Stapler, StaplerOptions  # noqa: E402
+from engine.responders.transport import TransportOptions  # noqa: E402
 from bench.warm import issue_leaves  # noqa: E402
 from tests.loopback import CONFIG_ALLOW, LOOPBACK  # noqa: E402
 from tests.pki import PKI  # noqa: E402

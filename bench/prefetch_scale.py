@@ -8,7 +8,7 @@ is needed (the leaves' AIA points at a closed port: a fetch would fail).
 Generation runs in a child process, so that its objects do not count in
 the peak RSS measured here. Then, in this process:
 
-  sources    engine.sources.load_all of the directory (read, parse, find the issuer)
+  sources    engine.ocsp.certfiles.load_all of the directory (read, parse, find the issuer)
   load       PrefetchWorker.load of the leaves (schedule + put_many of the state)
   run_due    the first run_due(): every certificate looked at, all "fresh"
   idle CPU   CPU time of this process over --idle seconds with the worker started
@@ -42,13 +42,13 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509 import ocsp  # noqa: E402
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID  # noqa: E402
 
-from engine.cache import Cache  # noqa: E402
-from engine.prefetch import PrefetchWorker, WorkerOptions  # noqa: E402
-from engine.providers import open_provider  # noqa: E402
-from engine.sources import CertSpec, load_all  # noqa: E402
-from engine.stapler import Stapler  # noqa: E402
-from engine.state import StateStore  # noqa: E402
-from engine.fetchlocks import FetchLocks  # noqa: E402
+from engine.store.cache import Cache  # noqa: E402
+from engine.refresh.prefetch import PrefetchWorker, WorkerOptions  # noqa: E402
+from engine.store.providers import open_provider  # noqa: E402
+from engine.ocsp.certfiles import CertSpec, load_all  # noqa: E402
+from engine.refresh.stapler import Stapler  # noqa: E402
+from engine.refresh.worker_state import StateStore  # noqa: E402
+from engine.locks.fetchlocks import FetchLocks  # noqa: E402
 
 #: nothing listens here: a fetch in this benchmark would be a bug
 DEAD_URL = "http://127.0.0.1:9/"

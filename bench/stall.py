@@ -7,7 +7,7 @@ local store and on a real memcached, all in one run:
 
   (a) old mod_ssl: one global mutex held across lookup and fetch
   (b) httpd 2.4 today: lock-free cache reads, ONE refresh mutex, second look
-  (c) per-certificate fetch locks (engine.stapler)
+  (c) per-certificate fetch locks (engine.refresh.stapler)
   (d) per-certificate fetch locks with the prefetch worker running
 
 Beside the lookups, one thread keeps fetching certificates of a healthy
@@ -34,14 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.cache import Cache  # noqa: E402
-from engine.certs import Leaf, load_leaf  # noqa: E402
+from engine.store.cache import Cache  # noqa: E402
+from engine.ocsp.certs import Leaf, load_leaf  # noqa: E402
 from engine.errors import StapleError  # noqa: E402
-from engine.fetch import FetchOptions, fetch, store  # noqa: E402
-from engine.providers import open_provider  # noqa: E402
-from engine.stapler import Lookup, Stapler, StaplerOptions  # noqa: E402
-from engine.fetchlocks import FetchLocks  # noqa: E402
-from engine.transport import TransportOptions  # noqa: E402
+from engine.responders.fetch import FetchOptions, fetch, store  # noqa: E402
+from engine.store.providers import open_provider  # noqa: E402
+from engine.refresh.stapler import Lookup, Stapler, StaplerOptions  # noqa: E402
+from engine.locks.fetchlocks import FetchLocks  # noqa: E402
+from engine.responders.transport import TransportOptions  # noqa: E402
 from tests.loopback import LOOPBACK  # noqa: E402
 from tests.pki import PKI  # noqa: E402
 from tests.responder import Behaviour, ScriptedResponder  # noqa: E402
@@ -223,7 +223,7 @@ def main() -> None:
                     stapler.refresh(leaf)
                 worker = None
                 if with_worker:
-                    from engine.prefetch import PrefetchWorker
+                    from engine.refresh.prefetch import PrefetchWorker
 
                     worker = PrefetchWorker(stapler)
                     worker.load(cached_leaves + hanging_leaves)

@@ -67,7 +67,7 @@ class ResponderUnreachableError(FetchError):
 
 
 class ResponderAddressError(FetchError):
-    """The responder resolves only to addresses the policy refuses (engine.addresses)."""
+    """The responder resolves only to addresses the policy refuses (engine.responders.addresses)."""
 
     reason = "refused_address"
     temporary = False

@@ -18,17 +18,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engine.addresses import parse_allow
+from engine.responders.addresses import parse_allow
 from engine.bounds import BOUNDS, OutOfBoundsError, check
 from engine.durations import format_duration, parse_duration
 from engine.errors import InputError
-from engine.freshness import DEFAULT_POLICY, FreshnessPolicy
+from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy
 from engine.paths import state_dir
-from engine.providers import default_cache_uri
-from engine.sources import CertSpec
-from engine.fetchlocks import DEFAULT_STRIPES
-from engine.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT
-from engine.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW
+from engine.store.providers import default_cache_uri
+from engine.ocsp.certfiles import CertSpec
+from engine.locks.fetchlocks import DEFAULT_STRIPES
+from engine.responders.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT
+from engine.ocsp.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW
 
 
 class ConfigError(InputError):
@@ -46,7 +46,7 @@ class Locks:
 
 @dataclass
 class Prefetch:
-    # the freshness defaults live in one place: engine.freshness
+    # the freshness defaults live in one place: engine.refresh.freshness
     enabled: bool = True
     renew_fraction: float = DEFAULT_POLICY.renew_fraction
     min_delay: float = DEFAULT_POLICY.min_delay
@@ -69,7 +69,7 @@ class Responder:
     get: bool = False
     check_not_after: bool = False
     #: networks a responder may be in although they are refused by default
-    #: (loopback, private, link-local...: engine.addresses)
+    #: (loopback, private, link-local...: engine.responders.addresses)
     allow: list[str] = field(default_factory=list)
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from engine.clock import Clock
 from engine.errors import STORE_DOWN_REASONS
-from engine.prefetch import WorkerEvent
-from engine.state import StateStore, StateStoreError
-from engine.lock_stats import read_stats
+from engine.refresh.prefetch import WorkerEvent
+from engine.refresh.worker_state import StateStore, StateStoreError
+from engine.locks.stats import read_stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
-from engine.staple import Staple
+from engine.ocsp.staple import Staple
 
 GROUP = "other"
 

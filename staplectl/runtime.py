@@ -3,15 +3,15 @@ every command (and the dashboard)."""
 
 from __future__ import annotations
 
-from engine.addresses import parse_allow
-from engine.cache import Cache
-from engine.fetch import FetchOptions
-from engine.health import ResponderHealth
-from engine.providers import open_provider
-from engine.stapler import Stapler, StaplerOptions
-from engine.fetchlocks import FetchLocks
-from engine.transport import TransportOptions
-from engine.validate import ValidationOptions
+from engine.responders.addresses import parse_allow
+from engine.store.cache import Cache
+from engine.responders.fetch import FetchOptions
+from engine.responders.health import ResponderHealth
+from engine.store.providers import open_provider
+from engine.refresh.stapler import Stapler, StaplerOptions
+from engine.locks.fetchlocks import FetchLocks
+from engine.responders.transport import TransportOptions
+from engine.ocsp.validate import ValidationOptions
 from staplectl.config import Config
 
 

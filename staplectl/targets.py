@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.cache import Cache
-from engine.certs import Leaf
+from engine.store.cache import Cache
+from engine.ocsp.certs import Leaf
 from engine.errors import InputError, StapleError
-from engine.providers import open_provider
-from engine.sources import CertSpec, Loading
-from engine.stapler import Stapler
-from engine.transport import check_url
+from engine.store.providers import open_provider
+from engine.ocsp.certfiles import CertSpec, Loading
+from engine.refresh.stapler import Stapler
+from engine.responders.transport import check_url
 from staplectl.config import Config
 from staplectl.runtime import fetch_options
 
@@ -114,7 +114,7 @@ def load_targets(
 ) -> Targets:
     """Load every certificate (see start_loading and targets_of).
 
-    ``on_files``: see engine.sources.load_all.
+    ``on_files``: see engine.ocsp.certfiles.load_all.
     """
     loading = start_loading(paths, issuer, url, config)
     if on_files is not None:

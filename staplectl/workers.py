@@ -2,10 +2,10 @@
 
 Validation, the store and the HTTP exchanges all run under the GIL, so one
 process refreshing certificates uses one core at most. That is enough
-against a responder across a network (one engine.fanout keeps 64
+against a responder across a network (one engine.refresh.fanout keeps 64
 exchanges in flight with CPU to spare), so warm runs in one process unless
 asked for more (``--processes``). Then a ``Team`` of worker processes (``python -m staplectl.workers``)
-each runs its own engine.fanout over the same cache and fetch locks (the
+each runs its own engine.refresh.fanout over the same cache and fetch locks (the
 locks are open file description locks and the local store is SQLite,
 both safe across processes), and the parent gathers what each
 certificate came to. The parent keeps everything an operator sees: the
@@ -55,13 +55,13 @@ from typing import Any, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.certs import Leaf
+from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK
 from engine.errors import StapleError, UnexpectedError
-from engine.fanout import Fanout
-from engine.staple import Staple
-from engine.stapler import Refresh
-from engine.fetchlocks import stripe_of
+from engine.refresh.fanout import Fanout
+from engine.ocsp.staple import Staple
+from engine.refresh.stapler import Refresh
+from engine.locks.fetchlocks import stripe_of
 from staplectl.runtime import open_stapler
 from staplectl.targets import close_stapler
 
@@ -92,7 +92,7 @@ class ReportedError(StapleError):
 
 
 def outcome_of(stapler: Any, leaf: Leaf, result: Refresh | StapleError) -> Outcome:
-    """What engine.fanout's result for a certificate shows in warm's table."""
+    """What engine.refresh.fanout's result for a certificate shows in warm's table."""
     if isinstance(result, StapleError):
         return failed(stapler, leaf, result)
     return Outcome(result.staple, result.action)
@@ -216,7 +216,7 @@ class Team:
     """The worker processes of one warm.
 
     Started as soon as the number of certificate files is known
-    (``start_for``, engine.sources.load_all's ``on_files``), so that they
+    (``start_for``, engine.ocsp.certfiles.load_all's ``on_files``), so that they
     start up while the parent still loads the certificates; given those
     once loaded (``refresh``); always ``stop``-ped.
     """

@@ -1,4 +1,4 @@
-"""The tests' responders listen on loopback, which engine.addresses refuses
+"""The tests' responders listen on loopback, which engine.responders.addresses refuses
 by default: their options allow it, as an operator's responder.allow would."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from engine.addresses import parse_allow
-from engine.fetch import FetchOptions
-from engine.transport import TransportOptions
+from engine.responders.addresses import parse_allow
+from engine.responders.fetch import FetchOptions
+from engine.responders.transport import TransportOptions
 
 LOOPBACK = parse_allow(["loopback"])
 #: what a test passes for "the default options", loopback allowed

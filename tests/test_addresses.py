@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.addresses import parse_allow, refusal
-from engine.certs import load_leaf
+from engine.responders.addresses import parse_allow, refusal
+from engine.ocsp.certs import load_leaf
 from engine.errors import ResponderAddressError
-from engine.fetch import FetchOptions, fetch
-from engine.transport import TransportOptions, post
+from engine.responders.fetch import FetchOptions, fetch
+from engine.responders.transport import TransportOptions, post
 from tests.test_fanout import run
 from tests.test_stapler import make_stapler
 

@@ -15,19 +15,19 @@ import time
 
 import pytest
 
-from engine.cache import Cache
-from engine.store_watch import StoreWatch, says_cache_worked
-from engine.certs import load_leaf
+from engine.store.cache import Cache
+from engine.store.outages import StoreWatch, says_cache_worked
+from engine.ocsp.certs import load_leaf
 from engine.clock import FrozenClock
 from engine.errors import CacheUnavailableError, ResponderTimeoutError
-from engine.fetch import FetchOptions
-from engine.freshness import FreshnessPolicy
-from engine.prefetch import PrefetchWorker, WorkerEvent
-from engine.providers import open_provider
-from engine.stapler import Stapler
-from engine.state import StateStore
-from engine.fetchlocks import FetchLocks, LockTimeoutError
-from engine.transport import TransportOptions
+from engine.responders.fetch import FetchOptions
+from engine.refresh.freshness import FreshnessPolicy
+from engine.refresh.prefetch import PrefetchWorker, WorkerEvent
+from engine.store.providers import open_provider
+from engine.refresh.stapler import Stapler
+from engine.refresh.worker_state import StateStore
+from engine.locks.fetchlocks import FetchLocks, LockTimeoutError
+from engine.responders.transport import TransportOptions
 from tests.loopback import LOOPBACK
 from tests.servers import ServerProcess, _served_by, start_memcached
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from engine.certs import load_leaf, read_certificates
+from engine.ocsp.certs import load_leaf, read_certificates
 from engine.errors import CertificateFileError, IssuerNotFoundError, NoResponderURLError
 
 
@@ -193,7 +193,7 @@ def test_a_sha1_signature_is_checked_not_refused(tmp_path, key_type):
 
     from cryptography import x509
 
-    from engine.certs import issued_by
+    from engine.ocsp.certs import issued_by
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)

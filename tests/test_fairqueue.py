@@ -1,4 +1,4 @@
-"""engine.fairqueue: the order warm starts refreshes in.
+"""engine.refresh.fairqueue: the order warm starts refreshes in.
 
 No threads: each test takes and finishes jobs by hand, so every step of
 the order is checked, not only that everything ran.
@@ -6,7 +6,7 @@ the order is checked, not only that everything ran.
 
 from __future__ import annotations
 
-from engine.fairqueue import FairQueue
+from engine.refresh.fairqueue import FairQueue
 
 
 def queue(items, group=lambda item: item[0], key=lambda item: item):

@@ -1,4 +1,4 @@
-"""engine.fanout: warm's refreshes, many in flight from one thread.
+"""engine.refresh.fanout: warm's refreshes, many in flight from one thread.
 
 Against the in-process responder (real signatures), the local store and
 real stripes: each refresh must come to what Stapler.refresh would have,
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from engine import fanout as fanout_module
-from engine.certs import Leaf, load_leaf
+from engine.refresh import fanout as fanout_module
+from engine.ocsp.certs import Leaf, load_leaf
 from engine.errors import (
     CacheUnavailableError,
     ResponderTimeoutError,
@@ -24,10 +24,10 @@ from engine.errors import (
     StapleError,
     UnexpectedError,
 )
-from engine.fanout import Fanout, Result
-from engine.fetchlocks import FetchLocks, LockTimeoutError
-from engine.providers.local import LocalProvider
-from engine.stapler import Refresh, Stapler
+from engine.refresh.fanout import Fanout, Result
+from engine.locks.fetchlocks import FetchLocks, LockTimeoutError
+from engine.store.providers.local import LocalProvider
+from engine.refresh.stapler import Refresh, Stapler
 from tests.responder import Behaviour, ScriptedResponder
 from tests.servers import free_port
 from tests.test_stapler import DUE, make_stapler
@@ -276,7 +276,7 @@ class _FailingWrites(LocalProvider):
 
 
 def test_a_failed_store_fails_the_certificates_it_held(tmp_path, pki, responder):
-    from engine.cache import Cache
+    from engine.store.cache import Cache
 
     leaves = leaves_of(pki, 5, "fan")
     stapler = make_stapler(tmp_path)
@@ -287,17 +287,17 @@ def test_a_failed_store_fails_the_certificates_it_held(tmp_path, pki, responder)
 
 
 def test_a_bug_costs_one_certificate(tmp_path, pki, responder, monkeypatch):
-    import engine.fanout
+    import engine.refresh.fanout
 
     leaves = leaves_of(pki, 4, "fan")
-    real_accept = engine.fanout.accept
+    real_accept = engine.refresh.fanout.accept
 
     def accept(body, leaf, *args):
         if leaf.cert_id == leaves[2].cert_id:
             raise KeyError("boom")
         return real_accept(body, leaf, *args)
 
-    monkeypatch.setattr(engine.fanout, "accept", accept)
+    monkeypatch.setattr(engine.refresh.fanout, "accept", accept)
     results = run(make_stapler(tmp_path), leaves)
     assert isinstance(results[2], UnexpectedError) and "KeyError" in str(results[2])
     assert [results[i].action for i in (0, 1, 3)] == ["updated"] * 3

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StapleError
-from engine.fetchlocks import (
+from engine.locks.fetchlocks import (
     LOCK_FILE,
     FetchLocks,
     LockDirectoryError,
@@ -32,7 +32,7 @@ from engine.fetchlocks import (
     read_stats,
     stripe_of,
 )
-from engine.lock_stats import (
+from engine.locks.stats import (
     _HEADER_SIZE,
     _RECORD,
     STATS_FILE,
@@ -170,7 +170,7 @@ def test_the_mapping_is_the_same_in_other_processes() -> None:
     here = [stripe_of(i, n) for i in ids for n in (64, 7, 1)]
     program = (
         "import json, sys\n"
-        "from engine.fetchlocks import stripe_of\n"
+        "from engine.locks.fetchlocks import stripe_of\n"
         "ids = json.load(sys.stdin)\n"
         "print(json.dumps([stripe_of(i, n) for i in ids for n in (64, 7, 1)]))\n"
     )
@@ -556,7 +556,7 @@ def test_closing_while_a_certificate_is_held_is_refused(lock_dir: Path) -> None:
 
 def test_the_engine_module_imports_no_front_end() -> None:
     program = (
-        "import sys, engine.fetchlocks\n"
+        "import sys, engine.locks.fetchlocks\n"
         "print(sorted({'staplectl', 'typer', 'rich', 'textual'} & {m.split('.')[0] for m in sys.modules}))\n"
     )
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)

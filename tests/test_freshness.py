@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.freshness import (
+from engine.refresh.freshness import (
     FreshnessPolicy,
     backoff,
     expires_at,
@@ -14,7 +14,7 @@ from engine.freshness import (
     renew_at,
     seconds_left,
 )
-from engine.providers.layout import MEMCACHED_MAX_TTL
+from engine.store.providers.layout import MEMCACHED_MAX_TTL
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from engine.certs import load_leaf
+from engine.ocsp.certs import load_leaf
 from engine.clock import FrozenClock
 from engine.errors import ResponderHTTPError, ResponderTimeoutError, ResponderUnreachableError
-from engine.health import PROBE_BASE, PROBE_CAP, ResponderDownError, ResponderHealth, probe_delay
+from engine.responders.health import PROBE_BASE, PROBE_CAP, ResponderDownError, ResponderHealth, probe_delay
 from tests.responder import Behaviour
 from tests.test_fanout import run
 from tests.test_stapler import make_stapler
@@ -141,7 +141,7 @@ def test_the_request_path_fails_at_once_for_a_down_responder(tmp_path, pki, resp
 
 
 def test_the_worker_says_it_once_and_renews_all_at_once_when_it_is_back(tmp_path, pki, responder):
-    from engine.prefetch import PrefetchWorker, WorkerOptions
+    from engine.refresh.prefetch import PrefetchWorker, WorkerOptions
 
     clock = FrozenClock(time.time())
     stapler = make_stapler(tmp_path, timeout=1.0)

@@ -1,4 +1,4 @@
-"""engine.inspection and engine.response_text: entries -> rows, responses -> text.
+"""engine.store.inspection and engine.ocsp.response_text: entries -> rows, responses -> text.
 
 Responses are built here with cryptography and the test PKI's keys, so each
 case (tryLater, expired, bad signature, delegate...) is exact and offline.
@@ -16,12 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from engine.certs import load_leaf
-from engine.freshness import DEFAULT_POLICY
-from engine.inspection import Found, KnownCertificates, cert_sha1, inspect_entry
-from engine.providers.base import Entry
-from engine.response_text import describe, render
-from engine.state import CertState
+from engine.ocsp.certs import load_leaf
+from engine.refresh.freshness import DEFAULT_POLICY
+from engine.store.inspection import Found, KnownCertificates, cert_sha1, inspect_entry
+from engine.store.providers.base import Entry
+from engine.ocsp.response_text import describe, render
+from engine.refresh.worker_state import CertState
 from tests.pki import PKI
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -261,7 +261,7 @@ def test_headless_modules_import_no_ui():
     import sys
 
     code = (
-        "import sys, engine.inspection, engine.response_text\n"
+        "import sys, engine.store.inspection, engine.ocsp.response_text\n"
         "print(sorted({'staplectl', 'typer', 'rich', 'textual'} & {m.split('.')[0] for m in sys.modules}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from engine.fetchlocks import LOCK_FILE
-from engine.lockfile import LockFileError, open_lock_file
+from engine.locks.fetchlocks import LOCK_FILE
+from engine.locks.lockfile import LockFileError, open_lock_file
 from tests.cli.conftest import staplectl_path
 
 

@@ -18,19 +18,19 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from engine.cache import Cache
-from engine.certs import Leaf, load_leaf
+from engine.store.cache import Cache
+from engine.ocsp.certs import Leaf, load_leaf
 from engine.clock import FrozenClock, iso
-from engine.fetch import FetchOptions
-from engine.fetchlocks import FetchLocks
-from engine.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
-from engine.health import responder_key
-from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
-from engine.providers import open_provider
-from engine.schedule import LAPSED_RETRY, MIN_RETRY, Schedule, after_answer, after_failure
-from engine.stapler import Stapler
-from engine.state import StateStore
-from engine.transport import TransportOptions
+from engine.responders.fetch import FetchOptions
+from engine.locks.fetchlocks import FetchLocks
+from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
+from engine.responders.health import responder_key
+from engine.refresh.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
+from engine.store.providers import open_provider
+from engine.refresh.schedule import LAPSED_RETRY, MIN_RETRY, Schedule, after_answer, after_failure
+from engine.refresh.stapler import Stapler
+from engine.refresh.worker_state import StateStore
+from engine.responders.transport import TransportOptions
 from tests.loopback import LOOPBACK
 from tests.responder import Behaviour, ScriptedResponder
 
@@ -619,7 +619,7 @@ class TestSchedule:
 
 def test_the_worker_modules_import_no_front_end():
     program = (
-        "import sys, engine.prefetch, engine.schedule, engine.sources, engine.state\n"
+        "import sys, engine.refresh.prefetch, engine.refresh.schedule, engine.ocsp.certfiles, engine.refresh.worker_state\n"
         "print(sorted({'staplectl', 'typer', 'rich', 'textual'} & {m.split('.')[0] for m in sys.modules}))\n"
     )
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""The OCSP request, written by hand (engine.der), byte for byte what
+"""The OCSP request, written by hand (engine.ocsp.der), byte for byte what
 cryptography's OCSPRequestBuilder writes; and the DER reader's refusals."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from engine import der
-from engine.certs import Leaf
-from engine.request import build_request
+from engine.ocsp import der
+from engine.ocsp.certs import Leaf
+from engine.ocsp.request import build_request
 
 _HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 

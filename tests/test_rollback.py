@@ -13,9 +13,9 @@ import itertools
 
 import pytest
 
-from engine.certs import load_leaf
+from engine.ocsp.certs import load_leaf
 from engine.errors import BadValidityError, RollbackError
-from engine.staple import Staple
+from engine.ocsp.staple import Staple
 from tests.responder import Behaviour
 from tests.test_fanout import run
 from tests.test_stapler import make_stapler

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from engine.errors import CertificateFileError, IssuerNotFoundError
-from engine.sources import CertSpec, NoMatchError, expand, load_all
+from engine.ocsp.certfiles import CertSpec, NoMatchError, expand, load_all
 
 
 @pytest.fixture
@@ -79,16 +79,16 @@ class TestLoadAll:
         assert "--issuer" in str(problems["no_aia.der"])
 
     def test_on_files_hears_the_number_of_files_before_any_is_read(self, certs, monkeypatch):
-        import engine.sources
+        import engine.ocsp.certfiles
 
         events = []
-        real = engine.sources.load_leaf
+        real = engine.ocsp.certfiles.load_leaf
 
         def load_leaf(path, **kwargs):
             events.append("read")
             return real(path, **kwargs)
 
-        monkeypatch.setattr(engine.sources, "load_leaf", load_leaf)
+        monkeypatch.setattr(engine.ocsp.certfiles, "load_leaf", load_leaf)
         load_all([CertSpec(str(certs)), CertSpec(str(certs / "missing.pem"))], on_files=lambda n: events.append(n))
         assert events == [4, "read", "read", "read", "read"]
 

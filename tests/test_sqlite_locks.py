@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.providers.local import LocalProvider
-from engine.state import CertState, StateStore
+from engine.store.providers.local import LocalProvider
+from engine.refresh.worker_state import CertState, StateStore
 from tests.providers.contract import cert_id, der_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,16 +40,16 @@ def _python(code: str, *args: str) -> str:
 
 # What another process does to each database: open it, read, close.
 _OPEN_AND_CLOSE = {
-    "local": "import sys; from pathlib import Path; from engine.providers.local import LocalProvider\n"
+    "local": "import sys; from pathlib import Path; from engine.store.providers.local import LocalProvider\n"
     "p = LocalProvider(Path(sys.argv[1])); p.get('0' * 40); p.close()",
-    "state": "import sys; from pathlib import Path; from engine.state import StateStore\n"
+    "state": "import sys; from pathlib import Path; from engine.refresh.worker_state import StateStore\n"
     "s = StateStore(Path(sys.argv[1])); s.all(); s.close()",
 }
 # What a third process reads: is the service's last write there?
 _SEES = {
-    "local": "import sys; from pathlib import Path; from engine.providers.local import LocalProvider\n"
+    "local": "import sys; from pathlib import Path; from engine.store.providers.local import LocalProvider\n"
     "print(bool(LocalProvider(Path(sys.argv[1])).get(sys.argv[2])))",
-    "state": "import sys; from pathlib import Path; from engine.state import StateStore\n"
+    "state": "import sys; from pathlib import Path; from engine.refresh.worker_state import StateStore\n"
     "print(StateStore(Path(sys.argv[1])).get(sys.argv[2]) is not None)",
 }
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from cryptography.x509 import ocsp
 
-from engine.cache import Cache
-from engine.certs import load_leaf
-from engine.fetch import FetchOptions, store
-from engine.fetchlocks import FetchLocks
-from engine.providers import open_provider
-from engine.request import build_request
-from engine.staple import Staple
-from engine.stapler import Stapler, StaplerOptions
-from engine.transport import TransportOptions, post
+from engine.store.cache import Cache
+from engine.ocsp.certs import load_leaf
+from engine.responders.fetch import FetchOptions, store
+from engine.locks.fetchlocks import FetchLocks
+from engine.store.providers import open_provider
+from engine.ocsp.request import build_request
+from engine.ocsp.staple import Staple
+from engine.refresh.stapler import Stapler, StaplerOptions
+from engine.responders.transport import TransportOptions, post
 from tests.loopback import LOOPBACK, TRANSPORT
 from tests.responder import Behaviour
 

@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from engine.state import (
+from engine.refresh.worker_state import (
     HISTORY,
     CertState,
     Heartbeat,

@@ -23,9 +23,9 @@ from engine.errors import (
     ResponderURLError,
     ResponseTooLargeError,
 )
-from engine import transport
-from engine.exchange import Exchange
-from engine.transport import TransportOptions, check_url, resolve
+from engine.responders import transport
+from engine.responders.exchange import Exchange
+from engine.responders.transport import TransportOptions, check_url, resolve
 from tests.loopback import local
 
 
@@ -39,7 +39,7 @@ from tests.servers import free_port
 
 
 def post_through_selector(url: str, der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
-    """transport.post's exchange, driven the way engine.fanout drives it."""
+    """transport.post's exchange, driven the way engine.refresh.fanout drives it."""
     exchange_plan = plan(url, der, options)
     with selectors.DefaultSelector() as selector:
         exchange = Exchange(exchange_plan, resolve(exchange_plan), time.monotonic() + options.timeout, selector)
@@ -55,7 +55,7 @@ def post_through_selector(url: str, der: bytes, options: TransportOptions = Tran
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Every plain-HTTP test runs twice: through transport.post, and through
-    # engine.exchange, which must answer every byte on the wire the same.
+    # engine.responders.exchange, which must answer every byte on the wire the same.
     if "way" in metafunc.fixturenames:
         ways = ["post"] if "tls_server" in metafunc.fixturenames else ["post", "exchange"]
         metafunc.parametrize("way", ways, indirect=True)
@@ -234,7 +234,7 @@ def test_only_http_and_https_urls(url, message):
         check_url(url)
 
 
-# -- the HTTP/1.1 exchange itself (engine/transport.py reads the response on its own) --
+# -- the HTTP/1.1 exchange itself (engine/responders/transport.py reads the response on its own) --
 
 
 def raw(answer: bytes):
@@ -384,7 +384,7 @@ def test_a_url_that_cannot_be_sent(url):
 
 
 def test_default_port_is_not_in_the_host_field():
-    from engine.transport import _request_head
+    from engine.responders.transport import _request_head
 
     assert b"\r\nHost: ocsp.example\r\n" in _request_head("POST", "ocsp.example", 80, False, "/", 1)
     assert b"\r\nHost: ocsp.example\r\n" in _request_head("POST", "ocsp.example", 443, True, "/", 1)
@@ -455,7 +455,7 @@ TLS_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nCon
 def test_https_through_a_trusted_certificate(tls_server, monkeypatch):
     import ssl
 
-    from engine import transport
+    from engine.responders import transport
 
     start, ca = tls_server
     monkeypatch.setattr(transport, "_tls_context", ssl.create_default_context(cafile=str(ca)))
@@ -504,13 +504,13 @@ def test_exchange_refuses_https():
 
 
 def test_a_bug_in_reading_the_answer_costs_that_exchange_alone(serve, monkeypatch):
-    import engine.exchange
+    import engine.responders.exchange
     from engine.errors import UnexpectedError
 
     def broken(*args):
         raise KeyError("parser bug")
 
-    monkeypatch.setattr(engine.exchange, "read_answer", broken)
+    monkeypatch.setattr(engine.responders.exchange, "read_answer", broken)
     server = serve(reply(b"abc"))
     with pytest.raises(UnexpectedError, match="KeyError"):
         post_through_selector(server.url, b"x", TransportOptions(timeout=5))

@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from engine import errors
-from engine.certs import load_leaf
+from engine.ocsp.certs import load_leaf
 from engine.clock import FrozenClock, SYSTEM_CLOCK
-from engine.fetch import FetchOptions, fetch
-from engine.request import build_request
-from engine.staple import GOOD, REVOKED, UNKNOWN
-from engine.transport import TransportOptions, post
-from engine.validate import ValidationOptions, validate
+from engine.responders.fetch import FetchOptions, fetch
+from engine.ocsp.request import build_request
+from engine.ocsp.staple import GOOD, REVOKED, UNKNOWN
+from engine.responders.transport import TransportOptions, post
+from engine.ocsp.validate import ValidationOptions, validate
 from tests.loopback import FETCH, TRANSPORT, local
 from tests.responder import Behaviour
 
@@ -278,6 +278,6 @@ def test_responder_named_but_not_the_issuer_is_refused(pki):
 def test_responder_id_read_from_the_signed_bytes(tbs, written):
     from types import SimpleNamespace
 
-    from engine.validate import _written_id
+    from engine.ocsp.validate import _written_id
 
     assert _written_id(SimpleNamespace(tbs_response_bytes=tbs)) == written

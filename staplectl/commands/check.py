@@ -17,12 +17,12 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from engine.certs import Leaf
+from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.durations import parse_duration
 from engine.errors import InputError, StapleError
-from engine.freshness import seconds_left
-from engine.staple import GOOD, Staple
+from engine.refresh.freshness import seconds_left
+from engine.ocsp.staple import GOOD, Staple
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
 from staplectl.printable import printable

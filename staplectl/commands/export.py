@@ -21,12 +21,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.atomic import check_replaceable, remove_stale_temporaries, write_atomic
-from engine.certs import Leaf
+from engine.store.atomic import check_replaceable, remove_stale_temporaries, write_atomic
+from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, StapleError
 from engine.redact import redact
-from engine.staple import GOOD, Staple
+from engine.ocsp.staple import GOOD, Staple
 from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response

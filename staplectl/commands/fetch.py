@@ -8,17 +8,17 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from engine.atomic import check_output, write_output
+from engine.store.atomic import check_output, write_output
 from engine.bounds import check
 from engine.redact import redact
-from engine.cache import Cache
-from engine.certs import Leaf, load_leaf
+from engine.store.cache import Cache
+from engine.ocsp.certs import Leaf, load_leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError
-from engine.fetch import fetch as fetch_staple
-from engine.providers.layout import DEFAULT_NAMESPACE, staple_key
-from engine.staple import GOOD, Staple
-from engine.transport import check_url
+from engine.responders.fetch import fetch as fetch_staple
+from engine.store.providers.layout import DEFAULT_NAMESPACE, staple_key
+from engine.ocsp.staple import GOOD, Staple
+from engine.responders.transport import check_url
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings

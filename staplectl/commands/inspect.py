@@ -17,18 +17,18 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from engine.cache import Cache
-from engine.certs import load_leaf, read_certificates
+from engine.store.cache import Cache
+from engine.ocsp.certs import load_leaf, read_certificates
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import InputError, IssuerNotFoundError, StapleError
-from engine.health import ResponderHealth, ResponderState, responder_key
-from engine.inspection import Found, Inspection, KnownCertificates, cert_sha1, inspect_entry
-from engine.providers import open_provider
+from engine.responders.health import ResponderHealth, ResponderState, responder_key
+from engine.store.inspection import Found, Inspection, KnownCertificates, cert_sha1, inspect_entry
+from engine.store.providers import open_provider
 from engine.redact import redact
-from engine.providers.layout import DEFAULT_NAMESPACE, staple_key
-from engine.response_text import describe, render
-from engine.sources import load_all
-from engine.state import CertState, HistoryEntry, StateStore
+from engine.store.providers.layout import DEFAULT_NAMESPACE, staple_key
+from engine.ocsp.response_text import describe, render
+from engine.ocsp.certfiles import load_all
+from engine.refresh.worker_state import CertState, HistoryEntry, StateStore
 from staplectl import fmt
 from staplectl.config import Config
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
@@ -269,7 +269,7 @@ def _one(
 
 
 def _responders_down(config: Config) -> dict[str, ResponderState]:
-    """The responders marked down (engine.health), as every process on the host sees them."""
+    """The responders marked down (engine.responders.health), as every process on the host sees them."""
     return ResponderHealth(config.locks.path()).down()
 
 

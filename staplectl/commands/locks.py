@@ -1,7 +1,7 @@
 """staplectl locks: the fetch locks' figures, from any process.
 
 Reads the lock directory's ``locks.stats`` without taking any lock
-(engine.lock_stats), so it is safe to run, and to --watch, next to a busy
+(engine.locks.stats), so it is safe to run, and to --watch, next to a busy
 prefetch service. It never creates the directory or the file: before any
 process has taken a fetch lock there is nothing to show, which is a normal
 state of a fresh install, so that is exit 0 with an empty table.
@@ -17,9 +17,9 @@ import typer
 from rich.text import Text
 
 from engine.errors import InputError
-from engine.health import ResponderHealth
-from engine.lock_stats import STATS_FILE, StripeStats, LockStatsError
-from engine.lock_stats import read_stats as _read_stats
+from engine.responders.health import ResponderHealth
+from engine.locks.stats import STATS_FILE, StripeStats, LockStatsError
+from engine.locks.stats import read_stats as _read_stats
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.printable import printable

@@ -17,14 +17,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.certs import Leaf
+from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import STORE_DOWN_REASONS, InputError, StapleError
-from engine.health import ResponderDownError
-from engine.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
+from engine.responders.health import ResponderDownError
+from engine.refresh.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.redact import redact
-from engine.sources import load_all
-from engine.state import StateStore
+from engine.ocsp.certfiles import load_all
+from engine.refresh.worker_state import StateStore
 from staplectl.config import Config
 from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer

@@ -3,7 +3,7 @@
 What an operator runs before starting httpd, nginx or HAProxy (systemd
 ``ExecStartPre=``), so that the first handshakes after a restart are
 stapled without waiting on a responder. Each certificate goes through
-engine.fanout, the steps of ``Stapler.refresh`` with many in flight on one
+engine.refresh.fanout, the steps of ``Stapler.refresh`` with many in flight on one
 thread: its fetch lock, a second look in the cache, a fetch only when
 the staple is missing or due. What is fresh is left alone.
 """
@@ -20,12 +20,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.bounds import check
-from engine.certs import Leaf
+from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, iso
 from engine.errors import StapleError
-from engine.fanout import Fanout
-from engine.staple import GOOD, Staple
-from engine.stapler import Refresh
+from engine.refresh.fanout import Fanout
+from engine.ocsp.staple import GOOD, Staple
+from engine.refresh.stapler import Refresh
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
@@ -36,7 +36,7 @@ from staplectl.terminal import Terminal
 from staplectl.workers import Outcome, Team, outcome_of
 
 #: refreshes in flight. One process keeps them all on one thread
-#: (engine.fanout), so more in flight costs little CPU; against a responder
+#: (engine.refresh.fanout), so more in flight costs little CPU; against a responder
 #: 20 ms away, fewer than about 40 could not be 30x a sequential fetcher
 DEFAULT_CONCURRENCY = 64
 
@@ -124,7 +124,7 @@ def warm(
         try:
             loading = start_loading(paths, issuer, url, effective)
             team.start_for(loading.files)
-            # Read as the refreshes go (engine.fanout), so that the first
+            # Read as the refreshes go (engine.refresh.fanout), so that the first
             # exchanges are out while the rest load.
             stream = iter(loading)
             first = next(stream, None)

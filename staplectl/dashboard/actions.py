@@ -3,7 +3,7 @@
 No textual here: the app runs these in its worker threads and only gets
 their outcomes back.
 
-A refresh goes through engine.fanout, the same path as ``warm`` (and the
+A refresh goes through engine.refresh.fanout, the same path as ``warm`` (and the
 prefetch worker's ``Stapler.refresh`` underneath): the certificate's
 fetch lock (so it waits behind a worker fetching the same certificate,
 and shows in the lock figures), a second look in the cache, a validated
@@ -20,13 +20,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engine.certs import Leaf
+from engine.ocsp.certs import Leaf
 from engine.clock import Clock
 from engine.errors import StapleError
-from engine.prefetch import PrefetchWorker, WorkerOptions
-from engine.fanout import Fanout
-from engine.stapler import Refresh, Stapler
-from engine.state import StateStore
+from engine.refresh.prefetch import PrefetchWorker, WorkerOptions
+from engine.refresh.fanout import Fanout
+from engine.refresh.stapler import Refresh, Stapler
+from engine.refresh.worker_state import StateStore
 
 #: how long quitting waits for the in-process worker's fetches (as prefetch's SIGTERM)
 STOP_GRACE = 3.0

@@ -3,7 +3,7 @@
 What ``staplectl inspect CERT`` prints, laid out for a screen: the verdict
 first (can this staple be served, and if not why), then what the prefetch
 worker knows and did, then the certificate, then the response itself as
-``openssl ocsp -resp_text`` shows it (engine.response_text).
+``openssl ocsp -resp_text`` shows it (engine.ocsp.response_text).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from cryptography import x509
 from rich.table import Table
 from rich.text import Text
 
-from engine.certs import is_must_staple, ocsp_urls
+from engine.ocsp.certs import is_must_staple, ocsp_urls
 from engine.clock import iso
 from engine.errors import StapleError
-from engine.freshness import renewal_point
-from engine.inspection import cert_sha1
-from engine.response_text import render
-from engine.state import HistoryEntry
+from engine.refresh.freshness import renewal_point
+from engine.store.inspection import cert_sha1
+from engine.ocsp.response_text import render
+from engine.refresh.worker_state import HistoryEntry
 from staplectl import fmt
 from staplectl.dashboard.rows import DUE, EXPIRED, MISSING, REVOKED, STALE, STYLES, classify, left_text, status_text
 from staplectl.dashboard.snapshot import Item, Snapshot

@@ -14,8 +14,8 @@ from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import InputError
-from engine.prefetch import WorkerOptions
-from engine.sources import LoadResult, load_all
+from engine.refresh.prefetch import WorkerOptions
+from engine.ocsp.certfiles import LoadResult, load_all
 from staplectl.config import Config
 from staplectl.dashboard.actions import STOP_GRACE, InProcessPrefetch, Refresher
 from staplectl.dashboard.app import DashboardApp

@@ -31,7 +31,7 @@ from typing import Any
 from rich.text import Text
 
 from engine.clock import to_datetime
-from engine.freshness import expires_at, is_usable, renewal_point
+from engine.refresh.freshness import expires_at, is_usable, renewal_point
 from staplectl import fmt
 from staplectl.dashboard.snapshot import Item, Snapshot
 from staplectl.printable import printable

@@ -28,19 +28,19 @@ from pathlib import Path
 
 from cryptography import x509
 
-from engine.cache import STORE_ERRORS, Cache
-from engine.certs import Leaf
+from engine.store.cache import STORE_ERRORS, Cache
+from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheURIError, StapleError
-from engine.freshness import DEFAULT_POLICY, FreshnessPolicy
-from engine.health import ResponderHealth, ResponderState
-from engine.inspection import Found, Inspection, KnownCertificates, inspect_entry
-from engine.providers import open_provider
-from engine.providers.base import Entry
+from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy
+from engine.responders.health import ResponderHealth, ResponderState
+from engine.store.inspection import Found, Inspection, KnownCertificates, inspect_entry
+from engine.store.providers import open_provider
+from engine.store.providers.base import Entry
 from engine.redact import redact
-from engine.state import CertState, Heartbeat, HistoryEntry, StateStore
-from engine.lock_stats import StripeStats, read_stats
-from engine.validate import ValidationOptions
+from engine.refresh.worker_state import CertState, Heartbeat, HistoryEntry, StateStore
+from engine.locks.stats import StripeStats, read_stats
+from engine.ocsp.validate import ValidationOptions
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class Snapshot:
     state_exists: bool = False
     state_error: str | None = None
     stripes_error: str | None = None
-    #: responders marked down (engine.health), shared by every process on the host
+    #: responders marked down (engine.responders.health), shared by every process on the host
     responders_down: tuple[ResponderState, ...] = ()
     #: configured files that could not be loaded, with why
     problems: tuple[str, ...] = ()

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from pymemcache.client.base import Client
 
-from engine.providers import open_provider
+from engine.store.providers import open_provider
 from staplectl.commands.check import labels
 from tests.loopback import CONFIG_ALLOW
 from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired

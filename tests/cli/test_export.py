@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 from cryptography.x509 import ocsp
 
-from engine.providers import open_provider
+from engine.store.providers import open_provider
 from tests.loopback import CONFIG_ALLOW
 from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
 from tests.responder import Behaviour

@@ -14,9 +14,9 @@ import pytest
 from cryptography.x509 import ocsp
 from pymemcache.client.base import Client
 
-from engine.certs import load_leaf
-from engine.providers import open_provider
-from engine.providers.layout import apr_server_index
+from engine.ocsp.certs import load_leaf
+from engine.store.providers import open_provider
+from engine.store.providers.layout import apr_server_index
 from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
 from tests.servers import free_port

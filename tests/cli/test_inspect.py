@@ -10,8 +10,8 @@ import pytest
 from cryptography.x509 import ocsp
 from pymemcache.client.base import Client
 
-from engine.providers import open_provider
-from engine.state import CertState, HistoryEntry, StateStore
+from engine.store.providers import open_provider
+from engine.refresh.worker_state import CertState, HistoryEntry, StateStore
 from tests.loopback import CONFIG_ALLOW
 from tests.test_inspection import response_der, sha1
 

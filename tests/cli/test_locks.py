@@ -15,8 +15,8 @@ import threading
 
 import pytest
 
-from engine.fetchlocks import DEFAULT_STRIPES, LOCK_FILE, FetchLocks, stripe_of
-from engine.lock_stats import STATS_FILE
+from engine.locks.fetchlocks import DEFAULT_STRIPES, LOCK_FILE, FetchLocks, stripe_of
+from engine.locks.stats import STATS_FILE
 from tests.blocked import wait_for_blocked_lock
 from tests.cli.conftest import _env, staplectl_path
 from tests.loopback import CONFIG_ALLOW
@@ -223,7 +223,7 @@ def test_watch_until_ctrl_c_exits_0(home, pki):
 
 
 def test_responders_down_are_shown(cli, tmp_path, pki, responder, home):
-    from engine.certs import load_leaf
+    from engine.ocsp.certs import load_leaf
     from tests.responder import Behaviour
 
     leaf = load_leaf(pki.leaf("locks-down").chain_path)
@@ -241,7 +241,7 @@ def test_responders_down_are_shown(cli, tmp_path, pki, responder, home):
 
 
 def test_inspect_says_which_responders_are_down(cli, pki, responder, home):
-    from engine.certs import load_leaf
+    from engine.ocsp.certs import load_leaf
     from tests.responder import Behaviour
 
     fine = load_leaf(pki.leaf("inspect-down-fine").chain_path)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from cryptography.x509 import ocsp
 
-from engine.certs import load_leaf
+from engine.ocsp.certs import load_leaf
 from engine.clock import iso
-from engine.providers import open_provider
+from engine.store.providers import open_provider
 from tests.loopback import CONFIG_ALLOW
 from tests.responder import Behaviour
 from tests.servers import free_port

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from pymemcache.client.base import Client
 
-from engine.providers import open_provider
-from engine.request import build_request
-from engine.certs import load_leaf
-from engine.transport import post
+from engine.store.providers import open_provider
+from engine.ocsp.request import build_request
+from engine.ocsp.certs import load_leaf
+from engine.responders.transport import post
 from tests.loopback import CONFIG_ALLOW, TRANSPORT
 from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
@@ -319,7 +319,7 @@ class TestInstalledProgram:
         assert "no certificates to work on" in ran.stderr and "Traceback" not in ran.stderr
 
 
-# -- engine changes made for warm's speed (engine/certs.py, engine/cache.py):
+# -- engine changes made for warm's speed (engine/ocsp/certs.py, engine/store/cache.py):
 #    what they must not change -------------------------------------------------------
 
 
@@ -342,7 +342,7 @@ class TestEngineChangesForWarm:
         import sys
 
         code = (
-            "import sys, engine.cache, engine.stapler, staplectl.commands.warm;"
+            "import sys, engine.store.cache, engine.refresh.stapler, staplectl.commands.warm;"
             "print(sorted(m for m in ('redis', 'pymemcache') if m in sys.modules))"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -351,7 +351,7 @@ class TestEngineChangesForWarm:
     def test_client_library_errors_still_become_cache_unavailable(self, memcached):
         from pymemcache.exceptions import MemcacheUnexpectedCloseError
 
-        from engine.cache import Cache
+        from engine.store.cache import Cache
         from engine.errors import CacheUnavailableError
 
         provider = open_provider(f"memcache://{memcached.host}:{memcached.port}")
@@ -369,7 +369,7 @@ class TestEngineChangesForWarm:
 
 def leaves_for_two_workers(pki, count=6):
     """Fresh leaves whose stripes (of the default 64) fall to both of two workers."""
-    from engine.fetchlocks import stripe_of
+    from engine.locks.fetchlocks import stripe_of
 
     leaves, parities = [], set()
     while len(leaves) < count or parities != {0, 1}:

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from engine.certs import Leaf
-from engine.providers.base import Entry
-from engine.providers.layout import FLAG_VALID
-from engine.state import CertState, Heartbeat, HistoryEntry
-from engine.lock_stats import Holder, StripeStats
+from engine.ocsp.certs import Leaf
+from engine.store.providers.base import Entry
+from engine.store.providers.layout import FLAG_VALID
+from engine.refresh.worker_state import CertState, Heartbeat, HistoryEntry
+from engine.locks.stats import Holder, StripeStats
 from staplectl.dashboard.snapshot import Snapshot, build_items
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, 0, tzinfo=dt.timezone.utc)

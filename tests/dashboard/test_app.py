@@ -23,11 +23,11 @@ from rich.console import Console
 
 from engine.clock import FrozenClock
 from engine.errors import CacheURIError, InputError
-from engine.inspection import cert_sha1
-from engine.sources import CertSpec, load_all
-from engine.state import StateStore
-from engine.lock_stats import read_stats
-from engine.fetchlocks import stripe_of
+from engine.store.inspection import cert_sha1
+from engine.ocsp.certfiles import CertSpec, load_all
+from engine.refresh.worker_state import StateStore
+from engine.locks.stats import read_stats
+from engine.locks.fetchlocks import stripe_of
 from staplectl.config import Config
 from staplectl.dashboard.app import DashboardApp, RefreshDone
 from staplectl.dashboard.factory import make_app

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from engine.state import Heartbeat
+from engine.refresh.worker_state import Heartbeat
 from staplectl.dashboard import detail
 from staplectl.dashboard.panels import WaitHistory, banner, counts_line, header, lock_panel, spark, worker_text
 from staplectl.dashboard.rows import (
@@ -257,7 +257,7 @@ def test_detail_sections(snap):
 
 
 def test_lock_panel_names_the_responders_down(snap):
-    from engine.health import ResponderState
+    from engine.responders.health import ResponderState
 
     down = ResponderState("http://ocsp.ca-x.example:80", snap.taken_at - 125, "no complete answer within 10 s", 3,
                           snap.taken_at + 20)  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.providers import open_provider
+from engine.store.providers import open_provider
 from staplectl.haproxy_api import HAProxyAPIError, set_ocsp_response
 from tests.integration.haproxy import bundle
 from tests.integration.tlsclient import handshake

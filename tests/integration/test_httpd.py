@@ -23,7 +23,7 @@ import redis as redis_client
 from cryptography.x509 import ocsp as x509_ocsp
 from pymemcache.client.base import Client as MemcacheClient
 
-from engine.providers.layout import apr_server_index
+from engine.store.providers.layout import apr_server_index
 from tests.loopback import CONFIG_ALLOW
 from tests.cli.conftest import staplectl_path
 from tests.integration.tlsclient import Handshake, handshake

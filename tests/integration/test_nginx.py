@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography.x509 import ocsp as x509_ocsp
 
-from engine.providers import open_provider
+from engine.store.providers import open_provider
 from tests.integration.nginx import Site
 from tests.integration.tlsclient import handshake
 from tests.pki import Issued

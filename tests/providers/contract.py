@@ -4,7 +4,7 @@ One base class of tests, like requests-cache's base_storage_test.py; each
 provider's test file subclasses it, supplies the hooks below and adds only
 what is special to that provider.
 
-Decisions the contract pins down (engine/providers/base.py leaves them open):
+Decisions the contract pins down (engine/store/providers/base.py leaves them open):
 
 - A miss is NO_ENTRY: falsy, and never None.
 - ``set(meta=None)`` leaves the stored metadata as it is; ``set(meta=...)``
@@ -32,11 +32,11 @@ from typing import Any
 
 import pytest
 
-from engine.cache import Cache
+from engine.store.cache import Cache
 from engine.errors import EntryTooLargeError
-from engine.providers import NO_ENTRY, Provider, open_provider
-from engine.providers.base import StapleWrite
-from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_ERROR, FLAG_VALID, MAX_VALUE_SIZE, staple_key
+from engine.store.providers import NO_ENTRY, Provider, open_provider
+from engine.store.providers.base import StapleWrite
+from engine.store.providers.layout import DEFAULT_NAMESPACE, FLAG_ERROR, FLAG_VALID, MAX_VALUE_SIZE, staple_key
 
 
 def cert_id(name: object) -> str:

@@ -15,13 +15,13 @@ import pytest
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from engine.cache import Cache
+from engine.store.cache import Cache
 from engine.clock import FrozenClock
 from engine.errors import CacheUnavailableError, EntryTooLargeError
-from engine.mutex import CacheMutex
-from engine.providers.base import NO_ENTRY, StapleWrite
-from engine.providers.dbmfile import DbmProvider
-from engine.providers.local import LocalProvider
+from engine.store.mutex import CacheMutex
+from engine.store.providers.base import NO_ENTRY, StapleWrite
+from engine.store.providers.dbmfile import DbmProvider
+from engine.store.providers.local import LocalProvider
 from tests.blocked import wait_for_blocked_lock, wait_until_blocked_at
 from tests.providers.contract import ProviderContract, cert_id, der_for
 

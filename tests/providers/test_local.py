@@ -22,7 +22,7 @@ import pytest
 
 from engine.clock import FrozenClock
 from engine.errors import CacheUnavailableError
-from engine.providers.local import LocalProvider
+from engine.store.providers.local import LocalProvider
 from tests.providers.contract import ProviderContract, cert_id, der_for
 
 
@@ -129,7 +129,7 @@ def test_a_directory_without_write_permission_names_the_path() -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from engine.providers.local import LocalProvider
+from engine.store.providers.local import LocalProvider
 from tests.providers.contract import cert_id, der_for
 
 provider = LocalProvider(Path(sys.argv[1]))

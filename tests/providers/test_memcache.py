@@ -9,9 +9,9 @@ import pytest
 from pymemcache.client.base import Client
 
 from engine.errors import CacheUnavailableError, EntryTooLargeError
-from engine.providers import Entry, open_provider
-from engine.providers.base import StapleWrite
-from engine.providers.layout import (
+from engine.store.providers import Entry, open_provider
+from engine.store.providers.base import StapleWrite
+from engine.store.providers.layout import (
     DEFAULT_NAMESPACE,
     FLAG_ERROR,
     LEGACY_NAMESPACE,
@@ -21,7 +21,7 @@ from engine.providers.layout import (
     meta_key,
     staple_key,
 )
-from engine.providers.memcache import MemcacheProvider
+from engine.store.providers.memcache import MemcacheProvider
 from tests.providers.contract import ProviderContract, cert_id, der_for
 from tests.servers import ServerProcess, free_port, start_memcached
 

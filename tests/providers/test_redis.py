@@ -9,10 +9,10 @@ import pytest
 import redis
 
 from engine.errors import CacheUnavailableError
-from engine.providers import open_provider
-from engine.providers.base import StapleWrite
-from engine.providers.layout import DEFAULT_NAMESPACE, FLAG_ERROR, apr_server_index, meta_key, staple_key
-from engine.providers.redis import RedisProvider
+from engine.store.providers import open_provider
+from engine.store.providers.base import StapleWrite
+from engine.store.providers.layout import DEFAULT_NAMESPACE, FLAG_ERROR, apr_server_index, meta_key, staple_key
+from engine.store.providers.redis import RedisProvider
 from tests.providers.contract import ProviderContract, cert_id, der_for
 from tests.servers import ServerProcess, free_port
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from engine.errors import CacheUnavailableError, CacheURIError
-from engine.providers import PASSWORD_ENV, open_provider
+from engine.store.providers import PASSWORD_ENV, open_provider
 from tests.conftest import SECRET
 from tests.providers.contract import cert_id, der_for
 from tests.servers import find_binary, free_port

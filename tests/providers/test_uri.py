@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from engine.errors import CacheURIError
-from engine.providers import default_cache_uri, open_provider
-from engine.providers.dbmfile import DbmProvider
-from engine.providers.layout import DEFAULT_NAMESPACE, LEGACY_NAMESPACE
-from engine.providers.local import LocalProvider
-from engine.providers.memcache import MemcacheProvider
-from engine.providers.redis import RedisProvider
+from engine.store.providers import default_cache_uri, open_provider
+from engine.store.providers.dbmfile import DbmProvider
+from engine.store.providers.layout import DEFAULT_NAMESPACE, LEGACY_NAMESPACE
+from engine.store.providers.local import LocalProvider
+from engine.store.providers.memcache import MemcacheProvider
+from engine.store.providers.redis import RedisProvider
 
 
 # tests/conftest.py's fresh $STAPLECTL_HOME: no test here touches the real one

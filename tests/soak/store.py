@@ -1,7 +1,7 @@
 """Reading the store as any other process would, without staplectl's code.
 
 - local: the SQLite file read-only (``file:PATH?mode=ro``), the schema of
-  engine/providers/local.py: table staples(cert_id, key, flag, der,
+  engine/store/providers/local.py: table staples(cert_id, key, flag, der,
   expires_at, meta, meta_expires_at, updated_at). A row whose staple part
   expired (expires_at < now) is what the provider itself treats as gone.
 - memcached, redis: key ``mod_ssl-staple:<sha1>``, value one flag byte

@@ -1,0 +1,240 @@
+"""Validating an OCSP response before anything stores, serves or exports it.
+
+RFC 6960 section 3.2 and 4.2.2.2, in the order an operator would want to
+hear about failures: is it an answer at all, is it about our certificate,
+did someone with authority sign it, is it current. Each failed check raises
+its own error class with a message that names the check and the values.
+
+cryptography parses OCSP responses but does not verify their signatures:
+that is done here, with the issuer's key or a delegated responder's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
+
+from engine.ocsp import der
+from engine.ocsp.certs import Leaf, issued_by, subject_der, verify_with
+from engine.clock import iso
+from engine.errors import (
+    BadValidityError,
+    BeyondCertificateError,
+    CertIDMismatchError,
+    ExpiredResponseError,
+    NonceMismatchError,
+    NotYetValidError,
+    ResponderCertificateError,
+    ResponseStatusError,
+    SignatureError,
+    TooOldError,
+    UnauthorizedResponderError,
+)
+from engine.ocsp.request import CertID, build_request, key_hash
+from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
+
+DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
+DEFAULT_MAX_AGE = 3600.0  # without nextUpdate: as long as mod_ssl keeps one
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    skew: float = DEFAULT_SKEW
+    #: how old a response without nextUpdate may be, in seconds
+    max_age: float = DEFAULT_MAX_AGE
+    #: refuse a nextUpdate after the certificate's own notAfter
+    check_not_after: bool = False
+
+
+def validate(
+    der: bytes,
+    leaf: Leaf,
+    now: float,
+    *,
+    cert_id: CertID | None = None,
+    nonce: bytes | None = None,
+    options: ValidationOptions = ValidationOptions(),
+    source: str = "response",
+    check_time: bool = True,
+) -> Staple:
+    """Check everything, or raise the ValidationError of the first failed check.
+
+    ``cert_id`` is the CertID we asked about; when re-validating a cached
+    staple it is None and the leaf is matched with whatever hash the
+    response used. ``nonce`` is the nonce we sent, if any.
+    """
+    response = parse_response(der, source)
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        name = RESPONSE_STATUS_NAMES.get(response.response_status, str(response.response_status))
+        raise ResponseStatusError(
+            f"{source}: responseStatus is {name} ({response.response_status.value}), not successful",
+            name,
+        )
+    single = _matching_single(response, leaf, cert_id, source)
+    _check_signer(response, leaf, now, options, source)
+    staple = Staple.from_single(der, response, single)
+    if staple.next_update is not None and staple.next_update < staple.this_update:
+        raise BadValidityError(
+            f"{source}: nextUpdate {iso(staple.next_update)} is before thisUpdate {iso(staple.this_update)}"
+        )
+    if check_time:
+        check_times(staple, now, options, source)
+    if nonce is not None:
+        _check_nonce(response, nonce, source)
+    if check_time and options.check_not_after and staple.next_update and staple.next_update > leaf.not_after:
+        raise BeyondCertificateError(
+            f"{source}: nextUpdate {iso(staple.next_update)} is after the certificate's "
+            f"notAfter {iso(leaf.not_after)}"
+        )
+    return staple
+
+
+def check_times(staple: Staple, now: float, options: ValidationOptions, source: str) -> None:
+    if staple.this_update > now + options.skew:
+        raise NotYetValidError(
+            f"{source}: thisUpdate {iso(staple.this_update)} is in the future "
+            f"(now {iso(now)}, allowed skew {options.skew:g} s)"
+        )
+    if staple.next_update is not None:
+        if staple.next_update < now - options.skew:
+            raise ExpiredResponseError(
+                f"{source}: nextUpdate {iso(staple.next_update)} has passed "
+                f"(now {iso(now)}, allowed skew {options.skew:g} s)"
+            )
+    elif now - staple.this_update > options.max_age:
+        raise TooOldError(
+            f"{source}: no nextUpdate and thisUpdate {iso(staple.this_update)} is "
+            f"{now - staple.this_update:.0f} s old (maximum age {options.max_age:g} s)"
+        )
+
+
+@lru_cache(maxsize=4096)
+def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID:
+    return build_request(Leaf(cert=cert, issuer=issuer), hash_name=hash_name).cert_id
+
+
+def _matching_single(
+    response: ocsp.OCSPResponse, leaf: Leaf, cert_id: CertID | None, source: str
+) -> ocsp.OCSPSingleResponse:
+    seen = []
+    for single in response.responses:
+        hash_name = single.hash_algorithm.name
+        wanted = cert_id or _expected(leaf.cert, leaf.issuer, hash_name)
+        got = CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
+        if got == wanted:
+            return single
+        seen.append(got)
+    wanted = cert_id or _expected(leaf.cert, leaf.issuer, "sha1")
+    found = "; ".join(c.describe() for c in seen) or "no single responses"
+    raise CertIDMismatchError(
+        f"{source}: answers for a different certificate: asked about {wanted.describe()}, got {found}"
+    )
+
+
+def _written_id(response: ocsp.OCSPResponse) -> tuple[int, bytes] | None:
+    """The ResponderID as written: (0xA1, the Name's DER) or (0xA2, the
+    KeyHash OCTET STRING), read from ResponseData; None if it cannot be read.
+
+    cryptography gives the name only as a Name object, built in Python for
+    each response (and the candidate's subject another): bytes compare for
+    nothing.
+    """
+    data = response.tbs_response_bytes
+    try:
+        _, offset, _ = der.header(data, 0)  # ResponseData ::= SEQUENCE {
+        tag, start, end = der.header(data, offset)
+        if tag == 0xA0:  # version [0] EXPLICIT, present only when not v1
+            tag, start, end = der.header(data, end)
+    except ValueError:
+        return None
+    return (tag, data[start:end]) if tag in (0xA1, 0xA2) else None
+
+
+def _names(response: ocsp.OCSPResponse, written: tuple[int, bytes] | None, cert: x509.Certificate) -> bool:
+    """True when the response's ResponderID (``written``: _written_id) names ``cert`` (RFC 6960 4.2.2.3)."""
+    if written is not None and written[0] == 0xA1 and written[1] == subject_der(cert):
+        return True
+    # A name written differently (another string type, say) may still be
+    # the same name: cryptography's comparison decides.
+    if response.responder_name is not None:
+        return response.responder_name == cert.subject
+    # byKey: SHA-1 of the subjectPublicKey BIT STRING, as the CertID's issuerKeyHash
+    return response.responder_key_hash == key_hash(cert, "sha1")
+
+
+def _responder_id(response: ocsp.OCSPResponse) -> str:
+    if response.responder_name is not None:
+        return f"name {response.responder_name.rfc4514_string()}"
+    return f"key hash {response.responder_key_hash.hex() if response.responder_key_hash else '?'}"
+
+
+def _check_signer(
+    response: ocsp.OCSPResponse, leaf: Leaf, now: float, options: ValidationOptions, source: str
+) -> None:
+    written = _written_id(response)
+    if _names(response, written, leaf.issuer):
+        _verify_signature(response, leaf.issuer, source, "the issuer")
+        return
+    delegate = next((c for c in response.certificates if _names(response, written, c)), None)
+    if delegate is None:
+        raise UnauthorizedResponderError(
+            f"{source}: signed by responder {_responder_id(response)}, which is not the issuer "
+            f"{leaf.issuer.subject.rfc4514_string()} and whose certificate is not in the response"
+        )
+    who = f"delegated responder {delegate.subject.rfc4514_string()}"
+    if not issued_by(delegate, leaf.issuer):
+        raise UnauthorizedResponderError(
+            f"{source}: {who} is not issued by the certificate's issuer "
+            f"{leaf.issuer.subject.rfc4514_string()}"
+        )
+    try:
+        eku = delegate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = []
+    if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        raise ResponderCertificateError(f"{source}: {who} lacks the OCSPSigning extended key usage")
+    not_before = delegate.not_valid_before_utc.timestamp()
+    not_after = delegate.not_valid_after_utc.timestamp()
+    if not (not_before - options.skew <= now <= not_after + options.skew):
+        raise ResponderCertificateError(
+            f"{source}: {who} is not valid now ({iso(now)}): valid from {iso(not_before)} "
+            f"to {iso(not_after)}"
+        )
+    _verify_signature(response, delegate, source, who)
+
+
+def _verify_signature(
+    response: ocsp.OCSPResponse, signer: x509.Certificate, source: str, who: str
+) -> None:
+    algorithm = response.signature_hash_algorithm
+    # An OCSP response does not hand out its RSA padding as a certificate does
+    if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
+        pad: padding.AsymmetricPadding = padding.PSS(
+            mgf=padding.MGF1(algorithm or hashes.SHA256()), salt_length=padding.PSS.AUTO
+        )
+    else:
+        pad = padding.PKCS1v15()
+    try:
+        verify_with(signer.public_key(), response.signature, response.tbs_response_bytes, algorithm, pad)
+    except InvalidSignature:
+        raise SignatureError(f"{source}: signature does not verify with the key of {who}") from None
+    except (UnsupportedAlgorithm, TypeError, ValueError) as exc:
+        raise SignatureError(f"{source}: cannot verify the signature of {who}: {exc}") from None
+
+
+def _check_nonce(response: ocsp.OCSPResponse, sent: bytes, source: str) -> None:
+    try:
+        got = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        raise NonceMismatchError(f"{source}: we sent a nonce and the response carries none") from None
+    if got != sent:
+        raise NonceMismatchError(
+            f"{source}: nonce {got.hex()} does not match the one we sent ({sent.hex()})"
+        )

@@ -1,0 +1,625 @@
+"""The prefetch worker (docs/design.md, "The prefetch worker"): renew every staple before it lapses.
+
+One worker keeps up to 100,000 certificates fresh with a fixed number of
+threads: a dispatcher that sleeps on a condition until the earliest due
+time (or a wake-up), and ``concurrency`` workers that run one refresh each.
+No thread or timer per certificate, and no polling while nothing is due.
+Jobs go through ``Stapler.refresh``, so they take the certificate's stripe
+and look in the cache again: a staple the request path or another process
+just fetched is not fetched twice.
+
+When to run each certificate next is engine.refresh.schedule's business; this
+module runs jobs, keeps the per-certificate state (engine.refresh.worker_state) that
+``inspect`` and the dashboard read, and reports every outcome as a
+WorkerEvent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from engine.ocsp.certs import Leaf
+from engine.clock import SYSTEM_CLOCK, Clock, iso
+from engine.errors import STORE_DOWN_REASONS, FetchError, StapleError, UnexpectedError
+from engine.locks.fetchlocks import LockTimeoutError
+from engine.refresh.freshness import expires_at
+from engine.responders.health import RESPONDER_SILENT, responder_key
+from engine.redact import redact
+from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
+from engine.ocsp.staple import Staple
+from engine.refresh.stapler import Refresh, Stapler, owner_id
+from engine.refresh.worker_state import CertState, HistoryEntry, StateStore, StateStoreError
+from engine.store.outages import Outage, StoreWatch, is_cache_down, says_cache_worked
+
+#: seconds between heartbeats of a started worker
+HEARTBEAT_INTERVAL = 10.0
+#: cached staples the started worker looks at with each heartbeat (see
+#: audit): 100,000 certificates are all looked at within about 3 minutes
+AUDIT_BATCH = 5000
+_numbers = itertools.count(1)
+#: what an outage of the cache means for the renewals, by its reason
+_WHILE_DOWN = {
+    "cache_unavailable": ("unreachable", "renewals resume when it answers again"),
+    "cache_unwritable": (
+        "cannot be written", "staples already stored are still read; renewals are stored again when it can be"
+    ),
+    "cache_damaged": (
+        "damaged", "entries that can still be read are renewed; repair the file and restart the service"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    #: refreshes in flight at once, all responders together
+    concurrency: int = 8
+    #: refreshes in flight at once for one responder (scheme, host, port)
+    per_responder: int = 2
+    #: how long stop() waits for running refreshes before leaving them
+    stop_grace: float = 3.0
+    #: how long a job waits for its stripe before it reports "busy"
+    lock_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.per_responder < 1:
+            raise ValueError("concurrency and per_responder must be 1 or more")
+        if self.stop_grace < 0 or self.lock_timeout < 0:
+            raise ValueError("stop_grace and lock_timeout must not be negative")
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """One outcome, for logs, metrics and the dashboard.
+
+    action: updated | fresh | leased | failed | busy (the stripe was held
+    elsewhere past lock_timeout) | added | removed, or, for the cache as a
+    whole (no cert_id; name is the cache URI), cache_down | cache_up, and
+    for the worker's state (name is its file) state_down | state_up, and
+    for a responder (name is its scheme://host:port) responder_down |
+    responder_up.
+    level: info | warning (a failure with a usable staple still cached; a
+    revoked or unknown answer) | error (a failure with nothing usable left
+    to serve; the cache down). status, this_update and next_update are the
+    staple's that the certificate has after the event, when one is known.
+    """
+
+    when: float
+    level: str
+    cert_id: str
+    name: str
+    action: str
+    detail: str
+    reason: str | None = None
+    status: str | None = None
+    this_update: float | None = None
+    next_update: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("when", "this_update", "next_update"):
+            data[name] = iso(data[name])
+        return data
+
+
+class _Cert:
+    __slots__ = ("leaf", "state", "planned_from")
+
+    def __init__(self, leaf: Leaf, state: CertState) -> None:
+        self.leaf = leaf
+        self.state = state
+        #: thisUpdate of the staple the current due time was planned to
+        #: renew (see _refresh); None until a run found one
+        self.planned_from: float | None = None
+
+
+def _responder_url(leaf: Leaf) -> str | None:
+    try:
+        return leaf.responder_url()
+    except StapleError:
+        return None  # its refresh fails with the reason, and is reported then
+
+
+class PrefetchWorker:
+    def __init__(
+        self,
+        stapler: Stapler,
+        *,
+        state: StateStore | None = None,
+        options: WorkerOptions = WorkerOptions(),
+        clock: Clock = SYSTEM_CLOCK,
+        rand: Callable[[], float] = random.random,
+        on_event: Callable[[WorkerEvent], None] = lambda event: None,
+    ) -> None:
+        self.stapler = stapler
+        self.policy = stapler.policy  # one policy: the stapler's "due" must agree with our schedule
+        self.state = state
+        self.options = options
+        self.clock = clock
+        self.rand = rand
+        self.on_event = on_event
+        self.worker_id = f"{owner_id()}/{next(_numbers)}"
+        self.started = clock.now()
+        self._lock = threading.Lock()
+        self._dispatch_cv = threading.Condition(self._lock)
+        self._work_cv = threading.Condition(self._lock)
+        # Held around every state write, so that a job ending for a
+        # certificate that load() just removed cannot write its row back.
+        self._state_lock = threading.Lock()
+        self._schedule = Schedule(options.per_responder)
+        self._certs: dict[str, _Cert] = {}
+        self._running = 0
+        self._handoff: deque[Ticket] = deque()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._loaded = False
+        self._audit_order: list[str] = []
+        self._audit_pos = 0
+        self._audit_now = False
+        self.cache_watch = StoreWatch()
+        self.state_watch = StoreWatch()
+        #: responders (by responder_key) this worker found not answering
+        self._responder_watch: dict[str, StoreWatch] = {}
+
+    # -- certificates -----------------------------------------------------------
+
+    def load(self, leaves: Iterable[Leaf]) -> tuple[int, int]:
+        """Make the schedule hold exactly these leaves; return (added, removed).
+
+        A reload without restart: a certificate already scheduled keeps its
+        due time and failure count (unless its responder changed: then it
+        is due now), new ones are due now, removed ones leave the schedule
+        and the state. The first load picks up the failure counts a
+        previous run left in the state, and drops rows it no longer needs.
+        """
+        now = self.clock.now()
+        incoming: dict[str, Leaf] = {}
+        for leaf in leaves:
+            incoming.setdefault(leaf.cert_id, leaf)
+        previous: dict[str, CertState] = {}
+        if not self._loaded and self.state is not None:
+            previous = {s.cert_id: s for s in self.state.all()}
+        added: list[CertState] = []
+        changed: list[CertState] = []
+        with self._state_lock:
+            with self._lock:
+                removed = [(cid, cert.leaf.name) for cid, cert in self._certs.items() if cid not in incoming]
+                for cert_id, _ in removed:
+                    del self._certs[cert_id]
+                    self._schedule.remove(cert_id)
+                for cert_id, leaf in incoming.items():
+                    cert = self._certs.get(cert_id)
+                    if cert is None:
+                        added.append(self._add(cert_id, leaf, previous.get(cert_id), now))
+                    elif (row := self._update(cert, leaf, now)) is not None:
+                        changed.append(row)
+                self._loaded = True
+                self._dispatch_cv.notify()
+            if self.state is not None:
+                self.state.remove([*(cert_id for cert_id, _ in removed), *(c for c in previous if c not in incoming)])
+                self.state.put_many(added + changed)
+        # Built one at a time, not kept in a list: 100,000 events add up.
+        for cert_id, name in removed:
+            self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
+        for row in added:
+            detail = f"due now; responder {row.responder or '(none)'}"
+            self._emit(WorkerEvent(now, "info", row.cert_id, row.name, "added", detail))
+        return len(added), len(removed)
+
+    def _identity(self, leaf: Leaf) -> dict[str, Any]:
+        """The state fields a load sets. One string object per distinct
+        responder URL, and the name doubles as the path: at 100,000
+        certificates, copies cost tens of megabytes."""
+        name = leaf.name
+        url = _responder_url(leaf)
+        return {"name": name, "path": name if leaf.path else None, "responder": sys.intern(url) if url else None}
+
+    def _add(self, cert_id: str, leaf: Leaf, before: CertState | None, now: float) -> CertState:
+        identity = self._identity(leaf)
+        identity["next_attempt"] = now
+        state = replace(before, **identity) if before else CertState(cert_id, **identity)
+        self._certs[cert_id] = _Cert(leaf, state)
+        self._schedule.add(cert_id, responder_key(state.responder), now)
+        return state
+
+    def _update(self, cert: _Cert, leaf: Leaf, now: float) -> CertState | None:
+        """An unchanged certificate keeps its schedule; a changed name or responder is recorded."""
+        cert.leaf = leaf
+        old = cert.state
+        identity = self._identity(leaf)
+        if (old.name, old.path, old.responder) == (identity["name"], identity["path"], identity["responder"]):
+            return None
+        cert.state = replace(old, **identity)
+        if identity["responder"] != old.responder:
+            # A new responder (a --url added, a reissued AIA): try it now,
+            # not after the backoff the old one earned.
+            self._schedule.move(old.cert_id, responder_key(identity["responder"]), now)
+            cert.state = replace(cert.state, next_attempt=now)
+        return cert.state
+
+    # -- the schedule -------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            return self._schedule.next_due()
+
+    def schedule(self) -> list[tuple[str, float]]:
+        """(cert_id, due) of every certificate, earliest first."""
+        with self._lock:
+            return self._schedule.items()
+
+    def run_due(self) -> list[WorkerEvent]:
+        """Run every job due now to completion, within the limits; return their events.
+
+        For ``prefetch --once`` and tests with a FrozenClock. "Now" is read
+        once: a job rescheduled during the run is due later, so the run ends.
+        """
+        if self._threads:
+            raise RuntimeError("run_due() is for a worker that is not start()ed")
+        now = self.clock.now()
+        events: list[WorkerEvent] = []
+        pending: set[Future[WorkerEvent | None]] = set()
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="prefetch-once") as pool:
+            while True:
+                with self._lock:
+                    for ticket in self._take(now):
+                        pending.add(pool.submit(self._run, ticket))
+                if not pending:
+                    return events
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                events += [event for event in (f.result() for f in finished) if event is not None]
+
+    def _take(self, now: float) -> list[Ticket]:
+        """Take due jobs up to the concurrency limit (self._lock held)."""
+        taken = []
+        while self._running < self.options.concurrency:
+            ticket = self._schedule.take(now)
+            if ticket is None:
+                break
+            self._running += 1
+            taken.append(ticket)
+        return taken
+
+    # -- one job ------------------------------------------------------------------
+
+    def _run(self, ticket: Ticket) -> WorkerEvent | None:
+        with self._lock:
+            cert = self._certs.get(ticket.cert_id)
+        if cert is None:
+            self._finish(ticket, None, None, None)  # removed between take and now
+            return None
+        leaf, before, reason = cert.leaf, cert.state, None
+        started = self.clock.now()
+        try:
+            result: Refresh | Exception = self._refresh(cert)
+        except Exception as exc:  # every outcome is planned for, a bug included
+            result = exc
+        now = self.clock.now()
+        self._watch_cache(result, now)
+        self._watch_responder(ticket.responder, result, now)
+        if isinstance(result, LockTimeoutError):
+            action, reason = "busy", result.reason
+            plan = plan_busy(result, self.options.lock_timeout, started, now, self.policy)
+        elif isinstance(result, Exception):
+            error = result
+            if not isinstance(error, StapleError):
+                # A bug: reported and retried like a failure, so that one
+                # certificate tripping it does not take a worker thread down.
+                traceback.print_exception(error)
+                error = UnexpectedError(f"{leaf.name}: unexpected {type(error).__name__} in refresh: {error}")
+            action, reason = "failed", error.reason
+            usable = self._usable_cached(leaf, now)
+            plan = plan_failure(error, before.failures + 1, usable, started, now, self.policy, self.rand())
+        else:
+            action = result.action
+            plan = plan_answer(action, result.staple, started, now, self.policy, self.rand())
+            if action != "leased":
+                cert.planned_from = result.staple.this_update  # only this job's thread touches it
+        changes = plan.changes
+        event = WorkerEvent(
+            now, plan.level, ticket.cert_id, leaf.name, action, plan.detail, reason,
+            changes.get("status", before.status), changes.get("this_update", before.this_update),
+            changes.get("next_update", before.next_update),
+        )  # fmt: skip
+        return self._finish(ticket, plan.due, event, changes)
+
+    def _refresh(self, cert: _Cert) -> Refresh:
+        """Stapler.refresh, told which staple this run was planned to renew.
+
+        renew_at puts our run before the stapler's renewal point (jitter)
+        or caps it (max_delay: a 7-day response is looked at daily, so a
+        revocation is noticed within a day). Unless told, the stapler would
+        call that staple fresh, and we would look again every min_delay
+        until the renewal point and max_delay would mean nothing. A newer
+        staple (the request path or another process renewed it) is left
+        alone.
+        """
+        return self.stapler.refresh(
+            cert.leaf, replace_from=cert.planned_from, lock_timeout=self.options.lock_timeout
+        )
+
+    # -- the cache as a whole ---------------------------------------------------
+
+    def _watch_cache(self, result: Refresh | Exception, now: float) -> None:
+        """Note what a refresh says of the cache: down, answering, or nothing."""
+        if isinstance(result, Exception) and is_cache_down(result):
+            outage = self.cache_watch.failed(result, now)
+            if outage is not None:
+                uri = redact(self.stapler.cache.uri)
+                state, meanwhile = _WHILE_DOWN[outage.reason]
+                detail = f"{state}: {outage.error}; {meanwhile}"
+                self._emit(WorkerEvent(now, "error", "", uri, "cache_down", detail, outage.reason))
+        elif not isinstance(result, Exception) or says_cache_worked(result):
+            self._cache_answered(now, wrote=not isinstance(result, Exception) and result.action == "updated")
+
+    def _cache_answered(self, now: float, *, wrote: bool = False) -> None:
+        ended = self.cache_watch.worked(now, wrote=wrote)
+        if ended is not None:
+            self._cache_back(ended, now)
+
+    def _cache_back(self, outage: Outage, now: float) -> None:
+        """The cache answers again: what failed on it is due now, not after its backoff.
+
+        A restarted memcached or redis is empty; the next audit (run at
+        once) also finds every staple that is missing.
+        """
+        with self._lock:
+            due = [
+                cert_id for cert_id, cert in self._certs.items()
+                if cert.state.last_reason in STORE_DOWN_REASONS and self._schedule.advance(cert_id, now)
+            ]  # fmt: skip
+            for cert_id in due:
+                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
+            self._audit_now = True
+            self._audit_order, self._audit_pos = [], 0
+            self._dispatch_cv.notify()
+        uri = redact(self.stapler.cache.uri)
+        detail = (
+            f"works again after {now - outage.since:.0f} s; "
+            f"{len(due)} certificates that failed on it are due now"
+        )
+        self._emit(WorkerEvent(now, "info", "", uri, "cache_up", detail))
+
+    # -- responders --------------------------------------------------------------
+
+    def _watch_responder(self, key: str, result: Refresh | Exception, now: float) -> None:
+        """Say once that a responder stopped answering, and once that it is back.
+
+        Meanwhile its certificates fail at once (engine.responders.health: one probe at
+        a time), and each failure says so only with -v.
+        """
+        if isinstance(result, Exception):
+            if getattr(result, "reason", None) in RESPONDER_SILENT:
+                outage = self._responder_watch.setdefault(key, StoreWatch()).failed(result, now)
+                if outage is not None:
+                    detail = (
+                        f"not answering: {outage.error}; one probe at a time until it answers, "
+                        "its certificates keep their cached staples"
+                    )
+                    self._emit(WorkerEvent(now, "error", "", key, "responder_down", detail, outage.reason))
+                return
+            if not isinstance(result, FetchError):
+                return  # a busy stripe, the cache: nothing said of the responder
+        watch = self._responder_watch.get(key)
+        ended = watch.worked(now) if watch is not None else None
+        if ended is None:
+            return
+        # what failed while it was silent is due now, not at its own retry
+        with self._lock:
+            due = [
+                cert_id for cert_id, cert in self._certs.items()
+                if cert.state.last_reason in RESPONDER_SILENT and responder_key(cert.state.responder) == key
+                and self._schedule.advance(cert_id, now)
+            ]  # fmt: skip
+            for cert_id in due:
+                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
+            self._dispatch_cv.notify()
+        detail = f"answers again after {now - ended.since:.0f} s; {len(due)} certificates that failed on it are due now"
+        self._emit(WorkerEvent(now, "info", "", key, "responder_up", detail))
+
+    def _usable_cached(self, leaf: Leaf, now: float) -> Staple | None:
+        try:
+            staple = self.stapler.cached(leaf)
+        except StapleError:
+            return None  # the cache is down too: nothing we can count on
+        return staple if self.stapler.usable(staple, now) else None
+
+    def _finish(
+        self, ticket: Ticket, due: float | None, event: WorkerEvent | None, changes: dict[str, Any] | None
+    ) -> WorkerEvent | None:
+        """Reschedule, record the state and one history row, report."""
+        with self._state_lock:
+            with self._lock:
+                current = self._schedule.done(ticket, due)
+                self._running -= 1
+                self._dispatch_cv.notify()
+                cert = self._certs.get(ticket.cert_id) if current else None
+                if cert is not None and changes is not None:
+                    cert.state = replace(cert.state, **changes)
+                state = cert.state if cert is not None else None
+            if self._stopping or event is None:
+                return None  # stop() returned; whoever called it may have closed the store
+            if state is not None and self.state is not None:
+                try:
+                    self.state.put(state, HistoryEntry(event.when, event.action, event.detail))
+                except StateStoreError as error:
+                    self._state_failed(error, event.when)
+                else:
+                    self._state_worked(event.when)
+        self._emit(event)
+        return event
+
+    def _state_failed(self, error: StateStoreError, now: float) -> None:
+        if self.state_watch.failed(error, now) is not None:
+            detail = (
+                f"{error}; renewals go on, but inspect, the dashboard and the metrics "
+                "show what was last recorded until it can be written again"
+            )
+            self._emit(WorkerEvent(now, "error", "", str(self.state.path), "state_down", detail, error.reason))
+
+    def _state_worked(self, now: float) -> None:
+        ended = self.state_watch.worked(now, wrote=True)
+        if ended is not None:
+            detail = f"written again after {now - ended.since:.0f} s"
+            self._emit(WorkerEvent(now, "info", "", str(self.state.path), "state_up", detail))
+
+    def _emit(self, event: WorkerEvent) -> None:
+        try:
+            self.on_event(event)
+        except Exception:
+            # A broken observer must not stop renewals.
+            traceback.print_exc()
+
+    # -- the background service ---------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._threads or self._stopping:
+                raise RuntimeError("a worker is started once")
+            self.started = self.clock.now()
+            self._threads = [threading.Thread(target=self._dispatch_loop, name="prefetch-dispatch", daemon=True)]
+            # Daemon threads: a fetch hanging in a socket must never keep the process from exiting.
+            self._threads += [
+                threading.Thread(target=self._work_loop, name=f"prefetch-{n}", daemon=True)
+                for n in range(self.options.concurrency)
+            ]
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        """Look at the schedule now (after a clock change, a load, a "refresh now")."""
+        with self._lock:
+            self._dispatch_cv.notify()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop dispatching and wait at most ``timeout`` (default stop_grace) for running jobs.
+
+        Returns True when every thread ended; False when some are still in a
+        fetch: they are daemon threads, left to end with their deadline or
+        the process, and record nothing more. A worker never started has
+        nothing to stop (run_due() goes on working).
+        """
+        if not self._threads:
+            return True
+        grace = self.options.stop_grace if timeout is None else timeout
+        end = time.monotonic() + grace
+        with self._lock:
+            self._stopping = True
+            self._dispatch_cv.notify_all()
+            self._work_cv.notify_all()
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        if self.state is not None:
+            try:
+                self.state.forget_worker(self.worker_id)
+            except StateStoreError:
+                pass  # the heartbeat goes stale on its own
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def heartbeat(self) -> None:
+        if self.state is None:
+            return
+        with self._lock:
+            count = len(self._certs)
+        self.state.heartbeat(self.worker_id, os.getpid(), self.started, self.clock.now(), count)
+
+    def audit(self, count: int = AUDIT_BATCH) -> int:
+        """Look at the cached staples of the next ``count`` certificates, in
+        turn, and bring forward the run of any whose staple is gone or ends
+        before that run. Returns how many were brought forward.
+
+        The worker plans from what it fetched; this catches what happened
+        without it: a memcached restart or eviction, an entry httpd
+        overwrote, a shorter-lived staple another process stored. A
+        certificate backing off after failures keeps its backoff: the
+        audit must not turn it into a fetch per pass.
+        """
+        with self._lock:
+            if self._audit_pos >= len(self._audit_order):
+                self._audit_order, self._audit_pos = list(self._certs), 0
+            ids = self._audit_order[self._audit_pos : self._audit_pos + count]
+            self._audit_pos += count
+            leaves = [self._certs[cert_id].leaf for cert_id in ids if cert_id in self._certs]
+        if not leaves:
+            return 0
+        try:
+            found = self.stapler.cached_many(leaves)
+        except StapleError as error:
+            self._watch_cache(error, self.clock.now())
+            return 0  # the cache is down: nothing to correct until it answers
+        now = self.clock.now()
+        self._cache_answered(now)
+        moved = 0
+        with self._lock:
+            for leaf in leaves:
+                cert = self._certs.get(leaf.cert_id)
+                if cert is None or cert.state.failures:
+                    continue
+                staple = found.get(leaf.cert_id)
+                if not self.stapler.usable(staple, now):
+                    due = now
+                else:
+                    planned = cert.state.next_attempt
+                    if planned is not None and planned < expires_at(staple.this_update, staple.next_update, self.policy):
+                        continue  # its run comes before it lapses: nothing to correct (no jitter creep)
+                    due = after_answer(staple.this_update, staple.next_update, now, self.policy, self.rand())
+                if self._schedule.advance(leaf.cert_id, due):
+                    if staple is not None:
+                        cert.planned_from = staple.this_update
+                    cert.state = replace(cert.state, next_attempt=due)
+                    moved += 1
+            if moved:
+                self._dispatch_cv.notify()
+        return moved
+
+    def _dispatch_loop(self) -> None:
+        next_beat = 0.0
+        while True:
+            if time.monotonic() >= next_beat:
+                try:
+                    self.heartbeat()
+                except StateStoreError as error:
+                    self._state_failed(error, self.clock.now())
+                else:
+                    self._state_worked(self.clock.now())
+                self.audit()
+                next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+            elif self._audit_now:
+                self._audit_now = False
+                self.audit()  # the cache is back: look for what it lost now, not at the next beat
+            with self._lock:
+                if self._stopping:
+                    return
+                now = self.clock.now()
+                for ticket in self._take(now):
+                    self._handoff.append(ticket)
+                    self._work_cv.notify()
+                # Wake for the next beat at the latest: also notices a wall clock that jumped.
+                timeout = next_beat - time.monotonic()
+                if self._running < self.options.concurrency:
+                    wakeup = self._schedule.next_wakeup()
+                    if wakeup is not None:
+                        timeout = min(timeout, wakeup - now)
+                # else a job ending notifies us
+                if timeout > 0:
+                    self._dispatch_cv.wait(timeout)
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._handoff and not self._stopping:
+                    self._work_cv.wait()
+                if self._stopping:
+                    return
+                ticket = self._handoff.popleft()
+            self._run(ticket)
