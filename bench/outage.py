@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.store.cache import Cache  # noqa: E402
 from engine.ocsp.certs import load_leaf  # noqa: E402
-from engine.responders.fetch import FetchOptions  # noqa: E402
+from engine.refresh.fetch import FetchOptions  # noqa: E402
 from engine.locks.fetchlocks import FetchLocks  # noqa: E402
 from engine.responders.health import ResponderHealth  # noqa: E402
 from engine.store.providers import open_provider  # noqa: E402

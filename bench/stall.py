@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.store.cache import Cache  # noqa: E402
 from engine.ocsp.certs import Leaf, load_leaf  # noqa: E402
 from engine.errors import StapleError  # noqa: E402
-from engine.responders.fetch import FetchOptions, fetch, store  # noqa: E402
+from engine.refresh.fetch import FetchOptions, fetch, store  # noqa: E402
 from engine.store.providers import open_provider  # noqa: E402
 from engine.refresh.stapler import Lookup, Stapler, StaplerOptions  # noqa: E402
 from engine.locks.fetchlocks import FetchLocks  # noqa: E402

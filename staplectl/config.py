@@ -18,17 +18,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engine.responders.addresses import parse_allow
-from engine.bounds import BOUNDS, OutOfBoundsError, check
-from engine.durations import format_duration, parse_duration
-from engine.errors import InputError
-from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy
-from engine.paths import state_dir
-from engine.store.providers import default_cache_uri
-from engine.ocsp.certfiles import CertSpec
-from engine.locks.fetchlocks import DEFAULT_STRIPES
-from engine.responders.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT
-from engine.ocsp.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW
+from engine.api import (
+    BOUNDS, DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, DEFAULT_POLICY, DEFAULT_SKEW, DEFAULT_STRIPES, DEFAULT_TIMEOUT,
+    CertSpec, FreshnessPolicy, InputError, OutOfBoundsError, check_bound, default_cache_uri,
+    format_duration, parse_allow, parse_duration, state_dir,
+)
 
 
 class ConfigError(InputError):
@@ -247,7 +241,7 @@ def _section(where: str, name: str, table: Any, cls: type) -> Any:
             values[key] = _typed(where, qualified, value, type(getattr(cls(), key)))
         if qualified in BOUNDS:
             try:
-                check(qualified, values[key], where=where)
+                check_bound(qualified, values[key], where=where)
             except OutOfBoundsError as exc:
                 raise ConfigError(str(exc)) from None
     return cls(**values)

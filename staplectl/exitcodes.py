@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from engine.errors import InputError, StapleError
+from engine.api import InputError, StapleError
 
 
 class Exit(IntEnum):

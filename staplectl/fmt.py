@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.clock import iso
+from engine.api import iso
 
 
 def duration(seconds: float) -> str:

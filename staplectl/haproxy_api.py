@@ -22,7 +22,7 @@ import base64
 import socket
 from pathlib import Path
 
-from engine.errors import StapleError
+from engine.api import StapleError
 
 #: HAProxy's answer when the staple was replaced
 UPDATED = "OCSP Response updated"

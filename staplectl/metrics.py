@@ -16,11 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.clock import Clock
-from engine.errors import STORE_DOWN_REASONS
-from engine.refresh.prefetch import WorkerEvent
-from engine.refresh.worker_state import StateStore, StateStoreError
-from engine.locks.stats import read_stats
+from engine.api import STORE_DOWN_REASONS, Clock, StateStore, StateStoreError, WorkerEvent, read_stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

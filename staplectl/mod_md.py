@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
-from engine.ocsp.staple import Staple
+from engine.api import Staple
 
 GROUP = "other"
 

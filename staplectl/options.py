@@ -14,7 +14,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from engine.errors import StapleError
+from engine.api import StapleError
 from staplectl.config import Config, load as load_config
 from staplectl.exitcodes import for_error
 from staplectl.terminal import Terminal

@@ -3,15 +3,10 @@ every command (and the dashboard)."""
 
 from __future__ import annotations
 
-from engine.responders.addresses import parse_allow
-from engine.store.cache import Cache
-from engine.responders.fetch import FetchOptions
-from engine.responders.health import ResponderHealth
-from engine.store.providers import open_provider
-from engine.refresh.stapler import Stapler, StaplerOptions
-from engine.locks.fetchlocks import FetchLocks
-from engine.responders.transport import TransportOptions
-from engine.ocsp.validate import ValidationOptions
+from engine.api import (
+    Cache, FetchLocks, FetchOptions, ResponderHealth, Stapler, StaplerOptions, TransportOptions, ValidationOptions,
+    open_provider, parse_allow,
+)
 from staplectl.config import Config
 
 

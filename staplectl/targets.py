@@ -16,13 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.store.cache import Cache
-from engine.ocsp.certs import Leaf
-from engine.errors import InputError, StapleError
-from engine.store.providers import open_provider
-from engine.ocsp.certfiles import CertSpec, Loading
-from engine.refresh.stapler import Stapler
-from engine.responders.transport import check_url
+from engine.api import Cache, CertSpec, InputError, Leaf, Loading, StapleError, Stapler, check_url, open_provider
 from staplectl.config import Config
 from staplectl.runtime import fetch_options
 

@@ -55,13 +55,7 @@ from typing import Any, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.ocsp.certs import Leaf
-from engine.clock import SYSTEM_CLOCK
-from engine.errors import StapleError, UnexpectedError
-from engine.refresh.fanout import Fanout
-from engine.ocsp.staple import Staple
-from engine.refresh.stapler import Refresh
-from engine.locks.fetchlocks import stripe_of
+from engine.api import SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, StapleError, UnexpectedError, stripe_of
 from staplectl.runtime import open_stapler
 from staplectl.targets import close_stapler
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.responders.addresses import parse_allow
-from engine.responders.fetch import FetchOptions
+from engine.refresh.fetch import FetchOptions
 from engine.responders.transport import TransportOptions
 
 LOOPBACK = parse_allow(["loopback"])

@@ -8,7 +8,7 @@ import pytest
 from engine.responders.addresses import parse_allow, refusal
 from engine.ocsp.certs import load_leaf
 from engine.errors import ResponderAddressError
-from engine.responders.fetch import FetchOptions, fetch
+from engine.refresh.fetch import FetchOptions, fetch
 from engine.responders.transport import TransportOptions, post
 from tests.test_fanout import run
 from tests.test_stapler import make_stapler

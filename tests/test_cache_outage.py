@@ -20,7 +20,7 @@ from engine.store.outages import StoreWatch, says_cache_worked
 from engine.ocsp.certs import load_leaf
 from engine.clock import FrozenClock
 from engine.errors import CacheUnavailableError, ResponderTimeoutError
-from engine.responders.fetch import FetchOptions
+from engine.refresh.fetch import FetchOptions
 from engine.refresh.freshness import FreshnessPolicy
 from engine.refresh.prefetch import PrefetchWorker, WorkerEvent
 from engine.store.providers import open_provider

@@ -552,12 +552,3 @@ def test_closing_while_a_certificate_is_held_is_refused(lock_dir: Path) -> None:
     locks.close()
     with pytest.raises(ValueError, match="closed"):
         locks.hold(cache_id(1))
-
-
-def test_the_engine_module_imports_no_front_end() -> None:
-    program = (
-        "import sys, engine.locks.fetchlocks\n"
-        "print(sorted({'staplectl', 'typer', 'rich', 'textual'} & {m.split('.')[0] for m in sys.modules}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""engine.store.inspection and engine.ocsp.response_text: entries -> rows, responses -> text.
+"""engine.inspection and engine.ocsp.response_text: entries -> rows, responses -> text.
 
 Responses are built here with cryptography and the test PKI's keys, so each
 case (tryLater, expired, bad signature, delegate...) is exact and offline.
@@ -18,7 +18,7 @@ from cryptography.x509 import ocsp
 
 from engine.ocsp.certs import load_leaf
 from engine.refresh.freshness import DEFAULT_POLICY
-from engine.store.inspection import Found, KnownCertificates, cert_sha1, inspect_entry
+from engine.inspection import Found, KnownCertificates, cert_sha1, inspect_entry
 from engine.store.providers.base import Entry
 from engine.ocsp.response_text import describe, render
 from engine.refresh.worker_state import CertState
@@ -261,7 +261,7 @@ def test_headless_modules_import_no_ui():
     import sys
 
     code = (
-        "import sys, engine.store.inspection, engine.ocsp.response_text\n"
+        "import sys, engine.inspection, engine.ocsp.response_text\n"
         "print(sorted({'staplectl', 'typer', 'rich', 'textual'} & {m.split('.')[0] for m in sys.modules}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -21,7 +21,7 @@ import pytest
 from engine.store.cache import Cache
 from engine.ocsp.certs import Leaf, load_leaf
 from engine.clock import FrozenClock, iso
-from engine.responders.fetch import FetchOptions
+from engine.refresh.fetch import FetchOptions
 from engine.locks.fetchlocks import FetchLocks
 from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
 from engine.responders.health import responder_key

@@ -10,7 +10,7 @@ from cryptography.x509 import ocsp
 
 from engine.store.cache import Cache
 from engine.ocsp.certs import load_leaf
-from engine.responders.fetch import FetchOptions, store
+from engine.refresh.fetch import FetchOptions, store
 from engine.locks.fetchlocks import FetchLocks
 from engine.store.providers import open_provider
 from engine.ocsp.request import build_request

@@ -17,7 +17,7 @@ from cryptography.x509 import ocsp
 from engine import errors
 from engine.ocsp.certs import load_leaf
 from engine.clock import FrozenClock, SYSTEM_CLOCK
-from engine.responders.fetch import FetchOptions, fetch
+from engine.refresh.fetch import FetchOptions, fetch
 from engine.ocsp.request import build_request
 from engine.ocsp.staple import GOOD, REVOKED, UNKNOWN
 from engine.responders.transport import TransportOptions, post

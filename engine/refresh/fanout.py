@@ -45,7 +45,7 @@ from engine.ocsp.certs import Leaf
 from engine.errors import FetchError, StapleError, UnexpectedError
 from engine.responders.exchange import Addresses, Exchange
 from engine.refresh.fairqueue import FairQueue, Job
-from engine.responders.fetch import accept, check_not_older, prepare
+from engine.refresh.fetch import accept, check_not_older, prepare
 from engine.locks.fetchlocks import Held, LockTimeoutError
 from engine.responders.health import Asking, responder_key
 from engine.ocsp.request import OCSPQuery

@@ -30,7 +30,7 @@ from engine.store.cache import Cache
 from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StapleError, ValidationError
-from engine.responders.fetch import FetchOptions, check_not_older, fetch, staple_write, store
+from engine.refresh.fetch import FetchOptions, check_not_older, fetch, staple_write, store
 from engine.locks.fetchlocks import FetchLocks, LockTimeoutError
 from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
 from engine.responders.health import Asking, ResponderHealth, responder_key

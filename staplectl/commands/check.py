@@ -17,12 +17,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from engine.ocsp.certs import Leaf
-from engine.clock import SYSTEM_CLOCK, iso
-from engine.durations import parse_duration
-from engine.errors import InputError, StapleError
-from engine.refresh.freshness import seconds_left
-from engine.ocsp.staple import GOOD, Staple
+from engine.api import GOOD, SYSTEM_CLOCK, InputError, Leaf, Staple, StapleError, iso, parse_duration, seconds_left
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
 from staplectl.printable import printable

@@ -21,12 +21,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.store.atomic import check_replaceable, remove_stale_temporaries, write_atomic
-from engine.ocsp.certs import Leaf
-from engine.clock import SYSTEM_CLOCK, iso
-from engine.errors import InputError, StapleError
-from engine.redact import redact
-from engine.ocsp.staple import GOOD, Staple
+from engine.api import (
+    GOOD, SYSTEM_CLOCK, InputError, Leaf, Staple, StapleError, check_replaceable, iso, redact,
+    remove_stale_temporaries, write_atomic,
+)
 from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response

@@ -8,17 +8,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from engine.store.atomic import check_output, write_output
-from engine.bounds import check
-from engine.redact import redact
-from engine.store.cache import Cache
-from engine.ocsp.certs import Leaf, load_leaf
-from engine.clock import SYSTEM_CLOCK, iso
-from engine.errors import InputError
-from engine.responders.fetch import fetch as fetch_staple
-from engine.store.providers.layout import DEFAULT_NAMESPACE, staple_key
-from engine.ocsp.staple import GOOD, Staple
-from engine.responders.transport import check_url
+from engine.api import (
+    DEFAULT_NAMESPACE, GOOD, SYSTEM_CLOCK, Cache, InputError, Leaf, Staple, check_bound, check_output,
+    check_url, fetch_staple, iso, load_leaf, redact, staple_key, write_output,
+)
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
@@ -75,9 +68,9 @@ def fetch(
         effective = opts.load_config()
         responder = effective.responder
         if timeout is not None:
-            responder.timeout = check("responder.timeout", timeout, option="--timeout")
+            responder.timeout = check_bound("responder.timeout", timeout, option="--timeout")
         if max_size is not None:
-            responder.max_size = int(check("responder.max_size", max_size, option="--max-size"))
+            responder.max_size = int(check_bound("responder.max_size", max_size, option="--max-size"))
         responder.nonce = nonce or responder.nonce
         responder.get = get or responder.get
         leaf = load_leaf(cert, issuer_path=issuer, url_override=url)

@@ -17,18 +17,12 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from engine.store.cache import Cache
-from engine.ocsp.certs import load_leaf, read_certificates
-from engine.clock import SYSTEM_CLOCK, iso
-from engine.errors import InputError, IssuerNotFoundError, StapleError
-from engine.responders.health import ResponderHealth, ResponderState, responder_key
-from engine.store.inspection import Found, Inspection, KnownCertificates, cert_sha1, inspect_entry
-from engine.store.providers import open_provider
-from engine.redact import redact
-from engine.store.providers.layout import DEFAULT_NAMESPACE, staple_key
-from engine.ocsp.response_text import describe, render
-from engine.ocsp.certfiles import load_all
-from engine.refresh.worker_state import CertState, HistoryEntry, StateStore
+from engine.api import (
+    DEFAULT_NAMESPACE, SYSTEM_CLOCK, Cache, CertState, Found, HistoryEntry, InputError, Inspection,
+    IssuerNotFoundError, KnownCertificates, ResponderHealth, ResponderState, StapleError, StateStore, cert_sha1,
+    describe, inspect_entry, iso, load_all, load_leaf, open_provider, read_certificates, redact, render,
+    responder_key, staple_key,
+)
 from staplectl import fmt
 from staplectl.config import Config
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings

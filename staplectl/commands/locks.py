@@ -16,10 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
-from engine.errors import InputError
-from engine.responders.health import ResponderHealth
-from engine.locks.stats import STATS_FILE, StripeStats, LockStatsError
-from engine.locks.stats import read_stats as _read_stats
+from engine.api import STATS_FILE, InputError, LockStatsError, ResponderHealth, StripeStats, read_stats as _read_stats
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
 from staplectl.printable import printable

@@ -17,14 +17,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.ocsp.certs import Leaf
-from engine.clock import SYSTEM_CLOCK, iso
-from engine.errors import STORE_DOWN_REASONS, InputError, StapleError
-from engine.responders.health import ResponderDownError
-from engine.refresh.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
-from engine.redact import redact
-from engine.ocsp.certfiles import load_all
-from engine.refresh.worker_state import StateStore
+from engine.api import (
+    STORE_DOWN_REASONS, SYSTEM_CLOCK, InputError, Leaf, PrefetchWorker, ResponderDownError, StapleError,
+    StateStore, WorkerEvent, WorkerOptions, iso, load_all, redact,
+)
 from staplectl.config import Config
 from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer

@@ -19,13 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.bounds import check
-from engine.ocsp.certs import Leaf
-from engine.clock import SYSTEM_CLOCK, iso
-from engine.errors import StapleError
-from engine.refresh.fanout import Fanout
-from engine.ocsp.staple import GOOD, Staple
-from engine.refresh.stapler import Refresh
+from engine.api import GOOD, SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, StapleError, check_bound, iso
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
@@ -119,7 +113,7 @@ def warm(
     with fewer_collections(), reporting(term, json_errors=json_output):
         effective = opts.load_config()
         if timeout is not None:
-            effective.responder.timeout = check("responder.timeout", timeout, option="--timeout")
+            effective.responder.timeout = check_bound("responder.timeout", timeout, option="--timeout")
         team = Team(processes, concurrency)
         try:
             loading = start_loading(paths, issuer, url, effective)

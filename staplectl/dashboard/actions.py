@@ -20,13 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engine.ocsp.certs import Leaf
-from engine.clock import Clock
-from engine.errors import StapleError
-from engine.refresh.prefetch import PrefetchWorker, WorkerOptions
-from engine.refresh.fanout import Fanout
-from engine.refresh.stapler import Refresh, Stapler
-from engine.refresh.worker_state import StateStore
+from engine.api import Clock, Fanout, Leaf, PrefetchWorker, Refresh, StapleError, Stapler, StateStore, WorkerOptions
 
 #: how long quitting waits for the in-process worker's fetches (as prefetch's SIGTERM)
 STOP_GRACE = 3.0

@@ -14,13 +14,7 @@ from cryptography import x509
 from rich.table import Table
 from rich.text import Text
 
-from engine.ocsp.certs import is_must_staple, ocsp_urls
-from engine.clock import iso
-from engine.errors import StapleError
-from engine.refresh.freshness import renewal_point
-from engine.store.inspection import cert_sha1
-from engine.ocsp.response_text import render
-from engine.refresh.worker_state import HistoryEntry
+from engine.api import HistoryEntry, StapleError, cert_sha1, is_must_staple, iso, ocsp_urls, render, renewal_point
 from staplectl import fmt
 from staplectl.dashboard.rows import DUE, EXPIRED, MISSING, REVOKED, STALE, STYLES, classify, left_text, status_text
 from staplectl.dashboard.snapshot import Item, Snapshot

@@ -12,10 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import InputError
-from engine.refresh.prefetch import WorkerOptions
-from engine.ocsp.certfiles import LoadResult, load_all
+from engine.api import SYSTEM_CLOCK, Clock, InputError, LoadResult, WorkerOptions, load_all
 from staplectl.config import Config
 from staplectl.dashboard.actions import STOP_GRACE, InProcessPrefetch, Refresher
 from staplectl.dashboard.app import DashboardApp

@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.locks.stats import StripeStats
+from engine.api import StripeStats
 from staplectl import fmt
 from staplectl.dashboard.rows import FAILING, LABELS, STATES, STYLES, Counts, short_time
 from staplectl.dashboard.snapshot import Snapshot

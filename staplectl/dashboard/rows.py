@@ -30,8 +30,7 @@ from typing import Any
 
 from rich.text import Text
 
-from engine.clock import to_datetime
-from engine.refresh.freshness import expires_at, is_usable, renewal_point
+from engine.api import expires_at, is_usable, renewal_point, to_datetime
 from staplectl import fmt
 from staplectl.dashboard.snapshot import Item, Snapshot
 from staplectl.printable import printable

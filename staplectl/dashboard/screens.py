@@ -15,7 +15,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.refresh.worker_state import HistoryEntry
+from engine.api import HistoryEntry
 from staplectl.dashboard import detail
 from staplectl.dashboard.snapshot import Snapshot
 

@@ -28,19 +28,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from engine.store.cache import STORE_ERRORS, Cache
-from engine.ocsp.certs import Leaf
-from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import CacheURIError, StapleError
-from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy
-from engine.responders.health import ResponderHealth, ResponderState
-from engine.store.inspection import Found, Inspection, KnownCertificates, inspect_entry
-from engine.store.providers import open_provider
-from engine.store.providers.base import Entry
-from engine.redact import redact
-from engine.refresh.worker_state import CertState, Heartbeat, HistoryEntry, StateStore
-from engine.locks.stats import StripeStats, read_stats
-from engine.ocsp.validate import ValidationOptions
+from engine.api import (
+    DEFAULT_POLICY, STORE_ERRORS, SYSTEM_CLOCK, Cache, CacheURIError, CertState, Clock, Entry, Found,
+    FreshnessPolicy, Heartbeat, HistoryEntry, Inspection, KnownCertificates, Leaf, ResponderHealth, ResponderState,
+    StapleError, StateStore, StripeStats, ValidationOptions, inspect_entry, open_provider, read_stats, redact,
+)
 
 
 @dataclass(frozen=True)
