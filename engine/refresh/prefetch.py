@@ -1,17 +1,18 @@
 """The prefetch worker (docs/design.md, "The prefetch worker"): renew every staple before it lapses.
 
 One worker keeps up to 100,000 certificates fresh with a fixed number of
-threads: a dispatcher that sleeps on a condition until the earliest due
-time (or a wake-up), and ``concurrency`` workers that run one refresh each.
-No thread or timer per certificate, and no polling while nothing is due.
-Jobs go through ``Stapler.refresh``, so they take the certificate's stripe
+threads (engine.refresh.worker_threads: a dispatcher that sleeps until the
+earliest due time, and ``concurrency`` workers that run one refresh each;
+no thread or timer per certificate, no polling while nothing is due). Jobs
+go through ``Stapler.refresh``, so they take the certificate's fetch lock
 and look in the cache again: a staple the request path or another process
 just fetched is not fetched twice.
 
-When to run each certificate next is engine.refresh.schedule's business; this
-module runs jobs, keeps the per-certificate state (engine.refresh.worker_state) that
-``inspect`` and the dashboard read, and reports every outcome as a
-WorkerEvent.
+When to run each certificate next is engine.refresh.schedule's business;
+this module runs jobs, keeps the per-certificate state
+(engine.refresh.worker_state) that ``inspect`` and the dashboard read,
+watches the cache, the state file and the responders for outages, and
+reports every outcome as a WorkerEvent (engine.refresh.worker_events).
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ import os
 import random
 import sys
 import threading
-import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from engine.ocsp.certs import Leaf
-from engine.clock import SYSTEM_CLOCK, Clock, iso
+from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import STORE_DOWN_REASONS, FetchError, StapleError, UnexpectedError
 from engine.locks.fetchlocks import LockTimeoutError
 from engine.refresh.freshness import expires_at
@@ -40,76 +40,17 @@ from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer,
 from engine.ocsp.staple import Staple
 from engine.refresh.stapler import Refresh, Stapler, owner_id
 from engine.refresh.worker_state import CertState, HistoryEntry, StateStore, StateStoreError
+from engine.refresh import worker_events as events
+from engine.refresh.worker_events import WorkerEvent, WorkerOptions
+from engine.refresh.worker_threads import WorkerThreads
 from engine.store.outages import Outage, StoreWatch, is_cache_down, says_cache_worked
 
-#: seconds between heartbeats of a started worker
-HEARTBEAT_INTERVAL = 10.0
+__all__ = ["AUDIT_BATCH", "PrefetchWorker", "WorkerEvent", "WorkerOptions"]
+
 #: cached staples the started worker looks at with each heartbeat (see
 #: audit): 100,000 certificates are all looked at within about 3 minutes
 AUDIT_BATCH = 5000
 _numbers = itertools.count(1)
-#: what an outage of the cache means for the renewals, by its reason
-_WHILE_DOWN = {
-    "cache_unavailable": ("unreachable", "renewals resume when it answers again"),
-    "cache_unwritable": (
-        "cannot be written", "staples already stored are still read; renewals are stored again when it can be"
-    ),
-    "cache_damaged": (
-        "damaged", "entries that can still be read are renewed; repair the file and restart the service"
-    ),
-}
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    #: refreshes in flight at once, all responders together
-    concurrency: int = 8
-    #: refreshes in flight at once for one responder (scheme, host, port)
-    per_responder: int = 2
-    #: how long stop() waits for running refreshes before leaving them
-    stop_grace: float = 3.0
-    #: how long a job waits for its stripe before it reports "busy"
-    lock_timeout: float = 15.0
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.per_responder < 1:
-            raise ValueError("concurrency and per_responder must be 1 or more")
-        if self.stop_grace < 0 or self.lock_timeout < 0:
-            raise ValueError("stop_grace and lock_timeout must not be negative")
-
-
-@dataclass(frozen=True)
-class WorkerEvent:
-    """One outcome, for logs, metrics and the dashboard.
-
-    action: updated | fresh | leased | failed | busy (the stripe was held
-    elsewhere past lock_timeout) | added | removed, or, for the cache as a
-    whole (no cert_id; name is the cache URI), cache_down | cache_up, and
-    for the worker's state (name is its file) state_down | state_up, and
-    for a responder (name is its scheme://host:port) responder_down |
-    responder_up.
-    level: info | warning (a failure with a usable staple still cached; a
-    revoked or unknown answer) | error (a failure with nothing usable left
-    to serve; the cache down). status, this_update and next_update are the
-    staple's that the certificate has after the event, when one is known.
-    """
-
-    when: float
-    level: str
-    cert_id: str
-    name: str
-    action: str
-    detail: str
-    reason: str | None = None
-    status: str | None = None
-    this_update: float | None = None
-    next_update: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in ("when", "this_update", "next_update"):
-            data[name] = iso(data[name])
-        return data
 
 
 class _Cert:
@@ -130,7 +71,7 @@ def _responder_url(leaf: Leaf) -> str | None:
         return None  # its refresh fails with the reason, and is reported then
 
 
-class PrefetchWorker:
+class PrefetchWorker(WorkerThreads):
     def __init__(
         self,
         stapler: Stapler,
@@ -355,10 +296,7 @@ class PrefetchWorker:
         if isinstance(result, Exception) and is_cache_down(result):
             outage = self.cache_watch.failed(result, now)
             if outage is not None:
-                uri = redact(self.stapler.cache.uri)
-                state, meanwhile = _WHILE_DOWN[outage.reason]
-                detail = f"{state}: {outage.error}; {meanwhile}"
-                self._emit(WorkerEvent(now, "error", "", uri, "cache_down", detail, outage.reason))
+                self._emit(events.cache_down(now, redact(self.stapler.cache.uri), outage))
         elif not isinstance(result, Exception) or says_cache_worked(result):
             self._cache_answered(now, wrote=not isinstance(result, Exception) and result.action == "updated")
 
@@ -383,12 +321,7 @@ class PrefetchWorker:
             self._audit_now = True
             self._audit_order, self._audit_pos = [], 0
             self._dispatch_cv.notify()
-        uri = redact(self.stapler.cache.uri)
-        detail = (
-            f"works again after {now - outage.since:.0f} s; "
-            f"{len(due)} certificates that failed on it are due now"
-        )
-        self._emit(WorkerEvent(now, "info", "", uri, "cache_up", detail))
+        self._emit(events.cache_up(now, redact(self.stapler.cache.uri), outage, len(due)))
 
     # -- responders --------------------------------------------------------------
 
@@ -402,11 +335,7 @@ class PrefetchWorker:
             if getattr(result, "reason", None) in RESPONDER_SILENT:
                 outage = self._responder_watch.setdefault(key, StoreWatch()).failed(result, now)
                 if outage is not None:
-                    detail = (
-                        f"not answering: {outage.error}; one probe at a time until it answers, "
-                        "its certificates keep their cached staples"
-                    )
-                    self._emit(WorkerEvent(now, "error", "", key, "responder_down", detail, outage.reason))
+                    self._emit(events.responder_down(now, key, outage))
                 return
             if not isinstance(result, FetchError):
                 return  # a busy stripe, the cache: nothing said of the responder
@@ -424,8 +353,7 @@ class PrefetchWorker:
             for cert_id in due:
                 self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
             self._dispatch_cv.notify()
-        detail = f"answers again after {now - ended.since:.0f} s; {len(due)} certificates that failed on it are due now"
-        self._emit(WorkerEvent(now, "info", "", key, "responder_up", detail))
+        self._emit(events.responder_up(now, key, ended, len(due)))
 
     def _usable_cached(self, leaf: Leaf, now: float) -> Staple | None:
         try:
@@ -461,17 +389,12 @@ class PrefetchWorker:
 
     def _state_failed(self, error: StateStoreError, now: float) -> None:
         if self.state_watch.failed(error, now) is not None:
-            detail = (
-                f"{error}; renewals go on, but inspect, the dashboard and the metrics "
-                "show what was last recorded until it can be written again"
-            )
-            self._emit(WorkerEvent(now, "error", "", str(self.state.path), "state_down", detail, error.reason))
+            self._emit(events.state_down(now, str(self.state.path), error, error.reason))
 
     def _state_worked(self, now: float) -> None:
         ended = self.state_watch.worked(now, wrote=True)
         if ended is not None:
-            detail = f"written again after {now - ended.since:.0f} s"
-            self._emit(WorkerEvent(now, "info", "", str(self.state.path), "state_up", detail))
+            self._emit(events.state_up(now, str(self.state.path), ended))
 
     def _emit(self, event: WorkerEvent) -> None:
         try:
@@ -480,51 +403,7 @@ class PrefetchWorker:
             # A broken observer must not stop renewals.
             traceback.print_exc()
 
-    # -- the background service ---------------------------------------------------
-
-    def start(self) -> None:
-        with self._lock:
-            if self._threads or self._stopping:
-                raise RuntimeError("a worker is started once")
-            self.started = self.clock.now()
-            self._threads = [threading.Thread(target=self._dispatch_loop, name="prefetch-dispatch", daemon=True)]
-            # Daemon threads: a fetch hanging in a socket must never keep the process from exiting.
-            self._threads += [
-                threading.Thread(target=self._work_loop, name=f"prefetch-{n}", daemon=True)
-                for n in range(self.options.concurrency)
-            ]
-        for thread in self._threads:
-            thread.start()
-
-    def wake(self) -> None:
-        """Look at the schedule now (after a clock change, a load, a "refresh now")."""
-        with self._lock:
-            self._dispatch_cv.notify()
-
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop dispatching and wait at most ``timeout`` (default stop_grace) for running jobs.
-
-        Returns True when every thread ended; False when some are still in a
-        fetch: they are daemon threads, left to end with their deadline or
-        the process, and record nothing more. A worker never started has
-        nothing to stop (run_due() goes on working).
-        """
-        if not self._threads:
-            return True
-        grace = self.options.stop_grace if timeout is None else timeout
-        end = time.monotonic() + grace
-        with self._lock:
-            self._stopping = True
-            self._dispatch_cv.notify_all()
-            self._work_cv.notify_all()
-        for thread in self._threads:
-            thread.join(max(0.0, end - time.monotonic()))
-        if self.state is not None:
-            try:
-                self.state.forget_worker(self.worker_id)
-            except StateStoreError:
-                pass  # the heartbeat goes stale on its own
-        return not any(thread.is_alive() for thread in self._threads)
+    # -- the background service (start, wake, stop: worker_threads) -------------
 
     def heartbeat(self) -> None:
         if self.state is None:
@@ -581,45 +460,3 @@ class PrefetchWorker:
             if moved:
                 self._dispatch_cv.notify()
         return moved
-
-    def _dispatch_loop(self) -> None:
-        next_beat = 0.0
-        while True:
-            if time.monotonic() >= next_beat:
-                try:
-                    self.heartbeat()
-                except StateStoreError as error:
-                    self._state_failed(error, self.clock.now())
-                else:
-                    self._state_worked(self.clock.now())
-                self.audit()
-                next_beat = time.monotonic() + HEARTBEAT_INTERVAL
-            elif self._audit_now:
-                self._audit_now = False
-                self.audit()  # the cache is back: look for what it lost now, not at the next beat
-            with self._lock:
-                if self._stopping:
-                    return
-                now = self.clock.now()
-                for ticket in self._take(now):
-                    self._handoff.append(ticket)
-                    self._work_cv.notify()
-                # Wake for the next beat at the latest: also notices a wall clock that jumped.
-                timeout = next_beat - time.monotonic()
-                if self._running < self.options.concurrency:
-                    wakeup = self._schedule.next_wakeup()
-                    if wakeup is not None:
-                        timeout = min(timeout, wakeup - now)
-                # else a job ending notifies us
-                if timeout > 0:
-                    self._dispatch_cv.wait(timeout)
-
-    def _work_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._handoff and not self._stopping:
-                    self._work_cv.wait()
-                if self._stopping:
-                    return
-                ticket = self._handoff.popleft()
-            self._run(ticket)
