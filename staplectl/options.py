@@ -83,6 +83,29 @@ def settings(
 
 
 @contextmanager
+def command(
+    ctx: typer.Context,
+    cache: str | None,
+    config: Path | None,
+    verbose: int,
+    quiet: bool,
+    *,
+    json_errors: bool = False,
+) -> Iterator[tuple[Settings, Terminal]]:
+    """What every command starts with: its settings (its own global options over
+    those given before it), its terminal, and errors reported one way (see
+    reporting)::
+
+        with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+            ...
+    """
+    opts = settings(ctx, cache, config, verbose, quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    with reporting(term, json_errors=json_errors):
+        yield opts, term
+
+
+@contextmanager
 def reporting(term: Terminal, json_errors: bool = False) -> Iterator[None]:
     """Turn the engine's errors into one line on stderr and the right exit code.
 

@@ -6,8 +6,7 @@ import typer
 from rich.markup import escape
 
 from engine.api import redact
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
-from staplectl.terminal import Terminal
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
 
 
 def config(
@@ -23,9 +22,7 @@ def config(
     Shows where the file came from (--config, $STAPLECTL_CONFIG, or the
     default locations), and every option with the value in force.
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with reporting(term, json_errors=json_output):
+    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
         effective = opts.load_config().to_dict()
     effective["cache"] = redact(effective["cache"])  # printed: never its password
     if json_output:

@@ -11,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, reporting, settings
-from staplectl.terminal import Terminal
+from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, command
 
 
 def dashboard(
@@ -43,9 +42,7 @@ def dashboard(
     A cache that cannot be reached is shown, and read again at every refresh.
     Exit 0 on quit, 2 for a bad option, cache URI or configuration.
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with reporting(term):
+    with command(ctx, cache, config, verbose, quiet) as (opts, term):
         from staplectl.dashboard.factory import make_app
 
         app = make_app(opts.load_config(), interval=interval, prefetch=prefetch)

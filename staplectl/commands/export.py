@@ -28,7 +28,7 @@ from engine.api import (
 from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
-from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.table import print_table
 from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
 from staplectl.terminal import Terminal
@@ -113,9 +113,7 @@ def export(
     revoked or unknown, 2 for bad input, 3 when any staple is missing or a
     file, a push to HAProxy or the reload command failed.
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with reporting(term, json_errors=json_output):
+    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
         if [nginx is not None, haproxy, mod_md_dir is not None].count(True) != 1:
             raise InputError("export needs exactly one target: --nginx DIR, --haproxy or --mod-md DIR")
         if haproxy_socket is not None and not haproxy:

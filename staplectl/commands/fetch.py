@@ -14,7 +14,7 @@ from engine.api import (
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.printable import printable
 from staplectl.runtime import fetch_options, open_stapler
 from staplectl.terminal import Terminal
@@ -55,9 +55,7 @@ def fetch(
     input, 3 when the responder, the response or the cache failed (the cache
     is then unchanged).
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with reporting(term, json_errors=json_output):
+    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
         if url is not None:
             check_url(url)
         if out is not None:

@@ -25,7 +25,7 @@ from engine.api import (
 )
 from staplectl import fmt
 from staplectl.config import Config
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.printable import printable, printable_lines
 from staplectl.runtime import fetch_options
 from staplectl.table import print_table
@@ -85,9 +85,7 @@ def inspect(
     worker's state for it. Exit 0 when shown, 2 for a bad argument, 3 when
     the entry is not in the cache or the cache fails.
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with reporting(term, json_errors=json_output):
+    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
         if text and json_output:
             raise InputError("--text and --json: choose one")
         if text and target is None:

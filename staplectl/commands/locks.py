@@ -18,7 +18,7 @@ from rich.text import Text
 
 from engine.api import STATS_FILE, InputError, LockStatsError, ResponderHealth, StripeStats, read_stats as _read_stats
 from staplectl import fmt
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.printable import printable
 from staplectl.terminal import Terminal
 
@@ -54,9 +54,7 @@ def locks(
     a time goes to each until it answers). Exit 0, also when no process has
     used the locks yet (empty table).
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with reporting(term, json_errors=json_output):
+    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
         if watch and json_output:
             raise InputError("--watch redraws a table; for JSON, run locks --json repeatedly")
         directory = opts.load_config().locks.path()

@@ -24,7 +24,7 @@ from engine.api import (
 from staplectl.config import Config
 from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer
-from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt, command
 from staplectl.printable import printable
 from staplectl.runtime import open_stapler
 from staplectl.terminal import Terminal
@@ -65,9 +65,7 @@ def prefetch(
     within seconds. With --once: renew what is due and exit (0 all good,
     1 revoked or unknown, 3 any failure).
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with reporting(term):
+    with command(ctx, cache, config, verbose, quiet) as (opts, term):
         if log_format not in LOG_FORMATS:
             raise InputError(f"--log-format {log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         address = _address(metrics) if metrics else None

@@ -22,7 +22,7 @@ import typer
 from engine.api import GOOD, SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, StapleError, check_bound, iso
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, reporting, settings
+from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.runtime import open_stapler
 from staplectl.table import print_table
 from staplectl.targets import Problem, close_stapler, error_dict, start_loading, targets_of
@@ -108,9 +108,7 @@ def warm(
     an option is wrong), 3 when any certificate failed (including a file
     among many that could not be loaded).
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
-    with fewer_collections(), reporting(term, json_errors=json_output):
+    with fewer_collections(), command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
         effective = opts.load_config()
         if timeout is not None:
             effective.responder.timeout = check_bound("responder.timeout", timeout, option="--timeout")

@@ -129,7 +129,6 @@ class Provider(ABC):
                 found[cert_id] = entry
         return found
 
-    @abstractmethod
     def set(
         self,
         cert_id: str,
@@ -139,7 +138,24 @@ class Provider(ABC):
         flag: int = FLAG_VALID,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        """Store a staple for ``ttl`` seconds, and its metadata if given."""
+        """Store a staple for ``ttl`` seconds, and its metadata if given.
+
+        The same rules in every provider: an empty staple is the caller's
+        mistake (ValueError), one over httpd's size limit is refused
+        wherever it would be stored (EntryTooLargeError), and a TTL of 0 or
+        less stores nothing: it would be gone at once.
+        """
+        if not der:
+            raise ValueError("set() needs a staple; use set_meta() for metadata alone")
+        value = encode_value(flag, der)
+        if ttl <= 0:
+            return
+        self._set(cert_id, flag, der, value, ttl, meta)
+
+    @abstractmethod
+    def _set(self, cert_id: str, flag: int, der: bytes, value: bytes, ttl: int, meta: dict[str, Any] | None) -> None:
+        """Store one write that set() checked: ``value`` is httpd's flag byte
+        and ``der``; ``ttl`` is 1 or more."""
 
     def set_many(self, writes: Sequence[StapleWrite]) -> None:
         """Store several staples, as ``set`` would each.

@@ -39,7 +39,6 @@ from engine.store.providers.layout import (
     META_PREFIX,
     cert_id_from_key,
     decode_value,
-    encode_value,
     meta_key,
     staple_key,
 )
@@ -162,20 +161,7 @@ class DbmProvider(Provider):
         # Read in full while the file is open (and the mutex held).
         return iter([e for e in entries if e])
 
-    def set(
-        self,
-        cert_id: str,
-        der: bytes,
-        ttl: int,
-        *,
-        flag: int = FLAG_VALID,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        if not der:
-            raise ValueError("set() needs a staple; use set_meta() for metadata alone")
-        value = encode_value(flag, der)
-        if ttl <= 0:
-            return
+    def _set(self, cert_id: str, flag: int, der: bytes, value: bytes, ttl: int, meta: dict[str, Any] | None) -> None:
         expires_at = self._clock.now() + ttl
         with self._open("set") as db:
             db[staple_key(DEFAULT_NAMESPACE, cert_id).encode()] = _pack(expires_at, value)

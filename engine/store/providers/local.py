@@ -37,7 +37,7 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import CacheUnavailableError, StoreDamagedError, StoreUnwritableError
 from engine.store.sqlitedb import Connections, connect, connect_read_only, failure_kind, no_space
 from engine.store.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
-from engine.store.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, encode_value, staple_key
+from engine.store.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, staple_key
 from engine.store.providers.meta import load_meta
 
 PURGE_INTERVAL = 60.0
@@ -234,20 +234,7 @@ class LocalProvider(Provider):
 
     # -- writes ---------------------------------------------------------------
 
-    def set(
-        self,
-        cert_id: str,
-        der: bytes,
-        ttl: int,
-        *,
-        flag: int = FLAG_VALID,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        if not der:
-            raise ValueError("set() needs a staple; use set_meta() for metadata alone")
-        encode_value(flag, der)  # the same size limit as httpd's, wherever stored
-        if ttl <= 0:
-            return
+    def _set(self, cert_id: str, flag: int, der: bytes, value: bytes, ttl: int, meta: dict[str, Any] | None) -> None:
         now = self._clock.now()
         meta_text = None if meta is None else json.dumps(meta, sort_keys=True)
         key = staple_key(DEFAULT_NAMESPACE, cert_id)

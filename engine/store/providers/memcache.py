@@ -40,7 +40,7 @@ from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from engine.errors import CacheUnavailableError
 from engine.store.providers.base import NO_ENTRY, Entry, Provider, StapleWrite, _NoEntry, encode_writes
-from engine.store.providers.layout import DEFAULT_NAMESPACE, FLAG_VALID, MEMCACHED_MAX_TTL, encode_value
+from engine.store.providers.layout import DEFAULT_NAMESPACE, MEMCACHED_MAX_TTL
 from engine.store.providers.meta import dump_meta
 from engine.store.providers.sharded import Layout, server_label
 
@@ -241,20 +241,7 @@ class MemcacheProvider(Provider):
 
     # -- writes ---------------------------------------------------------------
 
-    def set(
-        self,
-        cert_id: str,
-        der: bytes,
-        ttl: int,
-        *,
-        flag: int = FLAG_VALID,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        if not der:
-            raise ValueError("set() needs a staple; use set_meta() for metadata alone")
-        value = encode_value(flag, der)
-        if ttl <= 0:
-            return
+    def _set(self, cert_id: str, flag: int, der: bytes, value: bytes, ttl: int, meta: dict[str, Any] | None) -> None:
         self._store(self._layout.staple_key(cert_id), value, _expire(ttl))
         if meta is not None:
             self._store(self._layout.meta_key(cert_id), dump_meta(meta), _expire(ttl))
