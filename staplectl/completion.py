@@ -3,7 +3,7 @@
 Static scripts, not Click's dynamic ones (which re-run the program with
 ``_STAPLECTL_COMPLETE`` set on every Tab): a static script works when the
 program is not importable from the shell's environment (a venv not on
-PATH, a broken install), costs no interpreter start-up (~0.3 s) per Tab,
+PATH, a broken install), costs no interpreter start-up per Tab,
 and can be shipped by a distribution package as a plain file. What it
 cannot complete (cache keys, configured certificates) is data, not syntax.
 

@@ -1,8 +1,9 @@
 """The little DER that OCSP's hot path needs, written and read by hand.
 
 cryptography builds and parses everything we need, but through general
-machinery: building one request cost about 14 µs (7 by hand), and reading
-who signed a response built two Name objects in Python. Warm does both once per
+machinery: building a request the general way costs twice what writing
+its fixed shape does, and reading who signed a response built two Name
+objects in Python (docs/benchmarks.md). Warm does both once per
 certificate, tens of thousands of times in a run. These helpers cover only
 the fixed shapes of an OCSP request and of ResponseData's first fields;
 tests check them byte for byte against cryptography.

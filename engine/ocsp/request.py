@@ -4,9 +4,9 @@ The CertID uses SHA-1 by default: httpd looks staples up by a SHA-1 CertID,
 and most responders index on it (RFC 5019 section 2.1.1 requires SHA-1).
 
 The request is written by hand (engine.ocsp.der) rather than with cryptography's
-OCSPRequestBuilder: its shape is fixed, and the builder cost twice as
-much (14 µs against 7; warm builds one per certificate). Tests check every
-byte against the builder's output.
+OCSPRequestBuilder: its shape is fixed, and the builder costs twice as
+much (warm builds one per certificate; docs/benchmarks.md). Tests check
+every byte against the builder's output.
 """
 
 from __future__ import annotations

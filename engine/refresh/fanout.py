@@ -57,13 +57,13 @@ BACKGROUND_THREADS = 4
 _IDLE = 0.5
 #: validated staples are stored together (one transaction, one pipeline)
 #: once this many have arrived, or the first of them has waited STORE_DELAY
-#: seconds, or nothing else is going on. Storing each round's few staples
-#: (4 to 10 against a responder 20 ms away) cost a transaction of about
-#: 300 us each time. A staple waiting to be stored keeps its certificate held.
+#: seconds, or nothing else is going on: a transaction per round's few
+#: staples cost more than the exchanges (docs/benchmarks.md, "What
+#: changed in stop 9"). A staple waiting to be stored keeps its certificate held.
 STORE_BATCH = 32
 STORE_DELAY = 0.01
-#: leaves read in a round spent waiting on exchanges (a file each, about
-#: 55 us with finding its issuer): enough to have read them all early on, little
+#: leaves read in a round spent waiting on exchanges (a file each, and
+#: finding its issuer): enough to have read them all early on, little
 #: enough not to keep answers waiting
 _READ_WHILE_WAITING = 16
 

@@ -45,8 +45,8 @@ _CLIENT_ERRORS = (("pymemcache.exceptions", "MemcacheError"), ("redis.exceptions
 def store_errors() -> tuple[type[BaseException], ...]:
     """STORE_ERRORS and the client libraries' errors, if they are loaded.
 
-    Not imported here: redis alone costs every command ~70 ms of startup,
-    and a library that raised must have been imported by its provider.
+    Not imported here: the redis client alone would add to every command's
+    start-up, and a library that raised must have been imported by its provider.
     """
     loaded = tuple(
         getattr(sys.modules[module], name) for module, name in _CLIENT_ERRORS if module in sys.modules

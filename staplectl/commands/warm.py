@@ -30,8 +30,9 @@ from staplectl.terminal import Terminal
 from staplectl.workers import Outcome, Team, outcome_of
 
 #: refreshes in flight. One process keeps them all on one thread
-#: (engine.refresh.fanout), so more in flight costs little CPU; against a responder
-#: 20 ms away, fewer than about 40 could not be 30x a sequential fetcher
+#: (engine.refresh.fanout), so more in flight costs little CPU; against a
+#: distant responder, far fewer could not reach warm's target of 30x a
+#: sequential fetcher (docs/benchmarks.md)
 DEFAULT_CONCURRENCY = 64
 
 
@@ -149,11 +150,10 @@ def fewer_collections() -> Iterator[None]:
 
     What a warm allocates lives until its table is printed (certificates,
     staples, rows) and is freed by reference counting, yet every full
-    collection walked all of it, and the imports' objects too: 12 % of a
-    10,000-certificate warm (timed with gc.callbacks). Collections of young objects
+    collection walked all of it, and the imports' objects too: a noticeable
+    share of a large warm (docs/benchmarks.md). Collections of young objects
     still run, every 50,000 allocations instead of 700, so memory does not
-    grow (the same peak RSS, measured). Restored on the way out: tests run
-    many commands in one process.
+    grow. Restored on the way out: tests run many commands in one process.
     """
     thresholds = gc.get_threshold()
     gc.freeze()  # the imports' objects: never garbage, never walked again
