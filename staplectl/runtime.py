@@ -5,9 +5,32 @@ from __future__ import annotations
 
 from engine.api import (
     Cache, FetchLocks, FetchOptions, ResponderHealth, Stapler, StaplerOptions, TransportOptions, ValidationOptions,
-    open_provider, parse_allow,
+    WorkerOptions, open_provider, parse_allow,
 )
 from staplectl.config import Config
+
+#: how long the prefetch worker (the service's on SIGTERM, the dashboard's
+#: on quitting) waits for its running refreshes: well inside systemd's
+#: TimeoutStopSec and the 5 s an operator expects
+WORKER_STOP_GRACE = 3.0
+
+
+def refresh_lock_timeout(config: Config) -> float:
+    """How long a one-shot refresh (warm, the dashboard's) waits for a
+    certificate's fetch lock: long enough to outlast one fetch by whoever
+    holds it (a prefetch service), whose own deadline is about ours."""
+    return 2 * config.responder.timeout + 1
+
+
+def worker_options(config: Config) -> WorkerOptions:
+    """The prefetch worker's options, the same for the service and the
+    dashboard's: a job waits for a fetch lock a little longer than one fetch."""
+    return WorkerOptions(
+        concurrency=config.prefetch.concurrency,
+        per_responder=config.prefetch.per_responder,
+        stop_grace=WORKER_STOP_GRACE,
+        lock_timeout=config.responder.timeout + 5,
+    )
 
 
 def fetch_options(config: Config) -> FetchOptions:

@@ -19,19 +19,16 @@ import typer
 
 from engine.api import (
     STORE_DOWN_REASONS, SYSTEM_CLOCK, InputError, Leaf, PrefetchWorker, ResponderDownError, StapleError,
-    StateStore, WorkerEvent, WorkerOptions, iso, load_all, redact,
+    StateStore, WorkerEvent, iso, load_all, redact,
 )
 from staplectl.config import Config
 from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer
 from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt, command
 from staplectl.printable import printable
-from staplectl.runtime import open_stapler
+from staplectl.runtime import open_stapler, worker_options
 from staplectl.terminal import Terminal
 
-#: how long stop() may wait for refreshes in flight: well inside systemd's
-#: TimeoutStopSec and the 5 s an operator expects
-STOP_GRACE = 3.0
 LOG_FORMATS = ("text", "json")
 #: failures an outage line already said, for every certificate at once
 QUIET_REASONS = STORE_DOWN_REASONS | {ResponderDownError.reason}
@@ -102,12 +99,7 @@ class Service:
         self.worker = PrefetchWorker(
             self.stapler,
             state=self.state,
-            options=WorkerOptions(
-                concurrency=config.prefetch.concurrency,
-                per_responder=config.prefetch.per_responder,
-                stop_grace=STOP_GRACE,
-                lock_timeout=config.responder.timeout + 5,
-            ),
+            options=worker_options(config),
             on_event=self.on_event,
         )
         self._stop = threading.Event()

@@ -23,7 +23,7 @@ from engine.api import GOOD, SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, Staple
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
-from staplectl.runtime import open_stapler
+from staplectl.runtime import open_stapler, refresh_lock_timeout
 from staplectl.table import print_table
 from staplectl.targets import Problem, close_stapler, error_dict, start_loading, targets_of
 from staplectl.terminal import Terminal
@@ -177,9 +177,7 @@ def _run(
     term: Terminal, stapler: Any, config: Any, source: Iterator[Leaf], files: int, concurrency: int, team: Team,
     force: bool, json_output: bool,
 ) -> list[Row]:
-    # Long enough to outlast one fetch by whoever holds the certificate's
-    # fetch lock (a prefetch service), whose own deadline is about ours.
-    lock_timeout = 2 * config.responder.timeout + 1
+    lock_timeout = refresh_lock_timeout(config)
 
     progress = None
     if term.err.is_terminal and not json_output and not term.quiet:

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 from engine.api import Clock, Fanout, Leaf, PrefetchWorker, Refresh, StapleError, Stapler, StateStore, WorkerOptions
 
-#: how long quitting waits for the in-process worker's fetches (as prefetch's SIGTERM)
-STOP_GRACE = 3.0
 
 
 @dataclass(frozen=True)

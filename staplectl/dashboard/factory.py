@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.api import SYSTEM_CLOCK, Clock, InputError, LoadResult, WorkerOptions, load_all
+from engine.api import SYSTEM_CLOCK, Clock, InputError, LoadResult, load_all
 from staplectl.config import Config
-from staplectl.dashboard.actions import STOP_GRACE, InProcessPrefetch, Refresher
+from staplectl.dashboard.actions import InProcessPrefetch, Refresher
 from staplectl.dashboard.app import DashboardApp
 from staplectl.dashboard.snapshot import Collector
-from staplectl.runtime import fetch_options, open_stapler
+from staplectl.runtime import fetch_options, open_stapler, refresh_lock_timeout, worker_options
 
 
 def make_app(
@@ -51,14 +51,10 @@ def make_app(
         stapler.clock = clock
         return stapler
 
-    # lock_timeout as warm's: long enough to outlast one fetch by whoever holds the certificate
-    lock_timeout = 2 * config.responder.timeout + 1
-    refresher = Refresher(engine, lock_timeout=lock_timeout, concurrency=config.prefetch.concurrency)
+    refresher = Refresher(engine, lock_timeout=refresh_lock_timeout(config), concurrency=config.prefetch.concurrency)
     worker = None
     if prefetch:
-        options = WorkerOptions(
-            concurrency=config.prefetch.concurrency, per_responder=config.prefetch.per_responder,
-            stop_grace=STOP_GRACE, lock_timeout=config.responder.timeout + 5,
-        )  # fmt: skip
-        worker = InProcessPrefetch(engine, Path(config.state_path()), loaded.leaves, options=options, clock=clock)
+        worker = InProcessPrefetch(
+            engine, Path(config.state_path()), loaded.leaves, options=worker_options(config), clock=clock
+        )
     return DashboardApp(collector, refresher=refresher, prefetch=worker, interval=interval)
