@@ -52,6 +52,7 @@ from engine.refresh.freshness import (
     seconds_left,
 )
 from engine.refresh.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
+from engine.refresh.reader import StapleReader
 from engine.refresh.stapler import Refresh, Stapler, StaplerOptions
 from engine.refresh.worker_state import CertState, Heartbeat, HistoryEntry, StateStore, StateStoreError
 from engine.responders.addresses import parse_allow
@@ -92,6 +93,6 @@ __all__ = [
     "DEFAULT_STRIPES", "FetchLocks", "stripe_of", "STATS_FILE", "LockStatsError", "StripeStats", "read_stats",
     # refreshing
     "Fanout", "DEFAULT_POLICY", "FreshnessPolicy", "expires_at", "is_usable", "renewal_point", "seconds_left",
-    "PrefetchWorker", "WorkerEvent", "WorkerOptions", "Refresh", "Stapler", "StaplerOptions", "CertState",
+    "PrefetchWorker", "WorkerEvent", "WorkerOptions", "Refresh", "StapleReader", "Stapler", "StaplerOptions", "CertState",
     "Heartbeat", "HistoryEntry", "StateStore", "StateStoreError",
 ]  # fmt: skip

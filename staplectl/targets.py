@@ -16,9 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.api import Cache, CertSpec, InputError, Leaf, Loading, StapleError, Stapler, check_url, open_provider
+from engine.api import Cache, CertSpec, InputError, Leaf, Loading, StapleError, StapleReader, check_url, open_provider
 from staplectl.config import Config
-from staplectl.runtime import fetch_options
 
 
 class NoCertificatesError(InputError):
@@ -116,22 +115,13 @@ def load_targets(
     return targets_of(list(loading), loading)
 
 
-def open_reader(config: Config) -> Stapler:
-    """A Stapler for reading the cache only (check, export).
+def open_reader(config: Config) -> StapleReader:
+    """The cache's staples, for reading only (check, export).
 
     Reading takes no fetch lock, so no lock directory is opened: a monitoring
     check running as another user must not need write access to it.
     """
-    cache = Cache(open_provider(config.cache_uri, read_only=True))
-    return Stapler(cache, None, fetch_options=fetch_options(config), policy=config.policy())  # type: ignore[arg-type]
-
-
-def close_stapler(stapler: Stapler) -> None:
-    try:
-        stapler.cache.close()
-    finally:
-        if stapler.locks is not None:
-            stapler.locks.close()
+    return StapleReader(Cache(open_provider(config.cache_uri, read_only=True)), policy=config.policy())
 
 
 def leaf_dict(leaf: Leaf) -> dict[str, Any]:

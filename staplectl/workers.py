@@ -57,7 +57,6 @@ from cryptography.hazmat.primitives import serialization
 
 from engine.api import SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, StapleError, UnexpectedError, stripe_of
 from staplectl.runtime import open_stapler
-from staplectl.targets import close_stapler
 
 #: a worker sends what it has at most this often, in seconds
 SEND_INTERVAL = 0.02
@@ -345,7 +344,7 @@ def _work(work: dict[str, Any], outbox: queue.SimpleQueue[tuple[Any, ...] | None
         fanout = Fanout(stapler, work["in_flight"], force=work["force"], lock_timeout=work["lock_timeout"])
         fanout.run([leaf for _, leaf in jobs], done)
     finally:
-        close_stapler(stapler)
+        stapler.close()
 
 
 def _send(outbox: queue.SimpleQueue[tuple[Any, ...] | None], conn: Connection) -> None:

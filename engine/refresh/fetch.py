@@ -15,7 +15,8 @@ from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import ExpiredResponseError, RollbackError
 from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, provider_ttl
-from engine.store.providers.base import StapleWrite
+from engine.store.cache import Cache
+from engine.store.providers.base import Provider, StapleWrite
 from engine.ocsp.request import OCSPQuery, build_request
 from engine.ocsp.staple import Staple
 from engine.responders.transport import TransportOptions, post
@@ -99,16 +100,13 @@ def staple_meta(leaf: Leaf, staple: Staple, now: float) -> dict[str, Any]:
 
 
 def store(
-    cache: Any,
+    cache: Cache | Provider,
     leaf: Leaf,
     staple: Staple,
     now: float,
     policy: FreshnessPolicy = DEFAULT_POLICY,
 ) -> int:
-    """Store a validated staple; return the TTL given, 0 when it was not worth storing.
-
-    ``cache`` is an engine.store.cache.Cache (or a bare Provider in tests).
-    """
+    """Store a validated staple; return the TTL given, 0 when it was not worth storing."""
     write = staple_write(cache, leaf, staple, now, policy)
     if write is not None:
         cache.set(write.cert_id, write.der, write.ttl, meta=write.meta)
@@ -116,11 +114,10 @@ def store(
 
 
 def staple_write(
-    cache: Any, leaf: Leaf, staple: Staple, now: float, policy: FreshnessPolicy = DEFAULT_POLICY
+    cache: Cache | Provider, leaf: Leaf, staple: Staple, now: float, policy: FreshnessPolicy = DEFAULT_POLICY
 ) -> StapleWrite | None:
     """What ``store`` writes for a validated staple; None when it is not worth storing."""
-    provider = getattr(cache, "provider", cache)
-    ttl = provider_ttl(staple.this_update, staple.next_update, now, policy, provider.max_ttl)
+    ttl = provider_ttl(staple.this_update, staple.next_update, now, policy, cache.max_ttl)
     if ttl <= 0:
         return None
     return StapleWrite(leaf.cert_id, staple.der, ttl, meta=staple_meta(leaf, staple, now))

@@ -3,14 +3,16 @@
 ``Stapler.staple(leaf)`` is what a handshake would call. It reads the cache
 without taking any fetch lock, and in the common case returns at once.
 Only when nothing usable is cached (or, with prefetch off, when the staple
-is due) does it take the certificate's stripe, look in the cache again
+is due) does it take the certificate's fetch lock, look in the cache again
 (another thread or process may have refreshed it while we waited), fetch
 if still needed, and store. Every wait on that slow path is bounded by the
 request budget: past it the answer is "no staple" (or the staple we
 already have), never a handshake kept waiting.
 
 ``Stapler.refresh(leaf)`` is the same slow path for the prefetch worker,
-``warm`` and ``fetch``: wait for the stripe, look again, fetch when due.
+``warm`` and ``fetch``: wait for the fetch lock, look again, fetch when due.
+Reading the cache (``cached``, ``usable``, ``due``) is engine.refresh.reader's
+StapleReader, which check and export use alone.
 
 With ``lease`` on and a cache shared by several hosts (memcached, redis),
 a refresher first adds a lease key with a TTL: one instance refreshes, the
@@ -24,31 +26,34 @@ import socket
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any
+from enum import Enum
 
-from engine.store.cache import Cache
-from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import StapleError, ValidationError
-from engine.refresh.fetch import FetchOptions, check_not_older, fetch, staple_write, store
+from engine.errors import StapleError
 from engine.locks.fetchlocks import FetchLocks, LockTimeoutError
-from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
-from engine.responders.health import Asking, ResponderHealth, responder_key
-from engine.store.providers.base import Entry
-from engine.store.providers.layout import FLAG_VALID
+from engine.ocsp.certs import Leaf
 from engine.ocsp.staple import Staple
-from engine.ocsp.validate import validate
+from engine.refresh.fetch import FetchOptions, check_not_older, fetch, staple_write, store
+from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy
+from engine.refresh.reader import StapleReader
+from engine.responders.health import Asking, ResponderHealth, responder_key
+from engine.store.cache import Cache
 
-#: certificates whose last validated staple is remembered, so that
-#: re-reading an unchanged staple costs a dict lookup and not a signature
-#: verification; one per certificate, the newest, so that a service renewing
-#: for days holds as many as it has certificates
-MEMO_SIZE = 200_000
 #: how often an instance that lost the lease looks for the winner's staple
 LEASE_POLL = 0.05
-#: second_look's verdicts beside a Refresh
-FETCH = "fetch"
-AWAIT = "await"
+
+
+class Verdict(Enum):
+    """What second_look says when it has no Refresh to give."""
+
+    #: nothing usable is cached, or it is due: fetch
+    FETCH = "fetch"
+    #: another instance holds the lease and nothing usable is cached: wait
+    #: a while for its staple, then fetch
+    AWAIT = "await"
+
+
+FETCH, AWAIT = Verdict.FETCH, Verdict.AWAIT
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,9 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Stapler:
+class Stapler(StapleReader):
+    """The request path (staple) and one refresh (refresh), on top of reading."""
+
     def __init__(
         self,
         cache: Cache,
@@ -99,60 +106,21 @@ class Stapler:
         clock: Clock = SYSTEM_CLOCK,
         health: ResponderHealth | None = None,
     ) -> None:
-        self.cache = cache
+        super().__init__(cache, policy=policy, clock=clock)
         self.locks = locks
         #: responders marked down, shared with every process on the host
         #: (None: every request goes out, as in a one-off library use)
         self.health = health
         self.fetch_options = fetch_options
-        self.policy = policy
         self.options = options
-        self.clock = clock
-        #: cert_id -> (the staple's DER, the issuer it was validated with, the staple)
-        self._memo: dict[str, tuple[bytes, Any, Staple]] = {}
 
-    # -- reading -------------------------------------------------------------
-
-    def cached(self, leaf: Leaf) -> Staple | None:
-        """The cached staple for ``leaf`` if it is genuine, whatever its age.
-
-        Re-validated on every read (signature, responder, CertID): the
-        cache may be shared, and anyone who can write to it could plant a
-        response. httpd's own error entries (flag 0x00) and anything that
-        fails validation count as missing.
-        """
-        return self._genuine(leaf, self.cache.get(leaf.cert_id))
-
-    def cached_many(self, leaves: list[Leaf], entries: dict[str, Entry] | None = None) -> dict[str, Staple | None]:
-        """cached() for several certificates, in one round trip to the store
-        (none when the caller read their ``entries`` already)."""
-        if entries is None:
-            entries = self.cache.get_many([leaf.cert_id for leaf in leaves])
-        return {leaf.cert_id: self._genuine(leaf, entries.get(leaf.cert_id)) for leaf in leaves}
-
-    def _genuine(self, leaf: Leaf, entry: Entry | None) -> Staple | None:
-        if not entry or entry.flag != FLAG_VALID or not entry.der:
-            return None
-        known = self._memo.get(leaf.cert_id)
-        if known is not None and known[0] == entry.der and known[1] == leaf.issuer:
-            return known[2]
+    def close(self) -> None:
+        """Close the cache and let go of the lock directory (RuntimeError while
+        a thread of this process still holds a fetch lock)."""
         try:
-            staple = validate(entry.der, leaf, self.clock.now(), check_time=False, source="cached staple")
-        except ValidationError:
-            return None
-        self._remember(leaf, staple)
-        return staple
-
-    def _remember(self, leaf: Leaf, staple: Staple) -> None:
-        if len(self._memo) >= MEMO_SIZE and leaf.cert_id not in self._memo:
-            self._memo.clear()
-        self._memo[leaf.cert_id] = (staple.der, leaf.issuer, staple)
-
-    def usable(self, staple: Staple | None, now: float) -> bool:
-        return staple is not None and is_usable(staple.this_update, staple.next_update, now, self.policy)
-
-    def due(self, staple: Staple, now: float) -> bool:
-        return now >= renewal_point(staple.this_update, staple.next_update, self.policy)
+            super().close()
+        finally:
+            self.locks.close()
 
     # -- the request path ----------------------------------------------------
 
@@ -225,7 +193,7 @@ class Stapler:
 
     def second_look(
         self, leaf: Leaf, current: Staple | None, *, force: bool = False, replace_from: float | None = None
-    ) -> Refresh | str:
+    ) -> Refresh | Verdict:
         """What to do, the stripe held and ``current`` read again from the cache.
 
         A Refresh when there is nothing to fetch (the staple is fresh, or

@@ -21,7 +21,7 @@ from engine.api import GOOD, SYSTEM_CLOCK, InputError, Leaf, Staple, StapleError
 from staplectl import fmt
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
 from staplectl.printable import printable
-from staplectl.targets import close_stapler, load_targets, open_reader
+from staplectl.targets import load_targets, open_reader
 from staplectl.terminal import Terminal
 
 DEFAULT_WARN = "12h"
@@ -104,7 +104,7 @@ def check(
             now = SYSTEM_CLOCK.now()
             findings = [_judge(reader, leaf, now, warn_s, crit_s) for leaf in targets.leaves]
         finally:
-            close_stapler(reader)
+            reader.close()
     except (StapleError, ValueError) as error:
         # Every failure to check is UNKNOWN, never the 2 (CRITICAL) that
         # bad input means to the other commands.

@@ -30,7 +30,7 @@ from staplectl.exitcodes import Exit
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.table import print_table
-from staplectl.targets import close_stapler, error_dict, load_targets, open_reader
+from staplectl.targets import error_dict, load_targets, open_reader
 from staplectl.terminal import Terminal
 
 #: a reload command that runs longer than this is reported as failed
@@ -147,7 +147,7 @@ def export(
                 for leaf in targets.leaves
             ]
         finally:
-            close_stapler(reader)
+            reader.close()
     rows += [Row(p.name, None, error=p.error) for p in targets.problems]
     rows.sort(key=lambda row: row.cert)
     if haproxy_socket is not None:

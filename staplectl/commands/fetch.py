@@ -85,7 +85,7 @@ def fetch(
                 staple, ttl = result.staple, result.ttl
         finally:
             if stapler is not None:
-                stapler.cache.close()
+                stapler.close()
         now = SYSTEM_CLOCK.now()
         if out is not None:
             try:

@@ -25,7 +25,7 @@ from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.runtime import open_stapler, refresh_lock_timeout
 from staplectl.table import print_table
-from staplectl.targets import Problem, close_stapler, error_dict, start_loading, targets_of
+from staplectl.targets import Problem, error_dict, start_loading, targets_of
 from staplectl.terminal import Terminal
 from staplectl.workers import Outcome, Team, outcome_of
 
@@ -131,7 +131,7 @@ def warm(
                 rows = _run(term, stapler, effective, itertools.chain([first], stream), loading.files,
                             concurrency, team, force, json_output)  # fmt: skip
             finally:
-                close_stapler(stapler)
+                stapler.close()
         finally:
             team.stop()
         targets = targets_of([row.leaf for row in rows if row.leaf], loading)

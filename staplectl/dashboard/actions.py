@@ -84,13 +84,9 @@ def _outcome(leaf: Leaf, result: Refresh | StapleError) -> Outcome:
 
 def _close(stapler: Stapler) -> None:
     try:
-        stapler.cache.close()
-    except StapleError:
-        pass
-    try:
-        stapler.locks.close()
-    except RuntimeError:
-        pass  # a thread still holds a fetch lock (a fetch past its deadline): the process lets go at exit
+        stapler.close()
+    except (StapleError, RuntimeError):
+        pass  # RuntimeError: a thread still holds a fetch lock (a fetch past its deadline); the process lets go at exit
 
 
 class InProcessPrefetch:

@@ -34,7 +34,6 @@ from staplectl.dashboard.factory import make_app
 from staplectl.dashboard.screens import DetailScreen
 from staplectl.dashboard.snapshot import StaticCollector
 from staplectl.runtime import open_stapler
-from staplectl.targets import close_stapler
 from tests.dashboard import fixed
 from tests.responder import Behaviour
 from tests.servers import _served_by, find_binary, free_port
@@ -69,7 +68,7 @@ def warm(config: Config) -> None:
         for leaf in load_all(config.certificates).leaves:
             stapler.refresh(leaf)
     finally:
-        close_stapler(stapler)
+        stapler.close()
 
 
 async def until(pilot, condition: Callable[[], bool], what: str) -> None:
