@@ -56,7 +56,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from engine.api import SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, StapleError, UnexpectedError, stripe_of
-from staplectl.runtime import open_stapler
+from staplectl.from_config import open_stapler
 
 #: a worker sends what it has at most this often, in seconds
 SEND_INTERVAL = 0.02

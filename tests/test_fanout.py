@@ -117,13 +117,13 @@ def test_staples_are_stored_in_batches_while_exchanges_are_out(tmp_path, pki, re
         fast = leaves_of(pki, 6, "fan")
         stapler = make_stapler(tmp_path, timeout=1.5, stripes=1024)
         stores: list[tuple[int, float]] = []
-        keep_many = stapler.keep_many
+        store_fetched_many = stapler.store_fetched_many
 
         def spy(fetched):
             stores.append((len(fetched), time.monotonic() - started))
-            return keep_many(fetched)
+            return store_fetched_many(fetched)
 
-        stapler.keep_many = spy  # type: ignore[method-assign]
+        stapler.store_fetched_many = spy  # type: ignore[method-assign]
         started = time.monotonic()
         results = run(stapler, slow + fast, in_flight=7)
     assert isinstance(results[0], ResponderTimeoutError)
@@ -290,14 +290,14 @@ def test_a_bug_costs_one_certificate(tmp_path, pki, responder, monkeypatch):
     import engine.refresh.fanout
 
     leaves = leaves_of(pki, 4, "fan")
-    real_accept = engine.refresh.fanout.accept
+    real = engine.refresh.fanout.validate_answer
 
-    def accept(body, leaf, *args):
+    def validate_answer(body, leaf, *args):  # a bug for one certificate
         if leaf.cert_id == leaves[2].cert_id:
             raise KeyError("boom")
-        return real_accept(body, leaf, *args)
+        return real(body, leaf, *args)
 
-    monkeypatch.setattr(engine.refresh.fanout, "accept", accept)
+    monkeypatch.setattr(engine.refresh.fanout, "validate_answer", validate_answer)
     results = run(make_stapler(tmp_path), leaves)
     assert isinstance(results[2], UnexpectedError) and "KeyError" in str(results[2])
     assert [results[i].action for i in (0, 1, 3)] == ["updated"] * 3

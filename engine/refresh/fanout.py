@@ -6,7 +6,7 @@ store, let the lock go. But with up to ``in_flight`` exchanges on one
 selector (engine.responders.exchange) instead of a blocked thread each, the second
 looks of the certificates started together in one read of the cache
 (``cached_many``), and the staples validated since the last store in one
-write (``keep_many``; see STORE_BATCH). Threads handing the GIL to each
+write (``store_fetched_many``; see STORE_BATCH). Threads handing the GIL to each
 other cost more CPU than the exchanges did (even for the signature check,
 which releases it); on a small machine shared with a responder, that CPU
 is the responder's.
@@ -43,7 +43,7 @@ from engine.errors import FetchError, StapleError, UnexpectedError
 from engine.responders.exchange import Addresses, Exchange
 from engine.refresh.background import Background
 from engine.refresh.fairqueue import FairQueue, Job
-from engine.refresh.fetch import accept, check_not_older, prepare
+from engine.refresh.fetch import check_not_older, query_for, validate_answer
 from engine.locks.fetchlocks import Held, LockTimeoutError
 from engine.responders.health import Asking, responder_key
 from engine.ocsp.request import OCSPQuery
@@ -273,7 +273,7 @@ class _Run:
         if verdict == AWAIT:
             self._refresh_in_background(task, release=True)
             return
-        url, task.query = prepare(task.leaf, self.stapler.fetch_options)
+        url, task.query = query_for(task.leaf, self.stapler.fetch_options)
         task.plan = plan(url, task.query.der, self.stapler.fetch_options.transport)
         if task.plan.tls:
             self._refresh_in_background(task, release=True)
@@ -336,7 +336,7 @@ class _Run:
             self._asked(task, error)
             raise
         self._asked(task, None)
-        staple = accept(body, task.leaf, task.plan.url, task.query, options, clock)
+        staple = validate_answer(body, task.leaf, task.plan.url, task.query, options, clock)
         check_not_older(staple, task.current, f"response from {task.plan.url}")
         if not self.arrived:
             self.arrived_since = time.monotonic()
@@ -356,7 +356,7 @@ class _Run:
         arrived, self.arrived = self.arrived, []
         try:
             refreshes: list[Result] = list(
-                self.stapler.keep_many([(task.leaf, staple, task.current) for task, staple in arrived])
+                self.stapler.store_fetched_many([(task.leaf, staple, task.current) for task, staple in arrived])
             )
         except StapleError as error:
             refreshes = [error] * len(arrived)

@@ -38,12 +38,12 @@ def fetch(leaf: Leaf, options: FetchOptions = FetchOptions(), clock: Clock = SYS
     Raises InputError (no URL, bad URL), FetchError (the responder) or
     ValidationError (the answer). revoked and unknown are returned, not raised.
     """
-    url, query = prepare(leaf, options)
+    url, query = query_for(leaf, options)
     body = post(url, query.der, options.transport)
-    return accept(body, leaf, url, query, options, clock)
+    return validate_answer(body, leaf, url, query, options, clock)
 
 
-def prepare(leaf: Leaf, options: FetchOptions = FetchOptions()) -> tuple[str, OCSPQuery]:
+def query_for(leaf: Leaf, options: FetchOptions = FetchOptions()) -> tuple[str, OCSPQuery]:
     """The URL to ask and the request to send, or the InputError why not.
 
     The URL itself is checked where the request is written (transport.plan,
@@ -52,7 +52,7 @@ def prepare(leaf: Leaf, options: FetchOptions = FetchOptions()) -> tuple[str, OC
     return leaf.responder_url(), build_request(leaf, hash_name=options.hash_name, nonce=options.nonce)
 
 
-def accept(
+def validate_answer(
     body: bytes, leaf: Leaf, url: str, query: OCSPQuery, options: FetchOptions = FetchOptions(),
     clock: Clock = SYSTEM_CLOCK,
 ) -> Staple:

@@ -189,7 +189,7 @@ class Stapler(StapleReader):
         with self._asking(leaf):
             staple = fetch(leaf, options, self.clock)
         check_not_older(staple, current, f"response from {leaf.responder_url()}")
-        return self.keep(leaf, staple, current)
+        return self.store_fetched(leaf, staple, current)
 
     def second_look(
         self, leaf: Leaf, current: Staple | None, *, force: bool = False, replace_from: float | None = None
@@ -222,14 +222,14 @@ class Stapler(StapleReader):
             return nullcontext()
         return self.health.asking(responder_key(leaf.responder_url()))
 
-    def keep(self, leaf: Leaf, staple: Staple, current: Staple | None) -> Refresh:
+    def store_fetched(self, leaf: Leaf, staple: Staple, current: Staple | None) -> Refresh:
         """Store a fetched, validated staple; what the refresh came to."""
         ttl = store(self.cache, leaf, staple, self.clock.now(), self.policy)
         self._remember(leaf, staple)
         return Refresh(staple, "updated", current, ttl)
 
-    def keep_many(self, fetched: list[tuple[Leaf, Staple, Staple | None]]) -> list[Refresh]:
-        """``keep`` for several (leaf, staple, current): one write to the store for all."""
+    def store_fetched_many(self, fetched: list[tuple[Leaf, Staple, Staple | None]]) -> list[Refresh]:
+        """``store_fetched`` for several (leaf, staple, current): one write to the store for all."""
         now = self.clock.now()
         writes = [staple_write(self.cache, leaf, staple, now, self.policy) for leaf, staple, _ in fetched]
         self.cache.set_many([write for write in writes if write is not None])

@@ -16,7 +16,7 @@ from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.printable import printable
-from staplectl.runtime import fetch_options, open_stapler
+from staplectl.from_config import fetch_options, open_stapler
 from staplectl.terminal import Terminal
 
 

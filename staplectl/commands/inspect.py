@@ -27,7 +27,7 @@ from staplectl import fmt
 from staplectl.config import Config
 from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.printable import printable, printable_lines
-from staplectl.runtime import fetch_options
+from staplectl.from_config import fetch_options
 from staplectl.table import print_table
 from staplectl.terminal import Terminal
 

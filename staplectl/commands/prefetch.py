@@ -26,7 +26,7 @@ from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer
 from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt, command
 from staplectl.printable import printable
-from staplectl.runtime import open_stapler, worker_options
+from staplectl.from_config import open_stapler, worker_options
 from staplectl.terminal import Terminal
 
 LOG_FORMATS = ("text", "json")

@@ -23,7 +23,7 @@ from engine.api import GOOD, SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, Staple
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
-from staplectl.runtime import open_stapler, refresh_lock_timeout
+from staplectl.from_config import open_stapler, refresh_lock_timeout
 from staplectl.table import print_table
 from staplectl.targets import Problem, error_dict, start_loading, targets_of
 from staplectl.terminal import Terminal

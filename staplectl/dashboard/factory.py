@@ -17,7 +17,7 @@ from staplectl.config import Config
 from staplectl.dashboard.actions import InProcessPrefetch, Refresher
 from staplectl.dashboard.app import DashboardApp
 from staplectl.dashboard.snapshot import Collector
-from staplectl.runtime import fetch_options, open_stapler, refresh_lock_timeout, worker_options
+from staplectl.from_config import fetch_options, open_stapler, refresh_lock_timeout, worker_options
 
 
 def make_app(
