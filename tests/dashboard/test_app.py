@@ -33,7 +33,7 @@ from staplectl.dashboard.app import DashboardApp, RefreshDone
 from staplectl.dashboard.factory import make_app
 from staplectl.dashboard.screens import DetailScreen
 from staplectl.dashboard.snapshot import StaticCollector
-from staplectl.runtime import open_stapler
+from staplectl.from_config import open_stapler
 from tests.dashboard import fixed
 from tests.responder import Behaviour
 from tests.servers import _served_by, find_binary, free_port
