@@ -15,12 +15,15 @@ The names are grouped as the engine is (docs/design.md, "The layers"):
 - refreshing (engine.refresh): the request path and a refresh (Stapler),
   many refreshes at once (Fanout), the prefetch worker, freshness rules,
   the worker's state;
+- building it from resolved settings (engine.assembly), and running
+  warm's refreshes in worker processes (engine.processes);
 - and the plumbing every layer shares: errors, clock, durations, bounds,
   redaction, the state directory.
 """
 
 from __future__ import annotations
 
+from engine.assembly import EngineSettings, build_reader, build_stapler
 from engine.bounds import BOUNDS, OutOfBoundsError
 from engine.bounds import check as check_bound
 from engine.clock import SYSTEM_CLOCK, Clock, iso, to_datetime
@@ -41,6 +44,7 @@ from engine.ocsp.response_text import describe, render
 from engine.ocsp.staple import GOOD, Staple
 from engine.ocsp.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW, ValidationOptions
 from engine.paths import state_dir
+from engine.processes import Team, process_count
 from engine.redact import redact
 from engine.refresh.fanout import Fanout
 from engine.refresh.freshness import (
@@ -51,6 +55,7 @@ from engine.refresh.freshness import (
     renewal_point,
     seconds_left,
 )
+from engine.refresh.outcome import Outcome, failed, outcome_of
 from engine.refresh.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.refresh.reader import StapleReader
 from engine.refresh.stapler import Refresh, Stapler, StaplerOptions
@@ -74,6 +79,8 @@ from engine.store.providers.base import Entry
 from engine.store.providers.layout import DEFAULT_NAMESPACE, staple_key
 
 __all__ = [
+    # building the engine
+    "EngineSettings", "build_reader", "build_stapler", "Outcome", "Team", "failed", "outcome_of", "process_count",
     # plumbing
     "BOUNDS", "OutOfBoundsError", "check_bound", "SYSTEM_CLOCK", "Clock", "iso", "to_datetime",
     "format_duration", "parse_duration", "STORE_DOWN_REASONS", "CacheURIError", "InputError",

@@ -3,9 +3,12 @@ every command (and the dashboard)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from engine.api import (
-    Cache, FetchLocks, FetchOptions, ResponderHealth, Stapler, StaplerOptions, TransportOptions, ValidationOptions,
-    WorkerOptions, open_provider, parse_allow,
+    EngineSettings, FetchOptions, StapleReader, Stapler, StaplerOptions, TransportOptions, ValidationOptions,
+    WorkerOptions, build_reader, build_stapler, parse_allow,
 )
 from staplectl.config import Config
 
@@ -44,17 +47,29 @@ def fetch_options(config: Config) -> FetchOptions:
     )
 
 
+def engine_settings(config: Config) -> EngineSettings:
+    """The engine's settings, every default resolved here, once: worker
+    processes build from these exactly what this process would."""
+    return EngineSettings(
+        cache_uri=config.cache_uri,
+        lock_dir=Path(os.path.abspath(config.locks.path())),
+        stripes=config.locks.stripes,
+        fetch=fetch_options(config),
+        policy=config.policy(),
+        stapler=StaplerOptions(
+            prefetch=config.prefetch.enabled,
+            request_budget=config.request.budget,
+            lease=config.request.lease,
+            lease_ttl=int(config.request.lease_ttl),
+        ),
+    )
+
+
 def open_stapler(config: Config) -> Stapler:
     """The cache, the fetch locks and the request path, as configured."""
-    cache = Cache(open_provider(config.cache_uri))
-    locks = FetchLocks(config.locks.path(), config.locks.stripes)
-    options = StaplerOptions(
-        prefetch=config.prefetch.enabled,
-        request_budget=config.request.budget,
-        lease=config.request.lease,
-        lease_ttl=int(config.request.lease_ttl),
-    )
-    health = ResponderHealth(config.locks.path())  # beside the locks, shared by every process on the host
-    return Stapler(
-        cache, locks, fetch_options=fetch_options(config), policy=config.policy(), options=options, health=health
-    )
+    return build_stapler(engine_settings(config))
+
+
+def open_reader(config: Config) -> StapleReader:
+    """The cache's staples, for reading only (check, export): no lock directory."""
+    return build_reader(engine_settings(config))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.api import Cache, CertSpec, InputError, Leaf, Loading, StapleError, StapleReader, check_url, open_provider
+from engine.api import CertSpec, InputError, Leaf, Loading, StapleError, check_url
 from staplectl.config import Config
 
 
@@ -113,15 +113,6 @@ def load_targets(
     if on_files is not None:
         on_files(loading.files)
     return targets_of(list(loading), loading)
-
-
-def open_reader(config: Config) -> StapleReader:
-    """The cache's staples, for reading only (check, export).
-
-    Reading takes no fetch lock, so no lock directory is opened: a monitoring
-    check running as another user must not need write access to it.
-    """
-    return StapleReader(Cache(open_provider(config.cache_uri, read_only=True)), policy=config.policy())
 
 
 def leaf_dict(leaf: Leaf) -> dict[str, Any]:

@@ -23,7 +23,9 @@ LAYERS = {
     "store": {"base", "ocsp", "locks"},
     "refresh": {"base", "ocsp", "locks", "responders", "store"},
     "inspection": {"base", "ocsp", "locks", "responders", "store", "refresh"},
-    "api": {"base", "ocsp", "locks", "responders", "store", "refresh", "inspection"},
+    "assembly": {"base", "ocsp", "locks", "responders", "store", "refresh"},
+    "processes": {"base", "ocsp", "locks", "responders", "store", "refresh", "assembly"},
+    "api": {"base", "ocsp", "locks", "responders", "store", "refresh", "inspection", "assembly", "processes"},
 }
 BASE = {"errors", "clock", "durations", "bounds", "paths", "redact", "__init__"}
 FRONT_ENDS = {"staplectl", "typer", "rich", "textual"}

@@ -19,9 +19,10 @@ import typer
 
 from engine.api import GOOD, SYSTEM_CLOCK, InputError, Leaf, Staple, StapleError, iso, parse_duration, seconds_left
 from staplectl import fmt
+from staplectl.from_config import open_reader
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
 from staplectl.printable import printable
-from staplectl.targets import load_targets, open_reader
+from staplectl.targets import load_targets
 from staplectl.terminal import Terminal
 
 DEFAULT_WARN = "12h"

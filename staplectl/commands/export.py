@@ -27,10 +27,11 @@ from engine.api import (
 )
 from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
+from staplectl.from_config import open_reader
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
 from staplectl.table import print_table
-from staplectl.targets import error_dict, load_targets, open_reader
+from staplectl.targets import error_dict, load_targets
 from staplectl.terminal import Terminal
 
 #: a reload command that runs longer than this is reported as failed

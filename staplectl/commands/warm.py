@@ -19,15 +19,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from engine.api import GOOD, SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, StapleError, check_bound, iso
+from engine.api import (
+    GOOD, SYSTEM_CLOCK, Fanout, Leaf, Outcome, Refresh, Staple, StapleError, Team, check_bound, iso, outcome_of,
+)
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
-from staplectl.from_config import open_stapler, refresh_lock_timeout
+from staplectl.from_config import engine_settings, open_stapler, refresh_lock_timeout
 from staplectl.table import print_table
 from staplectl.targets import Problem, error_dict, start_loading, targets_of
 from staplectl.terminal import Terminal
-from staplectl.workers import Outcome, Team, outcome_of
 
 #: refreshes in flight. One process keeps them all on one thread
 #: (engine.refresh.fanout), so more in flight costs little CPU; against a
@@ -200,7 +201,7 @@ def _run(
     def run() -> list[Outcome]:
         if team.processes > 1:
             leaves.extend(source)
-            return team.refresh(stapler, config, leaves, force, lock_timeout, on_done=done)
+            return team.refresh(stapler, engine_settings(config), leaves, force, lock_timeout, on_done=done)
         outcomes: dict[int, Outcome] = {}
 
         def read() -> Iterator[Leaf]:

@@ -18,31 +18,19 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from engine.api import Clock, Fanout, Leaf, PrefetchWorker, Refresh, StapleError, Stapler, StateStore, WorkerOptions
+from engine.api import (
+    Clock, Fanout, Leaf, Outcome, PrefetchWorker, Refresh, StapleError, Stapler, StateStore, UnexpectedError,
+    WorkerOptions, failed, outcome_of,
+)
 
-
-
-@dataclass(frozen=True)
-class Outcome:
-    cert_id: str
-    name: str
-    #: updated | fresh | leased | failed
-    action: str
-    message: str
-    reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.action != "failed"
 
 
 def describe(outcomes: Sequence[Outcome]) -> str:
     """One line for a batch: '3 updated, 1 failed (timeout 1)'."""
     if len(outcomes) == 1:
-        return f"{outcomes[0].name}: {outcomes[0].message}"
-    actions = Counter(o.action for o in outcomes)
+        return f"{outcomes[0].leaf.name}: {outcomes[0].message}"
+    actions = Counter(o.result for o in outcomes)
     text = ", ".join(f"{n} {action}" for action, n in sorted(actions.items()))
     reasons = Counter(o.reason for o in outcomes if not o.ok)
     if reasons:
@@ -61,25 +49,20 @@ class Refresher:
         """Refresh each leaf; never raises (a failure is an Outcome)."""
         try:
             stapler = self._open()
+        except StapleError as error:
+            return [failed(None, leaf, error) for leaf in leaves]
         except Exception as error:  # a lock directory we may not create is an OSError, not ours
-            reason = getattr(error, "reason", "internal_error")
-            return [Outcome(leaf.cert_id, leaf.name, "failed", f"cannot open the cache and locks: {error}", reason)
-                    for leaf in leaves]  # fmt: skip
+            unexpected = UnexpectedError(f"cannot open the cache and locks: {error}")
+            return [failed(None, leaf, unexpected) for leaf in leaves]
         results: dict[int, Refresh | StapleError] = {}
         try:
             # Fair between responders, as warm: a hanging responder holds
             # its share of the slots, not all.
             fanout = Fanout(stapler, self.concurrency, force=force, lock_timeout=self.lock_timeout)
             fanout.run(leaves, results.__setitem__)
+            return [outcome_of(stapler, leaf, results[index]) for index, leaf in enumerate(leaves)]
         finally:
             _close(stapler)
-        return [_outcome(leaf, results[index]) for index, leaf in enumerate(leaves)]
-
-
-def _outcome(leaf: Leaf, result: Refresh | StapleError) -> Outcome:
-    if isinstance(result, StapleError):
-        return Outcome(leaf.cert_id, leaf.name, "failed", f"failed [{result.reason}]: {result}", result.reason)
-    return Outcome(leaf.cert_id, leaf.name, result.action, f"{result.action}: {result.staple.status}")
 
 
 def _close(stapler: Stapler) -> None:

@@ -22,7 +22,8 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 
-from staplectl.dashboard.actions import InProcessPrefetch, Outcome, Refresher, describe
+from engine.api import Outcome, UnexpectedError
+from staplectl.dashboard.actions import InProcessPrefetch, Refresher, describe
 from staplectl.dashboard.panels import WaitHistory, banner, header, lock_panel
 from staplectl.dashboard.rows import COLUMNS, FILTERS, LABELS, View, build_rows, counts, due_items, names_by_id
 from staplectl.dashboard.screens import DetailScreen
@@ -251,11 +252,12 @@ class DashboardApp(App[None]):
         try:
             outcomes = self.refresher.refresh(leaves, force=not batch)
         except Exception as error:  # never leave rows "refreshing…" for ever
-            outcomes = [Outcome(leaf.cert_id, leaf.name, "failed", f"failed: {error}", "internal_error") for leaf in leaves]
+            unexpected = UnexpectedError(f"unexpected {type(error).__name__}: {error}")
+            outcomes = [Outcome(leaf, None, "failed", unexpected) for leaf in leaves]
         self.post_message(RefreshDone(tuple(outcomes), batch))
 
     def on_refresh_done(self, message: RefreshDone) -> None:
-        self.busy.difference_update(o.cert_id for o in message.outcomes)
+        self.busy.difference_update(o.leaf.cert_id for o in message.outcomes)
         ok = all(o.ok for o in message.outcomes)
         title = "refresh all due" if message.batch else ("refreshed" if ok else "refresh failed")
         self.notify(describe(message.outcomes), title=title, severity="information" if ok else "error",

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from staplectl.dashboard.actions import Outcome, Refresher, describe
+from types import SimpleNamespace
+
+from engine.api import Outcome, StapleError
+from staplectl.dashboard.actions import Refresher, describe
 from tests.dashboard.fixed import LEAVES
+
+#: describe reads a staple's status only
+GOOD_STAPLE = SimpleNamespace(status="good")
 
 
 def test_an_engine_that_cannot_open_fails_every_refresh_without_raising():
@@ -11,15 +17,21 @@ def test_an_engine_that_cannot_open_fails_every_refresh_without_raising():
         raise PermissionError(13, "Permission denied", "/var/lib/staplectl/locks")
 
     outcomes = Refresher(cannot, lock_timeout=1).refresh([LEAVES["www"], LEAVES["api"]], force=True)
-    assert [(o.name, o.action, o.ok) for o in outcomes] == [
+    assert [(o.leaf.name, o.result, o.ok) for o in outcomes] == [
         ("/etc/ssl/sites/www.pem", "failed", False), ("/etc/ssl/sites/api.pem", "failed", False),
     ]  # fmt: skip
     assert "cannot open the cache and locks: [Errno 13] Permission denied" in outcomes[0].message
 
 
+class Timeout(StapleError):
+    reason = "timeout"
+
+
 def test_describe():
-    one = Outcome("a", "www.pem", "updated", "updated: good")
-    assert describe([one]) == "www.pem: updated: good"
-    batch = [one, Outcome("b", "x", "fresh", "fresh: good"), Outcome("c", "y", "failed", "failed", "timeout"),
-             Outcome("d", "z", "failed", "failed", "timeout")]  # fmt: skip
+    www, api, mail, shop = (LEAVES[name] for name in ("www", "api", "mail", "shop"))
+    one = Outcome(www, GOOD_STAPLE, "updated")
+    assert describe([one]) == f"{www.name}: updated: good"
+    batch = [one, Outcome(api, GOOD_STAPLE, "fresh"), Outcome(mail, None, "failed", Timeout("no answer")),
+             Outcome(shop, None, "failed", Timeout("no answer"))]  # fmt: skip
     assert describe(batch) == "2 failed, 1 fresh, 1 updated (timeout 2)"
+    assert batch[2].message == "failed [timeout]: no answer"

@@ -185,7 +185,7 @@ async def test_refresh_now_goes_through_the_engine_and_never_blocks(config, pki,
         await until(pilot, lambda: any(isinstance(m, RefreshDone) for m in messages), "the refresh")
         await read(pilot)
         done = next(m for m in messages if isinstance(m, RefreshDone))
-        assert [(o.cert_id, o.action) for o in done.outcomes] == [(good, "updated")]
+        assert [(o.leaf.cert_id, o.result) for o in done.outcomes] == [(good, "updated")]
         assert responder.requests_for(pki.good) == before_requests + 1
         assert read_stats(config.locks.path())[stripe].acquisitions == before_acquired + 1
         assert cell(app, good, "this_update") != this_update
@@ -207,7 +207,7 @@ async def test_a_failed_refresh_keeps_the_staple_and_says_why(config, pki, respo
         assert app.view.state == "good"
         await until(pilot, lambda: any(isinstance(m, RefreshDone) for m in messages), "the timeout")
         outcome = next(m for m in messages if isinstance(m, RefreshDone)).outcomes[0]
-        assert (outcome.action, outcome.reason) == ("failed", "timeout")
+        assert (outcome.result, outcome.reason) == ("failed", "timeout")
         await read(pilot)
         assert cell(app, other, "status") == "good"  # a failure never replaces a valid staple
 

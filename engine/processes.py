@@ -4,8 +4,9 @@ Validation, the store and the HTTP exchanges all run under the GIL, so one
 process refreshing certificates uses one core at most. That is enough
 against a responder across a network (one engine.refresh.fanout keeps 64
 exchanges in flight with CPU to spare), so warm runs in one process unless
-asked for more (``--processes``). Then a ``Team`` of worker processes (``python -m staplectl.workers``)
-each runs its own engine.refresh.fanout over the same cache and fetch locks (the
+asked for more (``--processes``). Then a ``Team`` of worker processes
+(``python -m engine.processes``) each runs its own engine.refresh.fanout,
+built from the parent's EngineSettings, over the same cache and fetch locks (the
 locks are open file description locks and the local store is SQLite,
 both safe across processes), and the parent gathers what each
 certificate came to. The parent keeps everything an operator sees: the
@@ -20,7 +21,7 @@ progress bar, the table, the JSON and the exit code.
   run: each worker gets its share.
 - Workers are new interpreters, not forks: the parent may have threads
   (a test's responder, a memcached client) and a fork would copy their
-  locks held. They import the engine only, not the CLI, and are started
+  locks held. They import the engine only, never a front end, and are started
   as soon as the number of certificate files is known, so that they start
   up while the parent loads the certificates.
 - The parent sends each worker its certificates (DER, path, issuer) over
@@ -34,7 +35,7 @@ progress bar, the table, the JSON and the exit code.
   Workers run in their own process group, so Ctrl-C reaches the parent
   only, which stops them.
 
-No typer or rich here: a worker must start fast.
+No front end here: a worker must start fast.
 """
 
 from __future__ import annotations
@@ -47,30 +48,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.api import SYSTEM_CLOCK, Fanout, Leaf, Refresh, Staple, StapleError, UnexpectedError, stripe_of
-from staplectl.from_config import open_stapler
+from engine.assembly import EngineSettings, build_stapler
+from engine.errors import StapleError, UnexpectedError
+from engine.locks.fetchlocks import stripe_of
+from engine.ocsp.certs import Leaf
+from engine.refresh.fanout import Fanout
+from engine.refresh.outcome import Outcome, failed, outcome_of
+from engine.refresh.stapler import Refresh
 
 #: a worker sends what it has at most this often, in seconds
 SEND_INTERVAL = 0.02
 #: how long a stopped worker may take to go before it is killed
 STOP_GRACE = 5.0
-
-
-class Outcome(NamedTuple):
-    """What one certificate came to: the staple to show, and how."""
-
-    staple: Staple | None
-    #: updated | fresh | leased | failed
-    result: str
-    error: StapleError | None = None
 
 
 class ReportedError(StapleError):
@@ -79,27 +75,6 @@ class ReportedError(StapleError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-# -- one certificate, wherever it runs --------------------------------------------------
-
-
-def outcome_of(stapler: Any, leaf: Leaf, result: Refresh | StapleError) -> Outcome:
-    """What engine.refresh.fanout's result for a certificate shows in warm's table."""
-    if isinstance(result, StapleError):
-        return failed(stapler, leaf, result)
-    return Outcome(result.staple, result.action)
-
-
-def failed(stapler: Any, leaf: Leaf, error: StapleError) -> Outcome:
-    """A failure; the staple still cached, if usable, shows what servers keep stapling."""
-    try:
-        current = stapler.cached(leaf)
-    except StapleError:
-        current = None
-    if not stapler.usable(current, SYSTEM_CLOCK.now()):
-        current = None
-    return Outcome(current, "failed", error)
 
 
 def process_count(asked: int | None, certificates: int, concurrency: int) -> int:
@@ -125,7 +100,7 @@ class _Worker:
         path = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "staplectl.workers", str(to_child_r), str(from_child_w)],
+                [sys.executable, "-P", "-m", "engine.processes", str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -183,7 +158,7 @@ def _shares(leaves: list[Leaf], processes: int, stripes: int) -> list[list[int]]
 
 
 def _payload(
-    config: Any, leaves: list[Leaf], indices: list[int], in_flight: int, force: bool, lock_timeout: float
+    settings: EngineSettings, leaves: list[Leaf], indices: list[int], in_flight: int, force: bool, lock_timeout: float
 ) -> dict[str, Any]:
     issuers: dict[Any, int] = {}
     issuer_ders: list[bytes] = []
@@ -196,7 +171,7 @@ def _payload(
             issuer_ders.append(leaf.issuer.public_bytes(serialization.Encoding.DER))
         jobs.append((index, leaf.der, number, str(leaf.path) if leaf.path else None, leaf.url_override))
     return {
-        "config": config,
+        "settings": settings,
         "issuers": issuer_ders,
         "jobs": jobs,
         "in_flight": in_flight,
@@ -231,7 +206,7 @@ class Team:
     def refresh(
         self,
         stapler: Any,
-        config: Any,
+        settings: EngineSettings,
         leaves: list[Leaf],
         force: bool,
         lock_timeout: float,
@@ -240,19 +215,12 @@ class Team:
         """Refresh every leaf in the workers; outcomes in the order of the leaves.
 
         ``stapler`` is the parent's own, used only to show the cached staple
-        of a certificate whose worker failed as a whole. ``config`` is the
-        effective configuration: the workers open the same cache and locks.
+        of a certificate whose worker failed as a whole. The workers build
+        theirs from ``settings`` (everything resolved: a default looked up in
+        a worker could differ), so they open the same cache and locks.
         """
-        # What the workers must agree on with the parent, fixed here: a
-        # default resolved in a worker could differ (another environment).
-        config = replace(
-            config,
-            cache=config.cache_uri,
-            certificates=[],
-            locks=replace(config.locks, directory=config.locks.path()),
-        )
         workers = self.workers
-        shares = _shares(leaves, len(workers), config.locks.stripes)
+        shares = _shares(leaves, len(workers), settings.stripes)
         busy = [worker for worker, share in zip(workers, shares) if share]
         in_flight = [self.concurrency // len(busy) + (n < self.concurrency % len(busy)) for n in range(len(busy))]
         outcomes: list[Outcome | None] = [None] * len(leaves)
@@ -278,7 +246,7 @@ class Team:
         running = {}
         for worker, count in zip(busy, in_flight):
             try:
-                worker.to_child.send(_payload(config, leaves, worker.indices, count, force, lock_timeout))
+                worker.to_child.send(_payload(settings, leaves, worker.indices, count, force, lock_timeout))
             except OSError:
                 died(worker)
             else:
@@ -297,7 +265,8 @@ class Team:
                     continue
                 if message[0] == "outcomes":
                     for index, staple, result, reason, text in message[1]:
-                        settle(index, Outcome(staple, result, None if reason is None else ReportedError(text, reason)))
+                        error = None if reason is None else ReportedError(text, reason)
+                        settle(index, Outcome(leaves[index], staple, result, error))
                     continue
                 if message[0] == "fatal":
                     _, reason, text = message
@@ -331,7 +300,7 @@ def _work(work: dict[str, Any], outbox: queue.SimpleQueue[tuple[Any, ...] | None
                      path=Path(path) if path else None, url_override=url))
         for index, der, issuer, path, url in work["jobs"]
     ]  # fmt: skip
-    stapler = open_stapler(work["config"])
+    stapler = build_stapler(work["settings"])
 
     def done(n: int, result: Refresh | StapleError) -> None:
         index, leaf = jobs[n]
@@ -368,7 +337,7 @@ def _send(outbox: queue.SimpleQueue[tuple[Any, ...] | None], conn: Connection) -
 
 
 def main(argv: list[str]) -> int:
-    """A worker: ``python -m staplectl.workers IN_FD OUT_FD``."""
+    """A worker: ``python -m engine.processes IN_FD OUT_FD``."""
     inbox = Connection(int(argv[0]), writable=False)
     conn = Connection(int(argv[1]), readable=False)
     try:
