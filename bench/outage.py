@@ -61,7 +61,7 @@ from engine.responders.health import ResponderHealth  # noqa: E402
 from engine.store.providers import open_provider  # noqa: E402
 from engine.refresh.stapler import Stapler, StaplerOptions  # noqa: E402
 from engine.responders.transport import TransportOptions  # noqa: E402
-from bench.warm import issue_leaves  # noqa: E402
+from bench.leaves import issue_leaves  # noqa: E402
 from tests.loopback import CONFIG_ALLOW, LOOPBACK  # noqa: E402
 from tests.pki import PKI  # noqa: E402
 from tests.responder import Behaviour, ScriptedResponder  # noqa: E402

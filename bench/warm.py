@@ -70,17 +70,14 @@ about 0.2 s, to each of warm's processes.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,13 +85,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509 import ocsp  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
-
-from staplectl.workers import process_count  # noqa: E402
+from bench.delay_proxy import delay_proxy  # noqa: E402
+from bench.leaves import issue_leaves  # noqa: E402
+from bench.load_loop import responder_capacity  # noqa: E402
+from engine.processes import process_count  # noqa: E402
 from tests.loopback import config_file  # noqa: E402
 from tests.openssl_responder import OpenSSLResponder  # noqa: E402
 from tests.pki import PKI, Issued  # noqa: E402
@@ -103,130 +97,6 @@ TARGET_VS_OPENSSL = 30.0
 TARGET_VS_CAPACITY = 0.80
 #: warm's own default --concurrency
 WARM_CONCURRENCY = 64
-
-
-# -- the certificates ---------------------------------------------------------------
-
-
-def issue_leaves(pki: PKI, count: int, directory: Path) -> list[Issued]:
-    """N leaves of pki's intermediate, each in its own chain file (leaf + intermediate).
-
-    One key for all of them: key generation is not what is measured, and
-    OCSP never looks at the leaf's key. Like every publicly trusted
-    certificate (CA/Browser Forum Baseline Requirements 7.1.2.3), they
-    carry an authorityKeyIdentifier, which is how staplectl finds the
-    issuer in the chain.
-    """
-    directory.mkdir(parents=True)
-    bare = directory.parent / "bare"  # the leaf alone, for openssl ocsp -cert
-    bare.mkdir()
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_path = directory.parent / "leaves.key"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    intermediate_pem = pki.intermediate.cert.public_bytes(serialization.Encoding.PEM)
-    aia = x509.AuthorityInformationAccess(
-        [x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(pki.ocsp_url))]
-    )
-    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.intermediate.cert.public_key())
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    leaves = []
-    for n in range(count):
-        name = f"site{n:05d}"
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}.test")]))
-            .issuer_name(pki.intermediate.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=90))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"{name}.test")]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(aia, critical=False)
-            .add_extension(aki, critical=False)
-            .sign(pki.intermediate.key, hashes.SHA256())
-        )
-        pem = cert.public_bytes(serialization.Encoding.PEM)
-        cert_path, chain_path = bare / f"{name}.pem", directory / f"{name}.pem"
-        cert_path.write_bytes(pem)
-        chain_path.write_bytes(pem + intermediate_pem)
-        leaves.append(Issued(name, cert, key, cert_path, chain_path, cert_path, key_path, pki.intermediate))
-    return leaves
-
-
-# -- an optional delay in front of the responder ---------------------------------------
-
-
-def _delay_proxy(listen_port: int, upstream_port: int, delay: float, ready: multiprocessing.Event) -> None:
-    """Forward each connection to the responder ``delay`` seconds after its
-    first bytes, as a responder across a network would answer.
-
-    asyncio with protocols, not streams: the proxy stands for a network,
-    which costs the machine nothing, so it should cost as little CPU as it
-    can (streams cost about twice as much per exchange).
-    """
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-
-    class Upstream(asyncio.Protocol):
-        def __init__(self, client: Client) -> None:
-            self.client = client
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            self.client.transport.write(data)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.client.transport.close()  # after what is buffered is sent
-
-    class Client(asyncio.Protocol):
-        upstream: asyncio.Transport | None = None
-        waiting = False
-        closed = False
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-            self.pending: list[bytes] = []
-
-        def data_received(self, data: bytes) -> None:
-            if self.upstream is not None:
-                self.upstream.write(data)
-                return
-            self.pending.append(data)
-            if not self.waiting:
-                self.waiting = True
-                loop.call_later(delay, self.open)
-
-        def open(self) -> None:
-            # never hand openssl an empty connection (see tests/openssl_responder.py)
-            if not self.closed:
-                loop.create_task(loop.create_connection(lambda: Upstream(self), "127.0.0.1", upstream_port)).add_done_callback(self.opened)
-
-        def opened(self, task: asyncio.Task) -> None:
-            if task.exception() is not None:
-                self.transport.close()
-                return
-            self.upstream, _ = task.result()
-            for data in self.pending:
-                self.upstream.write(data)
-            self.pending = []
-            if self.closed:
-                self.upstream.close()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.closed = True
-            if self.upstream is not None:
-                self.upstream.close()
-
-    async def main() -> None:
-        server = await loop.create_server(Client, "127.0.0.1", listen_port, backlog=4096)
-        ready.set()
-        await server.serve_forever()
-
-    loop.run_until_complete(main())
 
 
 # -- CPU accounting -------------------------------------------------------------------
@@ -263,79 +133,6 @@ def process_cpu(pid: int) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
     return sum(int(f) for f in fields[11:13]) / _TICK
-
-
-# -- the responder's capacity ---------------------------------------------------------
-
-
-def http_request(der: bytes, port: int) -> bytes:
-    """The request warm sends for ``der``, byte for byte but the User-Agent's value."""
-    return (
-        f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: identity\r\n"
-        "User-Agent: load\r\nAccept: application/ocsp-response\r\nConnection: close\r\n"
-        f"Content-Type: application/ocsp-request\r\nContent-Length: {len(der)}\r\n\r\n"
-    ).encode() + der
-
-
-def _post_all(port: int, requests: list[bytes], threads: int, errors: multiprocessing.Queue) -> None:
-    position = iter(range(len(requests)))
-    lock = threading.Lock()
-    failed = []
-
-    def client() -> None:
-        while True:
-            with lock:
-                n = next(position, None)
-            if n is None:
-                return
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                    sock.sendall(requests[n])
-                    chunks = []
-                    while data := sock.recv(65536):
-                        chunks.append(data)
-                answer = b"".join(chunks)
-                head, _, body = answer.partition(b"\r\n\r\n")
-                if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) or not body:
-                    failed.append(n)
-            except OSError:
-                failed.append(n)
-
-    workers = [threading.Thread(target=client) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    errors.put(len(failed))
-
-
-def responder_capacity(
-    port: int, leaves: list[Issued], issuer: Issued, processes: int, in_flight: int, rounds: int
-) -> tuple[int, float, int]:
-    """(requests, seconds, failures): ``rounds`` requests per certificate,
-    ``in_flight`` at a time, from up to ``processes`` processes."""
-    requests = [
-        http_request(
-            ocsp.OCSPRequestBuilder().add_certificate(leaf.cert, issuer.cert, hashes.SHA1()).build()
-            .public_bytes(serialization.Encoding.DER),
-            port,
-        )
-        for leaf in leaves
-    ] * rounds
-    processes = min(processes, in_flight)
-    threads = [in_flight // processes + (n < in_flight % processes) for n in range(processes)]
-    errors: multiprocessing.Queue = multiprocessing.Queue()
-    workers = [
-        multiprocessing.Process(target=_post_all, args=(port, requests[i::processes], threads[i], errors))
-        for i in range(processes)
-    ]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
-    return len(requests), elapsed, sum(errors.get() for _ in workers)
 
 
 # -- the openssl loop -----------------------------------------------------------------
@@ -508,7 +305,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             proxy_port = _free_port()
             ready = multiprocessing.Event()
             proxy = multiprocessing.Process(
-                target=_delay_proxy, args=(proxy_port, port, args.latency / 1000, ready), daemon=True
+                target=delay_proxy, args=(proxy_port, port, args.latency / 1000, ready), daemon=True
             )
             proxy.start()
             try:

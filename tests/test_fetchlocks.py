@@ -2,14 +2,14 @@
 
 Threads and processes are synchronised with events, barriers and pipes;
 nothing here sleeps to wait for something to happen, and no assertion is
-about how long anything took.
+about how long anything took. The figures the locks keep are tested in
+tests/test_lock_stats.py; what both files share is in
+tests/fetchlocks_helpers.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import multiprocessing
 import os
 import signal
 import stat
@@ -32,126 +32,27 @@ from engine.locks.fetchlocks import (
     read_stats,
     stripe_of,
 )
-from engine.locks.stats import (
-    _HEADER_SIZE,
-    _RECORD,
-    STATS_FILE,
-    LockStatsError,
-    process_alive,
-    process_start,
-)
+from engine.locks.stats import STATS_FILE, process_alive, process_start
+from tests import fetchlocks_helpers
 from tests.blocked import wait_for_blocked_lock
+from tests.fetchlocks_helpers import (
+    FORK,
+    PATIENCE,
+    SPAWN,
+    cache_id,
+    child_hold_many,
+    child_hold_until_killed,
+    child_hold_until_told,
+    child_try_inherited,
+    in_thread,
+    run_child,
+    same_stripe,
+    try_hold,
+)
 
-FORK = multiprocessing.get_context("fork")
-SPAWN = multiprocessing.get_context("spawn")
-#: an upper bound on waiting for another process; a healthy run takes milliseconds
-PATIENCE = 30.0
-
-
-def cache_id(n: int | str) -> str:
-    return hashlib.sha1(str(n).encode()).hexdigest()
-
-
-def same_stripe(locks: FetchLocks, count: int, start: int = 0) -> list[str]:
-    """``count`` cache ids that all map to one stripe."""
-    by_stripe: dict[int, list[str]] = {}
-    for n in range(start, start + 100_000):
-        ids = by_stripe.setdefault(locks.stripe_of(cache_id(n)), [])
-        ids.append(cache_id(n))
-        if len(ids) == count:
-            return ids
-    raise AssertionError("unreachable")
-
-
-def other_stripe(locks: FetchLocks, cert_id: str) -> str:
-    return next(cache_id(n) for n in range(1000) if locks.stripe_of(cache_id(n)) != locks.stripe_of(cert_id))
-
-
-def in_thread(fn) -> object:
-    """Run ``fn`` in another thread (one that holds nothing) and return or raise what it did."""
-    result: list = []
-
-    def run() -> None:
-        try:
-            result.append(("ok", fn()))
-        except BaseException as exc:  # handed back to the test
-            result.append(("raised", exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(PATIENCE)
-    kind, value = result[0]
-    if kind == "raised":
-        raise value
-    return value
-
-
-def try_hold(locks: FetchLocks, cert_id: str) -> str:
-    try:
-        with locks.hold(cert_id, timeout=0):
-            return "acquired"
-    except LockTimeoutError:
-        return "timeout"
-
-
-@pytest.fixture
-def lock_dir(tmp_path: Path) -> Path:
-    return tmp_path / "locks"
-
-
-@pytest.fixture
-def locks(lock_dir: Path):
-    locks = FetchLocks(lock_dir)
-    yield locks
-    locks.close()
-
-
-# -- children (module level, so that spawned processes can import them) ------------
-
-
-def child_hold_until_told(directory: str, cert_id: str, held, release) -> None:
-    with FetchLocks(Path(directory)) as locks, locks.hold(cert_id):
-        held.set()
-        release.wait(PATIENCE)
-
-
-def child_hold_until_killed(directory: str, cert_id: str, held) -> None:
-    locks = FetchLocks(Path(directory))
-    with locks.hold(cert_id):
-        held.set()
-        threading.Event().wait()
-
-
-def child_read_stats(directory: str, conn) -> None:
-    conn.send([s.to_dict() for s in read_stats(Path(directory))])
-
-
-def child_try_inherited(locks: FetchLocks, held, cert_id: str, conn) -> None:
-    if held is not None:
-        held.__exit__(None, None, None)  # leaving, in the child, a `with` entered before the fork
-    conn.send(try_hold(locks, cert_id))
-
-
-def run_child(context, target, *args) -> None:
-    child = context.Process(target=target, args=args, daemon=True)
-    child.start()
-    child.join(PATIENCE)
-    assert child.exitcode == 0
-
-
-def stats_from_child(lock_dir: Path) -> list[dict]:
-    receive, send = SPAWN.Pipe(duplex=False)
-    run_child(SPAWN, child_read_stats, str(lock_dir), send)
-    return receive.recv()
-
-
-def child_hold_many(directory: str, cert_ids: list[str], go, rounds: int) -> None:
-    with FetchLocks(Path(directory), stripes=1) as locks:
-        go.wait(PATIENCE)  # a barrier: all three start together
-        for _ in range(rounds):
-            for cert_id in cert_ids:
-                with locks.hold(cert_id):
-                    pass
+#: the fixtures, by name in this module, where pytest looks for them
+lock_dir = fetchlocks_helpers.lock_dir
+locks = fetchlocks_helpers.locks
 
 
 # -- the mapping ----------------------------------------------------------------------
@@ -426,99 +327,6 @@ def test_a_dead_or_reused_pid_is_not_alive() -> None:
     child.join(PATIENCE)
     assert not process_alive(child.pid)
     assert not process_alive(0)
-
-
-# -- the figures ----------------------------------------------------------------------
-
-
-def test_stats_record_holds_and_show_the_holder_to_other_processes(locks: FetchLocks, lock_dir: Path) -> None:
-    cert_id = cache_id("figures")
-    stripe = locks.stripe_of(cert_id)
-    held, done = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with locks.hold(cert_id):
-            held.set()
-            done.wait(PATIENCE)
-
-    thread = threading.Thread(target=holder, daemon=True)
-    thread.start()
-    try:
-        assert held.wait(PATIENCE)
-        seen = stats_from_child(lock_dir)[stripe]
-    finally:
-        done.set()
-        thread.join(PATIENCE)
-    assert seen["holder_cert_id"] == cert_id
-    assert (seen["holder_pid"], seen["holder_alive"]) == (os.getpid(), True)
-    assert seen["holder_since"].endswith("Z")
-    assert seen["acquisitions"] == 0  # counted when it ends: the hold shows in its slot until then
-
-    for _ in range(4):
-        with locks.hold(cert_id):
-            pass
-    figures = locks.stats()[stripe]
-    assert (figures.acquisitions, figures.contended, figures.reentries) == (5, 0, 0)
-    assert figures.total_hold > 0 and figures.max_hold >= figures.total_hold / 5
-    assert figures.total_wait > 0 and figures.max_wait >= figures.total_wait / 5
-    assert (figures.holder_cert_id, figures.holder_pid, figures.holder_since) == (None, None, None)
-    assert stats_from_child(lock_dir)[stripe] == figures.to_dict()
-    assert read_stats(lock_dir) == locks.stats()
-    untouched = locks.stats()[locks.stripe_of(other_stripe(locks, cert_id))]
-    assert (untouched.acquisitions, untouched.total_hold, untouched.holder_alive) == (0, 0.0, False)
-
-
-def test_a_record_left_mid_write_by_a_killed_writer_is_read_and_then_repaired(
-    locks: FetchLocks, lock_dir: Path
-) -> None:
-    cert_id = cache_id("torn")
-    stripe = locks.stripe_of(cert_id)
-    with locks.hold(cert_id):
-        pass
-    at = _HEADER_SIZE + stripe * _RECORD.size
-    with open(lock_dir / STATS_FILE, "r+b") as handle:  # what a writer killed between its two seq writes leaves
-        handle.seek(at)
-        seq = int.from_bytes(handle.read(8), "little")
-        handle.seek(at)
-        handle.write((seq + 1).to_bytes(8, "little"))
-    assert read_stats(lock_dir)[stripe].acquisitions == 1  # after a short wait, not for ever
-    with locks.hold(cert_id):
-        pass
-    with open(lock_dir / STATS_FILE, "rb") as handle:
-        handle.seek(at)
-        assert int.from_bytes(handle.read(8), "little") % 2 == 0
-    assert read_stats(lock_dir)[stripe].acquisitions == 2
-
-
-def test_stats_of_a_directory_never_used_are_empty(tmp_path: Path) -> None:
-    assert read_stats(tmp_path) == []
-    assert read_stats(tmp_path / "missing") == []
-
-
-def test_another_stripe_count_replaces_the_stats_file(lock_dir: Path) -> None:
-    with FetchLocks(lock_dir, stripes=64) as locks, locks.hold(cache_id(1)):
-        pass
-    with FetchLocks(lock_dir, stripes=16) as locks:
-        assert len(locks.stats()) == 16
-        assert all(figures.acquisitions == 0 for figures in read_stats(lock_dir))
-        assert len(read_stats(lock_dir)) == 16
-
-
-def test_a_foreign_stats_file_is_refused_by_readers_and_replaced_by_users(lock_dir: Path) -> None:
-    lock_dir.mkdir(mode=0o750)
-    (lock_dir / STATS_FILE).write_bytes(b"not ours" * 100)
-    with pytest.raises(LockStatsError):
-        read_stats(lock_dir)
-    with FetchLocks(lock_dir, stripes=8):
-        assert len(read_stats(lock_dir)) == 8
-
-
-def test_one_process_uses_one_stripe_count_per_directory(locks: FetchLocks, lock_dir: Path) -> None:
-    with pytest.raises(ValueError, match="already open in this process with 64 stripes"):
-        FetchLocks(lock_dir, stripes=32)
-    for bad in (0, -1, 4097, 2.0, True):
-        with pytest.raises(ValueError):
-            FetchLocks(lock_dir, stripes=bad)
 
 
 # -- files and lifetime ---------------------------------------------------------------

@@ -1,129 +1,36 @@
 """The prefetch worker against the scripted responder and a real local store.
 
 Scheduling is tested with a FrozenClock and run_due(): nothing sleeps to let
-time pass. The threaded tests (start/stop, a hanging responder) wait on
-conditions with a generous deadline; no assertion is about how fast
-anything ran, except that stop() comes back within its grace period.
+time pass. The worker as a background service, with real threads, is tested
+in tests/test_prefetch_service.py, its schedule on its own in
+tests/test_schedule.py; the rig both worker files drive is in
+tests/prefetch_rig.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 
-from engine.store.cache import Cache
-from engine.ocsp.certs import Leaf, load_leaf
-from engine.clock import FrozenClock, iso
-from engine.refresh.fetch import FetchOptions
+from engine.ocsp.certs import load_leaf
+from engine.clock import iso
 from engine.locks.fetchlocks import FetchLocks
-from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, backoff, expires_at, renew_at
-from engine.responders.health import responder_key
-from engine.refresh.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
-from engine.store.providers import open_provider
-from engine.refresh.schedule import LAPSED_RETRY, MIN_RETRY, Schedule, after_answer, after_failure
-from engine.refresh.stapler import Stapler
+from engine.refresh.freshness import FreshnessPolicy, backoff, renew_at
+from engine.refresh.schedule import LAPSED_RETRY
 from engine.refresh.worker_state import StateStore
-from engine.responders.transport import TransportOptions
-from tests.loopback import LOOPBACK
-from tests.responder import Behaviour, ScriptedResponder
+from tests import prefetch_rig
+from tests.prefetch_rig import PATIENCE, by_cert, new_leaf, requests
+from tests.responder import Behaviour
 
-PATIENCE = 30.0
+#: the fixture, by name in this module, where pytest looks for it
+rig = prefetch_rig.rig
 SPAWN = multiprocessing.get_context("spawn")
-_names = itertools.count()
-
-
-@dataclass
-class Rig:
-    worker: PrefetchWorker
-    clock: FrozenClock
-    stapler: Stapler
-    state: StateStore
-    events: list[WorkerEvent]
-
-    @property
-    def policy(self) -> FreshnessPolicy:
-        return self.stapler.policy
-
-    def due(self, leaf: Leaf) -> float:
-        return dict(self.worker.schedule())[leaf.cert_id]
-
-    def run_at(self, when: float) -> list[WorkerEvent]:
-        self.clock.set(when)
-        return self.worker.run_due()
-
-    def close(self) -> None:
-        # A hung fetch ends when its responder stops (torn down before us):
-        # its thread must let go of its stripe before the locks close.
-        assert self.worker.stop(timeout=PATIENCE)
-        self.state.close()
-        self.stapler.cache.close()
-        self.stapler.locks.close()
-
-
-@pytest.fixture
-def rig(tmp_path, responder):
-    made = []
-
-    def make(policy=DEFAULT_POLICY, rand=0.5, timeout=10.0, state_path=None, stripes=64, **options) -> Rig:
-        clock = FrozenClock(time.time())
-        fetch_options = FetchOptions(transport=TransportOptions(timeout=timeout, allow=LOOPBACK))
-        cache = Cache(open_provider(f"local:{tmp_path / 's.db'}"))
-        locks = FetchLocks(tmp_path / "locks", stripes)
-        stapler = Stapler(cache, locks, fetch_options=fetch_options, policy=policy, clock=clock)
-        state = StateStore(state_path or tmp_path / "state" / "worker.db")
-        events: list[WorkerEvent] = []
-        worker = PrefetchWorker(
-            stapler, state=state, options=WorkerOptions(**options), clock=clock,
-            rand=lambda: rand, on_event=events.append,
-        )  # fmt: skip
-        made.append(Rig(worker, clock, stapler, state, events))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
-
-
-def new_leaf(pki, **kwargs) -> Leaf:
-    """A leaf of its own: the responder counts requests per serial for the whole session."""
-    return load_leaf(pki.leaf(f"prefetch-{next(_names)}", **kwargs).chain_path)
-
-
-def requests(responder, leaf: Leaf) -> int:
-    return responder.requests_for(leaf.serial)
-
-
-def by_cert(events: list[WorkerEvent]) -> dict[str, WorkerEvent]:
-    return {event.cert_id: event for event in events}
-
-
-def updated(events: list[WorkerEvent]) -> set[str]:
-    return {event.cert_id for event in events if event.action == "updated"}
-
-
-def leaves_inside(pki, locks: FetchLocks, stripes: set[int], count: int) -> list[Leaf]:
-    """``count`` new leaves each of which maps to one of ``stripes``."""
-    found: list[Leaf] = []
-    while len(found) < count:
-        leaf = new_leaf(pki)
-        if locks.stripe_of(leaf.cert_id) in stripes:
-            found.append(leaf)
-    return found
-
-
-def eventually(condition, what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {PATIENCE} s: {what}")
-        time.sleep(0.01)
 
 
 # -- scheduling, with a frozen clock ---------------------------------------------
@@ -445,178 +352,6 @@ def test_state_rows_are_readable_from_another_process(rig, pki, responder):
     assert [h["action"] for h in history] == ["failed"]
 
 
-# -- the background service, with real threads -----------------------------------
-
-
-@pytest.fixture
-def hanging(pki):
-    """A second responder that reads every request and never answers."""
-    other = ScriptedResponder(pki)
-    other.default = Behaviour(hang=True)
-    other.start()
-    yield other
-    other.stop()
-
-
-class TestService:
-    def test_a_hanging_responder_holds_at_most_per_responder_workers(self, rig, pki, responder, hanging):
-        # the transport timeout outlasts the test: a hung request stays in flight
-        r = rig(timeout=120.0, concurrency=4, per_responder=2, stop_grace=0.5)
-        stuck = [new_leaf(pki, ocsp_url=hanging.url) for _ in range(6)]
-        # every one counted in a stripe a hung fetch is counted in: locks are
-        # per certificate, so that makes no difference
-        healthy = leaves_inside(pki, r.stapler.locks, {r.stapler.locks.stripe_of(l.cert_id) for l in stuck}, 12)
-        r.worker.load(stuck + healthy)
-        r.worker.start()
-        renewed = {leaf.cert_id for leaf in healthy}
-        eventually(lambda: renewed <= updated(r.events), "every healthy one renewed")
-        eventually(lambda: hanging.request_count == 2, "two requests reach the hanging responder")
-        assert [requests(responder, leaf) for leaf in healthy] == [1] * len(healthy)
-        r.worker.wake()  # the four parked ones are due: they must still wait
-        assert r.worker.next_due() <= r.clock.now()
-        assert hanging.request_count == 2
-        assert all(r.stapler.cached(leaf) is not None for leaf in healthy)
-
-    def test_a_hung_fetch_holds_up_no_other_certificate(self, rig, pki, responder, hanging):
-        # One stripe for all: striped locks parked every other certificate
-        # behind the hung one (or, waiting, for the whole lock_timeout).
-        r = rig(timeout=120.0, concurrency=2, per_responder=2, lock_timeout=120.0, stop_grace=0.5, stripes=1)
-        stuck = new_leaf(pki, ocsp_url=hanging.url)
-        others = [new_leaf(pki) for _ in range(6)]
-        r.worker.load([stuck, *others])
-        r.worker.start()
-        eventually(lambda: {leaf.cert_id for leaf in others} <= updated(r.events), "the others renewed")
-        assert hanging.request_count == 1
-        assert [requests(responder, leaf) for leaf in others] == [1] * 6
-        assert not any(e.action == "busy" for e in r.events)
-
-    def test_stop_returns_within_grace_while_a_fetch_hangs(self, rig, pki, hanging):
-        r = rig(timeout=120.0, stop_grace=0.5)
-        r.worker.load([new_leaf(pki, ocsp_url=hanging.url)])
-        r.worker.start()
-        eventually(lambda: hanging.request_count == 1, "the fetch reaches the responder")
-        began = time.monotonic()
-        assert r.worker.stop() is False  # one thread is still in its fetch
-        assert time.monotonic() - began < 0.5 + 2.0
-
-    def test_sleeps_until_due_and_wakes_when_told(self, rig, pki, responder):
-        r = rig()
-        leaf = new_leaf(pki)
-        r.worker.load([leaf])
-        r.worker.start()
-        eventually(lambda: requests(responder, leaf) == 1, "the first fetch")
-        eventually(lambda: r.state.get(leaf.cert_id).last_success is not None, "its state")
-        assert [b.worker_id for b in r.state.workers()] == [r.worker.worker_id]
-        r.clock.set(r.due(leaf))
-        r.worker.wake()
-        eventually(lambda: requests(responder, leaf) == 2, "the renewal after wake()")
-        assert r.worker.stop() is True
-        assert r.state.workers() == []
-
-    def test_load_while_running_wakes_the_dispatcher(self, rig, pki, responder):
-        r = rig()
-        r.worker.start()
-        leaf = new_leaf(pki)
-        r.worker.load([leaf])
-        eventually(lambda: requests(responder, leaf) == 1, "the new certificate fetched")
-        with pytest.raises(RuntimeError):
-            r.worker.run_due()
-
-
-# -- the schedule on its own -------------------------------------------------------
-
-
-class TestSchedule:
-    def test_due_order_and_nothing_early(self):
-        schedule = Schedule(per_responder=2)
-        schedule.add("b", "r1", 20.0)
-        schedule.add("a", "r2", 10.0)
-        assert schedule.take(9.9) is None
-        assert schedule.take(20.0).cert_id == "a"
-        assert schedule.take(20.0).cert_id == "b"
-        assert schedule.take(20.0) is None
-
-    def test_a_full_responder_parks_its_jobs_and_others_go_on(self):
-        schedule = Schedule(per_responder=2)
-        for n in range(4):
-            schedule.add(f"slow{n}", "slow", float(n))
-        schedule.add("fast", "fast", 10.0)
-        first, second = schedule.take(10.0), schedule.take(10.0)
-        assert (first.cert_id, second.cert_id) == ("slow0", "slow1")
-        assert schedule.take(10.0).cert_id == "fast"  # past the two parked ones
-        assert schedule.take(10.0) is None
-        assert schedule.in_flight("slow") == 2
-        assert schedule.next_wakeup() is None and schedule.next_due() == 2.0
-        assert schedule.done(first, 100.0)
-        assert schedule.take(10.0).cert_id == "slow2"  # a slot freed: the earliest parked
-        assert schedule.take(10.0) is None
-
-    def test_a_certificate_runs_once_at_a_time_and_wakes_the_next_of_its_responder(self):
-        schedule = Schedule(per_responder=1)
-        schedule.add("a", "r", 0.0)
-        schedule.add("b", "r", 1.0)
-        schedule.add("c", "q", 2.0)
-        a = schedule.take(5.0)
-        assert a.cert_id == "a"
-        assert schedule.take(5.0).cert_id == "c"  # past b, parked behind r
-        assert schedule.take(5.0) is None  # a is running: not taken again, whatever is due
-        schedule.done(a, 3.0)
-        assert schedule.take(5.0).cert_id == "b"  # woken first, before a's new due time
-        assert schedule.take(5.0) is None
-        assert schedule.next_due() == 3.0
-
-    def test_removed_jobs_vanish_even_when_parked_or_running(self):
-        schedule = Schedule(per_responder=1)
-        schedule.add("a", "r", 0.0)
-        schedule.add("b", "r", 0.0)
-        running = schedule.take(0.0)
-        assert schedule.take(0.0) is None  # b parked
-        schedule.remove("b")
-        schedule.remove(running.cert_id)
-        assert schedule.done(running, 50.0) is False
-        assert schedule.take(100.0) is None and len(schedule) == 0 and schedule.in_flight("r") == 0
-
-    def test_move_requeues_a_parked_job_on_its_new_responder(self):
-        schedule = Schedule(per_responder=1)
-        schedule.add("a", "r1", 0.0)
-        schedule.add("b", "r1", 0.0)
-        schedule.take(0.0)
-        assert schedule.take(0.0) is None
-        schedule.move("b", "r2", 5.0)
-        assert schedule.take(5.0).cert_id == "b"
-
-    def test_many_removals_compact_the_heap(self):
-        schedule = Schedule(per_responder=2)
-        for n in range(5000):
-            schedule.add(str(n), "r", float(n))
-        for n in range(4990):
-            schedule.remove(str(n))
-        assert len(schedule._heap) < 5000
-        assert [schedule.take(1e9).cert_id for _ in range(2)] == ["4990", "4991"]
-
-    def test_responder_key_is_the_origin(self):
-        assert responder_key("http://OCSP.example.test/ca1") == responder_key("http://ocsp.example.test:80/ca2")
-        assert responder_key("https://ocsp.example.test/") != responder_key("http://ocsp.example.test/")
-        assert responder_key(None) == ""
-
-    def test_plans_never_come_sooner_than_min_retry(self):
-        policy = FreshnessPolicy(min_delay=0)
-        assert after_answer(0.0, 10.0, 9.999, policy, 0.0) == 9.999 + MIN_RETRY
-        assert after_failure(1, True, 100.5, 100.0, policy, 0.5) == 100.0 + MIN_RETRY
-
-    def test_failure_plans(self):
-        policy = DEFAULT_POLICY
-        assert after_failure(3, True, 1e9, 0.0, policy, 0.5) == 4 * policy.backoff_base
-        # nothing usable left: a temporary failure is tried again within LAPSED_RETRY
-        assert after_failure(3, True, None, 0.0, policy, 0.5) == LAPSED_RETRY
-        slow = replace(policy, backoff_base=300.0)
-        assert after_failure(1, True, None, 0.0, slow, 0.5) == 300.0  # never sooner than its base
-        assert after_failure(1, False, None, 0.0, policy, 0.5) == policy.backoff_cap
-        expires = expires_at(0.0, 100.0, policy)
-        assert after_failure(1, True, expires, 60.0, policy, 0.5) == 60.0 + (100.0 - 60.0) / 2
-        assert after_failure(1, True, 1e6, 20.0, policy, 0.5) == 20.0 + policy.backoff_base
-
-
 def test_the_worker_modules_import_no_front_end():
     program = (
         "import sys, engine.refresh.prefetch, engine.refresh.schedule, engine.ocsp.certfiles, engine.refresh.worker_state\n"
@@ -624,6 +359,7 @@ def test_the_worker_modules_import_no_front_end():
     )
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
 
 
 class TestAudit:

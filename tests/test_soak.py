@@ -28,8 +28,9 @@ from types import SimpleNamespace
 import pytest
 
 from tests.pki import PKI
-from tests.soak.monitor import Claim, Monitor
+from tests.soak.monitor import Monitor
 from tests.soak.ocspcheck import IssuerIds
+from tests.soak.records import Claim
 from tests.soak.report import Tally
 from tests.soak.run import run_provider
 from tests.soak.sabotage import genuine_response

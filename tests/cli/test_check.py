@@ -12,7 +12,7 @@ from pymemcache.client.base import Client
 from engine.store.providers import open_provider
 from staplectl.commands.check import labels
 from tests.loopback import CONFIG_ALLOW
-from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired
+from tests.cli.warm_helpers import cert_id_of, certs_dir, fresh_leaf, store_expired
 from tests.responder import Behaviour
 from tests.servers import free_port
 

@@ -18,7 +18,7 @@ from cryptography.x509 import ocsp
 
 from engine.store.providers import open_provider
 from tests.loopback import CONFIG_ALLOW
-from tests.cli.test_warm import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
+from tests.cli.warm_helpers import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
 from tests.responder import Behaviour
 
 ROW_KEYS = ["cert", "file", "action", "status", "next_update", "error"]

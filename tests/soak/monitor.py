@@ -26,10 +26,11 @@ expired one, or one that fails validation. From that:
   staple is back; after a responder fault, until every staple of its CA
   is valid again.
 
-The monitor also keeps, per certificate, the intervals in which the store
-held a valid staple and every staple it has judged, so that what the
-one-shot commands claim (check OK, inspect valid, an exported file, the
-dashboard) can be set against what the store held at that time.
+The monitor also keeps (records.py), per certificate, the intervals in
+which the store held a valid staple and every staple it has judged, so
+that what the one-shot commands claim (check OK, inspect valid, an
+exported file, the dashboard) can be set against what the store held at
+that time.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ import bisect
 import hashlib
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from tests.soak.ocspcheck import Judge, Verdict
+from tests.soak.records import Claim, Interval, PendingWrite, Track
 from tests.soak.report import Tally
 from tests.soak.service import LogLine
 from tests.soak.settings import CACHE_FAULTS, RESPONDER_FAULTS, SoakSettings
@@ -75,57 +76,6 @@ def parse_iso(text: str | None) -> float | None:
     import calendar
 
     return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
-
-
-@dataclass
-class Interval:
-    start: float
-    end: float
-    state: str
-    this_update: float | None
-    next_update: float | None
-
-
-@dataclass
-class Track:
-    """What the monitor knows of one certificate."""
-
-    prev_digest: bytes | None = None
-    prev_next_update: float | None = None
-    max_this_update: float | None = None
-    seen: set[bytes] = field(default_factory=set)
-    intervals: list[Interval] = field(default_factory=list)
-    #: (thisUpdate, nextUpdate) -> genuine, for every staple judged
-    staples: dict[tuple[float | None, float | None], bool] = field(default_factory=dict)
-    lapsing: bool = False
-    #: when it first had a valid staple
-    first_valid: float | None = None
-
-
-@dataclass
-class Claim:
-    """A command said a certificate's staple is valid; judged once a sample after it exists."""
-
-    key: str  # the tally column it counts in when wrong
-    row: str
-    sha1: str
-    this_update: float | None
-    next_update: float | None
-    t0: float
-    t1: float
-    claimed_at: float
-    what: dict[str, Any]
-    problems: list[str]  # the command run's, to append to
-
-
-@dataclass
-class PendingWrite:
-    sha1: str
-    this_update: float
-    t: float
-    deadline: float
-    source: str
-    row: str
 
 
 class Monitor:

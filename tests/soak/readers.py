@@ -44,8 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.soak.monitor import Claim, Monitor, parse_iso
+from tests.soak.monitor import Monitor, parse_iso
 from tests.soak.ocspcheck import judge
+from tests.soak.records import Claim
 from tests.soak.report import Tally
 from tests.soak.service import STORE_REASONS
 from tests.soak.settings import SoakSettings
