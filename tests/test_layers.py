@@ -89,3 +89,18 @@ def test_every_name_the_api_promises_is_there() -> None:
 
     missing = [name for name in engine.api.__all__ if not hasattr(engine.api, name)]
     assert missing == [] and len(set(engine.api.__all__)) == len(engine.api.__all__)
+
+
+def test_no_source_file_is_over_500_lines() -> None:
+    # Short modules, one idea each: a file that grows past this has two.
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    long = {}
+    for name in files.stdout.split():
+        path = ROOT / name
+        if path.is_file():
+            lines = path.read_text().count("\n")
+            if lines > 500:
+                long[name] = lines
+    assert long == {}
