@@ -65,7 +65,7 @@ from engine.refresh.fetch import FetchOptions
 from engine.refresh.fetch import fetch as fetch_staple
 from engine.responders.health import ResponderDownError, ResponderHealth, ResponderState, responder_key
 from engine.responders.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, TransportOptions, check_url
-from engine.store.atomic import (
+from engine.atomic import (
     check_output,
     check_replaceable,
     remove_stale_temporaries,

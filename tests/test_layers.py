@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: each layer, and the layers it may import (besides itself); "base" is the
-#: top-level plumbing (errors, clock, durations, bounds, paths, redact)
+#: top-level plumbing (errors, clock, durations, bounds, paths, redact, atomic)
 LAYERS = {
     "base": set(),
     "ocsp": {"base"},
@@ -27,7 +27,7 @@ LAYERS = {
     "processes": {"base", "ocsp", "locks", "responders", "store", "refresh", "assembly"},
     "api": {"base", "ocsp", "locks", "responders", "store", "refresh", "inspection", "assembly", "processes"},
 }
-BASE = {"errors", "clock", "durations", "bounds", "paths", "redact", "__init__"}
+BASE = {"errors", "clock", "durations", "bounds", "paths", "redact", "atomic", "__init__"}
 FRONT_ENDS = {"staplectl", "typer", "rich", "textual"}
 
 

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.locks import ofd
+from engine.atomic import write_atomic
 from engine.clock import SYSTEM_CLOCK, Clock, iso
 from engine.errors import FetchError, StapleError
 
@@ -263,15 +263,4 @@ def _read(path: Path) -> dict[str, ResponderState]:
 
 
 def _write(path: Path, down: dict[str, ResponderState]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump({key: asdict(state) for key, state in down.items()}, handle)
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, json.dumps({key: asdict(state) for key, state in down.items()}).encode(), 0o640)
