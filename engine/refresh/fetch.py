@@ -1,7 +1,7 @@
 """One fetch: ask the responder, validate the answer, store it.
 
 Nothing here holds a lock: callers that need one (the request path, the
-prefetch worker) take their stripe around ``fetch`` themselves. The cache
+prefetch worker) take the certificate's fetch lock around ``fetch`` themselves. The cache
 mutex, for providers that need it, is taken by engine.store.cache around the
 single ``set`` call, never across the network I/O in ``fetch``.
 """

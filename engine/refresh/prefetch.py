@@ -338,7 +338,7 @@ class PrefetchWorker(WorkerThreads):
                     self._emit(events.responder_down(now, key, outage))
                 return
             if not isinstance(result, FetchError):
-                return  # a busy stripe, the cache: nothing said of the responder
+                return  # a busy fetch lock, the cache: nothing said of the responder
         watch = self._responder_watch.get(key)
         ended = watch.worked(now) if watch is not None else None
         if ended is None:

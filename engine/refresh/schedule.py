@@ -55,7 +55,7 @@ def after_answer(
 
 
 def after_wait(now: float, policy: FreshnessPolicy) -> float:
-    """After a busy stripe or another instance's lease: look again soon."""
+    """After a busy fetch lock or another instance's lease: look again soon."""
     return now + max(policy.min_delay, MIN_RETRY)
 
 

@@ -61,7 +61,7 @@ class StaplerOptions:
     #: a prefetch worker keeps staples fresh: the request path serves a due
     #: (but usable) staple at once instead of refreshing it itself
     prefetch: bool = True
-    #: how long the request path may wait, stripe and responder together
+    #: how long the request path may wait, fetch lock and responder together
     request_budget: float = 2.0
     #: one instance refreshes for all that share the cache
     lease: bool = False
@@ -153,7 +153,7 @@ class Stapler(StapleReader):
     ) -> Refresh:
         """Make sure a current staple is cached: fetch unless one is fresh.
 
-        Takes the stripe (waiting at most ``lock_timeout``), looks in the
+        Takes the certificate's fetch lock (waiting at most ``lock_timeout``), looks in the
         cache again, and fetches only when the staple is missing, unusable
         or due, or ``force``, or when it is still one whose thisUpdate is
         ``replace_from`` or older: the prefetch worker's way of saying "the
@@ -194,7 +194,7 @@ class Stapler(StapleReader):
     def second_look(
         self, leaf: Leaf, current: Staple | None, *, force: bool = False, replace_from: float | None = None
     ) -> Refresh | Verdict:
-        """What to do, the stripe held and ``current`` read again from the cache.
+        """What to do, the fetch lock held and ``current`` read again from the cache.
 
         A Refresh when there is nothing to fetch (the staple is fresh, or
         another instance holds the lease and a usable staple is cached);

@@ -48,7 +48,7 @@ def says_cache_worked(error: BaseException) -> bool:
 
     A refresh reads the cache before anything else, so an error met later
     (the responder's, the validation's) means the read worked. A busy
-    stripe comes before the read and proves nothing.
+    fetch lock comes before the read and proves nothing.
     """
     return isinstance(error, StapleError) and not is_cache_down(error) and not isinstance(error, LockTimeoutError)
 

@@ -177,7 +177,7 @@ class Provider(ABC):
         """Atomically claim the refresh of a certificate for ``ttl`` seconds.
 
         True when the claim is ours, False when another owner holds it. A
-        store that only one host uses needs no lease (the striped locks
+        store that only one host uses needs no lease (the fetch locks
         already exclude every process there), so the default grants it.
         """
         return True
