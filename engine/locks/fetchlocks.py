@@ -62,6 +62,7 @@ from engine.locks import ofd
 from engine.errors import InputError, StapleError
 from engine.locks.stats import MAX_STRIPES, StatsFile, StripeStats, process_start, read_stats
 from engine.locks.lockfile import open_lock_file
+from engine.locks.per_process import PerProcess
 
 __all__ = [
     "DEFAULT_STRIPES",
@@ -319,18 +320,12 @@ class _ProcessLocks:
         )
 
 
-_registry_lock = threading.Lock()
-_registry: dict[str, _ProcessLocks] = {}
+def _remade_in_child(process_locks: _ProcessLocks) -> bool:
+    process_locks.after_fork()  # a descriptor of its own, no entries of the parent's threads
+    return True
 
 
-def _after_fork_in_child() -> None:
-    global _registry_lock
-    _registry_lock = threading.Lock()  # another thread may have held it at fork
-    for process_locks in _registry.values():
-        process_locks.after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_directories: PerProcess[_ProcessLocks] = PerProcess(_remade_in_child)
 
 
 class Held:
@@ -399,11 +394,11 @@ class FetchLocks:
         except OSError as exc:
             raise LocksUnavailableError(f"lock directory {directory}: cannot create it: {exc.strerror}") from None
         key = os.path.realpath(directory)
-        with _registry_lock:
-            shared = _registry.get(key)
+        with _directories.locked() as directories:
+            shared = directories.get(key)
             if shared is None:
                 try:
-                    shared = _registry[key] = _ProcessLocks(Path(key), stripes)
+                    shared = directories[key] = _ProcessLocks(Path(key), stripes)
                 except OSError as exc:
                     raise LocksUnavailableError(
                         f"lock directory {directory}: {exc.filename or directory}: {exc.strerror}"
@@ -444,11 +439,11 @@ class FetchLocks:
         shared = self._shared
         if shared is None:
             return
-        with _registry_lock:
+        with _directories.locked() as directories:
             if shared.users == 1:
                 shared.close()
-                if _registry.get(str(shared.directory)) is shared:
-                    del _registry[str(shared.directory)]
+                if directories.get(str(shared.directory)) is shared:
+                    del directories[str(shared.directory)]
             shared.users -= 1
         self._shared = None
 

@@ -12,7 +12,7 @@ process and the other processes on this host:
   CacheMutex for that path, so that two Cache objects on one dbm file in
   one process exclude each other through the same thread lock.
 - After a fork the child opens its own descriptor: an inherited one would
-  share the parent's flock (see _forget_parent_locks).
+  share the parent's flock (see _forget_in_child).
 
 The mutex is never held across network I/O, so acquiring it blocks without
 a timeout.
@@ -25,6 +25,7 @@ import os
 import threading
 
 from engine.locks.lockfile import open_lock_file
+from engine.locks.per_process import PerProcess
 
 
 
@@ -57,33 +58,26 @@ class _LockFile:
             self.thread_lock.release()
 
 
-_registry_lock = threading.Lock()
-_registry: dict[str, _LockFile] = {}
-
-
-def _lock_file(path: str) -> _LockFile:
-    key = os.path.abspath(path)
-    with _registry_lock:
-        lock_file = _registry.get(key)
-        if lock_file is None:
-            lock_file = _registry[key] = _LockFile(key)
-        return lock_file
-
-
-def _forget_parent_locks() -> None:
+def _forget_in_child(lock_file: _LockFile) -> bool:
     # In a forked child the parent's thread locks are not ours (one may be
     # held by a thread that does not exist here), nor are its descriptors.
     # Closing our copy of a descriptor leaves the parent's flock alone: it
     # goes with the parent's own copy.
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    for stale in _registry.values():
-        if stale.fd is not None:
-            os.close(stale.fd)
-    _registry.clear()
+    if lock_file.fd is not None:
+        os.close(lock_file.fd)
+    return False
 
 
-os.register_at_fork(after_in_child=_forget_parent_locks)
+_lock_files: PerProcess[_LockFile] = PerProcess(_forget_in_child)
+
+
+def _lock_file(path: str) -> _LockFile:
+    key = os.path.abspath(path)
+    with _lock_files.locked() as lock_files:
+        lock_file = lock_files.get(key)
+        if lock_file is None:
+            lock_file = lock_files[key] = _LockFile(key)
+        return lock_file
 
 
 class CacheMutex:

@@ -240,14 +240,19 @@ def test_mutex_excludes_other_processes(tmp_path: Path) -> None:
 def test_mutex_in_a_forked_child_is_its_own(tmp_path: Path) -> None:
     path = str(tmp_path / "m.lock")
     ctx = multiprocessing.get_context("fork")
+    locked, release = ctx.Event(), ctx.Event()
     with CacheMutex(path):
-        child = ctx.Process(target=_hold, args=(path, ctx.Event(), ctx.Event()))
+        child = ctx.Process(target=_hold, args=(path, locked, release))
         child.start()
-        # The child must wait for us, not share our flock through the fork.
-        child.join(timeout=0.3)
-        assert child.is_alive()
-    child.terminate()
-    child.join()
+        # The child waits for our flock in the kernel, through a descriptor of
+        # its own: not through ours (it would get in), nor on a thread lock it
+        # inherited held (it would wait for ever, and not in the kernel).
+        wait_for_blocked_lock(Path(path), "FLOCK")
+        assert not locked.is_set()
+    assert locked.wait(30)  # and it gets the mutex once we let go
+    release.set()
+    child.join(30)
+    assert child.exitcode == 0
 
 
 # -- the Cache wrapper's errors -------------------------------------------------
