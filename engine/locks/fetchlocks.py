@@ -123,15 +123,20 @@ def stripe_of(cert_id: str, stripes: int) -> int:
     The first 32 bits of its id modulo ``stripes``. Never Python's hash(),
     which is salted per process.
     """
-    return int.from_bytes(_digest(cert_id)[:4], "big") % stripes
+    return _stripe(_digest(cert_id), stripes)
 
 
 def lock_offset(cert_id: str) -> int:
-    """The byte of ``certificates.lock`` that is the certificate's lock: its id's first 60 bits.
+    """The byte of ``certificates.lock`` that is the certificate's lock: its id's first 60 bits."""
+    return _offset(_digest(cert_id))
 
-    (Held computes it and the stripe from one digest.)
-    """
-    return int.from_bytes(_digest(cert_id)[:8], "big") >> 4
+
+def _stripe(digest: bytes, stripes: int) -> int:
+    return int.from_bytes(digest[:4], "big") % stripes
+
+
+def _offset(digest: bytes) -> int:
+    return int.from_bytes(digest[:8], "big") >> 4
 
 
 def _prepare_directory(directory: Path) -> None:
@@ -344,8 +349,8 @@ class Held:
     def __init__(self, owner: _ProcessLocks, cert_id: str, timeout: float | None) -> None:
         digest = _digest(cert_id)
         self.cert_id = cert_id
-        self.stripe = int.from_bytes(digest[:4], "big") % owner.stripes
-        self.offset = int.from_bytes(digest[:8], "big") >> 4
+        self.stripe = _stripe(digest, owner.stripes)  # both from one digest: a hold is on the hot path
+        self.offset = _offset(digest)
         self.timeout = timeout
         self.waited = 0.0
         self.contended = False
