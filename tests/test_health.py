@@ -13,7 +13,10 @@ import pytest
 from engine.ocsp.certs import load_leaf
 from engine.clock import FrozenClock
 from engine.errors import ResponderHTTPError, ResponderTimeoutError, ResponderUnreachableError
-from engine.responders.health import PROBE_BASE, PROBE_CAP, ResponderDownError, ResponderHealth, probe_delay
+from engine.responders.health import (
+    PROBE_BASE, PROBE_CAP, ResponderDownError, ResponderHealth, ResponderState, probe_delay,
+    responder_key,
+)
 from tests.responder import Behaviour
 from tests.test_fanout import run
 from tests.test_stapler import make_stapler
@@ -83,6 +86,105 @@ def test_an_answer_however_bad_is_an_answer(tmp_path):
     clock.advance(PROBE_BASE)
     fail(h, ResponderHTTPError(f"responder {KEY}/: answered HTTP 503", 503))  # the probe got a 503
     assert h.down() == {}
+
+
+def test_a_staple_that_would_lapse_before_the_next_probe_may_probe_now(tmp_path):
+    """The next probe may be a minute away; a staple ending sooner must not wait for it."""
+    clock = FrozenClock(1_000_000.0)
+    h = health(tmp_path, clock)
+    fail(h)
+    for _ in range(3):  # three failed probes: the next is 40 s after the last
+        clock.set(h.down()[KEY].next_probe)
+        fail(h)
+    state = h.down()[KEY]
+    assert state.next_probe - clock.now() == probe_delay(4, 0.5) == 8 * PROBE_BASE
+    with pytest.raises(ResponderDownError, match="next probe at"):
+        h.ask(KEY, expires=clock.now() + 10)  # within PROBE_BASE of the last failure: no
+    clock.advance(PROBE_BASE)
+    with pytest.raises(ResponderDownError, match="next probe at"):
+        h.ask(KEY, expires=state.next_probe + 1)  # outlasts the next probe: it waits
+    with pytest.raises(ResponderDownError, match="next probe at"):
+        h.ask(KEY, expires=None)  # nothing usable cached: nothing left to save, it waits
+    early = h.ask(KEY, expires=clock.now() + 10)  # runs out before the next probe: it probes
+    assert early.probe is not None
+    with pytest.raises(ResponderDownError, match="another probe is out"):
+        h.ask(KEY, expires=clock.now() + 10)  # still one at a time
+    early.done(ResponderTimeoutError("still hanging"))
+    with pytest.raises(ResponderDownError, match="next probe at"):
+        h.ask(KEY, expires=clock.now() + 10)  # it failed: the next early one waits PROBE_BASE
+    clock.advance(PROBE_BASE)
+    h.ask(KEY, expires=clock.now() + 1).done(None)  # and that one finds it back
+    assert h.down() == {}
+
+
+def first_state(clock):
+    return ResponderState(KEY, clock.now(), "", 0, clock.now())
+
+
+def test_a_responder_back_between_probes_renews_staples_before_they_lapse(tmp_path, pki, responder):
+    """The soak's failure: a responder back 28 s before its next probe while its
+    60 s staples ran out. The worker's retries near expiry are probes now."""
+    from engine.refresh.prefetch import PrefetchWorker, WorkerOptions
+
+    clock = FrozenClock(time.time())
+    stapler = make_stapler(tmp_path, timeout=1.0)
+    stapler.clock = clock
+    stapler.health = ResponderHealth(tmp_path / "locks", clock=clock, rand=lambda: 0.5)
+    leaves = [load_leaf(pki.leaf(f"health-early-{n}").chain_path) for n in range(3)]
+    for leaf in leaves:
+        responder.script(leaf.serial, Behaviour(this_update_offset=0, next_update_offset=60))
+    worker = PrefetchWorker(stapler, clock=clock, options=WorkerOptions(concurrency=4, per_responder=2))
+    worker.load(leaves)
+    worker.run_due()
+    first = {leaf.cert_id: stapler.cached(leaf) for leaf in leaves}
+    assert all(first.values())
+    expires = min(staple.next_update for staple in first.values())
+    # down for a while: its next probe lies past every staple's end
+    key = responder_key(leaves[0].responder_url())
+    for _ in range(4):  # the first marks it down; three probes fail, each at its time
+        clock.set(max(clock.now(), stapler.health.down().get(key, first_state(clock)).next_probe))
+        with pytest.raises(ResponderTimeoutError):
+            with stapler.health.asking(key):
+                raise ResponderTimeoutError(f"responder {key}/: no complete answer within 1 s")
+    assert stapler.health.down()[key].next_probe > expires
+    for leaf in leaves:  # what it answers once back: produced later than the staples held
+        responder.script(leaf.serial, Behaviour(this_update_offset=30, next_update_offset=120))
+    # back now; the worker runs its retries as they fall due, up to the staples' end
+    while clock.now() < expires - 1:
+        due = min(due for _, due in worker.schedule())
+        clock.set(min(max(due, clock.now()), expires - 1))
+        worker.run_due()
+        if all(stapler.cached(leaf).this_update > first[leaf.cert_id].this_update for leaf in leaves):
+            break
+    assert stapler.health.down() == {}
+    for leaf in leaves:
+        renewed = stapler.cached(leaf)
+        assert renewed.this_update > first[leaf.cert_id].this_update, "a staple lapsed waiting for the probe"
+    worker.stop()
+
+
+def test_a_warm_probes_for_a_staple_that_would_lapse_before_the_next_probe(tmp_path, pki, responder):
+    """The fanout (warm, the dashboard) passes the cached staple too: one certificate
+    probes, the responder is up again, and its staple is renewed in the same run."""
+    clock = FrozenClock(time.time())
+    stapler = make_stapler(tmp_path, timeout=1.0)
+    stapler.clock = clock
+    stapler.health = ResponderHealth(tmp_path / "locks", clock=clock, rand=lambda: 0.5)
+    leaf = load_leaf(pki.leaf("health-early-warm").chain_path)
+    responder.script(leaf.serial, Behaviour(this_update_offset=0, next_update_offset=60))
+    [result] = run(stapler, [leaf])
+    held = stapler.cached(leaf)
+    key = responder_key(leaf.responder_url())
+    for _ in range(4):
+        clock.set(max(clock.now(), stapler.health.down().get(key, first_state(clock)).next_probe))
+        with pytest.raises(ResponderTimeoutError):
+            with stapler.health.asking(key):
+                raise ResponderTimeoutError(f"responder {key}/: no complete answer within 1 s")
+    clock.advance(PROBE_BASE)  # 40 s in: the staple ends in 20, the next probe in 35
+    responder.script(leaf.serial, Behaviour(this_update_offset=30, next_update_offset=120))
+    [result] = run(stapler, [leaf])
+    assert result.action == "updated" and stapler.cached(leaf).this_update > held.this_update
+    assert stapler.health.down() == {}
 
 
 def _take_probe_and_hang(directory, ready) -> None:

@@ -278,7 +278,7 @@ class _Run:
         if task.plan.tls:
             self._refresh_in_background(task, release=True)
             return
-        task.asking = self.stapler.ask(task.leaf)  # a down responder: ResponderDownError, nothing sent
+        task.asking = self.stapler.ask(task.leaf, task.current)  # a down responder: ResponderDownError, nothing sent
         self._connect(task)
 
     def _connect(self, task: _Task) -> None:

@@ -34,7 +34,7 @@ from engine.locks.fetchlocks import FetchLocks, LockTimeoutError
 from engine.ocsp.certs import Leaf
 from engine.ocsp.staple import Staple
 from engine.refresh.fetch import FetchOptions, check_not_older, fetch, staple_write, store
-from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy
+from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, expires_at
 from engine.refresh.reader import StapleReader
 from engine.responders.health import Asking, ResponderHealth, responder_key
 from engine.store.cache import Cache
@@ -186,7 +186,7 @@ class Stapler(StapleReader):
                 raise LockTimeoutError("request budget spent waiting for the fetch lock", leaf.cert_id)
             transport = replace(options.transport, timeout=min(options.transport.timeout, left))
             options = replace(options, transport=transport)
-        with self._asking(leaf):
+        with self._asking(leaf, current):
             staple = fetch(leaf, options, self.clock)
         check_not_older(staple, current, f"response from {leaf.responder_url()}")
         return self.store_fetched(leaf, staple, current)
@@ -212,15 +212,24 @@ class Stapler(StapleReader):
                 return AWAIT
         return FETCH
 
-    def ask(self, leaf: Leaf) -> Asking | None:
+    def ask(self, leaf: Leaf, current: Staple | None) -> Asking | None:
         """Leave to ask the leaf's responder (engine.responders.health), or None when
-        health is not kept; raises ResponderDownError when it is down."""
-        return None if self.health is None else self.health.ask(responder_key(leaf.responder_url()))
+        health is not kept; raises ResponderDownError when it is down.
+        ``current``: the cached staple, which may earn an early probe."""
+        if self.health is None:
+            return None
+        return self.health.ask(responder_key(leaf.responder_url()), self._expires(current))
 
-    def _asking(self, leaf: Leaf) -> AbstractContextManager[None]:
+    def _asking(self, leaf: Leaf, current: Staple | None) -> AbstractContextManager[None]:
         if self.health is None:
             return nullcontext()
-        return self.health.asking(responder_key(leaf.responder_url()))
+        return self.health.asking(responder_key(leaf.responder_url()), self._expires(current))
+
+    def _expires(self, current: Staple | None) -> float | None:
+        """When ``current`` stops being servable; None when it already has (or is absent)."""
+        if current is None or not self.usable(current, self.clock.now()):
+            return None
+        return expires_at(current.this_update, current.next_update, self.policy)
 
     def store_fetched(self, leaf: Leaf, staple: Staple, current: Staple | None) -> Refresh:
         """Store a fetched, validated staple; what the refresh came to."""

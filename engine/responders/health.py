@@ -15,6 +15,10 @@ process looks before asking it:
   keeps its cached staple;
 - probes are spaced by the responder's own backoff (PROBE_BASE doubling,
   +- half, at most PROBE_CAP), on top of each certificate's own;
+- except for a staple that would run out before the next probe: its
+  request may be the probe now (still one at a time, and at most one per
+  PROBE_BASE), since a responder back from a short outage would otherwise
+  be found only after staples that it could have renewed had lapsed;
 - the first answer from it, to anyone, marks it up again.
 
 The file (``responders.json``) is small and rewritten whole (temporary
@@ -72,6 +76,8 @@ class ResponderState:
     #: consecutive failed probes
     failures: int
     next_probe: float
+    #: when the last failure was recorded (0: a file written before this field)
+    failed_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "down_since": iso(self.down_since), "next_probe": iso(self.next_probe)}
@@ -101,6 +107,16 @@ def probe_delay(failures: int, rand: float) -> float:
     """PROBE_BASE doubling per failed probe, spread +- half, never over PROBE_CAP."""
     raw = PROBE_BASE * 2.0 ** min(failures - 1, 32)
     return min(raw * (0.5 + rand), PROBE_CAP)
+
+
+def _probe_early(state: ResponderState, expires: float | None, now: float) -> bool:
+    """May a request whose staple is servable until ``expires`` probe before the next probe is due?
+
+    Only when the staple would lapse first, and PROBE_BASE has passed
+    since the last failure: however many staples near their end, the
+    responder sees at most one probe per PROBE_BASE.
+    """
+    return expires is not None and now < expires <= state.next_probe and now >= state.failed_at + PROBE_BASE
 
 
 class ResponderHealth:
@@ -137,19 +153,22 @@ class ResponderHealth:
 
     # -- asking a responder -----------------------------------------------------
 
-    def ask(self, key: str) -> Asking:
+    def ask(self, key: str, expires: float | None = None) -> Asking:
         """Leave to send one request to the responder ``key`` (scheme://host:port).
 
-        Raises ResponderDownError at once when it is down and this request
-        may not be its probe (another probe is out, or the next is not due).
-        Report the outcome with ``Asking.done``.
+        ``expires``: when the staple this request would renew stops being
+        servable (None: nothing usable is cached). Raises ResponderDownError
+        at once when it is down and this request may not be its probe
+        (another probe is out, or the next is not due and the staple
+        outlasts it). Report the outcome with ``Asking.done``.
         """
         with self._lock:
             self._reload()
             state = self._down.get(key)
         if state is None:
             return Asking(self, key, None)
-        if self.clock.now() < state.next_probe:
+        now = self.clock.now()
+        if now < state.next_probe and not _probe_early(state, expires, now):
             raise self._refusal(state, f"next probe at {iso(state.next_probe)}")
         probe = self._take_probe(key)
         if probe is None:
@@ -157,9 +176,9 @@ class ResponderHealth:
         return Asking(self, key, probe)
 
     @contextmanager
-    def asking(self, key: str) -> Iterator[None]:
+    def asking(self, key: str, expires: float | None = None) -> Iterator[None]:
         """``ask`` around a block that sends the request; its FetchError is the outcome."""
-        asking = self.ask(key)
+        asking = self.ask(key, expires)
         try:
             yield
         except FetchError as error:
@@ -205,7 +224,9 @@ class ResponderHealth:
                 return  # requests sent before it was marked down: they say nothing new
             failures = before.failures + 1 if before else 1
             since = before.down_since if before else now
-            down[key] = ResponderState(key, since, str(error), failures, now + probe_delay(failures, self.rand()))
+            down[key] = ResponderState(
+                key, since, str(error), failures, now + probe_delay(failures, self.rand()), failed_at=now
+            )
 
         self._update(change)
 
