@@ -37,14 +37,30 @@ from staplectl.terminal import Terminal
 DEFAULT_CONCURRENCY = 64
 
 
-@dataclass
+@dataclass(frozen=True)
 class Row:
+    """One line of warm's table: a certificate's Outcome, or a file that did not load."""
+
     name: str
-    leaf: Leaf | None = None
-    staple: Staple | None = None
-    #: updated | fresh | leased | failed
-    result: str = "failed"
-    error: StapleError | None = None
+    outcome: Outcome | None = None
+    #: why the file did not load (no outcome then)
+    problem: StapleError | None = None
+
+    @property
+    def leaf(self) -> Leaf | None:
+        return self.outcome.leaf if self.outcome else None
+
+    @property
+    def staple(self) -> Staple | None:
+        return self.outcome.staple if self.outcome else None
+
+    @property
+    def result(self) -> str:
+        return self.outcome.result if self.outcome else "failed"
+
+    @property
+    def error(self) -> StapleError | None:
+        return self.outcome.error if self.outcome else self.problem
 
     def to_dict(self) -> dict[str, Any]:
         s = self.staple
@@ -136,7 +152,7 @@ def warm(
         finally:
             team.stop()
         targets = targets_of([row.leaf for row in rows if row.leaf], loading)
-        rows += [Row(p.name, error=p.error) for p in targets.problems]
+        rows += [Row(p.name, problem=p.error) for p in targets.problems]
         rows.sort(key=lambda row: row.name)
         if json_output:
             term.json([row.to_dict() for row in rows])
@@ -221,7 +237,7 @@ def _run(
     else:
         with progress:
             outcomes = run()
-    return [Row(leaf.name, leaf, o.staple, o.result, o.error) for leaf, o in zip(leaves, outcomes)]
+    return [Row(leaf.name, outcome) for leaf, outcome in zip(leaves, outcomes)]
 
 
 def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
