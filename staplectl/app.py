@@ -15,7 +15,7 @@ from staplectl.commands import locks as locks_command
 from staplectl.commands import prefetch as prefetch_command
 from staplectl.commands import warm as warm_command
 from staplectl.nagios import NagiosCommand
-from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt
+from staplectl.options import CacheOpt, ConfigOpt, GlobalsCommand, QuietOpt, Settings, VerboseOpt
 
 app = typer.Typer(
     name="staplectl",
@@ -49,15 +49,15 @@ def main_options(
     ctx.obj = Settings(cache=cache, config=config, verbose=verbose, quiet=quiet)
 
 
-app.command("fetch")(fetch_command.fetch)
-app.command("warm")(warm_command.warm)
-app.command("inspect")(inspect_command.inspect)
-app.command("prefetch")(prefetch_command.prefetch)
+app.command("fetch", cls=GlobalsCommand)(fetch_command.fetch)
+app.command("warm", cls=GlobalsCommand)(warm_command.warm)
+app.command("inspect", cls=GlobalsCommand)(inspect_command.inspect)
+app.command("prefetch", cls=GlobalsCommand)(prefetch_command.prefetch)
 app.command("check", cls=NagiosCommand)(check_command.check)
-app.command("export")(export_command.export)
-app.command("locks")(locks_command.locks)
-app.command("config")(config_command.config)
-app.command("dashboard")(dashboard_command.dashboard)
+app.command("export", cls=GlobalsCommand)(export_command.export)
+app.command("locks", cls=GlobalsCommand)(locks_command.locks)
+app.command("config", cls=GlobalsCommand)(config_command.config)
+app.command("dashboard", cls=GlobalsCommand)(dashboard_command.dashboard)
 
 
 def main() -> None:

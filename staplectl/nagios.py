@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from typer._click.exceptions import UsageError
-from typer.core import TyperCommand
+
+from staplectl.options import GlobalsCommand
 
 UNKNOWN = 3
 
 
-class NagiosCommand(TyperCommand):
+class NagiosCommand(GlobalsCommand):
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().make_context(*args, **kwargs)

@@ -1,8 +1,11 @@
 """Options shared by every command, and the settings they resolve to.
 
-The global options may be given before the command (``staplectl --cache
-URI fetch ...``) or after it (``staplectl fetch --cache URI ...``); the
-latter wins.
+The global options (``--cache``, ``--config``, ``-v``, ``-q``) are declared
+once, on the app's callback, and may be given before the command
+(``staplectl --cache URI fetch ...``) or after it (``staplectl fetch
+--cache URI ...``); the latter wins. Every command's class (GlobalsCommand)
+accepts them after the command too, so no command declares them, and
+``command()`` is every command's preamble: settings, terminal, errors.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from engine.api import StapleError
 from staplectl.config import Config, load as load_config
@@ -65,41 +69,54 @@ class Settings:
         return config
 
 
-def settings(
-    ctx: typer.Context,
-    cache: str | None = None,
-    config: Path | None = None,
-    verbose: int = 0,
-    quiet: bool = False,
-) -> Settings:
-    """Merge a command's own global options over those given before it."""
-    base = ctx.find_object(Settings) or Settings()
-    return Settings(
-        cache=cache or base.cache,
-        config=config or base.config,
-        verbose=verbose or base.verbose,
-        quiet=quiet or base.quiet,
-    )
+#: the app callback's options that every command accepts after its name too
+GLOBAL_OPTIONS = ("cache", "config", "verbose", "quiet")
+
+
+class GlobalsCommand(TyperCommand):
+    """A command that also takes the app's global options, declared once there.
+
+    The group's own option objects are listed among the command's (so
+    parsing, ``--help``, the man page and the completions all see them),
+    and taken out of its arguments before the command function is called:
+    what was given after the command is merged over what was given before
+    it, into the Settings that ``command()`` hands out.
+    """
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)
+        group = ctx.parent.command if ctx.parent is not None else None
+        shared = [p for p in (group.params if group else []) if p.name in GLOBAL_OPTIONS]
+        # before --help, which click puts last
+        return params[:-1] + shared + params[-1:] if params and params[-1].name == "help" else params + shared
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        given = {name: ctx.params.pop(name) for name in GLOBAL_OPTIONS if name in ctx.params}
+        base = ctx.find_object(Settings) or Settings()
+        config = given.get("config")
+        ctx.obj = Settings(
+            cache=given.get("cache") or base.cache,
+            config=Path(config) if config else base.config,
+            verbose=given.get("verbose") or base.verbose,
+            quiet=given.get("quiet") or base.quiet,
+        )
+        return super().invoke(ctx)
+
+
+def settings(ctx: typer.Context) -> Settings:
+    """The command's settings: its global options merged over those given before it."""
+    return ctx.find_object(Settings) or Settings()
 
 
 @contextmanager
-def command(
-    ctx: typer.Context,
-    cache: str | None,
-    config: Path | None,
-    verbose: int,
-    quiet: bool,
-    *,
-    json_errors: bool = False,
-) -> Iterator[tuple[Settings, Terminal]]:
-    """What every command starts with: its settings (its own global options over
-    those given before it), its terminal, and errors reported one way (see
-    reporting)::
+def command(ctx: typer.Context, *, json_errors: bool = False) -> Iterator[tuple[Settings, Terminal]]:
+    """What every command starts with: its settings, its terminal, and errors
+    reported one way (see reporting)::
 
-        with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+        with command(ctx, json_errors=json_output) as (opts, term):
             ...
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
+    opts = settings(ctx)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     with reporting(term, json_errors=json_errors):
         yield opts, term

@@ -20,7 +20,7 @@ import typer
 from engine.api import GOOD, SYSTEM_CLOCK, InputError, Leaf, Staple, StapleError, iso, parse_duration, seconds_left
 from staplectl import fmt
 from staplectl.from_config import open_reader
-from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, settings
+from staplectl.options import IssuerOpt, JsonOpt, settings
 from staplectl.printable import printable
 from staplectl.targets import load_targets
 from staplectl.terminal import Terminal
@@ -78,10 +78,6 @@ def check(
     ] = DEFAULT_CRIT,
     issuer: IssuerOpt = None,
     json_output: JsonOpt = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Check the cached staples, for Nagios, Icinga and friends. Never fetches.
 
@@ -91,7 +87,7 @@ def check(
     left; a must-staple certificate without one), 3 UNKNOWN (bad input, an
     unloadable certificate, the cache unreachable).
     """
-    opts = settings(ctx, cache, config, verbose, quiet)
+    opts = settings(ctx)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     try:
         warn_s = parse_duration(warn, "--warn")

@@ -6,23 +6,19 @@ import typer
 from rich.markup import escape
 
 from engine.api import redact
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
+from staplectl.options import JsonOpt, command
 
 
 def config(
     ctx: typer.Context,
     json_output: JsonOpt = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Print the effective configuration: the file's values over the defaults.
 
     Shows where the file came from (--config, $STAPLECTL_CONFIG, or the
     default locations), and every option with the value in force.
     """
-    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+    with command(ctx, json_errors=json_output) as (opts, term):
         effective = opts.load_config().to_dict()
     effective["cache"] = redact(effective["cache"])  # printed: never its password
     if json_output:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, VerboseOpt, command
+from staplectl.options import command
 
 
 def dashboard(
@@ -26,10 +26,6 @@ def dashboard(
         bool,
         typer.Option("--prefetch", help="Run the prefetch worker in this process while the dashboard is open."),
     ] = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Watch staple freshness and fetch-lock contention live; refresh staples by hand.
 
@@ -42,7 +38,7 @@ def dashboard(
     A cache that cannot be reached is shown, and read again at every refresh.
     Exit 0 on quit, 2 for a bad option, cache URI or configuration.
     """
-    with command(ctx, cache, config, verbose, quiet) as (opts, term):
+    with command(ctx) as (opts, term):
         from staplectl.dashboard.factory import make_app
 
         app = make_app(opts.load_config(), interval=interval, prefetch=prefetch)

@@ -29,7 +29,7 @@ from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
 from staplectl.from_config import open_reader
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
-from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
+from staplectl.options import IssuerOpt, JsonOpt, command
 from staplectl.table import print_table
 from staplectl.targets import error_dict, load_targets
 from staplectl.terminal import Terminal
@@ -99,10 +99,6 @@ def export(
     ] = None,
     issuer: IssuerOpt = None,
     json_output: JsonOpt = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Export the cached staples as files for nginx (--nginx DIR) or HAProxy (--haproxy).
 
@@ -114,7 +110,7 @@ def export(
     revoked or unknown, 2 for bad input, 3 when any staple is missing or a
     file, a push to HAProxy or the reload command failed.
     """
-    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+    with command(ctx, json_errors=json_output) as (opts, term):
         if [nginx is not None, haproxy, mod_md_dir is not None].count(True) != 1:
             raise InputError("export needs exactly one target: --nginx DIR, --haproxy or --mod-md DIR")
         if haproxy_socket is not None and not haproxy:

@@ -14,7 +14,7 @@ from engine.api import (
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
+from staplectl.options import JsonOpt, command
 from staplectl.printable import printable
 from staplectl.from_config import fetch_options, open_stapler
 from staplectl.terminal import Terminal
@@ -44,10 +44,6 @@ def fetch(
     nonce: Annotated[bool, typer.Option("--nonce", help="Send a nonce and require it back.")] = False,
     get: Annotated[bool, typer.Option("--get", help="Use an RFC 5019 GET when the request is small enough.")] = False,
     json_output: JsonOpt = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Fetch, validate and store one certificate's OCSP response.
 
@@ -55,7 +51,7 @@ def fetch(
     input, 3 when the responder, the response or the cache failed (the cache
     is then unchanged).
     """
-    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+    with command(ctx, json_errors=json_output) as (opts, term):
         if url is not None:
             check_url(url)
         if out is not None:

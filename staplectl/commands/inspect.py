@@ -25,7 +25,7 @@ from engine.api import (
 )
 from staplectl import fmt
 from staplectl.config import Config
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
+from staplectl.options import JsonOpt, command
 from staplectl.printable import printable, printable_lines
 from staplectl.from_config import fetch_options
 from staplectl.table import print_table
@@ -66,10 +66,6 @@ def inspect(
         bool, typer.Option("--text", help="Print only the decoded response, laid out like openssl ocsp -resp_text.")
     ] = False,
     json_output: JsonOpt = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Show the cache's entries: status, times, time left, and what is wrong with them.
 
@@ -85,7 +81,7 @@ def inspect(
     worker's state for it. Exit 0 when shown, 2 for a bad argument, 3 when
     the entry is not in the cache or the cache fails.
     """
-    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+    with command(ctx, json_errors=json_output) as (opts, term):
         if text and json_output:
             raise InputError("--text and --json: choose one")
         if text and target is None:

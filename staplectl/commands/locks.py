@@ -18,7 +18,7 @@ from rich.text import Text
 
 from engine.api import STATS_FILE, InputError, LockStatsError, ResponderHealth, StripeStats, read_stats as _read_stats
 from staplectl import fmt
-from staplectl.options import CacheOpt, ConfigOpt, JsonOpt, QuietOpt, VerboseOpt, command
+from staplectl.options import JsonOpt, command
 from staplectl.printable import printable
 from staplectl.terminal import Terminal
 
@@ -35,10 +35,6 @@ def locks(
         typer.Option("--interval", metavar="SECONDS", min=0.1, help="Seconds between redraws with --watch."),
     ] = 2.0,
     json_output: JsonOpt = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Show contention on the fetch locks, and who holds which certificate now.
 
@@ -54,7 +50,7 @@ def locks(
     a time goes to each until it answers). Exit 0, also when no process has
     used the locks yet (empty table).
     """
-    with command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+    with command(ctx, json_errors=json_output) as (opts, term):
         if watch and json_output:
             raise InputError("--watch redraws a table; for JSON, run locks --json repeatedly")
         directory = opts.load_config().locks.path()

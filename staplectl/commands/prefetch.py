@@ -24,7 +24,7 @@ from engine.api import (
 from staplectl.config import Config
 from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer
-from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt, command
+from staplectl.options import Settings, command
 from staplectl.printable import printable
 from staplectl.from_config import open_stapler, worker_options
 from staplectl.terminal import Terminal
@@ -48,10 +48,6 @@ def prefetch(
             help="Log lines on stderr: text for people, json (one object a line) for log collectors.",
         ),
     ] = "text",
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Keep every configured certificate's staple fresh, in the foreground.
 
@@ -62,7 +58,7 @@ def prefetch(
     within seconds. With --once: renew what is due and exit (0 all good,
     1 revoked or unknown, 3 any failure).
     """
-    with command(ctx, cache, config, verbose, quiet) as (opts, term):
+    with command(ctx) as (opts, term):
         if log_format not in LOG_FORMATS:
             raise InputError(f"--log-format {log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         address = _address(metrics) if metrics else None

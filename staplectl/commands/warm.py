@@ -24,7 +24,7 @@ from engine.api import (
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.options import CacheOpt, ConfigOpt, IssuerOpt, JsonOpt, QuietOpt, VerboseOpt, command
+from staplectl.options import IssuerOpt, JsonOpt, command
 from staplectl.from_config import engine_settings, open_stapler, refresh_lock_timeout
 from staplectl.table import print_table
 from staplectl.targets import Problem, error_dict, start_loading, targets_of
@@ -109,10 +109,6 @@ def warm(
                      help="Total deadline per responder request. [default: responder.timeout, 10 s]"),
     ] = None,
     json_output: JsonOpt = False,
-    cache: CacheOpt = None,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Fetch a fresh staple into the cache for every certificate that needs one.
 
@@ -126,7 +122,7 @@ def warm(
     an option is wrong), 3 when any certificate failed (including a file
     among many that could not be loaded).
     """
-    with fewer_collections(), command(ctx, cache, config, verbose, quiet, json_errors=json_output) as (opts, term):
+    with fewer_collections(), command(ctx, json_errors=json_output) as (opts, term):
         effective = opts.load_config()
         if timeout is not None:
             effective.responder.timeout = check_bound("responder.timeout", timeout, option="--timeout")

@@ -35,6 +35,28 @@ def test_file_values_and_cache_option_win(cli, tmp_path):
     assert cli("--cache", "redis://127.0.0.1:2", "config", "--config", path, "--json").json()["cache"] == "redis://127.0.0.1:2"
 
 
+def test_global_options_go_before_or_after_the_command_and_after_wins(cli, tmp_path):
+    """Declared once on the app; every command takes them in either place."""
+    path = tmp_path / "c.toml"
+    path.write_text('cache = "memcache://127.0.0.1:1"\n')
+
+    def effective(*args):
+        ran = cli(*args)
+        assert ran.exit_code == 0, ran.stderr
+        return ran.json()
+
+    assert effective("--config", path, "config", "--json")["cache"] == "memcache://127.0.0.1:1"
+    assert effective("config", "--config", path, "--json")["config_file"] == str(path)
+    assert effective("--cache", "redis://127.0.0.1:2", "config", "--json")["cache"] == "redis://127.0.0.1:2"
+    assert effective("--cache", "redis://127.0.0.1:2", "config", "--cache", "redis://127.0.0.1:3", "--json")["cache"] \
+        == "redis://127.0.0.1:3"
+    assert effective("--config", path, "config", "--cache", "redis://127.0.0.1:4", "--json")["cache"] \
+        == "redis://127.0.0.1:4"  # the file from before, the cache from after
+    bad = cli("check", "--cache", "redis://127.0.0.1:2", "-q", "/nonexistent.pem")
+    assert bad.exit_code == 3 and "matches no file" in bad.stdout  # check's own class takes them too
+    assert "No such option" not in bad.stderr
+
+
 def test_human_output_is_toml_like(cli):
     ran = cli("config")
     assert ran.exit_code == 0
