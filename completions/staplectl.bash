@@ -6,8 +6,8 @@ _staplectl_commands='fetch warm inspect prefetch check export locks config dashb
 _staplectl_options() {  # every option of command $1 ('' before the command)
     case "$1" in
         '') echo '--cache --config -v --verbose -q --quiet --version -h --help' ;;
-        'fetch') echo '--issuer --url --no-store --out --timeout --max-size --nonce --get --json --cache --config -v --verbose -q --quiet -h --help' ;;
-        'warm') echo '--issuer --url -j --concurrency --processes --force --timeout --json --cache --config -v --verbose -q --quiet -h --help' ;;
+        'fetch') echo '--issuer --url --no-store --out --timeout --max-size --nonce --get --hash --json --cache --config -v --verbose -q --quiet -h --help' ;;
+        'warm') echo '--issuer --url -j --concurrency --processes --force --timeout --hash --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'inspect') echo '--issuer --text --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'prefetch') echo '--once --metrics --log-format --cache --config -v --verbose -q --quiet -h --help' ;;
         'check') echo '-w --warn -c --crit --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
@@ -21,8 +21,8 @@ _staplectl_options() {  # every option of command $1 ('' before the command)
 _staplectl_valued() {  # the options of $1 that take a value
     case "$1" in
         '') echo '--cache --config' ;;
-        'fetch') echo '--issuer --url --out --timeout --max-size --cache --config' ;;
-        'warm') echo '--issuer --url -j --concurrency --processes --timeout --cache --config' ;;
+        'fetch') echo '--issuer --url --out --timeout --max-size --hash --cache --config' ;;
+        'warm') echo '--issuer --url -j --concurrency --processes --timeout --hash --cache --config' ;;
         'inspect') echo '--issuer --cache --config' ;;
         'prefetch') echo '--metrics --log-format --cache --config' ;;
         'check') echo '-w --warn -c --crit --issuer --cache --config' ;;

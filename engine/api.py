@@ -40,6 +40,7 @@ from engine.locks.fetchlocks import DEFAULT_STRIPES, FetchLocks, stripe_of
 from engine.locks.stats import STATS_FILE, LockStatsError, StripeStats, read_stats
 from engine.ocsp.certfiles import CertSpec, LoadResult, Loading, load_all
 from engine.ocsp.certs import Leaf, is_must_staple, load_leaf, ocsp_urls, read_certificates
+from engine.ocsp.request import CERTID_HASHES
 from engine.ocsp.response_text import describe, render
 from engine.ocsp.staple import GOOD, Staple
 from engine.ocsp.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW, ValidationOptions
@@ -87,7 +88,7 @@ __all__ = [
     "IssuerNotFoundError", "StapleError", "UnexpectedError", "state_dir", "redact",
     # certificates and OCSP
     "CertSpec", "LoadResult", "Loading", "load_all", "Leaf", "is_must_staple", "load_leaf", "ocsp_urls",
-    "read_certificates", "describe", "render", "GOOD", "Staple", "DEFAULT_MAX_AGE", "DEFAULT_SKEW",
+    "read_certificates", "CERTID_HASHES", "describe", "render", "GOOD", "Staple", "DEFAULT_MAX_AGE", "DEFAULT_SKEW",
     "ValidationOptions",
     # responders
     "parse_allow", "FetchOptions", "fetch_staple", "ResponderDownError", "ResponderHealth", "ResponderState",

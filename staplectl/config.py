@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api import (
-    BOUNDS, DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, DEFAULT_POLICY, DEFAULT_SKEW, DEFAULT_STRIPES, DEFAULT_TIMEOUT,
+    BOUNDS, CERTID_HASHES, DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, DEFAULT_POLICY, DEFAULT_SKEW, DEFAULT_STRIPES, DEFAULT_TIMEOUT,
     CertSpec, FreshnessPolicy, InputError, OutOfBoundsError, check_bound, default_cache_uri,
     format_duration, parse_allow, parse_duration, state_dir,
 )
@@ -62,6 +62,10 @@ class Responder:
     nonce: bool = False
     get: bool = False
     check_not_after: bool = False
+    #: the CertID hash requests use; a response may answer with another
+    #: (matched by the hash it names). SHA-1 is what RFC 5019 responders
+    #: index on; some CAs also answer SHA-256.
+    hash: str = "sha1"
     #: networks a responder may be in although they are refused by default
     #: (loopback, private, link-local...: engine.responders.addresses)
     allow: list[str] = field(default_factory=list)
@@ -237,6 +241,8 @@ def _section(where: str, name: str, table: Any, cls: type) -> Any:
             values[key] = Path(_typed(where, qualified, value, str)).expanduser()
         elif key == "allow":
             values[key] = _networks(where, qualified, value)
+        elif qualified == "responder.hash":
+            values[key] = check_hash(_typed(where, qualified, value, str), f"{where}: {qualified} = {value!r}")
         else:
             values[key] = _typed(where, qualified, value, type(getattr(cls(), key)))
         if qualified in BOUNDS:
@@ -245,6 +251,14 @@ def _section(where: str, name: str, table: Any, cls: type) -> Any:
             except OutOfBoundsError as exc:
                 raise ConfigError(str(exc)) from None
     return cls(**values)
+
+
+def check_hash(name: str, what: str) -> str:
+    """A CertID hash name, lower-cased, or the error naming ``what`` (where the
+    value was given: "--hash md5", "FILE: responder.hash = 'md5'") and the choices."""
+    if name.lower() not in CERTID_HASHES:
+        raise ConfigError(f"{what}: unsupported CertID hash (use one of {', '.join(CERTID_HASHES)})")
+    return name.lower()
 
 
 def _networks(where: str, key: str, items: Any) -> list[str]:

@@ -44,6 +44,7 @@ def fetch_options(config: Config) -> FetchOptions:
         ),
         validation=ValidationOptions(skew=r.skew, max_age=r.max_age, check_not_after=r.check_not_after),
         nonce=r.nonce,
+        hash_name=r.hash,
     )
 
 

@@ -51,6 +51,13 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on st
 IssuerOpt = Annotated[
     Optional[Path], typer.Option("--issuer", metavar="FILE", help="Issuer certificate, for files that hold no chain.")
 ]
+HashOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--hash", metavar="NAME", show_default=False,
+        help="CertID hash of the requests: sha1, sha256, sha384 or sha512. [default: responder.hash, sha1]",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout: no colour, stable keys.")]
 
 

@@ -69,6 +69,8 @@ class Behaviour:
                         but the issuer puts its certificate in the response
     responder_id        "hash" (byKey) | "name" (byName), naming the signer
     wrong_certid        answer for serial + 1 instead of the serial asked about
+    answer_hash         answer with a CertID of this hash ("sha1", "sha256"...) whatever
+                        the request's (None: the request's own)
     this_update_offset  seconds from now for thisUpdate
     next_update_offset  seconds from now for nextUpdate, or None for no nextUpdate
     nonce               "echo" (the request's, if any) | "omit" | "wrong" (random)
@@ -87,6 +89,7 @@ class Behaviour:
     signer: str = "issuer"
     responder_id: str = "hash"
     wrong_certid: bool = False
+    answer_hash: str | None = None
     this_update_offset: float = -60
     next_update_offset: float | None = 3600 * 24
     nonce: str = "echo"
@@ -280,11 +283,20 @@ class ScriptedResponder:
         signer = self.pki.intermediate if b.signer == "issuer" else getattr(self.pki, b.signer)
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         revoked = b.cert_status == "revoked"
+        name_hash, key_hash, algorithm = request.issuer_name_hash, request.issuer_key_hash, request.hash_algorithm
+        if b.answer_hash is not None:  # a CertID of another hash than the client's
+            algorithm = getattr(hashes, b.answer_hash.upper())()
+            other = (
+                ocsp.OCSPRequestBuilder()
+                .add_certificate(self.pki.good.cert, self.pki.intermediate.cert, algorithm)
+                .build()
+            )
+            name_hash, key_hash = other.issuer_name_hash, other.issuer_key_hash
         builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
-            issuer_name_hash=request.issuer_name_hash,
-            issuer_key_hash=request.issuer_key_hash,
+            issuer_name_hash=name_hash,
+            issuer_key_hash=key_hash,
             serial_number=request.serial_number + (1 if b.wrong_certid else 0),
-            algorithm=request.hash_algorithm,  # echo the CertID hash the client used
+            algorithm=algorithm,  # echo the CertID hash the client used, unless told otherwise
             cert_status=_STATUS[b.cert_status],
             this_update=now + dt.timedelta(seconds=b.this_update_offset),
             next_update=(

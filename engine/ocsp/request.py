@@ -29,6 +29,8 @@ _HASHES: dict[str, bytes] = {
     "sha384": bytes.fromhex("300d06096086480165030402020500"),
     "sha512": bytes.fromhex("300d06096086480165030402030500"),
 }
+#: the CertID hashes a request may use (``responder.hash``, ``--hash``)
+CERTID_HASHES = tuple(_HASHES)
 _NONCE_OID = bytes.fromhex("06092b0601050507300102")  # id-pkix-ocsp-nonce
 
 NONCE_SIZE = 16  # CA/B Forum and RFC 8954 ask for 1..32 octets

@@ -126,7 +126,10 @@ def _matching_single(
     seen = []
     for single in response.responses:
         hash_name = single.hash_algorithm.name
-        wanted = cert_id or _expected(leaf.cert, leaf.issuer, hash_name)
+        # A responder may answer in another hash than it was asked in (RFC
+        # 6960 lets it): what it names must still be our certificate.
+        asked = cert_id is not None and cert_id.hash_algorithm == hash_name
+        wanted = cert_id if asked else _expected(leaf.cert, leaf.issuer, hash_name)
         got = CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
         if got == wanted:
             return single

@@ -14,7 +14,8 @@ from engine.api import (
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.options import JsonOpt, command
+from staplectl.config import check_hash
+from staplectl.options import HashOpt, JsonOpt, command
 from staplectl.printable import printable
 from staplectl.from_config import fetch_options, open_stapler
 from staplectl.terminal import Terminal
@@ -43,6 +44,7 @@ def fetch(
     ] = None,
     nonce: Annotated[bool, typer.Option("--nonce", help="Send a nonce and require it back.")] = False,
     get: Annotated[bool, typer.Option("--get", help="Use an RFC 5019 GET when the request is small enough.")] = False,
+    hash_name: HashOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Fetch, validate and store one certificate's OCSP response.
@@ -67,6 +69,8 @@ def fetch(
             responder.max_size = int(check_bound("responder.max_size", max_size, option="--max-size"))
         responder.nonce = nonce or responder.nonce
         responder.get = get or responder.get
+        if hash_name is not None:
+            responder.hash = check_hash(hash_name, f"--hash {hash_name}")
         leaf = load_leaf(cert, issuer_path=issuer, url_override=url)
         responder_url = leaf.responder_url()
         term.debug(f"asking {responder_url} about serial {leaf.serial_hex} ({leaf.cert_id})")

@@ -24,7 +24,8 @@ from engine.api import (
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
-from staplectl.options import IssuerOpt, JsonOpt, command
+from staplectl.config import check_hash
+from staplectl.options import HashOpt, IssuerOpt, JsonOpt, command
 from staplectl.from_config import engine_settings, open_stapler, refresh_lock_timeout
 from staplectl.table import print_table
 from staplectl.targets import Problem, error_dict, start_loading, targets_of
@@ -108,6 +109,7 @@ def warm(
         typer.Option("--timeout", metavar="SECONDS", min=0.1, show_default=False,
                      help="Total deadline per responder request. [default: responder.timeout, 10 s]"),
     ] = None,
+    hash_name: HashOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Fetch a fresh staple into the cache for every certificate that needs one.
@@ -126,6 +128,8 @@ def warm(
         effective = opts.load_config()
         if timeout is not None:
             effective.responder.timeout = check_bound("responder.timeout", timeout, option="--timeout")
+        if hash_name is not None:
+            effective.responder.hash = check_hash(hash_name, f"--hash {hash_name}")
         team = Team(processes, concurrency)
         try:
             loading = start_loading(paths, issuer, url, effective)

@@ -114,6 +114,42 @@ class TestOpenSSLInterop:
         assert f"{pki.good.cert_path}: good" in check.stdout
 
 
+class TestCertIDHash:
+    def test_sha256_requests_reach_openssl_and_its_answer_matches(self, cli, pki, tmp_path):
+        with OpenSSLResponder(pki, tmp_path / "ocsp") as real:
+            out = tmp_path / "sha256.der"
+            ran = cli("fetch", pki.good.chain_path, "--url", real.url, "--hash", "sha256", "--out", out, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        [single] = ocsp.load_der_ocsp_response(out.read_bytes()).responses
+        assert single.hash_algorithm.name == "sha256"  # openssl answers the hash it was asked in
+
+    def test_the_configured_hash_is_what_requests_use(self, cli, pki, responder, tmp_path):
+        config = tmp_path / "c.toml"
+        config.write_text('[responder]\nhash = "SHA384"\nallow = ["loopback"]\n')
+        ran = cli("fetch", pki.good.chain_path, "--config", config, "--out", tmp_path / "r.der")
+        assert ran.exit_code == 0, ran.stderr
+        [single] = ocsp.load_der_ocsp_response((tmp_path / "r.der").read_bytes()).responses
+        assert single.hash_algorithm.name == "sha384"
+
+    @pytest.mark.parametrize("asked, answered", [("sha256", "sha1"), ("sha1", "sha256")])
+    def test_an_answer_in_another_hash_than_asked_is_matched(self, cli, pki, responder, asked, answered):
+        responder.script(pki.good, Behaviour(answer_hash=answered))
+        ran = cli("fetch", pki.good.chain_path, "--hash", asked, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        assert ran.json()["status"] == "good"
+
+    def test_an_answer_for_another_certificate_in_another_hash_is_still_refused(self, cli, pki, responder, home):
+        responder.script(pki.good, Behaviour(answer_hash="sha256", wrong_certid=True))
+        ran = cli("fetch", pki.good.chain_path, "--hash", "sha1")
+        assert ran.exit_code == 3 and "different certificate" in ran.stderr
+        assert not stored(home, cert_id_of(pki.good))
+
+    @pytest.mark.parametrize("args", [("--hash", "md5"), ("--hash", "")])
+    def test_an_unknown_hash_is_bad_input(self, cli, pki, args):
+        ran = cli("fetch", pki.good.chain_path, *args)
+        assert ran.exit_code == 2 and "unsupported CertID hash (use one of sha1, sha256" in ran.stderr
+
+
 class TestInstalledProgram:
     def test_subprocess_fetch_local_store(self, staplectl, pki, home):
         ran = staplectl("fetch", pki.good.chain_path, "--json")

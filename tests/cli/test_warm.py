@@ -43,6 +43,16 @@ class TestWarm:
         for issued in (pki.good, pki.other, pki.rsa):
             assert responder.requests_for(issued) == 1  # nothing asked again
 
+    def test_hash_option_is_what_every_request_uses(self, cli, pki, responder, tmp_path, home):
+        from cryptography.x509 import ocsp
+
+        directory = certs_dir(tmp_path, pki.good, pki.other)
+        ran = cli("warm", directory, "--hash", "sha512", "--json")
+        assert ran.exit_code == 0, ran.stderr
+        for issued in (pki.good, pki.other):
+            [single] = ocsp.load_der_ocsp_response(stored(home, issued).der).responses
+            assert single.hash_algorithm.name == "sha512"
+
     def test_due_staple_is_renewed(self, cli, pki, responder):
         responder.script(pki.good, DUE)
         assert cli("warm", pki.good.chain_path).exit_code == 0
