@@ -71,6 +71,7 @@ complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -s h -l help -d 
 
 complete -c staplectl -n '__fish_seen_subcommand_from check' -s w -l warn -x -d 'WARNING when a staple has less than this left until nextUpdate (30m, 12h, 1d).'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -s c -l crit -x -d 'CRITICAL when a staple has less than this left.'
+complete -c staplectl -n '__fish_seen_subcommand_from check' -l no-ocsp -x -d 'The state of a certificate that names no OCSP responder (several CAs dropped OCSP in 2025). A must-staple one is CRITICAL whatever this says.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l issuer -r -F -d 'Issuer certificate, for files that hold no chain.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l json -d 'Print JSON to stdout: no colour, stable keys.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l cache -x -d 'Cache provider: local:[PATH], dbm:PATH, memcache://HOST:PORT[,...], redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]. Default: local: under $STAPLECTL_HOME or the XDG state directory.'

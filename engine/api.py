@@ -33,6 +33,7 @@ from engine.errors import (
     CacheURIError,
     InputError,
     IssuerNotFoundError,
+    MustStapleWithoutOCSPError,
     StapleError,
     UnexpectedError,
 )
@@ -56,7 +57,7 @@ from engine.refresh.freshness import (
     renewal_point,
     seconds_left,
 )
-from engine.refresh.outcome import Outcome, failed, outcome_of
+from engine.refresh.outcome import NO_OCSP, Outcome, failed, must_staple_without_ocsp, no_responder, outcome_of
 from engine.refresh.prefetch import PrefetchWorker, WorkerEvent, WorkerOptions
 from engine.refresh.reader import StapleReader
 from engine.refresh.stapler import Refresh, Stapler, StaplerOptions
@@ -81,11 +82,12 @@ from engine.store.providers.layout import DEFAULT_NAMESPACE, staple_key
 
 __all__ = [
     # building the engine
-    "EngineSettings", "build_reader", "build_stapler", "Outcome", "Team", "failed", "outcome_of", "process_count",
+    "EngineSettings", "build_reader", "build_stapler", "NO_OCSP", "Outcome", "Team", "failed", "no_responder",
+    "must_staple_without_ocsp", "outcome_of", "process_count",
     # plumbing
     "BOUNDS", "OutOfBoundsError", "check_bound", "SYSTEM_CLOCK", "Clock", "iso", "to_datetime",
     "format_duration", "parse_duration", "STORE_DOWN_REASONS", "CacheURIError", "InputError",
-    "IssuerNotFoundError", "StapleError", "UnexpectedError", "state_dir", "redact",
+    "IssuerNotFoundError", "MustStapleWithoutOCSPError", "StapleError", "UnexpectedError", "state_dir", "redact",
     # certificates and OCSP
     "CertSpec", "LoadResult", "Loading", "load_all", "Leaf", "is_must_staple", "load_leaf", "ocsp_urls",
     "read_certificates", "CERTID_HASHES", "describe", "render", "GOOD", "Staple", "DEFAULT_MAX_AGE", "DEFAULT_SKEW",

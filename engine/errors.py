@@ -43,6 +43,13 @@ class NoResponderURLError(InputError):
     reason = "no_responder_url"
 
 
+class MustStapleWithoutOCSPError(StapleError):
+    """A must-staple certificate with no OCSP responder: no server can serve it.
+    Not bad input (exit 2) but a state to fix: it fails like a fetch (exit 3)."""
+
+    reason = "must_staple_without_ocsp"
+
+
 class ResponderURLError(InputError):
     """A responder URL that we refuse to use (not http or https, malformed)."""
 

@@ -36,6 +36,8 @@ class Metrics:
         self._failures: Counter[str] = Counter()
         #: per store (cache, state): 1 while it works, and its outages by reason
         self._up = {"cache": 1, "state": 1}
+        #: loaded certificates that name no OCSP responder (set by the service at each load)
+        self.without_ocsp = 0
         self._responders: dict[str, int] = {}
         self._responder_outages: Counter[str] = Counter()
         self._outages: Counter[tuple[str, str]] = Counter(
@@ -137,6 +139,9 @@ class Metrics:
         family("staplectl_fetch_locks_held", "gauge", "Certificates whose fetch lock is held now, on this host.",
                [("", sum(len(s.holders) for s in every))])
         family("staplectl_certificates", "gauge", "Certificates the worker keeps fresh.", [("", len(states))])
+        family("staplectl_certificates_without_ocsp", "gauge",
+               "Loaded certificates that name no OCSP responder: nothing to fetch, not counted above.",
+               [("", self.without_ocsp)])  # fmt: skip
         return "\n".join(lines) + "\n"
 
 

@@ -179,15 +179,36 @@ class TestFailures:
         assert event.action == "failed" and "permanent" in event.detail
         assert r.due(leaf) == now + r.policy.backoff_cap
 
-    def test_no_responder_url_is_permanent(self, rig, pki):
+    def test_a_certificate_without_ocsp_is_said_once_and_never_scheduled(self, rig, pki, responder):
+        """No OCSP URL (Let's Encrypt's since 2025): nothing to fetch, not a failure;
+        it stays out of the schedule instead of failing every backoff_cap."""
         r = rig()
-        leaf = load_leaf(pki.no_aia.cert_path, issuer_path=pki.intermediate.cert_path)
+        no_ocsp = load_leaf(pki.no_aia.cert_path, issuer_path=pki.intermediate.cert_path)
+        other = new_leaf(pki)
+        r.worker.load([no_ocsp, other])
+        [said] = [e for e in r.events if e.cert_id == no_ocsp.cert_id]
+        assert (said.action, said.level) == ("no_ocsp", "info") and "names no OCSP responder" in said.detail
+        assert [cert_id for cert_id, _ in r.worker.schedule()] == [other.cert_id]
+        assert r.state.get(no_ocsp.cert_id) is None and set(r.worker.without_ocsp) == {no_ocsp.cert_id}
+        r.events.clear()
+        r.worker.load([no_ocsp, other])  # a reload says nothing new
+        assert r.events == []
+        events = r.worker.run_due()
+        assert [e.cert_id for e in events] == [other.cert_id]
+        # given a url, it is scheduled like any other
+        with_url = load_leaf(pki.no_aia.cert_path, issuer_path=pki.intermediate.cert_path, url_override=responder.url)
+        r.worker.load([with_url, other])
+        assert with_url.cert_id in {cert_id for cert_id, _ in r.worker.schedule()} and not r.worker.without_ocsp
+
+    def test_a_must_staple_certificate_without_ocsp_is_an_error(self, rig, pki):
+        r = rig()
+        issued = pki.leaf("must-staple-no-ocsp", must_staple=True, aia=False)
+        leaf = load_leaf(issued.cert_path, issuer_path=pki.intermediate.cert_path)
         r.worker.load([leaf])
-        now = r.clock.now()
-        (event,) = r.worker.run_due()
-        assert event.reason == "no_responder_url"
-        assert r.due(leaf) == now + r.policy.backoff_cap
-        assert r.state.get(leaf.cert_id).responder is None
+        [said] = r.events
+        assert (said.action, said.level, said.reason) == ("no_ocsp", "error", "must_staple_without_ocsp")
+        assert "no server can staple it" in said.detail
+        assert r.worker.schedule() == []
 
     def test_the_last_good_staple_is_kept_and_renewed_before_it_expires(self, rig, pki, responder):
         r = rig(policy=FreshnessPolicy(backoff_base=600, backoff_cap=3600))

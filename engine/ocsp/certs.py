@@ -80,6 +80,16 @@ class Leaf:
         """What an operator calls this certificate: its file, else its subject."""
         return str(self.path) if self.path else self.subject
 
+    @property
+    def has_responder(self) -> bool:
+        """Is there anyone to ask: an override URL, or an OCSP URL in the AIA?
+
+        Without one the certificate has no OCSP (several CAs, Let's Encrypt
+        among them, dropped OCSP in 2025): nothing to fetch, which is not a
+        failure unless it is must-staple.
+        """
+        return bool(self.url_override or self.aia_urls)
+
     def responder_url(self) -> str:
         """The URL to ask: the override, else the first AIA OCSP URL."""
         if self.url_override:

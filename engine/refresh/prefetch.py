@@ -31,9 +31,10 @@ from typing import Any
 
 from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import STORE_DOWN_REASONS, FetchError, StapleError, UnexpectedError
+from engine.errors import STORE_DOWN_REASONS, FetchError, MustStapleWithoutOCSPError, StapleError, UnexpectedError
 from engine.locks.fetchlocks import LockTimeoutError
 from engine.refresh.freshness import expires_at
+from engine.refresh.outcome import NO_OCSP, must_staple_without_ocsp
 from engine.responders.health import RESPONDER_SILENT, responder_key
 from engine.redact import redact
 from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
@@ -111,6 +112,8 @@ class PrefetchWorker(WorkerThreads):
         self.state_watch = StoreWatch()
         #: responders (by responder_key) this worker found not answering
         self._responder_watch: dict[str, StoreWatch] = {}
+        #: the loaded certificates that name no OCSP responder, by cert_id: never scheduled
+        self.without_ocsp: dict[str, Leaf] = {}
 
     # -- certificates -----------------------------------------------------------
 
@@ -125,8 +128,9 @@ class PrefetchWorker(WorkerThreads):
         """
         now = self.clock.now()
         incoming: dict[str, Leaf] = {}
+        without: dict[str, Leaf] = {}
         for leaf in leaves:
-            incoming.setdefault(leaf.cert_id, leaf)
+            (incoming if leaf.has_responder else without).setdefault(leaf.cert_id, leaf)
         previous: dict[str, CertState] = {}
         if not self._loaded and self.state is not None:
             previous = {s.cert_id: s for s in self.state.all()}
@@ -155,7 +159,23 @@ class PrefetchWorker(WorkerThreads):
         for row in added:
             detail = f"due now; responder {row.responder or '(none)'}"
             self._emit(WorkerEvent(now, "info", row.cert_id, row.name, "added", detail))
+        self._no_ocsp(without, now)
         return len(added), len(removed)
+
+    def _no_ocsp(self, without: dict[str, Leaf], now: float) -> None:
+        """Certificates that name no OCSP responder: not scheduled, said once each
+        (an error only for a must-staple one, which no server can serve)."""
+        for cert_id, leaf in without.items():
+            if cert_id in self.without_ocsp:
+                continue
+            if leaf.must_staple:
+                event = WorkerEvent(now, "error", cert_id, leaf.name, NO_OCSP, must_staple_without_ocsp(leaf),
+                                    MustStapleWithoutOCSPError.reason)  # fmt: skip
+            else:
+                detail = "names no OCSP responder (none in its certificate, no url configured): nothing to fetch"
+                event = WorkerEvent(now, "info", cert_id, leaf.name, NO_OCSP, detail)
+            self._emit(event)
+        self.without_ocsp = without
 
     def _identity(self, leaf: Leaf) -> dict[str, Any]:
         """The state fields a load sets. One string object per distinct

@@ -46,7 +46,8 @@ class WorkerEvent:
     """One outcome, for logs, metrics and the dashboard.
 
     action: updated | fresh | leased | failed | busy (the certificate's fetch
-    lock was held elsewhere past lock_timeout) | added | removed, or, for the
+    lock was held elsewhere past lock_timeout) | added | removed | no_ocsp
+    (loaded, but it names no OCSP responder: never scheduled), or, for the
     cache as a whole (no cert_id; name is the cache URI), cache_down |
     cache_up, and for the worker's state (name is its file) state_down |
     state_up, and for a responder (name is its scheme://host:port)

@@ -49,6 +49,8 @@ class Finding:
     leaf: Leaf | None = None
     staple: Staple | None = None
     left: float | None = None
+    #: the certificate names no OCSP responder (judged by --no-ocsp)
+    no_ocsp: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         s = self.staple
@@ -60,6 +62,7 @@ class Finding:
             "next_update": iso(s.next_update) if s else None,
             "seconds_left": int(self.left) if self.left is not None else None,
             "must_staple": self.leaf.must_staple if self.leaf else None,
+            "no_ocsp": self.no_ocsp,
             "message": self.why,
         }
 
@@ -76,6 +79,11 @@ def check(
     crit: Annotated[
         str, typer.Option("--crit", "-c", metavar="DURATION", help="CRITICAL when a staple has less than this left.")
     ] = DEFAULT_CRIT,
+    no_ocsp: Annotated[
+        str, typer.Option("--no-ocsp", metavar="ok|warning|critical",
+                          help="The state of a certificate that names no OCSP responder (several CAs dropped "
+                          "OCSP in 2025). A must-staple one is CRITICAL whatever this says.")
+    ] = "ok",
     issuer: IssuerOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
@@ -85,7 +93,9 @@ def check(
     exits 0 OK, 1 WARNING (a staple has less than --warn left), 2 CRITICAL
     (a staple missing, expired, revoked or unknown, or less than --crit
     left; a must-staple certificate without one), 3 UNKNOWN (bad input, an
-    unloadable certificate, the cache unreachable).
+    unloadable certificate, the cache unreachable). A certificate that names
+    no OCSP responder has no staple to check: --no-ocsp says its state (OK
+    by default), except a must-staple one, which is CRITICAL.
     """
     opts = settings(ctx)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
@@ -94,12 +104,18 @@ def check(
         crit_s = parse_duration(crit, "--crit")
         if warn_s < crit_s:
             raise InputError(f"--warn {warn} must not be shorter than --crit {crit}")
+        without_ocsp = _NO_OCSP_STATES.get(no_ocsp.lower())
+        if without_ocsp is None:
+            raise InputError(f"--no-ocsp {no_ocsp!r}: expected ok, warning or critical")
         effective = opts.load_config()
         targets = load_targets(certs, issuer, None, effective)
         reader = open_reader(effective)
         try:
             now = SYSTEM_CLOCK.now()
-            findings = [_judge(reader, leaf, now, warn_s, crit_s) for leaf in targets.leaves]
+            findings = [
+                _judge(reader, leaf, now, warn_s, crit_s) if leaf.has_responder else _no_ocsp(leaf, without_ocsp)
+                for leaf in targets.leaves
+            ]
         finally:
             reader.close()
     except (StapleError, ValueError) as error:
@@ -111,7 +127,8 @@ def check(
     findings += [Finding(p.name, State.UNKNOWN, _without_name(p.name, str(p.error))) for p in targets.problems]
     findings.sort(key=lambda f: f.name)
     state = max((f.state for f in findings), key=_SEVERITY.__getitem__)
-    line = f"STAPLECTL {state.name} - {_clean(_summary(findings, state))} | {_perfdata(findings, warn_s, crit_s)}"
+    perfdata = _perfdata(findings, warn_s, crit_s)
+    line = f"STAPLECTL {state.name} - {_clean(_summary(findings, state))}" + (f" | {perfdata}" if perfdata else "")
     if json_output:
         term.json({"state": state.name, "code": int(state), "summary": line,
                    "certificates": [f.to_dict() for f in findings]})
@@ -144,6 +161,17 @@ def _unknown(term: Terminal, message: str, json_output: bool, reason: str) -> No
     raise typer.Exit(int(State.UNKNOWN))
 
 
+_NO_OCSP_STATES = {"ok": State.OK, "warning": State.WARNING, "critical": State.CRITICAL}
+
+
+def _no_ocsp(leaf: Leaf, state: State) -> Finding:
+    """Nothing to check: no staple is expected, unless the certificate demands one."""
+    if leaf.must_staple:
+        return Finding(leaf.name, State.CRITICAL, "must-staple, yet no OCSP responder: no server can staple it",
+                       leaf, no_ocsp=True)  # fmt: skip
+    return Finding(leaf.name, state, "" if state == State.OK else "no OCSP responder", leaf, no_ocsp=True)
+
+
 def _judge(reader: Any, leaf: Leaf, now: float, warn: float, crit: float) -> Finding:
     staple = reader.cached(leaf)  # re-validated: signature, responder, CertID
     must = " (must-staple: handshakes fail)" if leaf.must_staple else ""
@@ -165,18 +193,22 @@ def _judge(reader: Any, leaf: Leaf, now: float, warn: float, crit: float) -> Fin
 
 
 def _summary(findings: list[Finding], state: State) -> str:
-    good = [f for f in findings if f.state == State.OK]
+    good = [f for f in findings if f.state == State.OK and not f.no_ocsp]
+    apart = sum(f.state == State.OK and f.no_ocsp for f in findings)
+    without = [f"{apart} without OCSP"] if apart else []
     if state == State.OK:
+        if not good:
+            return "; ".join(without)
         shortest = min(f.left for f in good if f.left is not None)
         noun = "staple" if len(good) == 1 else "staples"
-        return f"{len(good)} {noun} good, shortest {fmt.duration(shortest)} left"
+        return "; ".join([f"{len(good)} {noun} good, shortest {fmt.duration(shortest)} left", *without])
     # The worst first, so that a truncated line still names them.
     bad = sorted((f for f in findings if f.state != State.OK), key=lambda f: -_SEVERITY[f.state])
     label = labels([f.name for f in findings])
     parts = [f"{label[f.name]}: {f.why}" for f in bad]
     if good:
         parts.append(f"{len(good)} good")
-    return "; ".join(parts)
+    return "; ".join(parts + without)
 
 
 def labels(names: list[str]) -> dict[str, str]:
@@ -199,6 +231,8 @@ def _perfdata(findings: list[Finding], warn: float, crit: float) -> str:
     items = []
     label = labels([f.name for f in findings])
     for f in findings:
+        if f.no_ocsp:
+            continue  # no staple to measure
         quoted = printable(label[f.name]).replace("'", "''").replace("|", "/")
         # U: "value could not be determined" (plugin guidelines)
         value = f"{int(f.left)}s" if f.left is not None else "U"

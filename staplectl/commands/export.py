@@ -50,6 +50,9 @@ class Row:
     action: str = "failed"
     staple: Staple | None = None
     error: StapleError | None = None
+    #: the certificate names no OCSP responder: no staple is expected, so
+    #: none cached (missing, or an old file removed) is not a failure
+    no_ocsp: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         s = self.staple
@@ -57,6 +60,7 @@ class Row:
             "cert": self.cert,
             "file": str(self.file) if self.file else None,
             "action": self.action,
+            "no_ocsp": self.no_ocsp,
             "status": s.status if s else None,
             "next_update": iso(s.next_update) if s else None,
             "error": error_dict(self.error) if self.error else None,
@@ -108,7 +112,9 @@ def export(
     change; --haproxy-socket hands each written staple to a running HAProxy.
     Exit 0 when every certificate was exported, 1 when a staple says
     revoked or unknown, 2 for bad input, 3 when any staple is missing or a
-    file, a push to HAProxy or the reload command failed.
+    file, a push to HAProxy or the reload command failed. A certificate that
+    names no OCSP responder has no staple to miss ("no OCSP"), unless it is
+    must-staple.
     """
     with command(ctx, json_errors=json_output) as (opts, term):
         if [nginx is not None, haproxy, mod_md_dir is not None].count(True) != 1:
@@ -134,7 +140,9 @@ def export(
             # export, and no file is touched.
             entries = reader.cache.get_many([leaf.cert_id for leaf in targets.leaves])
             if not entries and not prune:
-                _refuse_to_wipe(reader.cache.uri, targets.leaves, files, target)
+                # those without OCSP have no entry anyway: their files go
+                asking = [leaf for leaf in targets.leaves if leaf.has_responder]
+                _refuse_to_wipe(reader.cache.uri, asking, files, target)
             staples = reader.cached_many(targets.leaves, entries)
             now = SYSTEM_CLOCK.now()
             rows = [
@@ -143,6 +151,9 @@ def export(
                 else _export(reader, leaf, staples[leaf.cert_id], files[leaf.cert_id], now, target)
                 for leaf in targets.leaves
             ]
+            for row, leaf in zip(rows, targets.leaves):
+                # a must-staple one stays a failure: no server can serve it without a staple
+                row.no_ocsp = not leaf.has_responder and not leaf.must_staple
         finally:
             reader.close()
     rows += [Row(p.name, None, error=p.error) for p in targets.problems]
@@ -181,11 +192,17 @@ def _holds_staple(file: Path, target: str) -> bool:
 
 
 def exit_code(rows: list[Row]) -> Exit:
-    if any(row.action in ("failed", "missing", "removed") or row.error is not None for row in rows):
+    if any(_failed(row) for row in rows):
         return Exit.FAILED
     if any(row.staple is not None and row.staple.status != GOOD for row in rows):
         return Exit.NOT_GOOD
     return Exit.OK
+
+
+def _failed(row: Row) -> bool:
+    if row.error is not None:
+        return True
+    return row.action == "failed" or (row.action in ("missing", "removed") and not row.no_ocsp)
 
 
 def _target(leaf: Leaf, nginx: Path | None, mod_md_dir: Path | None) -> Path:
@@ -339,6 +356,9 @@ def _show(term: Terminal, rows: list[Row]) -> None:
     for row in rows:
         s = row.staple
         action = row.action if row.error is None else f"failed: {row.error}"
-        table.append((row.cert, str(row.file) if row.file else "-", (action, styles[row.action]),
+        style = styles[row.action]
+        if row.no_ocsp and row.error is None and row.action in ("missing", "removed"):
+            action, style = ("no OCSP" if row.action == "missing" else "removed (no OCSP)"), "dim"
+        table.append((row.cert, str(row.file) if row.file else "-", (action, style),
                       s.status if s else "-", fmt.relative(s.next_update, now) if s else "-"))
     print_table(term.out, ("CERTIFICATE", "FILE", "ACTION", "STATUS", "NEXT UPDATE"), table)

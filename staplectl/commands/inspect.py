@@ -19,9 +19,9 @@ from rich.text import Text
 
 from engine.api import (
     DEFAULT_NAMESPACE, SYSTEM_CLOCK, Cache, CertState, Found, HistoryEntry, InputError, Inspection,
-    IssuerNotFoundError, KnownCertificates, ResponderHealth, ResponderState, StapleError, StateStore, cert_sha1,
-    describe, inspect_entry, iso, load_all, load_leaf, open_provider, read_certificates, redact, render,
-    responder_key, staple_key,
+    IssuerNotFoundError, KnownCertificates, Leaf, MustStapleWithoutOCSPError, ResponderHealth, ResponderState,
+    StapleError, StateStore, cert_sha1, describe, inspect_entry, iso, load_all, load_leaf, must_staple_without_ocsp,
+    open_provider, read_certificates, redact, render, responder_key, staple_key,
 )
 from staplectl import fmt
 from staplectl.config import Config
@@ -89,9 +89,11 @@ def inspect(
         effective = opts.load_config()
         wanted = _target(target, issuer) if target is not None else None
         with Cache(open_provider(effective.cache_uri, read_only=True)) as store:
-            check = _Checker(KnownCertificates(_configured(effective, term)), effective, paths_from_cache=not store.shared)
+            configured = _configured(effective, term)
+            check = _Checker(KnownCertificates(configured), effective, paths_from_cache=not store.shared)
             if wanted is None:
-                _table(term, store, check, effective, json_output)
+                without = [leaf.name for leaf in configured if not leaf.has_responder]
+                _table(term, store, check, effective, json_output, without)
             else:
                 _one(term, store, check, effective, wanted, json_output, text)
 
@@ -165,7 +167,11 @@ class _Checker:
         return inspect_entry(entry, now, found=found, state=state, policy=self.policy, options=self.options)
 
 
-def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_output: bool) -> None:
+def _table(
+    term: Terminal, store: Cache, check: _Checker, config: Config, json_output: bool, without_ocsp: list[str]
+) -> None:
+    """Every entry of the cache; ``without_ocsp``: the configured certificates that
+    name no OCSP responder, which have no entry by design (listed apart)."""
     states: dict[str, CertState] = {}
     state_store = _state_store(config, term)
     if state_store is not None:
@@ -179,10 +185,14 @@ def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_o
     down = _responders_down(config)
     if json_output:
         entries = [{**r.to_dict(), "responder_down": _down_of(r, down)} for r in rows]
-        term.json({"cache": redact(store.uri), "checked_at": iso(now), "entries": entries})
+        term.json({"cache": redact(store.uri), "checked_at": iso(now), "entries": entries,
+                   "without_ocsp": without_ocsp})  # fmt: skip
         return
+    apart = f"; {len(without_ocsp)} configured certificates name no OCSP responder" if without_ocsp else ""
+    for name in without_ocsp:
+        term.debug(f"{name}: names no OCSP responder: no staple is fetched for it")
     if not rows:
-        term.info(f"no entries in cache {redact(store.uri)}")
+        term.info(f"no entries in cache {redact(store.uri)}{apart}")
         return
     # one line per entry, never cut to the terminal's width: an operator
     # greps this, and a piped table must not lose its columns
@@ -205,7 +215,7 @@ def _table(term: Terminal, store: Cache, check: _Checker, config: Config, json_o
         ],
     )
     valid = sum(r.valid for r in rows)
-    term.info(f"{len(rows)} entries in {redact(store.uri)}: {valid} valid, {len(rows) - valid} not")
+    term.info(f"{len(rows)} entries in {redact(store.uri)}: {valid} valid, {len(rows) - valid} not{apart}")
 
 
 def _colour(row: Inspection) -> str:
@@ -231,6 +241,10 @@ def _one(
     entry = store.get(wanted.cert_id)
     state_store = _state_store(config, term)
     state, history = _worker(state_store, wanted.cert_id, term)
+    leaf = wanted.found.leaf if wanted.found else None
+    if not entry and leaf is not None and not leaf.has_responder:
+        _no_ocsp(term, leaf, json_output)
+        return
     if not entry:
         last = f"; the prefetch worker's last error: {state.last_error}" if state and state.last_error else ""
         raise NotInCacheError(f"{wanted.label}: no entry in cache {redact(store.uri)} (key {key}){last}")
@@ -254,6 +268,18 @@ def _one(
     if responder_down:
         term.out.print(f"\n[bold red]responder down[/] since {responder_down['down_since']}, "
                        f"{responder_down['failures']} failed probes: {safe(responder_down['last_error'])}")
+
+
+def _no_ocsp(term: Terminal, leaf: Leaf, json_output: bool) -> None:
+    """A certificate that names no OCSP responder has no entry by design; only a
+    must-staple one is a problem (exit 3)."""
+    message = f"{leaf.name}: names no OCSP responder: no staple is fetched for it"
+    if leaf.must_staple:
+        raise MustStapleWithoutOCSPError(must_staple_without_ocsp(leaf))
+    if json_output:
+        term.json({"cert": leaf.name, "cert_sha1": leaf.cert_id, "no_ocsp": True, "message": message})
+    else:
+        term.out.print(safe(message))
 
 
 def _responders_down(config: Config) -> dict[str, ResponderState]:

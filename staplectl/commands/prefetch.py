@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.api import (
-    STORE_DOWN_REASONS, SYSTEM_CLOCK, InputError, Leaf, PrefetchWorker, ResponderDownError, StapleError,
+    NO_OCSP, STORE_DOWN_REASONS, SYSTEM_CLOCK, InputError, Leaf, PrefetchWorker, ResponderDownError, StapleError,
     StateStore, WorkerEvent, iso, load_all, redact,
 )
 from staplectl.config import Config
@@ -125,9 +125,10 @@ class Service:
 
     def on_event(self, event: WorkerEvent) -> None:
         self.metrics.observe(event)
-        if event.action in ("fresh", "added") and not self.opts.verbose:
+        if event.level == "info" and event.action in ("fresh", "added", NO_OCSP) and not self.opts.verbose:
             # nothing happened yet: a line per idle look, or per certificate
-            # of 100,000 at start, would drown the log (-v shows them)
+            # of 100,000 at start, would drown the log (-v shows them; the
+            # "loaded" line counts those without OCSP)
             return
         if event.action == "failed" and event.reason in QUIET_REASONS and not self.opts.verbose:
             # said once for all by the cache_down or responder_down line; -v shows each
@@ -166,10 +167,14 @@ class Service:
             raise InputError(f"{config.path or 'configuration'}: none of the configured certificates could be loaded")
         added, removed = self.worker.load(leaves)
         self._loaded = {str(leaf.path): leaf for leaf in leaves if leaf.path is not None}
+        no_ocsp = len(self.worker.without_ocsp)
+        self.metrics.without_ocsp = no_ocsp
+        apart = f", {no_ocsp} without OCSP: nothing to fetch" if no_ocsp else ""
         self.log(
-            "info", f"loaded {len(loaded.leaves)} certificates ({added} added, {removed} removed)",
-            {"action": "loaded", "certificates": len(loaded.leaves), "added": added, "removed": removed},
-        )
+            "info", f"loaded {len(loaded.leaves)} certificates ({added} added, {removed} removed{apart})",
+            {"action": "loaded", "certificates": len(loaded.leaves), "added": added, "removed": removed,
+             "without_ocsp": no_ocsp},
+        )  # fmt: skip
 
     # -- modes ------------------------------------------------------------------
 
@@ -178,7 +183,8 @@ class Service:
             events = self.worker.run_due()
         finally:
             self.close()
-        if any(e.action == "failed" for e in events):
+        unservable = any(leaf.must_staple for leaf in self.worker.without_ocsp.values())
+        if unservable or any(e.action == "failed" for e in events):
             return Exit.FAILED
         if any(e.level == "warning" for e in events):
             return Exit.NOT_GOOD

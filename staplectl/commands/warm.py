@@ -20,7 +20,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.api import (
-    GOOD, SYSTEM_CLOCK, Fanout, Leaf, Outcome, Refresh, Staple, StapleError, Team, check_bound, iso, outcome_of,
+    GOOD, NO_OCSP, SYSTEM_CLOCK, Fanout, Leaf, Outcome, Refresh, Staple, StapleError, Team, check_bound, iso,
+    no_responder, outcome_of,
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
@@ -213,6 +214,19 @@ def _run(
             term.debug(f"{leaf.name}: {outcome.error}")
 
     leaves: list[Leaf] = []
+    #: certificates that name no OCSP responder: nothing to fetch, listed apart
+    no_ocsp: list[Leaf] = []
+
+    def with_responder(source: Iterator[Leaf]) -> Iterator[Leaf]:
+        for leaf in source:
+            if leaf.has_responder:
+                yield leaf
+            else:
+                no_ocsp.append(leaf)
+                if progress is not None:
+                    progress.advance(task)
+
+    source = with_responder(source)
 
     def run() -> list[Outcome]:
         if team.processes > 1:
@@ -237,7 +251,12 @@ def _run(
     else:
         with progress:
             outcomes = run()
-    return [Row(leaf.name, outcome) for leaf, outcome in zip(leaves, outcomes)]
+    rows = [Row(leaf.name, outcome) for leaf, outcome in zip(leaves, outcomes)]
+    return rows + [Row(leaf.name, no_responder(leaf)) for leaf in no_ocsp]
+
+
+#: how a result reads in the table (JSON keeps the result itself)
+_RESULT_TEXT = {NO_OCSP: "no OCSP"}
 
 
 def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
@@ -245,7 +264,7 @@ def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
     table = []
     for row in rows:
         s = row.staple
-        result = row.result if row.error is None else f"failed: {row.error}"
+        result = _RESULT_TEXT.get(row.result, row.result) if row.error is None else f"failed: {row.error}"
         if row.error is not None and s is not None:
             result += f" (the cached staple stays usable until {iso(s.next_update)})"
         status = s.status if s else "-"
@@ -256,5 +275,5 @@ def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.result] = counts.get(row.result, 0) + 1
-    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {_RESULT_TEXT.get(what, what)}" for what, n in sorted(counts.items()))
     term.info(f"{len(rows)} certificates: {summary}")

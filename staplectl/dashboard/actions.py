@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from engine.api import (
     Clock, Fanout, Leaf, Outcome, PrefetchWorker, Refresh, StapleError, Stapler, StateStore, UnexpectedError,
-    WorkerOptions, failed, outcome_of,
+    WorkerOptions, failed, no_responder, outcome_of,
 )
 
 
@@ -46,7 +46,15 @@ class Refresher:
         self.concurrency = concurrency
 
     def refresh(self, leaves: Sequence[Leaf], *, force: bool) -> list[Outcome]:
-        """Refresh each leaf; never raises (a failure is an Outcome)."""
+        """Refresh each leaf; never raises (a failure is an Outcome). One that names
+        no OCSP responder is "no OCSP" (engine no_responder), nothing asked."""
+        asking = [leaf for leaf in leaves if leaf.has_responder]
+        done = {id(outcome.leaf): outcome for outcome in self._refresh(asking, force)}
+        return [done[id(leaf)] if leaf.has_responder else no_responder(leaf) for leaf in leaves]
+
+    def _refresh(self, leaves: Sequence[Leaf], force: bool) -> list[Outcome]:
+        if not leaves:
+            return []
         try:
             stapler = self._open()
         except StapleError as error:

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from engine.api import StripeStats
 from staplectl import fmt
-from staplectl.dashboard.rows import FAILING, LABELS, STATES, STYLES, Counts, short_time
+from staplectl.dashboard.rows import FAILING, LABELS, NO_OCSP, STATES, STYLES, Counts, short_time
 from staplectl.dashboard.snapshot import Snapshot
 from staplectl.printable import printable
 
@@ -74,6 +74,8 @@ def counts_line(counts: Counts) -> Text:
     text = Text()
     for state in (*STATES, FAILING):
         n = counts[state]
+        if state == NO_OCSP and not n:
+            continue  # most hosts have none: no room taken for it
         if text:
             text.append("   ")
         text.append(str(n), style=f"bold {STYLES[state]}" if n and state != "good" else ("bold green" if n else "dim"))

@@ -15,7 +15,9 @@ States, one per certificate, worst first:
 - ``stale``: servable, but more than halfway from its renewal point to
   expiry: the renewal that was due has not happened;
 - ``due``: servable and past its renewal point: a refresh should come soon;
-- ``good``: servable and not yet due.
+- ``good``: servable and not yet due;
+- ``no OCSP``: nothing cached, and the certificate names no OCSP responder
+  (and is not must-staple): nothing to fetch, so nothing is wrong.
 
 ``failing`` is counted apart: certificates whose last refreshes failed,
 whatever their staple's state (a failing one may still have a good staple).
@@ -36,21 +38,22 @@ from staplectl.dashboard.snapshot import Item, Snapshot
 from staplectl.printable import printable
 
 GOOD, DUE, STALE, EXPIRED, MISSING, REVOKED = "good", "due", "stale", "expired", "missing", "revoked"
+NO_OCSP = "no_ocsp"
 FAILING = "failing"
 #: the header's order; also what the state filter cycles through
-STATES = (GOOD, DUE, STALE, EXPIRED, MISSING, REVOKED)
+STATES = (GOOD, DUE, STALE, EXPIRED, MISSING, REVOKED, NO_OCSP)
 FILTERS = (None, *STATES, FAILING)
 LABELS = {
     GOOD: "good", DUE: "due for renewal", STALE: "stale but valid", EXPIRED: "expired",
-    MISSING: "missing", REVOKED: "revoked/unknown", FAILING: "failing",
+    MISSING: "missing", REVOKED: "revoked/unknown", NO_OCSP: "no OCSP", FAILING: "failing",
 }  # fmt: skip
 #: The state colours (content, not layout: the .tcss cannot reach a cell's text)
 STYLES = {
     GOOD: "green", DUE: "yellow", STALE: "dark_orange", EXPIRED: "bold red",
-    MISSING: "bold red", REVOKED: "bold magenta", FAILING: "red",
+    MISSING: "bold red", REVOKED: "bold magenta", NO_OCSP: "dim", FAILING: "red",
 }  # fmt: skip
 #: worst first, for sorting by status
-SEVERITY = {MISSING: 0, EXPIRED: 1, REVOKED: 2, STALE: 3, DUE: 4, GOOD: 5}
+SEVERITY = {MISSING: 0, EXPIRED: 1, REVOKED: 2, STALE: 3, DUE: 4, GOOD: 5, NO_OCSP: 6}
 _TIME_FLAGS = ("expired", "not-yet-valid", "due")
 _NO_STAPLE = ("error-entry", "metadata-only", "try-later")
 
@@ -74,6 +77,11 @@ def classify(item: Item, snapshot: Snapshot) -> Freshness:
     state = item.state
     planned = state.next_attempt if state else None
     if ins is None:
+        leaf = item.leaf
+        if leaf is not None and not leaf.has_responder:
+            if leaf.must_staple:  # no server can serve it
+                return Freshness(MISSING, flags=("must-staple without OCSP",))
+            return Freshness(NO_OCSP, flags=("no OCSP responder",))
         return Freshness(MISSING, flags=("not in cache",), next_refresh=planned)
     flags = tuple(f for f in ins.flags if f not in _TIME_FLAGS)
     if ins.this_update is None or any(f in _NO_STAPLE or f.startswith("invalid") for f in flags):

@@ -192,6 +192,41 @@ class TestUnknown:
         assert "unknown scheme 'mongo'" in ran.stdout
 
 
+class TestWithoutOCSP:
+    """Certificates that name no OCSP responder: nothing to check, listed apart."""
+
+    def test_ok_by_default_and_counted_apart(self, cli, pki, responder):
+        warm(cli, pki.good)
+        ran = cli("check", pki.good.chain_path, pki.no_aia.chain_path)
+        assert ran.exit_code == 0, ran.stdout + ran.stderr
+        state, summary, perf = status_line(ran)
+        assert state == "OK" and re.fullmatch(r"1 staple good, shortest .* left; 1 without OCSP", summary)
+        assert [p[0] for p in perf] == ["good-chain.pem"]  # no staple to measure for the other
+
+    def test_only_certificates_without_ocsp(self, cli, pki):
+        ran = cli("check", pki.no_aia.chain_path)
+        assert ran.exit_code == 0 and ran.stdout == "STAPLECTL OK - 1 without OCSP\n"
+
+    @pytest.mark.parametrize("choice, code, state", [("warning", 1, "WARNING"), ("CRITICAL", 2, "CRITICAL")])
+    def test_the_option_decides(self, cli, pki, responder, choice, code, state):
+        warm(cli, pki.good)
+        ran = cli("check", pki.good.chain_path, pki.no_aia.chain_path, "--no-ocsp", choice, "--json")
+        assert ran.exit_code == code
+        data = ran.json()
+        assert data["state"] == state and "no_aia-chain.pem: no OCSP responder; 1 good" in data["summary"]
+        assert {c["cert"].rsplit("/", 1)[-1]: c["no_ocsp"] for c in data["certificates"]} == {
+            "good-chain.pem": False, "no_aia-chain.pem": True}
+
+    def test_must_staple_without_ocsp_is_critical_whatever_the_option(self, cli, pki):
+        issued = pki.leaf("check-must-no-ocsp", must_staple=True, aia=False)
+        ran = cli("check", issued.chain_path, "--no-ocsp", "ok")
+        assert ran.exit_code == 2 and "must-staple, yet no OCSP responder" in ran.stdout
+
+    def test_a_bad_choice_is_unknown(self, cli, pki):
+        ran = cli("check", pki.no_aia.chain_path, "--no-ocsp", "maybe")
+        assert ran.exit_code == 3 and "--no-ocsp 'maybe': expected ok, warning or critical" in ran.stdout
+
+
 def test_json(cli, pki, responder):
     responder.script(pki.other, Behaviour(cert_status="revoked"))
     warm(cli, pki.good, pki.other)
@@ -205,7 +240,7 @@ def test_json(cli, pki, responder):
     assert by_name["other-chain.pem"]["status"] == "revoked"
     assert by_name["must_staple-chain.pem"]["must_staple"] is True
     assert by_name["must_staple-chain.pem"]["seconds_left"] is None
-    assert list(by_name["good-chain.pem"]) == ["cert", "cert_sha1", "state", "status", "next_update", "seconds_left", "must_staple", "message"]
+    assert list(by_name["good-chain.pem"]) == ["cert", "cert_sha1", "state", "status", "next_update", "seconds_left", "must_staple", "no_ocsp", "message"]
 
 
 def test_reads_memcached(cli, pki, memcached, tmp_path):

@@ -21,7 +21,7 @@ from tests.loopback import CONFIG_ALLOW
 from tests.cli.warm_helpers import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
 from tests.responder import Behaviour
 
-ROW_KEYS = ["cert", "file", "action", "status", "next_update", "error"]
+ROW_KEYS = ["cert", "file", "action", "no_ocsp", "status", "next_update", "error"]
 
 
 def warm(cli, *args):
@@ -108,6 +108,23 @@ class TestNginx:
         assert ran.exit_code == 3
         assert "missing" in ran.stdout
         assert os.listdir(out) == []
+
+    def test_a_certificate_without_ocsp_is_no_failure_and_its_old_file_goes(self, cli, pki, out):
+        (out / "no_aia-chain.ocsp").write_bytes(b"a staple from when the CA still had OCSP")
+        ran = cli("export", "--nginx", out, pki.no_aia.chain_path, "--json")
+        assert ran.exit_code == 0, ran.stdout + ran.stderr
+        [row] = ran.json()
+        assert (row["action"], row["no_ocsp"]) == ("removed", True)
+        assert not (out / "no_aia-chain.ocsp").exists()  # never served past its time
+        again = cli("export", "--nginx", out, pki.no_aia.chain_path)
+        assert again.exit_code == 0 and "no OCSP" in again.stdout
+
+    def test_a_must_staple_certificate_without_ocsp_is_a_failure(self, cli, pki, out):
+        issued = pki.leaf("export-must-no-ocsp", must_staple=True, aia=False)
+        ran = cli("export", "--nginx", out, issued.chain_path, "--json")
+        assert ran.exit_code == 3
+        [row] = ran.json()
+        assert (row["action"], row["no_ocsp"]) == ("missing", False)
 
     def test_revoked_is_exported_with_exit_1(self, cli, pki, responder, out):
         responder.script(pki.other, Behaviour(cert_status="revoked"))

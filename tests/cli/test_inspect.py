@@ -91,6 +91,29 @@ class TestTable:
         assert "now holds another certificate" in row["cert_note"]
 
 
+class TestWithoutOCSP:
+    """A certificate that names no OCSP responder has no entry by design."""
+
+    def test_one_certificate_is_no_ocsp_not_missing(self, cli, pki):
+        ran = cli("inspect", pki.no_aia.chain_path)
+        assert ran.exit_code == 0 and "no_aia-chain.pem: names no OCSP responder" in ran.stdout
+        data = cli("inspect", pki.no_aia.chain_path, "--json").json()
+        assert data["no_ocsp"] is True and data["cert_sha1"] == sha1(pki.no_aia)
+
+    def test_a_must_staple_one_is_a_failure(self, cli, pki):
+        issued = pki.leaf("inspect-must-no-ocsp", must_staple=True, aia=False)
+        ran = cli("inspect", issued.chain_path)
+        assert ran.exit_code == 3 and "must-staple, yet names no OCSP responder" in ran.stderr
+
+    def test_the_table_lists_configured_ones_apart(self, cli, pki, tmp_path):
+        config = tmp_path / "c.toml"
+        config.write_text(f'certificates = ["{pki.no_aia.chain_path}", "{pki.good.chain_path}"]\n')
+        ran = cli("inspect", "--config", config, "--json")
+        assert ran.exit_code == 0 and ran.json()["without_ocsp"] == [str(pki.no_aia.chain_path)]
+        human = cli("inspect", "--config", config)
+        assert "1 configured certificates name no OCSP responder" in human.stderr
+
+
 class TestHttpdWrittenEntries:
     """Raw keys as mod_ssl writes them: no metadata, flag byte + DER."""
 
@@ -225,7 +248,7 @@ BAD = [
     ("other-namespace", lambda p, t: ["mod_ssl-stapling:" + "a" * 40], 2, "namespace 'mod_ssl-stapling'"),
     ("wrong-issuer", lambda p, t: [p.good.cert_path, "--issuer", p.root.cert_path], 2, "issuer of CN=good"),
     ("not-cached-id", lambda p, t: ["b" * 40], 3, "no entry in cache local:"),
-    ("not-cached-cert", lambda p, t: [p.no_aia.chain_path], 3, "no_aia-chain.pem: no entry in cache"),
+    ("not-cached-cert", lambda p, t: [p.rsa.chain_path], 3, "rsa-chain.pem: no entry in cache"),
     ("bad-cache", lambda p, t: ["--cache", "mongo://x"], 2, "unknown scheme 'mongo'"),
 ]
 

@@ -56,6 +56,21 @@ class TestOnce:
         config = write_config(tmp_path / "c.toml", [pki.other.chain_path])
         assert cli("prefetch", "--once", "--config", config).exit_code == 1
 
+    def test_certificates_without_ocsp_are_counted_not_failed(self, cli, pki, responder, tmp_path):
+        config = write_config(tmp_path / "c.toml", [pki.good.chain_path, pki.no_aia.chain_path])
+        ran = cli("prefetch", "--once", "--config", config)
+        assert ran.exit_code == 0, ran.stderr
+        assert "loaded 2 certificates (1 added, 0 removed, 1 without OCSP: nothing to fetch)" in ran.stderr
+        assert "no_aia" not in ran.stderr  # one line for all of them; -v names each
+        assert "no_aia-chain.pem no_ocsp: names no OCSP responder" in cli("-v", "prefetch", "--once", "--config", config).stderr
+
+    def test_a_must_staple_certificate_without_ocsp_is_an_error(self, cli, pki, responder, tmp_path):
+        issued = pki.leaf("prefetch-must-no-ocsp", must_staple=True, aia=False)
+        config = write_config(tmp_path / "c.toml", [pki.good.chain_path, issued.chain_path])
+        ran = cli("prefetch", "--once", "--config", config)
+        assert ran.exit_code == 3
+        assert "ERROR" in ran.stderr and "must-staple, yet names no OCSP responder" in ran.stderr
+
     def test_no_certificates_is_bad_input(self, cli, tmp_path):
         config = tmp_path / "empty.toml"
         config.write_text("")
@@ -84,7 +99,7 @@ def test_service_renews_reloads_serves_metrics_and_stops(service, pki, responder
     responder.script(first, short)
     port = free_port()
     config = write_config(
-        tmp_path / "c.toml", [first.chain_path], '[prefetch]\nmin_delay = "1s"\njitter = 0\n'
+        tmp_path / "c.toml", [first.chain_path, pki.no_aia.chain_path], '[prefetch]\nmin_delay = "1s"\njitter = 0\n'
     )
     proc = service(config, "--metrics", f"127.0.0.1:{port}")
 
@@ -99,6 +114,7 @@ def test_service_renews_reloads_serves_metrics_and_stops(service, pki, responder
     assert "staplectl_fetch_success_total" in body
     assert "staplectl_stripe_acquisitions_total{stripe=" in body
     assert "\nstaplectl_fetch_locks_held " in body
+    assert "\nstaplectl_certificates 1\n" in body and "\nstaplectl_certificates_without_ocsp 1\n" in body
 
     # SIGHUP: a new certificate in the file is picked up without a restart
     write_config(config, [first.chain_path, second.chain_path], '[prefetch]\nmin_delay = "1s"\njitter = 0\n')

@@ -53,6 +53,24 @@ class TestWarm:
             [single] = ocsp.load_der_ocsp_response(stored(home, issued).der).responses
             assert single.hash_algorithm.name == "sha512"
 
+    def test_certificates_without_ocsp_are_listed_apart_and_change_no_exit_code(self, cli, pki, responder, tmp_path):
+        directory = certs_dir(tmp_path, pki.good, pki.no_aia)
+        ran = cli("warm", directory, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        rows = rows_by_name(ran)
+        assert rows["no_aia-chain.pem"]["result"] == "no_ocsp" and rows["no_aia-chain.pem"]["error"] is None
+        assert rows["good-chain.pem"]["result"] == "updated"
+        human = cli("warm", directory)
+        assert human.exit_code == 0 and "no OCSP" in human.stdout
+        assert "2 certificates: 1 fresh, 1 no OCSP" in human.stderr
+
+    def test_a_must_staple_certificate_without_ocsp_fails(self, cli, pki, responder, tmp_path):
+        issued = pki.leaf("warm-must-no-ocsp", must_staple=True, aia=False)
+        ran = cli("warm", pki.good.chain_path, issued.chain_path, "--json")
+        assert ran.exit_code == 3
+        row = rows_by_name(ran)["warm-must-no-ocsp-chain.pem"]
+        assert row["result"] == "failed" and row["error"]["reason"] == "must_staple_without_ocsp"
+
     def test_due_staple_is_renewed(self, cli, pki, responder):
         responder.script(pki.good, DUE)
         assert cli("warm", pki.good.chain_path).exit_code == 0

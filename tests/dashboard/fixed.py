@@ -56,12 +56,12 @@ CA = (
 )
 
 
-def _leaf_cert(n: int, cn: str) -> x509.Certificate:
+def _leaf_cert(n: int, cn: str, *, ocsp_url: bool = True, must_staple: bool = False) -> x509.Certificate:
     key = _key(n + 10)
     aia = x509.AuthorityInformationAccess([
         x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(OCSP_URL))
     ])
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))
         .issuer_name(CA.subject)
@@ -70,9 +70,18 @@ def _leaf_cert(n: int, cn: str) -> x509.Certificate:
         .not_valid_before(NOW - dt.timedelta(days=30))
         .not_valid_after(NOW + dt.timedelta(days=60))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
-        .add_extension(aia, critical=False)
-        .sign(CA_KEY, None)
     )
+    if ocsp_url:
+        builder = builder.add_extension(aia, critical=False)
+    if must_staple:
+        builder = builder.add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
+    return builder.sign(CA_KEY, None)
+
+
+def leaf_without_ocsp(name: str, n: int, *, must_staple: bool = False) -> Leaf:
+    """A configured certificate that names no OCSP responder (not among CERTS)."""
+    cert = _leaf_cert(n, f"{name}.example.test", ocsp_url=False, must_staple=must_staple)
+    return Leaf(cert, CA, path=Path(f"/etc/ssl/sites/{name}.pem"))
 
 
 def response(cert: x509.Certificate, this_update: float, next_update: float | None, status: str = "good") -> bytes:

@@ -11,7 +11,7 @@ from engine.refresh.worker_state import Heartbeat
 from staplectl.dashboard import detail
 from staplectl.dashboard.panels import WaitHistory, banner, counts_line, header, lock_panel, spark, worker_text
 from staplectl.dashboard.rows import (
-    COLUMN_KEYS, DUE, EXPIRED, FAILING, GOOD, MISSING, REVOKED, STALE, STYLES, View, bar, build_rows,
+    COLUMN_KEYS, DUE, EXPIRED, FAILING, GOOD, MISSING, NO_OCSP, REVOKED, STALE, STYLES, View, bar, build_rows,
     classify, counts, due_items, error_text, make_row, same_cell, short_name,
 )  # fmt: skip
 from staplectl.dashboard.snapshot import build_items
@@ -59,11 +59,24 @@ def test_states_follow_the_snapshot_clock_not_the_inspection(snap):
 
 def test_counts(snap):
     c = counts(snap)
-    assert c.states == {GOOD: 2, DUE: 1, STALE: 1, EXPIRED: 1, MISSING: 2, REVOKED: 1}
+    assert c.states == {GOOD: 2, DUE: 1, STALE: 1, EXPIRED: 1, MISSING: 2, REVOKED: 1, NO_OCSP: 0}
     assert c[FAILING] == 4  # shop, mail, new, vpn: the worker's consecutive failures
     assert c.total == 8
     line = text_of(counts_line(c))
     assert "2 good" in line and "1 stale but valid" in line and "1 revoked/unknown" in line and "4 failing" in line
+
+
+def test_a_certificate_without_ocsp_is_no_ocsp_not_missing(snap):
+    lets = fixed.leaf_without_ocsp("lets", 20)
+    must = fixed.leaf_without_ocsp("must", 21, must_staple=True)
+    items = build_items(T, leaves=[*LEAVES.values(), lets, must], entries=fixed.entries(), states={})
+    with_them = replace(snap, items=items)
+    by_id = {item.cert_id: item for item in items}
+    assert classify(by_id[lets.cert_id], with_them).state == NO_OCSP
+    assert classify(by_id[must.cert_id], with_them).state == MISSING  # a must-staple one cannot do without
+    c = counts(with_them)
+    assert c[NO_OCSP] == 1 and "1 no OCSP" in text_of(counts_line(c))
+    assert "no OCSP" not in text_of(counts_line(counts(snap)))  # no room taken when there are none
 
 
 def test_default_sort_is_least_time_left_first(snap):
