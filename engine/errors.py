@@ -190,6 +190,12 @@ class NonceMismatchError(ValidationError):
     reason = "nonce_mismatch"
 
 
+class WeakAlgorithmError(ValidationError):
+    """SHA-1, or a short RSA key, with responder.refuse_weak set (engine.ocsp.weak)."""
+
+    reason = "weak_algorithm"
+
+
 class BeyondCertificateError(ValidationError):
     """nextUpdate is after the certificate's own notAfter (optional check)."""
 

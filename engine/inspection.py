@@ -74,6 +74,8 @@ class Inspection:
     junk: str | None = None
     #: when the store drops the entry, where it knows
     expires_at: float | None = None
+    #: weak algorithms of a staple that validated (engine.ocsp.weak); flag "weak"
+    weak: tuple[str, ...] = ()
     meta: dict[str, Any] | None = field(default=None, compare=False)
     state: CertState | None = field(default=None, compare=False)
 
@@ -96,6 +98,7 @@ class Inspection:
             "age_seconds": None if self.age is None else int(self.age),
             "valid": self.valid,
             "flags": list(self.flags),
+            "weak": list(self.weak),
             "problem": self.problem,
             "cert_note": self.cert_note,
             "entry_flag": self.entry_flag,
@@ -244,7 +247,9 @@ def inspect_entry(
     valid = not any(f in ("error-entry", "not-yet-valid", "expired") or f.startswith("invalid") for f in flags)
     if valid and now >= renewal_point(staple.this_update, staple.next_update, policy):
         flags.append("due")
-    return _row(fields, flags, valid=valid, problem=problem)
+    if staple.weak:
+        flags.append("weak")
+    return _row(fields, flags, valid=valid, problem=problem, weak=staple.weak)
 
 
 def _first_single(der: bytes, response: ocsp.OCSPResponse, cert: x509.Certificate | None) -> Staple | None:

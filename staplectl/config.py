@@ -66,6 +66,9 @@ class Responder:
     #: (matched by the hash it names). SHA-1 is what RFC 5019 responders
     #: index on; some CAs also answer SHA-256.
     hash: str = "sha1"
+    #: refuse responses signed with SHA-1 or a short RSA key instead of
+    #: flagging them (engine.ocsp.weak): no staple rather than a weak one
+    refuse_weak: bool = False
     #: networks a responder may be in although they are refused by default
     #: (loopback, private, link-local...: engine.responders.addresses)
     allow: list[str] = field(default_factory=list)

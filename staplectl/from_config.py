@@ -42,7 +42,9 @@ def fetch_options(config: Config) -> FetchOptions:
         transport=TransportOptions(
             timeout=r.timeout, max_size=r.max_size, use_get=r.get, allow=parse_allow(r.allow)
         ),
-        validation=ValidationOptions(skew=r.skew, max_age=r.max_age, check_not_after=r.check_not_after),
+        validation=ValidationOptions(
+            skew=r.skew, max_age=r.max_age, check_not_after=r.check_not_after, refuse_weak=r.refuse_weak
+        ),
         nonce=r.nonce,
         hash_name=r.hash,
     )

@@ -69,7 +69,9 @@ def _new_key(key_type: str) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    raise ValueError(f"key_type must be 'ec' or 'rsa', not {key_type!r}")
+    if key_type == "rsa1024":  # weak, as some CAs' responders still were
+        return rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    raise ValueError(f"key_type must be 'ec', 'rsa' or 'rsa1024', not {key_type!r}")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -129,6 +131,9 @@ class PKI:
             not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1),
         )
         self.delegate_other_ca = self._issue("delegate_other_ca", issuer=self.root, eku=ocsp_eku, nocheck=True)
+        # An RSA-1024 delegate, for responses signed weakly (with sign_hash="sha1" too)
+        self.delegate_weak = self._issue("delegate_weak", issuer=self.intermediate, eku=ocsp_eku, nocheck=True,
+                                         key_type="rsa1024")  # fmt: skip
         # The rogue carries the EKU so that the only thing wrong with it is who it is.
         self.rogue = self._issue("rogue", issuer=None, eku=ocsp_eku)
 

@@ -33,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from tests.sha1_signing import resign_response
+
 if TYPE_CHECKING:
     # Only for annotations: at run time nothing from tests.pki is needed.
     from tests.pki import PKI, Issued
@@ -49,7 +51,7 @@ _RESPONSE_STATUS = {
     "sig_required": ocsp.OCSPResponseStatus.SIG_REQUIRED,
     "unauthorized": ocsp.OCSPResponseStatus.UNAUTHORIZED,
 }
-_SIGNERS = ("issuer", "delegate", "delegate_no_eku", "delegate_expired", "delegate_other_ca", "rogue")
+_SIGNERS = ("issuer", "delegate", "delegate_no_eku", "delegate_expired", "delegate_other_ca", "delegate_weak", "rogue")
 _NONCE = ("echo", "omit", "wrong")
 _RESPONDER_ID = {"hash": ocsp.OCSPResponderEncoding.HASH, "name": ocsp.OCSPResponderEncoding.NAME}
 # A private-arc OID for the padding extension: non-critical, so a verifier ignores it.
@@ -65,7 +67,8 @@ class Behaviour:
     response_status     None (successful) or "malformed_request" | "internal_error" |
                         "try_later" | "sig_required" | "unauthorized" (unsigned error)
     signer              "issuer" (the intermediate) | "delegate" | "delegate_no_eku" |
-                        "delegate_expired" | "delegate_other_ca" | "rogue"; every signer
+                        "delegate_expired" | "delegate_other_ca" | "delegate_weak" (RSA-1024) |
+                        "rogue"; every signer
                         but the issuer puts its certificate in the response
     responder_id        "hash" (byKey) | "name" (byName), naming the signer
     wrong_certid        answer for serial + 1 instead of the serial asked about
@@ -75,6 +78,7 @@ class Behaviour:
     next_update_offset  seconds from now for nextUpdate, or None for no nextUpdate
     nonce               "echo" (the request's, if any) | "omit" | "wrong" (random)
     corrupt_signature   flip the last byte of the signature
+    sign_sha1           sign with sha1WithRSA (an RSA signer: "delegate_weak")
     pad_to              make the HTTP body exactly this many bytes (a signed padding
                         extension when possible, else trailing junk); never shrinks
     http_status, content_type   of the HTTP answer
@@ -94,6 +98,7 @@ class Behaviour:
     next_update_offset: float | None = 3600 * 24
     nonce: str = "echo"
     corrupt_signature: bool = False
+    sign_sha1: bool = False
     pad_to: int | None = None
     http_status: int = 200
     content_type: str = "application/ocsp-response"
@@ -322,6 +327,8 @@ class ScriptedResponder:
             )
         response = builder.sign(signer.key, hashes.SHA256())
         der = response.public_bytes(serialization.Encoding.DER)
+        if b.sign_sha1:
+            der = resign_response(der, response.tbs_response_bytes, response.signature, signer.key)
         if b.corrupt_signature:
             # The signature BIT STRING is not at the end when certificates follow
             # it, so find it. Changing its last byte keeps the DER parseable and

@@ -52,6 +52,8 @@ class Staple:
     produced_at: float
     revocation_time: float | None = None
     revocation_reason: str | None = None
+    #: weak algorithms it was signed with (engine.ocsp.weak), set by validation
+    weak: tuple[str, ...] = ()
 
     @property
     def good(self) -> bool:

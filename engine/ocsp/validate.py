@@ -11,7 +11,7 @@ that is done here, with the issuer's key or a delegated responder's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from cryptography import x509
@@ -36,9 +36,11 @@ from engine.errors import (
     SignatureError,
     TooOldError,
     UnauthorizedResponderError,
+    WeakAlgorithmError,
 )
 from engine.ocsp.request import CertID, build_request, key_hash
 from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
+from engine.ocsp.weak import weaknesses
 
 DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
 DEFAULT_MAX_AGE = 3600.0  # without nextUpdate: as long as mod_ssl keeps one
@@ -51,6 +53,8 @@ class ValidationOptions:
     max_age: float = DEFAULT_MAX_AGE
     #: refuse a nextUpdate after the certificate's own notAfter
     check_not_after: bool = False
+    #: refuse weak algorithms (engine.ocsp.weak) instead of flagging them
+    refuse_weak: bool = False
 
 
 def validate(
@@ -78,8 +82,11 @@ def validate(
             name,
         )
     single = _matching_single(response, leaf, cert_id, source)
-    _check_signer(response, leaf, now, options, source)
-    staple = Staple.from_single(der, response, single)
+    signer, delegate = _check_signer(response, leaf, now, options, source)
+    weak = weaknesses(response, signer, delegate)
+    if weak and options.refuse_weak:
+        raise WeakAlgorithmError(f"{source}: {'; '.join(weak)} (refused: responder.refuse_weak is set)")
+    staple = replace(Staple.from_single(der, response, single), weak=weak)
     if staple.next_update is not None and staple.next_update < staple.this_update:
         raise BadValidityError(
             f"{source}: nextUpdate {iso(staple.next_update)} is before thisUpdate {iso(staple.this_update)}"
@@ -180,11 +187,13 @@ def _responder_id(response: ocsp.OCSPResponse) -> str:
 
 def _check_signer(
     response: ocsp.OCSPResponse, leaf: Leaf, now: float, options: ValidationOptions, source: str
-) -> None:
+) -> tuple[x509.Certificate, x509.Certificate | None]:
+    """Who signed it, with authority: (the signer, the delegated responder
+    certificate or None when the issuer itself signed); or raise."""
     written = _written_id(response)
     if _names(response, written, leaf.issuer):
         _verify_signature(response, leaf.issuer, source, "the issuer")
-        return
+        return leaf.issuer, None
     delegate = next((c for c in response.certificates if _names(response, written, c)), None)
     if delegate is None:
         raise UnauthorizedResponderError(
@@ -211,6 +220,7 @@ def _check_signer(
             f"to {iso(not_after)}"
         )
     _verify_signature(response, delegate, source, who)
+    return delegate, delegate
 
 
 def _verify_signature(

@@ -116,6 +116,7 @@ def _result(
         "this_update": iso(staple.this_update),
         "next_update": iso(staple.next_update),
         "produced_at": iso(staple.produced_at),
+        "weak": list(staple.weak),
         "seconds_left": int(staple.next_update - now) if staple.next_update else None,
         "responder": responder,
         "cache": redact(cache.provider.uri) if cache else None,
@@ -141,6 +142,8 @@ def _show(term: Terminal, leaf: Leaf, staple: Staple, result: dict[str, Any], no
         rows.insert(2, ("revoked", f"{iso(staple.revocation_time)} ({staple.revocation_reason or 'no reason given'})"))
     if leaf.must_staple:
         rows.append(("must-staple", "yes: a server without this staple will fail handshakes"))
+    if staple.weak:
+        rows.append(("weak", "; ".join(staple.weak) + " (accepted; responder.refuse_weak refuses)"))
     for label, value in rows:
         term.out.print(f"  [dim]{label:<12}[/] {escape(printable(str(value)))}")
 

@@ -342,6 +342,8 @@ def _show(term: Terminal, row: Inspection, der: bytes, state: CertState | None, 
     ]
     if row.cert_note:
         lines.insert(2, ("note", safe(row.cert_note)))
+    if row.weak:
+        lines.append(("weak", f"[yellow]{safe('; '.join(row.weak))}[/] (accepted; responder.refuse_weak refuses)"))
     for label, value in lines:
         term.out.print(f"  [dim]{label:<12}[/] {value}", emoji=False)
     if der:

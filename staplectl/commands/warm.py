@@ -74,6 +74,7 @@ class Row:
             "this_update": iso(s.this_update) if s else None,
             "next_update": iso(s.next_update) if s else None,
             "produced_at": iso(s.produced_at) if s else None,
+            "weak": list(s.weak) if s else [],
             "result": self.result,
             "error": error_dict(self.error) if self.error else None,
         }

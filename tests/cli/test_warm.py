@@ -20,7 +20,7 @@ from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
 from tests.servers import free_port
 
-ROW_KEYS = ["cert", "cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "result", "error"]
+ROW_KEYS = ["cert", "cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "weak", "result", "error"]
 
 
 # -- in-process --------------------------------------------------------------------
