@@ -11,7 +11,7 @@ _staplectl_options() {  # every option of command $1 ('' before the command)
         'inspect') echo '--issuer --text --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'prefetch') echo '--once --metrics --log-format --cache --config -v --verbose -q --quiet -h --help' ;;
         'check') echo '-w --warn -c --crit --no-ocsp --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
-        'export') echo '--nginx --haproxy --mod-md --haproxy-socket --prune --reload-cmd --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
+        'export') echo '--nginx --name --haproxy --mod-md --haproxy-socket --prune --reload-cmd --issuer --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'locks') echo '--all --watch --interval --json --cache --config -v --verbose -q --quiet -h --help' ;;
         'config') echo '--json --cache --config -v --verbose -q --quiet -h --help' ;;
         'dashboard') echo '--interval --prefetch --cache --config -v --verbose -q --quiet -h --help' ;;
@@ -26,7 +26,7 @@ _staplectl_valued() {  # the options of $1 that take a value
         'inspect') echo '--issuer --cache --config' ;;
         'prefetch') echo '--metrics --log-format --cache --config' ;;
         'check') echo '-w --warn -c --crit --no-ocsp --issuer --cache --config' ;;
-        'export') echo '--nginx --mod-md --haproxy-socket --reload-cmd --issuer --cache --config' ;;
+        'export') echo '--nginx --name --mod-md --haproxy-socket --reload-cmd --issuer --cache --config' ;;
         'locks') echo '--interval --cache --config' ;;
         'config') echo '--cache --config' ;;
         'dashboard') echo '--interval --cache --config' ;;

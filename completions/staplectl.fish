@@ -81,7 +81,8 @@ complete -c staplectl -n '__fish_seen_subcommand_from check' -s q -l quiet -d 'O
 complete -c staplectl -n '__fish_seen_subcommand_from check' -s h -l help -d 'Show this message and exit.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -F
 
-complete -c staplectl -n '__fish_seen_subcommand_from export' -l nginx -r -F -d 'Write DIR/<certificate file stem>.ocsp (DER) for nginx\'s ssl_stapling_file, and DIR/<stem>.stapling, a snippet holding that directive, for the server block to include.'
+complete -c staplectl -n '__fish_seen_subcommand_from export' -l nginx -r -F -d 'Write DIR/<certificate file stem>.ocsp (DER) for nginx\'s ssl_stapling_file, and DIR/<stem>.stapling, a snippet holding that directive, for the server block to include. Where stems repeat (certbot\'s live/<name>/fullchain.pem), those are named after their directory: <name>.ocsp.'
+complete -c staplectl -n '__fish_seen_subcommand_from export' -l name -x -d 'With --nginx: name each staple PATTERN.ocsp, from {stem}, {file}, {dir} (the directory\'s name) and {sha1}, e.g. \'{dir}\' for certbot\'s tree.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy -d 'Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l mod-md -r -F -d 'Write mod_md\'s OCSP store (MDStapling on) under httpd\'s MDStoreDir DIR: ocsp/other/ocsp-<sha1>.json.'
 complete -c staplectl -n '__fish_seen_subcommand_from export' -l haproxy-socket -r -F -d 'With --haproxy: also hand each written staple to the running HAProxy through its admin socket (set ssl ocsp-response), no reload needed.'

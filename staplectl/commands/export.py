@@ -27,6 +27,7 @@ from engine.api import (
 )
 from staplectl import fmt, mod_md
 from staplectl.exitcodes import Exit
+from staplectl.export_names import check_pattern, nginx_files
 from staplectl.from_config import open_reader
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
 from staplectl.options import IssuerOpt, JsonOpt, command
@@ -80,7 +81,13 @@ def export(
     ] = None,
     nginx: Annotated[
         Optional[Path],
-        typer.Option("--nginx", metavar="DIR", help="Write DIR/<certificate file stem>.ocsp (DER) for nginx's ssl_stapling_file, and DIR/<stem>.stapling, a snippet holding that directive, for the server block to include."),
+        typer.Option("--nginx", metavar="DIR", help="Write DIR/<certificate file stem>.ocsp (DER) for nginx's ssl_stapling_file, and DIR/<stem>.stapling, a snippet holding that directive, for the server block to include. Where stems repeat (certbot's live/<name>/fullchain.pem), those are named after their directory: <name>.ocsp."),
+    ] = None,
+    name_pattern: Annotated[
+        Optional[str],
+        typer.Option("--name", metavar="PATTERN", show_default=False,
+                     help="With --nginx: name each staple PATTERN.ocsp, from {stem}, {file}, {dir} (the directory's "
+                     "name) and {sha1}, e.g. '{dir}' for certbot's tree."),
     ] = None,
     haproxy: Annotated[
         bool, typer.Option("--haproxy", help="Write <certificate file>.ocsp next to each certificate, where HAProxy loads it at start.")
@@ -128,7 +135,13 @@ def export(
         effective = opts.load_config()
         targets = load_targets(paths, issuer, None, effective)
         target = "nginx" if nginx is not None else "mod_md" if mod_md_dir is not None else "haproxy"
-        files = {leaf.cert_id: _target(leaf, nginx, mod_md_dir) for leaf in targets.leaves}
+        if name_pattern is not None and nginx is None:
+            raise InputError("--name names nginx's staple files: it needs --nginx")
+        if nginx is not None:
+            pattern = check_pattern(name_pattern) if name_pattern is not None else None
+            files = nginx_files(targets.leaves, nginx, pattern)
+        else:
+            files = {leaf.cert_id: _target(leaf, mod_md_dir) for leaf in targets.leaves}
         clashes = _clashes(targets.leaves, files)
         for directory in sorted({file.parent for file in files.values()}):
             for stale in remove_stale_temporaries(directory):
@@ -205,10 +218,9 @@ def _failed(row: Row) -> bool:
     return row.action == "failed" or (row.action in ("missing", "removed") and not row.no_ocsp)
 
 
-def _target(leaf: Leaf, nginx: Path | None, mod_md_dir: Path | None) -> Path:
+def _target(leaf: Leaf, mod_md_dir: Path | None) -> Path:
+    """mod_md's file, else HAProxy's (beside the certificate): nginx's are export_names'."""
     assert leaf.path is not None  # loaded from a file
-    if nginx is not None:
-        return nginx / f"{leaf.path.stem}.ocsp"
     if mod_md_dir is not None:
         return mod_md.entry_path(mod_md_dir, leaf.cert_id)
     return leaf.path.with_name(leaf.path.name + ".ocsp")
@@ -227,7 +239,7 @@ def _clashes(leaves: list[Leaf], files: dict[str, Path]) -> dict[str, StapleErro
             for leaf in group:
                 clashes[leaf.cert_id] = ExportError(
                     f"{file}: {len(group)} certificates would be exported to this one file ({names}); "
-                    "export them to different directories or rename the certificate files"
+                    "name them apart with --name (e.g. '{dir}-{stem}'), or export them to different directories"
                 )
     return clashes
 

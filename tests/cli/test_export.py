@@ -144,12 +144,42 @@ class TestNginx:
         assert table[0].split() == ["CERTIFICATE", "FILE", "ACTION", "STATUS", "NEXT", "UPDATE"]
         assert str(out / "good-chain.ocsp") in table[1] and " unchanged " in table[1]
 
-    def test_same_file_name_from_two_certificates_is_refused(self, cli, pki, tmp_path, out):
-        for issued, site in ((pki.good, "a"), (pki.rsa, "b")):
+    def test_a_certbot_tree_is_named_after_its_directories(self, cli, pki, tmp_path, out, home):
+        """live/<name>/fullchain.pem for every certificate: one command exports them all."""
+        for issued, site in ((pki.good, "a.example"), (pki.rsa, "b.example")):
             (tmp_path / "live" / site).mkdir(parents=True)
             shutil.copy(issued.chain_path, tmp_path / "live" / site / "fullchain.pem")
         warm(cli, f"{tmp_path}/live/*/fullchain.pem")
         ran = cli("export", "--nginx", out, f"{tmp_path}/live/*/fullchain.pem", "--json")
+        assert ran.exit_code == 0, ran.stdout + ran.stderr
+        assert sorted(os.listdir(out)) == [
+            "a.example.ocsp", "a.example.stapling", "b.example.ocsp", "b.example.stapling"]
+        assert (out / "a.example.ocsp").read_bytes() == stored(home, pki.good).der
+        # HAProxy's files go beside each certificate, so the same tree needs no naming
+        haproxy = cli("export", "--haproxy", f"{tmp_path}/live/*/fullchain.pem")
+        assert haproxy.exit_code == 0, haproxy.stderr
+        assert (tmp_path / "live" / "b.example" / "fullchain.pem.ocsp").read_bytes() == stored(home, pki.rsa).der
+
+    def test_a_pattern_names_them_explicitly(self, cli, pki, tmp_path, out):
+        warm(cli, pki.good.chain_path)
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--name", "site-{stem}-{sha1}")
+        assert ran.exit_code == 0, ran.stderr
+        assert f"site-good-chain-{cert_id_of(pki.good)}.ocsp" in os.listdir(out)
+
+    @pytest.mark.parametrize("pattern, message", [
+        ("{owner}", "unknown field {owner}"), ("plain", "no field"), ("{stem", "--name '{stem'"),
+        ("../{stem}", "not a file name"),
+    ])
+    def test_a_bad_pattern_is_bad_input(self, cli, pki, out, pattern, message):
+        ran = cli("export", "--nginx", out, pki.good.chain_path, "--name", pattern)
+        assert ran.exit_code == 2 and message in ran.stderr and os.listdir(out) == []
+
+    def test_names_that_still_clash_are_refused(self, cli, pki, tmp_path, out):
+        for issued, site in ((pki.good, "a"), (pki.rsa, "b")):
+            (tmp_path / site).mkdir()
+            shutil.copy(issued.chain_path, tmp_path / site / "fullchain.pem")
+        warm(cli, f"{tmp_path}/*/fullchain.pem")
+        ran = cli("export", "--nginx", out, f"{tmp_path}/*/fullchain.pem", "--name", "{stem}", "--json")
         assert ran.exit_code == 3
         assert {row["action"] for row in ran.json()} == {"failed"}
         assert "2 certificates would be exported to this one file" in ran.json()[0]["error"]["message"]
