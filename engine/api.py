@@ -66,6 +66,7 @@ from engine.responders.addresses import parse_allow
 from engine.refresh.fetch import FetchOptions
 from engine.refresh.fetch import fetch as fetch_staple
 from engine.responders.health import ResponderDownError, ResponderHealth, ResponderState, responder_key
+from engine.responders.proxy import ProxySettings, parse_no_proxy, parse_proxy
 from engine.responders.transport import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, TransportOptions, check_url
 from engine.atomic import (
     check_output,
@@ -94,7 +95,7 @@ __all__ = [
     "ValidationOptions",
     # responders
     "parse_allow", "FetchOptions", "fetch_staple", "ResponderDownError", "ResponderHealth", "ResponderState",
-    "responder_key", "DEFAULT_MAX_SIZE", "DEFAULT_TIMEOUT", "TransportOptions", "check_url",
+    "responder_key", "ProxySettings", "parse_no_proxy", "parse_proxy", "DEFAULT_MAX_SIZE", "DEFAULT_TIMEOUT", "TransportOptions", "check_url",
     # the store
     "check_output", "check_replaceable", "remove_stale_temporaries", "write_atomic", "write_output",
     "STORE_ERRORS", "Cache", "Found", "Inspection", "KnownCertificates", "cert_sha1", "inspect_entry",

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: the system packages the tests start
-# for real (memcached, redis, openssl, httpd, nginx, HAProxy; zsh and fish,
+# for real (memcached, redis, openssl, httpd, nginx, HAProxy, tinyproxy; zsh and fish,
 # whose completions are tested), the virtualenv, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(memcached redis-server openssl apache2 nginx haproxy zsh fish)
+packages=(memcached redis-server openssl apache2 nginx haproxy tinyproxy zsh fish)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -21,7 +21,7 @@ from typing import Any
 from engine.api import (
     BOUNDS, CERTID_HASHES, DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, DEFAULT_POLICY, DEFAULT_SKEW, DEFAULT_STRIPES, DEFAULT_TIMEOUT,
     CertSpec, FreshnessPolicy, InputError, OutOfBoundsError, check_bound, default_cache_uri,
-    format_duration, parse_allow, parse_duration, state_dir,
+    format_duration, parse_allow, parse_duration, parse_proxy, redact, state_dir,
 )
 
 
@@ -72,6 +72,11 @@ class Responder:
     #: networks a responder may be in although they are refused by default
     #: (loopback, private, link-local...: engine.responders.addresses)
     allow: list[str] = field(default_factory=list)
+    #: an http:// forward proxy for every responder (engine.responders.proxy);
+    #: unset: $http_proxy / $https_proxy (and $no_proxy) from the environment
+    proxy: str | None = None
+    #: hosts asked directly although a proxy is set (NO_PROXY's syntax)
+    no_proxy: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +129,8 @@ class Config:
                     value = format_duration(value)
                 elif isinstance(value, Path):
                     value = str(value)
+                elif f.name == "proxy" and value:
+                    value = redact(value)  # its password stays out of what is printed
                 out[f.name] = value
             return out
 
@@ -244,6 +251,10 @@ def _section(where: str, name: str, table: Any, cls: type) -> Any:
             values[key] = Path(_typed(where, qualified, value, str)).expanduser()
         elif key == "allow":
             values[key] = _networks(where, qualified, value)
+        elif qualified == "responder.proxy":
+            values[key] = check_proxy(_typed(where, qualified, value, str), f"{where}: {qualified}")
+        elif qualified == "responder.no_proxy":
+            values[key] = _strings(where, qualified, value)
         elif qualified == "responder.hash":
             values[key] = check_hash(_typed(where, qualified, value, str), f"{where}: {qualified} = {value!r}")
         else:
@@ -262,6 +273,20 @@ def check_hash(name: str, what: str) -> str:
     if name.lower() not in CERTID_HASHES:
         raise ConfigError(f"{what}: unsupported CertID hash (use one of {', '.join(CERTID_HASHES)})")
     return name.lower()
+
+
+def check_proxy(url: str, what: str) -> str:
+    try:
+        parse_proxy(url, what)
+    except InputError as error:
+        raise ConfigError(str(error)) from None
+    return url
+
+
+def _strings(where: str, key: str, items: Any) -> list[str]:
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{where}: {key} should be a list of strings")
+    return items
 
 
 def _networks(where: str, key: str, items: Any) -> list[str]:

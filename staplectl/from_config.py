@@ -4,11 +4,12 @@ every command (and the dashboard)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from engine.api import (
-    EngineSettings, FetchOptions, StapleReader, Stapler, StaplerOptions, TransportOptions, ValidationOptions,
-    WorkerOptions, build_reader, build_stapler, parse_allow,
+    EngineSettings, FetchOptions, ProxySettings, StapleReader, Stapler, StaplerOptions, TransportOptions,
+    ValidationOptions, WorkerOptions, build_reader, build_stapler, parse_allow, parse_no_proxy, parse_proxy,
 )
 from staplectl.config import Config
 
@@ -40,7 +41,8 @@ def fetch_options(config: Config) -> FetchOptions:
     r = config.responder
     return FetchOptions(
         transport=TransportOptions(
-            timeout=r.timeout, max_size=r.max_size, use_get=r.get, allow=parse_allow(r.allow)
+            timeout=r.timeout, max_size=r.max_size, use_get=r.get, allow=parse_allow(r.allow),
+            proxy=proxy_settings(config),
         ),
         validation=ValidationOptions(
             skew=r.skew, max_age=r.max_age, check_not_after=r.check_not_after, refuse_weak=r.refuse_weak
@@ -48,6 +50,24 @@ def fetch_options(config: Config) -> FetchOptions:
         nonce=r.nonce,
         hash_name=r.hash,
     )
+
+
+def proxy_settings(config: Config, environ: Mapping[str, str] = os.environ) -> ProxySettings:
+    """The configuration's responder.proxy for every responder; without one,
+    the environment's, as curl reads it: $http_proxy for http responders,
+    $https_proxy for https ones (lower case first, then upper), $no_proxy."""
+    r = config.responder
+    if r.proxy:
+        proxy = parse_proxy(r.proxy, "responder.proxy")
+        return ProxySettings((("http", proxy), ("https", proxy)), tuple(r.no_proxy))
+    proxies = []
+    for scheme in ("http", "https"):
+        for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY"):
+            if environ.get(name):
+                proxies.append((scheme, parse_proxy(environ[name], f"${name}")))
+                break
+    no_proxy = parse_no_proxy(environ.get("no_proxy") or environ.get("NO_PROXY") or "")
+    return ProxySettings(tuple(proxies), no_proxy + tuple(r.no_proxy))
 
 
 def engine_settings(config: Config) -> EngineSettings:

@@ -11,6 +11,18 @@ import redis
 from tests.loopback import CONFIG_ALLOW
 from tests.servers import ServerProcess, start_memcached, start_redis
 
+#: the environment's outbound proxies, which staplectl honours: a machine
+#: that sets them (for apt or pip) must not send the tests' loopback
+#: responders through them. Tests that want a proxy set one themselves.
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 # -- real cache servers, one set per test session (see tests/servers.py) -----
 
 

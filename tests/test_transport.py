@@ -385,7 +385,7 @@ def test_a_url_that_cannot_be_sent(url):
 
 
 def test_default_port_is_not_in_the_host_field():
-    from engine.responders.transport import _request_head
+    from engine.responders.http_request import _request_head
 
     assert b"\r\nHost: ocsp.example\r\n" in _request_head("POST", "ocsp.example", 80, False, "/", 1)
     assert b"\r\nHost: ocsp.example\r\n" in _request_head("POST", "ocsp.example", 443, True, "/", 1)

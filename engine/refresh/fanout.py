@@ -283,11 +283,11 @@ class _Run:
 
     def _connect(self, task: _Task) -> None:
         assert task.plan is not None
-        where = (task.plan.host, task.plan.port)
+        where = (task.plan.connect_host, task.plan.connect_port)  # the responder's, or its proxy's
         addresses = self.addresses.get(where)
         if addresses is None:
             try:
-                ipaddress.ip_address(task.plan.host)
+                ipaddress.ip_address(task.plan.connect_host)
             except ValueError:
                 self._resolve_in_background(where, task)
                 return
@@ -426,7 +426,7 @@ class _Run:
             for waiter in self.resolving.pop(where):
                 self._guarded(waiter, lambda waiter=waiter: self._connect(waiter))
 
-        self.background.submit(lambda: resolve(host_plan), resolved, host_plan.host)
+        self.background.submit(lambda: resolve(host_plan), resolved, host_plan.connect_host)
 
     def _abandon(self) -> None:
         """After the last task, or on the way out of an exception (Ctrl-C)."""

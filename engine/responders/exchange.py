@@ -131,7 +131,7 @@ class Exchange:
         if len(self._chunks) > 1:
             self._chunks = [raw]
         try:
-            self._body = read_answer(self.plan.url, BufferReader(raw, eof), self.plan.max_size)
+            self._body = read_answer(self.plan.label, BufferReader(raw, eof), self.plan.max_size)
         except NeedMore:
             return  # the answer goes on: wait for more
         except Exception as exc:

@@ -18,18 +18,14 @@ felt it.
 
 from __future__ import annotations
 
-import base64
 import errno
-import re
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-from engine.responders.addresses import Network, refusal
 from engine.errors import (
     ContentTypeError,
     FetchError,
@@ -38,35 +34,24 @@ from engine.errors import (
     ResponderHTTPError,
     ResponderTimeoutError,
     ResponderUnreachableError,
-    ResponderURLError,
     ResponseTooLargeError,
 )
+from engine.responders.addresses import refusal
+from engine.responders.http_request import (  # the request side, re-exported for the callers of post
+    DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, OCSP_RESPONSE_TYPE, Plan, TransportOptions, check_url, plan,
+)
+from engine.responders.proxy import connect_request
 
-OCSP_REQUEST_TYPE = "application/ocsp-request"
-OCSP_RESPONSE_TYPE = "application/ocsp-response"
-USER_AGENT = "staplectl/0.1"
+__all__ = [
+    "DEFAULT_MAX_SIZE", "DEFAULT_TIMEOUT", "Plan", "TransportOptions", "check_url", "plan", "post", "resolve",
+    "fetch_error", "read_answer", "BufferReader", "NeedMore",
+]  # fmt: skip
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_MAX_SIZE = 64 * 1024
-#: RFC 5019 2.1.1: GET only when the encoded request is under 255 bytes
-GET_MAX_URL = 255
 #: limits on what precedes the body (http.client's own)
 MAX_LINE = 65536
 MAX_HEADERS = 100
 
 _RECV = 65536
-#: what http.client refuses in a request target or host (request smuggling)
-_BAD_URL_CHARS = re.compile("[\x00-\x20\x7f]")
-
-
-@dataclass(frozen=True)
-class TransportOptions:
-    timeout: float = DEFAULT_TIMEOUT
-    max_size: int = DEFAULT_MAX_SIZE
-    use_get: bool = False
-    #: networks a responder may resolve to although engine.responders.addresses
-    #: refuses them by default (responder.allow)
-    allow: tuple[Network, ...] = ()
 
 
 class _Deadline:
@@ -118,6 +103,8 @@ def _connect(exchange: Plan, deadline: _Deadline) -> socket.socket:
     if not exchange.tls:
         return sock
     try:
+        if exchange.proxy is not None:
+            _tunnel(sock, exchange, deadline)
         # the handshake as a whole is bounded by this timeout
         sock.settimeout(deadline.remaining())
         return _tls().wrap_socket(sock, server_hostname=exchange.host)
@@ -126,15 +113,35 @@ def _connect(exchange: Plan, deadline: _Deadline) -> socket.socket:
         raise
 
 
+def _tunnel(sock: socket.socket, exchange: Plan, deadline: _Deadline) -> None:
+    """CONNECT through the proxy to the https responder; raise unless it says 200."""
+    assert exchange.proxy is not None
+    sock.settimeout(deadline.remaining())
+    sock.sendall(connect_request(exchange.host, exchange.port, exchange.proxy))
+    reader = _Reader(sock, deadline)
+    response = _read_head(reader)
+    if response.status != 200:
+        raise ResponderHTTPError(
+            f"responder {exchange.label}: the proxy answered HTTP {response.status} {response.reason} "
+            "to CONNECT".replace("  ", " "),
+            response.status,
+        )
+    if reader.pos < len(reader.buf):
+        raise _ProtocolError("the proxy sent bytes after its answer to CONNECT")
+
+
 def resolve(exchange: Plan) -> list[tuple[int, Any]]:
-    """The (family, sockaddr) pairs to try for the plan's host, those the
-    address policy refuses left out (engine.responders.addresses); the FetchError saying
-    why when none is left."""
+    """The (family, sockaddr) pairs to try for what the plan connects to (its
+    host, or its proxy), those the address policy refuses left out
+    (engine.responders.addresses); the FetchError saying why when none is left.
+    The operator's proxy is not held to the policy."""
     try:
-        infos = socket.getaddrinfo(exchange.host, exchange.port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(exchange.connect_host, exchange.connect_port, type=socket.SOCK_STREAM)
     except OSError as exc:
         error = fetch_error(exc, exchange)
-        raise (error or ResponderUnreachableError(f"responder {exchange.url}: {exc}")) from None
+        raise (error or ResponderUnreachableError(f"responder {exchange.label}: {exc}")) from None
+    if exchange.proxy is not None:
+        return [(family, address) for family, _, _, _, address in infos]
     usable, refused = [], []
     for family, _, _, _, address in infos:
         why = refusal(address[0], exchange.allow)
@@ -281,79 +288,6 @@ def _read_chunked(reader: _Reader, cap: int) -> bytes:
             raise _ProtocolError("a chunk of the body is longer than its size says")
 
 
-def check_url(url: str) -> tuple[str, str, int | None, str]:
-    """Split a responder URL, refusing anything but http and https."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ResponderURLError(f"responder URL {url!r}: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ResponderURLError(
-            f"responder URL {url!r}: scheme {parts.scheme or '(none)'!r} is not allowed (only http and https)"
-        )
-    if not parts.hostname:
-        raise ResponderURLError(f"responder URL {url!r}: no host")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return parts.scheme, parts.hostname, port, path
-
-
-def _request_head(method: str, host: str, port: int | None, tls: bool, path: str, length: int | None) -> bytes:
-    """The request line and header fields, as http.client wrote them."""
-    host_field = f"[{host}]" if ":" in host else host
-    if port is not None and port != (443 if tls else 80):
-        host_field += f":{port}"
-    lines = [
-        f"{method} {path} HTTP/1.1",
-        f"Host: {host_field}",
-        "Accept-Encoding: identity",
-        f"User-Agent: {USER_AGENT}",
-        f"Accept: {OCSP_RESPONSE_TYPE}",
-        "Connection: close",
-    ]
-    if length is not None:
-        lines += [f"Content-Type: {OCSP_REQUEST_TYPE}", f"Content-Length: {length}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one exchange sends, and where: the bytes of the request, ready."""
-
-    url: str
-    host: str
-    port: int
-    tls: bool
-    payload: bytes
-    timeout: float
-    max_size: int
-    allow: tuple[Network, ...] = ()
-
-
-def plan(url: str, request_der: bytes, options: TransportOptions = TransportOptions()) -> Plan:
-    """Check the URL and write the request (POST, or GET where RFC 5019 allows)."""
-    scheme, host, port, path = check_url(url)
-    method, body = "POST", request_der
-    if options.use_get:
-        encoded = quote(base64.b64encode(request_der).decode(), safe="")
-        get_path = path.rstrip("/") + "/" + encoded
-        if len(get_path) <= GET_MAX_URL:
-            method, body, path = "GET", b"", get_path
-    tls = scheme == "https"
-    try:
-        if _BAD_URL_CHARS.search(path) or _BAD_URL_CHARS.search(host):
-            raise UnicodeError
-        host_field = host if host.isascii() else host.encode("idna").decode("ascii")
-        head = _request_head(method, host_field, port, tls, path, len(body) if method == "POST" else None)
-    except UnicodeError:
-        raise ResponderURLError(
-            f"responder URL {url!r}: its host or path holds a space, a control or a non-ASCII character"
-        ) from None
-    return Plan(url, host, port or (443 if tls else 80), tls, head + body, options.timeout, options.max_size, options.allow)
-
-
 def post(url: str, request_der: bytes, options: TransportOptions = TransportOptions()) -> bytes:
     """Send an OCSP request and return the response body, or raise a FetchError."""
     exchange = plan(url, request_der, options)
@@ -364,7 +298,7 @@ def post(url: str, request_der: bytes, options: TransportOptions = TransportOpti
         sock.settimeout(deadline.remaining())
         sock.sendall(exchange.payload)
         reader = _Reader(sock, deadline)
-        return read_answer(url, reader, options.max_size)
+        return read_answer(exchange.label, reader, options.max_size)
     except Exception as exc:
         error = fetch_error(exc, exchange)
         if error is None:
@@ -378,7 +312,7 @@ def post(url: str, request_der: bytes, options: TransportOptions = TransportOpti
 def fetch_error(exc: BaseException, exchange: Plan) -> FetchError | None:
     """The FetchError that tells an operator what went wrong, for what the
     socket, TLS or the parser raised; None for anything else (a bug)."""
-    url = exchange.url
+    url = exchange.label
     if isinstance(exc, FetchError):
         return exc
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -388,7 +322,7 @@ def fetch_error(exc: BaseException, exchange: Plan) -> FetchError | None:
     if isinstance(exc, ConnectionRefusedError):
         return ResponderUnreachableError(f"responder {url}: connection refused")
     if isinstance(exc, socket.gaierror):
-        return ResponderUnreachableError(f"responder {url}: cannot resolve {exchange.host!r}: {exc.strerror}")
+        return ResponderUnreachableError(f"responder {url}: cannot resolve {exchange.connect_host!r}: {exc.strerror}")
     if isinstance(exc, (OSError, _ProtocolError)):
         detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         return ResponderUnreachableError(f"responder {url}: {detail}")

@@ -36,5 +36,8 @@ def config(
     for section, values in effective.items():
         term.out.print(f"\n\\[{section}]")
         for key, value in values.items():
+            if value is None:  # TOML has no null: say it is unset
+                term.out.print(escape(f"# {key}: not set"))
+                continue
             shown = str(value).lower() if isinstance(value, bool) else (f'"{value}"' if isinstance(value, str) else value)
             term.out.print(escape(f"{key} = {shown}"))
