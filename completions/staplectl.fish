@@ -15,6 +15,7 @@ complete -c staplectl -n __fish_use_subcommand -a prefetch -d 'Keep every config
 complete -c staplectl -n __fish_use_subcommand -a check -d 'Check the cached staples, for Nagios, Icinga and friends. Never fetches.'
 complete -c staplectl -n __fish_use_subcommand -a export -d 'Export the cached staples as files for nginx (--nginx DIR) or HAProxy (--haproxy).'
 complete -c staplectl -n __fish_use_subcommand -a locks -d 'Show contention on the fetch locks, and who holds which certificate now.'
+complete -c staplectl -n __fish_use_subcommand -a probe -d 'Show what a TLS server staples, and whether it is the cache\'s staple.'
 complete -c staplectl -n __fish_use_subcommand -a config -d 'Print the effective configuration: the file\'s values over the defaults.'
 complete -c staplectl -n __fish_use_subcommand -a dashboard -d 'Watch staple freshness and fetch-lock contention live; refresh staples by hand.'
 
@@ -72,6 +73,8 @@ complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -s h -l help -d 
 complete -c staplectl -n '__fish_seen_subcommand_from check' -s w -l warn -x -d 'WARNING when a staple has less than this left until nextUpdate (30m, 12h, 1d).'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -s c -l crit -x -d 'CRITICAL when a staple has less than this left.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l no-ocsp -x -d 'The state of a certificate that names no OCSP responder (several CAs dropped OCSP in 2025). A must-staple one is CRITICAL whatever this says.'
+complete -c staplectl -n '__fish_seen_subcommand_from check' -l probe -x -d 'Also check what this server staples, by a TLS handshake (repeatable): nothing, an invalid or expired response is CRITICAL whatever the cache holds. With --probe and no CERT, only the servers are checked.'
+complete -c staplectl -n '__fish_seen_subcommand_from check' -l servername -x -d 'The SNI name for --probe. [default: each HOST]'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l issuer -r -F -d 'Issuer certificate, for files that hold no chain.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l json -d 'Print JSON to stdout: no colour, stable keys.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l cache -x -d 'Cache provider: local:[PATH], dbm:PATH, memcache://HOST:PORT[,...], redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]. Default: local: under $STAPLECTL_HOME or the XDG state directory.'
@@ -106,6 +109,15 @@ complete -c staplectl -n '__fish_seen_subcommand_from locks' -l config -r -F -d 
 complete -c staplectl -n '__fish_seen_subcommand_from locks' -s v -l verbose -d 'Say more on stderr (repeat for more).'
 complete -c staplectl -n '__fish_seen_subcommand_from locks' -s q -l quiet -d 'Only errors on stderr.'
 complete -c staplectl -n '__fish_seen_subcommand_from locks' -s h -l help -d 'Show this message and exit.'
+
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -l servername -x -d 'The name sent in SNI, which picks the certificate. [default: HOST]'
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -l timeout -x -d 'Connect and handshake, in total.'
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -l json -d 'Print JSON to stdout: no colour, stable keys.'
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -l cache -x -d 'Cache provider: local:[PATH], dbm:PATH, memcache://HOST:PORT[,...], redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]. Default: local: under $STAPLECTL_HOME or the XDG state directory.'
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -l config -r -F -d 'Configuration file (TOML).'
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -s v -l verbose -d 'Say more on stderr (repeat for more).'
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -s q -l quiet -d 'Only errors on stderr.'
+complete -c staplectl -n '__fish_seen_subcommand_from probe' -s h -l help -d 'Show this message and exit.'
 
 complete -c staplectl -n '__fish_seen_subcommand_from config' -l json -d 'Print JSON to stdout: no colour, stable keys.'
 complete -c staplectl -n '__fish_seen_subcommand_from config' -l cache -x -d 'Cache provider: local:[PATH], dbm:PATH, memcache://HOST:PORT[,...], redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]. Default: local: under $STAPLECTL_HOME or the XDG state directory.'

@@ -15,6 +15,7 @@ The names are grouped as the engine is (docs/design.md, "The layers"):
 - refreshing (engine.refresh): the request path and a refresh (Stapler),
   many refreshes at once (Fanout), the prefetch worker, freshness rules,
   the worker's state;
+- what a TLS server really staples (engine.probe);
 - building it from resolved settings (engine.assembly), and running
   warm's refreshes in worker processes (engine.processes);
 - and the plumbing every layer shares: errors, clock, durations, bounds,
@@ -46,6 +47,7 @@ from engine.ocsp.response_text import describe, render
 from engine.ocsp.staple import GOOD, Staple
 from engine.ocsp.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW, ValidationOptions
 from engine.paths import state_dir
+from engine.probe import Judgement, ProbeError, Stapled, handshake, judge, split_server
 from engine.processes import Team, process_count
 from engine.redact import redact
 from engine.refresh.fanout import Fanout
@@ -89,6 +91,8 @@ __all__ = [
     "BOUNDS", "OutOfBoundsError", "check_bound", "SYSTEM_CLOCK", "Clock", "iso", "to_datetime",
     "format_duration", "parse_duration", "STORE_DOWN_REASONS", "CacheURIError", "InputError",
     "IssuerNotFoundError", "MustStapleWithoutOCSPError", "StapleError", "UnexpectedError", "state_dir", "redact",
+    # what a server staples
+    "Judgement", "ProbeError", "Stapled", "handshake", "judge", "split_server",
     # certificates and OCSP
     "CertSpec", "LoadResult", "Loading", "load_all", "Leaf", "is_must_staple", "load_leaf", "ocsp_urls",
     "read_certificates", "CERTID_HASHES", "describe", "render", "GOOD", "Staple", "DEFAULT_MAX_AGE", "DEFAULT_SKEW",

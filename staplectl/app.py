@@ -13,6 +13,7 @@ from staplectl.commands import fetch as fetch_command
 from staplectl.commands import inspect as inspect_command
 from staplectl.commands import locks as locks_command
 from staplectl.commands import prefetch as prefetch_command
+from staplectl.commands import probe as probe_command
 from staplectl.commands import warm as warm_command
 from staplectl.nagios import NagiosCommand
 from staplectl.options import CacheOpt, ConfigOpt, GlobalsCommand, QuietOpt, Settings, VerboseOpt
@@ -56,6 +57,7 @@ app.command("prefetch", cls=GlobalsCommand)(prefetch_command.prefetch)
 app.command("check", cls=NagiosCommand)(check_command.check)
 app.command("export", cls=GlobalsCommand)(export_command.export)
 app.command("locks", cls=GlobalsCommand)(locks_command.locks)
+app.command("probe", cls=GlobalsCommand)(probe_command.probe)
 app.command("config", cls=GlobalsCommand)(config_command.config)
 app.command("dashboard", cls=GlobalsCommand)(dashboard_command.dashboard)
 

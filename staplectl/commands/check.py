@@ -17,9 +17,12 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from engine.api import GOOD, SYSTEM_CLOCK, InputError, Leaf, Staple, StapleError, iso, parse_duration, seconds_left
+from engine.api import (
+    GOOD, SYSTEM_CLOCK, InputError, Leaf, ProbeError, Staple, StapleError, handshake, iso, judge, parse_duration,
+    seconds_left, split_server,
+)
 from staplectl import fmt
-from staplectl.from_config import open_reader
+from staplectl.from_config import fetch_options, open_reader
 from staplectl.options import IssuerOpt, JsonOpt, settings
 from staplectl.printable import printable
 from staplectl.targets import load_targets
@@ -84,6 +87,18 @@ def check(
                           help="The state of a certificate that names no OCSP responder (several CAs dropped "
                           "OCSP in 2025). A must-staple one is CRITICAL whatever this says.")
     ] = "ok",
+    probe: Annotated[
+        Optional[list[str]],
+        typer.Option("--probe", metavar="HOST[:PORT]", show_default=False,
+                     help="Also check what this server staples, by a TLS handshake (repeatable): nothing, an "
+                     "invalid or expired response is CRITICAL whatever the cache holds. With --probe and no "
+                     "CERT, only the servers are checked."),
+    ] = None,
+    servername: Annotated[
+        Optional[str],
+        typer.Option("--servername", metavar="NAME", show_default=False,
+                     help="The SNI name for --probe. [default: each HOST]"),
+    ] = None,
     issuer: IssuerOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
@@ -108,23 +123,28 @@ def check(
         if without_ocsp is None:
             raise InputError(f"--no-ocsp {no_ocsp!r}: expected ok, warning or critical")
         effective = opts.load_config()
-        targets = load_targets(certs, issuer, None, effective)
-        reader = open_reader(effective)
-        try:
-            now = SYSTEM_CLOCK.now()
-            findings = [
-                _judge(reader, leaf, now, warn_s, crit_s) if leaf.has_responder else _no_ocsp(leaf, without_ocsp)
-                for leaf in targets.leaves
-            ]
-        finally:
-            reader.close()
+        now = SYSTEM_CLOCK.now()
+        validation = fetch_options(effective).validation
+        findings = [_probe(server, servername, now, warn_s, crit_s, validation) for server in probe or []]
+        problems = []
+        if certs or not probe:
+            targets = load_targets(certs, issuer, None, effective)
+            problems = targets.problems
+            reader = open_reader(effective)
+            try:
+                findings += [
+                    _judge(reader, leaf, now, warn_s, crit_s) if leaf.has_responder else _no_ocsp(leaf, without_ocsp)
+                    for leaf in targets.leaves
+                ]
+            finally:
+                reader.close()
     except (StapleError, ValueError) as error:
         # Every failure to check is UNKNOWN, never the 2 (CRITICAL) that
         # bad input means to the other commands.
         _unknown(term, str(error), json_output, getattr(error, "reason", "bad_input"))
     except Exception as exc:  # a bug: still UNKNOWN, not the 1 (WARNING) of a traceback
         _unknown(term, f"internal error: {type(exc).__name__}: {exc}", json_output, "internal_error")
-    findings += [Finding(p.name, State.UNKNOWN, _without_name(p.name, str(p.error))) for p in targets.problems]
+    findings += [Finding(p.name, State.UNKNOWN, _without_name(p.name, str(p.error))) for p in problems]
     findings.sort(key=lambda f: f.name)
     state = max((f.state for f in findings), key=_SEVERITY.__getitem__)
     perfdata = _perfdata(findings, warn_s, crit_s)
@@ -170,6 +190,32 @@ def _no_ocsp(leaf: Leaf, state: State) -> Finding:
         return Finding(leaf.name, State.CRITICAL, "must-staple, yet no OCSP responder: no server can staple it",
                        leaf, no_ocsp=True)  # fmt: skip
     return Finding(leaf.name, state, "" if state == State.OK else "no OCSP responder", leaf, no_ocsp=True)
+
+
+#: how long a --probe handshake may take
+PROBE_TIMEOUT = 10.0
+
+
+def _probe(server: str, servername: str | None, now: float, warn: float, crit: float, options: Any) -> Finding:
+    """What the server staples, judged as a client would, then by time left as a cached staple."""
+    host, port = split_server(server)
+    try:
+        stapled = handshake(host, port, servername or host, PROBE_TIMEOUT)
+    except ProbeError as error:
+        return Finding(server, State.UNKNOWN, str(error))
+    judgement = judge(stapled, now, options)
+    staple = judgement.staple
+    if not judgement.acceptable or staple is None:
+        return Finding(server, State.CRITICAL, f"the server staples: {judgement.problem}", judgement.leaf, staple)
+    left = seconds_left(staple.this_update, staple.next_update, now)
+    found = Finding(server, State.OK, "", judgement.leaf, staple, max(left, 0.0))
+    if staple.status != GOOD:
+        found.state, found.why = State.CRITICAL, f"the server staples {staple.status}"
+    elif left < crit:
+        found.state, found.why = State.CRITICAL, f"the server's staple has {fmt.duration(left)} left"
+    elif left < warn:
+        found.state, found.why = State.WARNING, f"the server's staple has {fmt.duration(left)} left"
+    return found
 
 
 def _judge(reader: Any, leaf: Leaf, now: float, warn: float, crit: float) -> Finding:
