@@ -23,9 +23,11 @@ LAYERS = {
     "store": {"base", "ocsp", "locks"},
     "refresh": {"base", "ocsp", "locks", "responders", "store"},
     "inspection": {"base", "ocsp", "locks", "responders", "store", "refresh"},
+    "probe": {"base", "ocsp", "refresh"},
     "assembly": {"base", "ocsp", "locks", "responders", "store", "refresh"},
     "processes": {"base", "ocsp", "locks", "responders", "store", "refresh", "assembly"},
-    "api": {"base", "ocsp", "locks", "responders", "store", "refresh", "inspection", "assembly", "processes"},
+    "api": {"base", "ocsp", "locks", "responders", "store", "refresh", "inspection", "probe", "assembly",
+            "processes"},
 }
 BASE = {"errors", "clock", "durations", "bounds", "paths", "redact", "atomic", "__init__"}
 FRONT_ENDS = {"staplectl", "typer", "rich", "textual"}
