@@ -11,6 +11,7 @@ that is done here, with the issuer's key or a delegated responder's.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,7 +38,7 @@ from engine.errors import (
     TooOldError,
     UnauthorizedResponderError,
 )
-from engine.ocsp.request import CertID, build_request, key_hash
+from engine.ocsp.request import CertID, key_hash
 from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
 
 DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
@@ -116,26 +117,47 @@ def check_times(staple: Staple, now: float, options: ValidationOptions, source: 
 
 
 @lru_cache(maxsize=4096)
-def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID:
-    return build_request(Leaf(cert=cert, issuer=issuer), hash_name=hash_name).cert_id
+def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID | None:
+    """The certificate's CertID under ``hash_name``; None for a hash hashlib lacks."""
+    try:
+        name_hash = hashlib.new(hash_name, cert.issuer.public_bytes()).digest()
+        return CertID(hash_name, name_hash, key_hash(issuer, hash_name), cert.serial_number)
+    except ValueError:
+        return None
+
+
+def _single_id(single: ocsp.OCSPSingleResponse) -> CertID | None:
+    """The SingleResponse's CertID; None when cryptography does not know its hash."""
+    try:
+        hash_name = single.hash_algorithm.name
+    except UnsupportedAlgorithm:
+        return None
+    return CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
 
 
 def _matching_single(
     response: ocsp.OCSPResponse, leaf: Leaf, cert_id: CertID | None, source: str
 ) -> ocsp.OCSPSingleResponse:
+    """The SingleResponse about our certificate (RFC 6960 4.2.2.3: hash, issuer name and key hash, serial).
+
+    ``cert_id`` is what we asked about, matched exactly: httpd looks its
+    staple up by that CertID, and a response answering it under another
+    hash would be one it finds no status in. Without one (a cached staple)
+    the leaf's CertID is computed under whichever hash each answer uses.
+    """
     seen = []
     for single in response.responses:
-        hash_name = single.hash_algorithm.name
-        wanted = cert_id or _expected(leaf.cert, leaf.issuer, hash_name)
-        got = CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
-        if got == wanted:
+        got = _single_id(single)
+        if got is None:
+            seen.append(f"serial {single.serial_number:X} under a CertID hash we do not know")
+            continue
+        if got == (cert_id or _expected(leaf.cert, leaf.issuer, got.hash_algorithm)):
             return single
-        seen.append(got)
+        seen.append(got.describe())
     wanted = cert_id or _expected(leaf.cert, leaf.issuer, "sha1")
-    found = "; ".join(c.describe() for c in seen) or "no single responses"
-    raise CertIDMismatchError(
-        f"{source}: answers for a different certificate: asked about {wanted.describe()}, got {found}"
-    )
+    asked = wanted.describe() if wanted else f"serial {leaf.cert.serial_number:X}"
+    found = "; ".join(seen) or "no single responses"
+    raise CertIDMismatchError(f"{source}: answers for a different certificate: asked about {asked}, got {found}")
 
 
 def _written_id(response: ocsp.OCSPResponse) -> tuple[int, bytes] | None:
@@ -213,7 +235,14 @@ def _check_signer(
 def _verify_signature(
     response: ocsp.OCSPResponse, signer: x509.Certificate, source: str, who: str
 ) -> None:
-    algorithm = response.signature_hash_algorithm
+    try:
+        algorithm = response.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        # md2WithRSA, a post-quantum scheme cryptography lacks, a made-up OID
+        raise SignatureError(
+            f"{source}: signed with {response.signature_algorithm_oid.dotted_string}, "
+            "a signature algorithm we cannot verify"
+        ) from None
     # An OCSP response does not hand out its RSA padding as a certificate does
     if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
         pad: padding.AsymmetricPadding = padding.PSS(
