@@ -6,9 +6,10 @@ its fixed shape does, and reading who signed a response built two Name
 objects in Python (docs/benchmarks.md). Warm does both once per
 certificate, tens of thousands of times in a run. These helpers cover only
 the fixed shapes of an OCSP request and of ResponseData's first fields;
-tests check them byte for byte against cryptography. ``children`` reads
-what lies deeper: a certificate's public key, whatever its type
-(engine.ocsp.request.key_hash).
+tests check them byte for byte against cryptography. ``children`` and
+``oid_text`` read what lies deeper: a certificate's public key, whatever
+its type (engine.ocsp.request.key_hash), and a response as its responder
+wrote it, where cryptography will not read it (engine.ocsp.written).
 """
 
 from __future__ import annotations
