@@ -1,5 +1,5 @@
 """The corpus (tests/corpus): on every real response, OpenSSL says what the
-manifest says, and the manifest's two verdicts agree.
+manifest says, the engine says what the manifest says, and the two agree.
 
 The goal (issue 15): accept every response `openssl ocsp -verify` accepts
 for the given issuer, refuse the rest with an engine error naming why. Only
@@ -9,10 +9,12 @@ times are ours alone to judge: OpenSSL's verify does not look at them.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
-from tests.corpus_cases import ACCEPTED, CORPUS, cases, openssl_binary, openssl_verdict
+from engine.ocsp.validate import validate
+from tests.corpus_cases import ACCEPTED, CORPUS, cases, engine_verdict, openssl_binary, openssl_verdict, subject
 
 CASES = cases()
 #: refusals for time, which OpenSSL's verify does not judge
@@ -32,6 +34,25 @@ def openssl() -> str:
 def test_openssl_says_what_the_manifest_says(case, openssl):
     verdict, said = openssl_verdict(case, openssl)
     assert verdict == case.openssl, f"{case}: openssl {verdict}s it, the manifest says {case.openssl}\n{said}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_the_engine_says_what_the_manifest_says(case):
+    assert engine_verdict(case) == case.verdict
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.accepted], ids=str)
+def test_an_accepted_response_is_kept_as_the_responder_wrote_it(case):
+    leaf, cert_id = subject(case)
+    staple = validate(case.der, leaf, case.at, cert_id=cert_id)
+    # the bytes stored and served are the original ones, even when
+    # cryptography could only read a canonical copy of them
+    assert staple.der == case.der
+    assert staple.serial_number == cert_id.serial_number
+    if case.leaf is not None:
+        # a cached staple is re-validated without the CertID asked with
+        again = validate(case.der, leaf, case.at, check_time=False)
+        assert (again.status, again.serial_number) == (staple.status, staple.serial_number)
 
 
 def test_we_accept_exactly_what_openssl_accepts():
@@ -70,3 +91,12 @@ def test_every_file_is_used_and_every_source_documented():
     assert {p.parent.name for p in data} <= documented
     for licence in re.findall(r"`LICENSES/([^`]+)`", readme):
         assert (CORPUS / "LICENSES" / licence).is_file(), licence
+
+
+def test_cases_without_a_public_leaf_ask_with_a_certid_of_their_own():
+    # the CertID is written from the issuer and the serial, never copied
+    # from the response: another issuer, or another serial, does not match
+    case = next(c for c in CASES if c.name == "golang-gts1c3")
+    assert engine_verdict(case) == "good"
+    assert engine_verdict(replace(case, issuer=CORPUS / "vectors" / "letsencryptx3.pem")) == "certid_mismatch"
+    assert engine_verdict(replace(case, serial=(case.serial or 0) + 1)) == "certid_mismatch"
