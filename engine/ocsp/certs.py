@@ -139,7 +139,11 @@ def issued_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
     """
     if cert.issuer.public_bytes() != subject_der(candidate):
         return False
-    return signed_by(cert.signature, cert.tbs_certificate_bytes, cert, candidate.public_key())
+    try:
+        key = candidate.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return False  # a key type cryptography cannot load (SLH-DSA today) verifies nothing
+    return signed_by(cert.signature, cert.tbs_certificate_bytes, cert, key)
 
 
 def signed_by(signature: bytes, data: bytes, signed: Any, key: Any) -> bool:

@@ -6,7 +6,10 @@ its fixed shape does, and reading who signed a response built two Name
 objects in Python (docs/benchmarks.md). Warm does both once per
 certificate, tens of thousands of times in a run. These helpers cover only
 the fixed shapes of an OCSP request and of ResponseData's first fields;
-tests check them byte for byte against cryptography.
+tests check them byte for byte against cryptography. ``children`` and
+``oid_text`` read what lies deeper: a certificate's public key, whatever
+its type (engine.ocsp.request.key_hash), and a response as its responder
+wrote it, where cryptography will not read it (engine.ocsp.written).
 """
 
 from __future__ import annotations
@@ -55,3 +58,32 @@ def header(data: bytes, offset: int) -> tuple[int, int, int]:
     if end > len(data):
         raise ValueError("truncated DER element")
     return tag, start, end
+
+
+def children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """The elements between ``start`` and ``end`` (a constructed element's
+    content), each as (tag, offset of its header, start and end of its content)."""
+    found = []
+    offset = start
+    while offset < end:
+        tag, content, after = header(data, offset)
+        if after > end:
+            raise ValueError("DER element runs past its parent")
+        found.append((tag, offset, content, after))
+        offset = after
+    return found
+
+
+def oid_text(content: bytes) -> str:
+    """An OBJECT IDENTIFIER's content octets as dotted text (1.3.6.1.5.5.7.48.1.1)."""
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs or content[-1] & 0x80:
+        raise ValueError("truncated OBJECT IDENTIFIER")
+    first = min(arcs[0] // 40, 2)
+    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine.ocsp import der
 from engine.ocsp.certs import Leaf
@@ -105,8 +105,15 @@ def key_hash(issuer: x509.Certificate, hash_name: str) -> bytes:
 
 
 def _public_key_bits(cert: x509.Certificate) -> bytes:
+    # Read from the certificate's own DER, not through public_key(): a key
+    # type cryptography cannot load (SLH-DSA, say) still has a key hash.
+    # Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+    #   serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, ... } ... }
+    data = cert.public_bytes(Encoding.DER)
+    _, start, end = der.header(data, 0)
+    _, start, end = der.header(data, start)
+    fields = der.children(data, start, end)
+    spki = fields[6] if fields[0][0] == 0xA0 else fields[5]
     # SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    _, start, _ = der.header(spki, 0)
-    _, start, end = der.header(spki, der.header(spki, start)[2])
-    return spki[start + 1 : end]  # after the count of unused bits, always 0 for a key
+    _, bits = der.children(data, spki[2], spki[3])
+    return data[bits[2] + 1 : bits[3]]  # after the count of unused bits, always 0 for a key

@@ -8,10 +8,12 @@ apart from errors, and a front end reports them with their own exit code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.x509 import ocsp
 
 from engine.errors import MalformedResponseError
+from engine.ocsp import written
 
 GOOD = "good"
 REVOKED = "revoked"
@@ -34,10 +36,44 @@ RESPONSE_STATUS_NAMES = {
 
 
 def parse_response(der: bytes, source: str = "response") -> ocsp.OCSPResponse:
+    """The response, parsed; MalformedResponseError when it is not one.
+
+    cryptography parses strictly. What it refuses but OpenSSL reads (an
+    explicit default version, fractional seconds: engine.ocsp.written) is
+    parsed from a canonical copy instead, and comes back as a ``Reencoded``
+    whose signed bytes are still the responder's. A response cryptography
+    takes costs nothing more: the copy is written only after a refusal.
+    """
     try:
         return ocsp.load_der_ocsp_response(der)
     except ValueError as exc:
-        raise MalformedResponseError(f"{source}: not a DER OCSPResponse ({exc})") from None
+        refused = exc
+    canonical = written.canonical(der)
+    if canonical is None:
+        raise MalformedResponseError(f"{source}: not a DER OCSPResponse ({refused})") from None
+    try:
+        response = ocsp.load_der_ocsp_response(canonical)
+        return Reencoded(response, written.read(der).tbs)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise MalformedResponseError(
+            f"{source}: not a DER OCSPResponse ({refused}; and once written as DER: {exc})"
+        ) from None
+
+
+class Reencoded:
+    """A response cryptography parsed from a canonical copy of the DER a
+    responder sent: every field is the copy's, but ``tbs_response_bytes``
+    is tbsResponseData as the responder wrote it. The signature covers
+    those bytes, so the copy can only ever verify as the original does.
+    The original DER, not the copy, is what a Staple keeps.
+    """
+
+    def __init__(self, response: ocsp.OCSPResponse, tbs: bytes) -> None:
+        self._response = response
+        self.tbs_response_bytes = tbs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
 
 
 @dataclass(frozen=True)

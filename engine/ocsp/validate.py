@@ -11,6 +11,7 @@ that is done here, with the issuer's key or a delegated responder's.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -38,7 +39,7 @@ from engine.errors import (
     UnauthorizedResponderError,
     WeakAlgorithmError,
 )
-from engine.ocsp.request import CertID, build_request, key_hash
+from engine.ocsp.request import CertID, key_hash
 from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
 from engine.ocsp.weak import weaknesses
 
@@ -123,29 +124,64 @@ def check_times(staple: Staple, now: float, options: ValidationOptions, source: 
 
 
 @lru_cache(maxsize=4096)
-def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID:
-    return build_request(Leaf(cert=cert, issuer=issuer), hash_name=hash_name).cert_id
+def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID | None:
+    """The certificate's CertID under ``hash_name``; None for a hash hashlib lacks."""
+    try:
+        name_hash = hashlib.new(hash_name, cert.issuer.public_bytes()).digest()
+        return CertID(hash_name, name_hash, key_hash(issuer, hash_name), cert.serial_number)
+    except ValueError:
+        return None
+
+
+def _single_id(single: ocsp.OCSPSingleResponse) -> CertID | None:
+    """The SingleResponse's CertID; None when cryptography does not know its hash."""
+    try:
+        hash_name = single.hash_algorithm.name
+    except UnsupportedAlgorithm:
+        return None
+    return CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
 
 
 def _matching_single(
     response: ocsp.OCSPResponse, leaf: Leaf, cert_id: CertID | None, source: str
 ) -> ocsp.OCSPSingleResponse:
-    seen = []
+    """The SingleResponse about our certificate (RFC 6960 4.2.2.3: hash, issuer name and key hash, serial).
+
+    The leaf's CertID is computed under whichever hash each answer uses.
+    ``cert_id`` is what we asked about: an answer under its hash, or under
+    SHA-1, is taken. httpd and HAProxy look a staple up by the SHA-1
+    CertID, so an answer under SHA-1 serves whatever was asked, while one
+    under another hash than asked (SHA-256 to a SHA-1 request) is one they
+    would find no status in: it must not replace a staple they can serve.
+    Without ``cert_id`` (a cached staple) any hash is taken.
+    """
+    seen, unservable = [], []
     for single in response.responses:
-        hash_name = single.hash_algorithm.name
-        # A responder may answer in another hash than it was asked in (RFC
-        # 6960 lets it): what it names must still be our certificate.
-        asked = cert_id is not None and cert_id.hash_algorithm == hash_name
-        wanted = cert_id if asked else _expected(leaf.cert, leaf.issuer, hash_name)
-        got = CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
-        if got == wanted:
-            return single
-        seen.append(got)
+        got = _single_id(single)
+        if got is None:
+            seen.append(f"serial {single.serial_number:X} under a CertID hash we do not know")
+            continue
+        asked_in_it = cert_id is not None and cert_id.hash_algorithm == got.hash_algorithm
+        if got == (cert_id if asked_in_it else _expected(leaf.cert, leaf.issuer, got.hash_algorithm)):
+            if _servable(got, cert_id):
+                return single
+            unservable.append(got.hash_algorithm)  # ours, but a server could not use it: another may follow
+            continue
+        seen.append(got.describe())
+    if unservable and cert_id is not None:
+        raise CertIDMismatchError(
+            f"{source}: answers for our certificate under {' and '.join(unservable)} only, where "
+            f"{cert_id.hash_algorithm} was asked: httpd and HAProxy look a staple up by its SHA-1 CertID and "
+            "would find no status in it"
+        )
     wanted = cert_id or _expected(leaf.cert, leaf.issuer, "sha1")
-    found = "; ".join(c.describe() for c in seen) or "no single responses"
-    raise CertIDMismatchError(
-        f"{source}: answers for a different certificate: asked about {wanted.describe()}, got {found}"
-    )
+    asked = wanted.describe() if wanted else f"serial {leaf.cert.serial_number:X}"
+    found = "; ".join(seen) or "no single responses"
+    raise CertIDMismatchError(f"{source}: answers for a different certificate: asked about {asked}, got {found}")
+
+
+def _servable(got: CertID, asked: CertID | None) -> bool:
+    return asked is None or got.hash_algorithm in (asked.hash_algorithm, "sha1")
 
 
 def _written_id(response: ocsp.OCSPResponse) -> tuple[int, bytes] | None:
@@ -226,7 +262,14 @@ def _check_signer(
 def _verify_signature(
     response: ocsp.OCSPResponse, signer: x509.Certificate, source: str, who: str
 ) -> None:
-    algorithm = response.signature_hash_algorithm
+    try:
+        algorithm = response.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        # md2WithRSA, a post-quantum scheme cryptography lacks, a made-up OID
+        raise SignatureError(
+            f"{source}: signed with {response.signature_algorithm_oid.dotted_string}, "
+            "a signature algorithm we cannot verify"
+        ) from None
     # An OCSP response does not hand out its RSA padding as a certificate does
     if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
         pad: padding.AsymmetricPadding = padding.PSS(
