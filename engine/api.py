@@ -50,6 +50,7 @@ from engine.paths import state_dir
 from engine.probe import Judgement, ProbeError, Stapled, handshake, judge, split_server
 from engine.processes import Team, process_count
 from engine.redact import redact
+from engine.refresh.actions import ActionError, ActionEvent, ActionResult, ActionRunner, ActionState
 from engine.refresh.fanout import Fanout
 from engine.refresh.freshness import (
     DEFAULT_POLICY,
@@ -107,7 +108,7 @@ __all__ = [
     # locks
     "DEFAULT_STRIPES", "FetchLocks", "stripe_of", "STATS_FILE", "LockStatsError", "StripeStats", "read_stats",
     # refreshing
-    "Fanout", "DEFAULT_POLICY", "FreshnessPolicy", "expires_at", "is_usable", "renewal_point", "seconds_left",
+    "ActionError", "ActionEvent", "ActionResult", "ActionRunner", "ActionState", "Fanout", "DEFAULT_POLICY", "FreshnessPolicy", "expires_at", "is_usable", "renewal_point", "seconds_left",
     "PrefetchWorker", "WorkerEvent", "WorkerOptions", "Refresh", "StapleReader", "Stapler", "StaplerOptions", "CertState",
     "Heartbeat", "HistoryEntry", "StateStore", "StateStoreError",
 ]  # fmt: skip

@@ -23,6 +23,7 @@ from engine.api import (
     CertSpec, FreshnessPolicy, InputError, OutOfBoundsError, check_bound, default_cache_uri,
     format_duration, parse_allow, parse_duration, parse_proxy, redact, state_dir,
 )
+from staplectl.action_config import ActionSpec, parse_actions
 
 
 class ConfigError(InputError):
@@ -96,6 +97,8 @@ class Config:
     responder: Responder = field(default_factory=Responder)
     request: Request = field(default_factory=Request)
     state: Path | None = None  # default: <state dir>/worker.db
+    #: what runs when staples change (staplectl/action_config.py)
+    actions: list[ActionSpec] = field(default_factory=list)
 
     @property
     def cache_uri(self) -> str:
@@ -146,6 +149,7 @@ class Config:
             "prefetch": section(self.prefetch),
             "responder": section(self.responder),
             "request": section(self.request),
+            "actions": [spec.to_dict() for spec in self.actions],
         }
 
 
@@ -155,7 +159,7 @@ _DURATIONS = {
     "Request": ("budget", "lease_ttl"),
 }
 _SECTIONS = {"locks": Locks, "prefetch": Prefetch, "responder": Responder, "request": Request}
-_TOP = {"cache", "certificates", "state", *_SECTIONS}
+_TOP = {"cache", "certificates", "state", "actions", *_SECTIONS}
 
 
 def default_path() -> Path | None:
@@ -209,6 +213,7 @@ def from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
     if "state" in data:
         config.state = Path(_typed(where, "state", data["state"], str)).expanduser()
     config.certificates = _certificates(where, data.get("certificates", []), path)
+    config.actions = parse_actions(where, data.get("actions", []), path.parent if path else Path.cwd())
     for name, cls in _SECTIONS.items():
         if name in data:
             setattr(config, name, _section(where, name, data[name], cls))

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.api import STORE_DOWN_REASONS, Clock, StateStore, StateStoreError, WorkerEvent, read_stats
+from engine.api import STORE_DOWN_REASONS, ActionEvent, Clock, StateStore, StateStoreError, WorkerEvent, read_stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -38,11 +38,23 @@ class Metrics:
         self._up = {"cache": 1, "state": 1}
         #: loaded certificates that name no OCSP responder (set by the service at each load)
         self.without_ocsp = 0
+        #: per renewal action: runs by result, consecutive failures, last success
+        self._action_runs: Counter[tuple[str, str]] = Counter()
+        self._action_failing: dict[str, int] = {}
+        self._action_success: dict[str, float] = {}
         self._responders: dict[str, int] = {}
         self._responder_outages: Counter[str] = Counter()
         self._outages: Counter[tuple[str, str]] = Counter(
             {("cache", reason): 0 for reason in sorted(STORE_DOWN_REASONS)} | {("state", "state_store"): 0}
         )
+
+    def observe_action(self, event: ActionEvent) -> None:
+        with self._lock:
+            ok = event.outcome == "ran"
+            self._action_runs[(event.action, "ok" if ok else "failed")] += 1
+            self._action_failing[event.action] = 0 if ok else self._action_failing.get(event.action, 0) + 1
+            if ok:
+                self._action_success[event.action] = event.when
 
     def observe(self, event: WorkerEvent) -> None:
         with self._lock:
@@ -69,7 +81,7 @@ class Metrics:
         def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+            lines.extend(f"{name}{labels} {value:.15g}" for labels, value in samples)  # timestamps need every digit
 
         try:
             states = self._last_states = self.state.all()
@@ -139,6 +151,14 @@ class Metrics:
         family("staplectl_fetch_locks_held", "gauge", "Certificates whose fetch lock is held now, on this host.",
                [("", sum(len(s.holders) for s in every))])
         family("staplectl_certificates", "gauge", "Certificates the worker keeps fresh.", [("", len(states))])
+        with self._lock:
+            runs, failing, success = dict(self._action_runs), dict(self._action_failing), dict(self._action_success)
+        family("staplectl_action_runs_total", "counter", "Renewal action runs, by action and result.",
+               [(f'{{action="{_label(name)}",result="{result}"}}', n) for (name, result), n in sorted(runs.items())])
+        family("staplectl_action_consecutive_failures", "gauge", "Failed runs of each renewal action since its last success.",
+               [(f'{{action="{_label(name)}"}}', n) for name, n in sorted(failing.items())])
+        family("staplectl_action_last_success_timestamp_seconds", "gauge", "When each renewal action last succeeded.",
+               [(f'{{action="{_label(name)}"}}', t) for name, t in sorted(success.items())])  # fmt: skip
         family("staplectl_certificates_without_ocsp", "gauge",
                "Loaded certificates that name no OCSP responder: nothing to fetch, not counted above.",
                [("", self.without_ocsp)])  # fmt: skip

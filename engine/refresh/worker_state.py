@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.clock import iso
+from engine.refresh.actions import ActionState
 from engine.errors import StapleError
 from engine.paths import state_dir
 from engine.store.sqlitedb import Connections, connect
@@ -72,7 +73,18 @@ CREATE TABLE IF NOT EXISTS workers (
     beat REAL NOT NULL,
     certificates INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS actions (
+    name TEXT PRIMARY KEY,
+    runs INTEGER NOT NULL,
+    last_run REAL,
+    last_success REAL,
+    failures INTEGER NOT NULL,
+    last_error TEXT,
+    next_run REAL,
+    pending INTEGER NOT NULL
+);
 """
+_ACTION_FIELDS = ("name", "runs", "last_run", "last_success", "failures", "last_error", "next_run", "pending")
 
 _FIELDS = (
     "cert_id", "name", "path", "responder", "status", "this_update", "next_update",
@@ -266,6 +278,25 @@ class StateStore:
                 "SELECT worker_id, pid, started, beat, certificates FROM workers ORDER BY started, worker_id"
             ).fetchall()
         return [Heartbeat(*row) for row in rows]
+
+    # -- renewal actions (engine.refresh.actions) ---------------------------------
+
+    def put_actions(self, states: Iterable[ActionState]) -> None:
+        """The service's actions as they stand: those no longer configured go."""
+        rows = [tuple(getattr(state, name) for name in _ACTION_FIELDS) for state in states]
+        with self._write("put_actions") as conn:
+            conn.execute("DELETE FROM actions")
+            conn.executemany(
+                f"INSERT INTO actions ({', '.join(_ACTION_FIELDS)}) VALUES ({', '.join('?' * len(_ACTION_FIELDS))})",
+                rows,
+            )
+
+    def actions(self) -> list[ActionState]:
+        with self._use("actions") as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'actions'").fetchone():
+                return []  # written by a version without actions, opened read-only
+            rows = conn.execute(f"SELECT {', '.join(_ACTION_FIELDS)} FROM actions ORDER BY name").fetchall()
+        return [ActionState(*row) for row in rows]
 
     def __repr__(self) -> str:
         return f"StateStore({str(self.path)!r})"

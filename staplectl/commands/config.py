@@ -28,6 +28,7 @@ def config(
     for key in ("cache", "state"):
         term.out.print(f'{key} = "{escape(effective.pop(key))}"')
     certificates = effective.pop("certificates")
+    actions = effective.pop("actions")
     if certificates:
         term.out.print("\n[dim]# certificates[/]")
     for spec in certificates:
@@ -39,5 +40,15 @@ def config(
             if value is None:  # TOML has no null: say it is unset
                 term.out.print(escape(f"# {key}: not set"))
                 continue
-            shown = str(value).lower() if isinstance(value, bool) else (f'"{value}"' if isinstance(value, str) else value)
-            term.out.print(escape(f"{key} = {shown}"))
+            term.out.print(escape(f"{key} = {_toml(value)}"))
+    for action in actions:
+        term.out.print("\n\\[\\[actions]]")
+        for key, value in action.items():
+            if value is not None:
+                term.out.print(escape(f"{key} = {_toml(value)}"))
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else str(value)

@@ -18,12 +18,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.api import (
-    NO_OCSP, STORE_DOWN_REASONS, SYSTEM_CLOCK, InputError, Leaf, PrefetchWorker, ResponderDownError, StapleError,
-    StateStore, WorkerEvent, iso, load_all, redact,
+    NO_OCSP, STORE_DOWN_REASONS, SYSTEM_CLOCK, ActionEvent, ActionRunner, InputError, Leaf, PrefetchWorker,
+    ResponderDownError, StapleError, StateStore, WorkerEvent, iso, load_all, redact,
 )
 from staplectl.config import Config
 from staplectl.exitcodes import Exit
 from staplectl.metrics import Metrics, MetricsServer
+from staplectl.renewal_actions import build_actions
 from staplectl.options import Settings, command
 from staplectl.printable import printable
 from staplectl.from_config import open_stapler, worker_options
@@ -102,6 +103,11 @@ class Service:
         self._reload = threading.Event()
         #: file name -> the leaf last loaded from it
         self._loaded: dict[str, Leaf] = {}
+        #: cert_id -> leaf, of every certificate loaded: what a renewal event names
+        self._by_id: dict[str, Leaf] = {}
+        # what runs when staples change (staplectl/renewal_actions.py), on its own thread
+        self.actions = build_actions(config.actions, lambda: self.stapler)
+        self.runner = ActionRunner(self.actions, on_event=self.on_action)
         self._load(config)
 
     # -- logging ----------------------------------------------------------------
@@ -123,7 +129,18 @@ class Service:
             # keep the worker from stopping cleanly and removing its heartbeat
             pass
 
+    def on_action(self, event: ActionEvent) -> None:
+        self.metrics.observe_action(event)
+        fields = {"action": f"action_{event.outcome}", "name": event.action, "certificates": event.certificates}
+        self.log(event.level, f"action {event.action} {event.outcome}: {event.detail}", fields)
+        try:
+            self.state.put_actions(self.runner.states())
+        except StapleError as error:
+            self.log("warning", f"action states not saved for the dashboard: {error}")
+
     def on_event(self, event: WorkerEvent) -> None:
+        if event.action == "updated" and event.cert_id in self._by_id:
+            self.runner.changed([self._by_id[event.cert_id]])
         self.metrics.observe(event)
         if event.level == "info" and event.action in ("fresh", "added", NO_OCSP) and not self.opts.verbose:
             # nothing happened yet: a line per idle look, or per certificate
@@ -167,6 +184,10 @@ class Service:
             raise InputError(f"{config.path or 'configuration'}: none of the configured certificates could be loaded")
         added, removed = self.worker.load(leaves)
         self._loaded = {str(leaf.path): leaf for leaf in leaves if leaf.path is not None}
+        self._by_id = {leaf.cert_id: leaf for leaf in leaves}
+        for action in self.actions:
+            action.load(leaves)
+        self.runner.changed(leaves)  # the served files brought in line with the cache, once at (re)load
         no_ocsp = len(self.worker.without_ocsp)
         self.metrics.without_ocsp = no_ocsp
         apart = f", {no_ocsp} without OCSP: nothing to fetch" if no_ocsp else ""
@@ -181,8 +202,11 @@ class Service:
     def run_once(self) -> Exit:
         try:
             events = self.worker.run_due()
+            actions_failed = bool(self.runner.run_now(list(self._by_id.values())))
         finally:
             self.close()
+        if actions_failed:
+            return Exit.FAILED
         unservable = any(leaf.must_staple for leaf in self.worker.without_ocsp.values())
         if unservable or any(e.action == "failed" for e in events):
             return Exit.FAILED
@@ -205,6 +229,7 @@ class Service:
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
         self.worker.start()
+        self.runner.start()
         cache = redact(self.stapler.cache.uri)
         self.log(
             "info", f"prefetch worker started (pid {os.getpid()}, cache {cache})",
@@ -221,6 +246,7 @@ class Service:
         finally:
             self.log("info", "stopping", {"action": "stopping"})
             clean = self.worker.stop()
+            self.runner.stop()
             if server:
                 server.stop()
             self.close()
@@ -244,7 +270,7 @@ class Service:
             self.log(
                 "warning",
                 "only the certificate list is reloaded; the other changed settings "
-                "(cache, locks, prefetch, responder, request) take effect at the next start",
+                "(cache, locks, prefetch, responder, request, actions) take effect at the next start",
             )
         self.config = config
         self.worker.wake()

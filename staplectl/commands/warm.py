@@ -20,13 +20,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.api import (
-    GOOD, NO_OCSP, SYSTEM_CLOCK, Fanout, Leaf, Outcome, Refresh, Staple, StapleError, Team, check_bound, iso,
-    no_responder, outcome_of,
+    GOOD, NO_OCSP, SYSTEM_CLOCK, ActionEvent, ActionRunner, Fanout, Leaf, Outcome, Refresh, Staple, StapleError,
+    Team, check_bound, iso, no_responder, outcome_of,
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.config import check_hash
 from staplectl.options import HashOpt, IssuerOpt, JsonOpt, command
+from staplectl.renewal_actions import build_actions
 from staplectl.from_config import engine_settings, open_stapler, refresh_lock_timeout
 from staplectl.table import print_table
 from staplectl.targets import Problem, error_dict, start_loading, targets_of
@@ -149,6 +150,7 @@ def warm(
                 stapler.cache.get(first.cert_id)
                 rows = _run(term, stapler, effective, itertools.chain([first], stream), loading.files,
                             concurrency, team, force, json_output)  # fmt: skip
+                actions_failed = run_actions(term, effective, stapler, [row.leaf for row in rows if row.leaf])
             finally:
                 stapler.close()
         finally:
@@ -160,7 +162,25 @@ def warm(
             term.json([row.to_dict() for row in rows])
         else:
             _show(term, rows, targets.problems)
-    raise typer.Exit(int(exit_code(rows)))
+    raise typer.Exit(int(Exit.FAILED if actions_failed else exit_code(rows)))
+
+
+def run_actions(term: Terminal, config: Any, stapler: Any, leaves: list[Leaf]) -> bool:
+    """The configuration's renewal actions, once, for every warmed certificate (the
+    served files brought in line with the cache); True when one failed."""
+    if not config.actions:
+        return False
+    actions = build_actions(config.actions, lambda: stapler)
+    for action in actions:
+        action.load(leaves)
+
+    def say(event: ActionEvent) -> None:
+        if event.outcome == "failed":
+            term.error(f"action {event.action} failed: {event.detail}")
+        else:
+            term.info(f"action {event.action}: {event.detail}")
+
+    return bool(ActionRunner(actions, on_event=say).run_now(leaves))
 
 
 @contextmanager

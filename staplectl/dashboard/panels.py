@@ -109,6 +109,26 @@ def worker_text(snapshot: Snapshot) -> Text:
     return text.append("none has run", style="bold yellow").append(f" (no {snapshot.state_path})", style="dim")
 
 
+def actions_text(snapshot: Snapshot) -> Text:
+    """The renewal actions (an nginx reload, a push to HAProxy...): the failing in red."""
+    now = snapshot.taken_at
+    text = Text("actions: ", style="dim")
+    for index, action in enumerate(snapshot.actions):
+        if index:
+            text.append(" · ", style="dim")
+        if action.failures:
+            text.append(f"{action.name} FAILING", style="bold red").append(
+                f" ({action.failures}x: {printable(action.last_error or '')[:80]})", style="red"
+            )
+        elif action.last_success is not None:
+            text.append(action.name, style="green").append(f" ok {fmt.duration(now - action.last_success)} ago")
+        else:
+            text.append(f"{action.name} not run yet", style="dim")
+        if action.pending:
+            text.append(f", {action.pending} pending", style="yellow")
+    return text
+
+
 def header(snapshot: Snapshot, counts: Counts, *, paused: bool = False, reading: bool = False) -> Group:
     where = Text.assemble(("cache ", "dim"), (snapshot.cache_uri, "bold"), ("   ", ""))
     where.append_text(worker_text(snapshot))
@@ -120,6 +140,8 @@ def header(snapshot: Snapshot, counts: Counts, *, paused: bool = False, reading:
     elif reading:
         when.append("   reading…", style="dim")
     lines: list[RenderableType] = [counts_line(counts), where, when]
+    if snapshot.actions:
+        lines.append(actions_text(snapshot))
     if snapshot.problems:
         first = snapshot.problems[0]
         more = f" (and {len(snapshot.problems) - 1} more)" if len(snapshot.problems) > 1 else ""

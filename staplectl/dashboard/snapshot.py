@@ -29,7 +29,7 @@ from pathlib import Path
 from cryptography import x509
 
 from engine.api import (
-    DEFAULT_POLICY, STORE_ERRORS, SYSTEM_CLOCK, Cache, CacheURIError, CertState, Clock, Entry, Found,
+    DEFAULT_POLICY, STORE_ERRORS, SYSTEM_CLOCK, ActionState, Cache, CacheURIError, CertState, Clock, Entry, Found,
     FreshnessPolicy, Heartbeat, HistoryEntry, Inspection, KnownCertificates, Leaf, ResponderHealth, ResponderState,
     StapleError, StateStore, StripeStats, ValidationOptions, inspect_entry, open_provider, read_stats, redact,
 )
@@ -61,6 +61,8 @@ class Snapshot:
     items: tuple[Item, ...] = ()
     policy: FreshnessPolicy = DEFAULT_POLICY
     workers: tuple[Heartbeat, ...] = ()
+    #: the prefetch service's renewal actions, as it last saved them
+    actions: tuple[ActionState, ...] = ()
     stripes: tuple[StripeStats, ...] = ()
     lock_dir: str = ""
     #: the cache failed at this read: items are those of ``data_at``
@@ -231,6 +233,7 @@ class Collector:
         except (StapleError, OSError) as error:
             stripes, stripes_error = (), str(error)
         responders_down = tuple(ResponderHealth(self.lock_dir).down().values())
+        actions = self._read_actions() if state_error is None else ()
         items = build_items(
             now, leaves=self.leaves, entries=self._last_entries, states=states, known=self._known,
             policy=self.policy, options=self.options, memo=self._memo,
@@ -238,7 +241,7 @@ class Collector:
         )  # fmt: skip
         return Snapshot(
             taken_at=now, cache_uri=redact(self.cache_uri), items=items, policy=self.policy,
-            workers=tuple(workers), stripes=stripes, lock_dir=str(self.lock_dir), responders_down=responders_down,
+            workers=tuple(workers), actions=actions, stripes=stripes, lock_dir=str(self.lock_dir), responders_down=responders_down,
             cache_error=cache_error, data_at=self._data_at, state_path=str(self.state_path),
             state_exists=self._state is not None, state_error=state_error, stripes_error=stripes_error,
             problems=self.problems, prefetch_expected=self.prefetch_expected, in_process=self.in_process,
@@ -263,6 +266,14 @@ class Collector:
             return states, self._state.workers(), history, None
         except StapleError as error:
             return {}, [], [], str(error)
+
+    def _read_actions(self) -> tuple[ActionState, ...]:
+        if self._state is None:
+            return ()
+        try:
+            return tuple(self._state.actions())
+        except StapleError:
+            return ()  # shown as the state's error on the next read, if it lasts
 
     def _drop_cache(self) -> None:
         cache, self._cache = self._cache, None

@@ -9,7 +9,9 @@ from rich.console import Console
 
 from engine.refresh.worker_state import Heartbeat
 from staplectl.dashboard import detail
-from staplectl.dashboard.panels import WaitHistory, banner, counts_line, header, lock_panel, spark, worker_text
+from staplectl.dashboard.panels import (
+    WaitHistory, actions_text, banner, counts_line, header, lock_panel, spark, worker_text,
+)
 from staplectl.dashboard.rows import (
     COLUMN_KEYS, DUE, EXPIRED, FAILING, GOOD, MISSING, NO_OCSP, REVOKED, STALE, STYLES, View, bar, build_rows,
     classify, counts, due_items, error_text, make_row, same_cell, short_name,
@@ -277,3 +279,18 @@ def test_lock_panel_names_the_responders_down(snap):
     text = text_of(lock_panel(replace(snap, responders_down=(down,))))
     assert "responder http://ocsp.ca-x.example:80 down for 2 min, 3 failed probes: no complete answer" in text
     assert "down for" not in text_of(lock_panel(snap))
+
+
+def test_the_renewal_actions_line(snap):
+    from engine.refresh.actions import ActionState
+
+    assert "actions:" not in text_of(header(snap, counts(snap)))  # none configured: no room taken
+    with_actions = replace(snap, actions=(
+        ActionState("nginx", runs=4, last_success=T - 12, next_run=None),
+        ActionState("haproxy", runs=3, failures=3, last_error="socket /run/haproxy/admin.sock: \x1b[31mrefused", pending=2),
+        ActionState("command"),
+    ))  # fmt: skip
+    line = text_of(actions_text(with_actions))
+    assert "nginx ok 12 s ago" in line and "command not run yet" in line
+    assert "haproxy FAILING (3x: socket /run/haproxy/admin.sock: \\x1b[31mrefused), 2 pending" in line
+    assert "actions:" in text_of(header(with_actions, counts(with_actions)))
