@@ -24,7 +24,6 @@ from functools import cached_property
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 from engine.errors import StapleError
 from engine.ocsp.certs import Leaf, load_leaf, read_certificates
