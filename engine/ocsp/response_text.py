@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from engine.clock import iso, to_datetime
-from engine.ocsp.staple import RESPONSE_STATUS_NAMES, parse_response
+from engine.ocsp.staple import RESPONSE_STATUS_NAMES, certid_hash_name, parse_response, reading
 
 # openssl's own spellings (OCSP_response_status_str, OCSP_crl_reason_str)
 _OPENSSL_STATUS = {
@@ -69,9 +69,11 @@ def _status_name(response: ocsp.OCSPResponse) -> str:
 def describe(der: bytes, source: str = "response") -> dict[str, Any]:
     """Everything the response says, with times as ISO 8601 (UTC).
 
-    Raises MalformedResponseError when ``der`` is not an OCSPResponse.
+    Raises MalformedResponseError when ``der`` is not an OCSPResponse, or a
+    field of it cannot be read.
     """
-    return _jsonable(_decode(parse_response(der, source)))
+    with reading(source):
+        return _jsonable(_decode(parse_response(der, source)))
 
 
 def _decode(response: ocsp.OCSPResponse) -> dict[str, Any]:
@@ -88,7 +90,7 @@ def _decode(response: ocsp.OCSPResponse) -> dict[str, Any]:
         revoked = single.certificate_status == ocsp.OCSPCertStatus.REVOKED
         reason = single.revocation_reason.value if revoked and single.revocation_reason else None
         singles.append({
-            "hash_algorithm": single.hash_algorithm.name,
+            "hash_algorithm": certid_hash_name(single),
             "issuer_name_hash": single.issuer_name_hash.hex().upper(),
             "issuer_key_hash": single.issuer_key_hash.hex().upper(),
             "serial": format(single.serial_number, "X"),
@@ -154,7 +156,13 @@ def _hex_lines(data: bytes, indent: str, per_line: int = 18) -> list[str]:
 
 
 def render(der: bytes, source: str = "response") -> str:
-    """The response as ``openssl ocsp -resp_text`` lays it out (certificates summarised)."""
+    """The response as ``openssl ocsp -resp_text`` lays it out (certificates
+    summarised), or the MalformedResponseError describe would raise."""
+    with reading(source):
+        return _render(der, source)
+
+
+def _render(der: bytes, source: str) -> str:
     response = parse_response(der, source)
     data = _decode(response)
     status = data["response_status"]

@@ -38,7 +38,7 @@ from engine.errors import (
     UnauthorizedResponderError,
 )
 from engine.ocsp.request import CertID, build_request, key_hash
-from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
+from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, certid_hash_name, parse_response, reading
 
 DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
 DEFAULT_MAX_AGE = 3600.0  # without nextUpdate: as long as mod_ssl keeps one
@@ -54,6 +54,25 @@ class ValidationOptions:
 
 
 def validate(
+    der: bytes,
+    leaf: Leaf,
+    now: float,
+    *,
+    cert_id: CertID | None = None,
+    nonce: bytes | None = None,
+    options: ValidationOptions = ValidationOptions(),
+    source: str = "response",
+    check_time: bool = True,
+) -> Staple:
+    """_checked, with every field of the response read inside staple.reading:
+    whatever the bytes, a Staple or a ValidationError, nothing else."""
+    with reading(source):
+        return _checked(
+            der, leaf, now, cert_id=cert_id, nonce=nonce, options=options, source=source, check_time=check_time
+        )
+
+
+def _checked(
     der: bytes,
     leaf: Leaf,
     now: float,
@@ -116,8 +135,13 @@ def check_times(staple: Staple, now: float, options: ValidationOptions, source: 
 
 
 @lru_cache(maxsize=4096)
-def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID:
-    return build_request(Leaf(cert=cert, issuer=issuer), hash_name=hash_name).cert_id
+def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID | None:
+    """Our CertID with the response's hash; None for a hash we never write
+    (sha224, md5, one cryptography does not know), which then matches nothing."""
+    try:
+        return build_request(Leaf(cert=cert, issuer=issuer), hash_name=hash_name).cert_id
+    except ValueError:
+        return None
 
 
 def _matching_single(
@@ -125,7 +149,7 @@ def _matching_single(
 ) -> ocsp.OCSPSingleResponse:
     seen = []
     for single in response.responses:
-        hash_name = single.hash_algorithm.name
+        hash_name = certid_hash_name(single)
         wanted = cert_id or _expected(leaf.cert, leaf.issuer, hash_name)
         got = CertID(hash_name, single.issuer_name_hash, single.issuer_key_hash, single.serial_number)
         if got == wanted:
@@ -213,7 +237,13 @@ def _check_signer(
 def _verify_signature(
     response: ocsp.OCSPResponse, signer: x509.Certificate, source: str, who: str
 ) -> None:
-    algorithm = response.signature_hash_algorithm
+    try:
+        algorithm = response.signature_hash_algorithm
+    except UnsupportedAlgorithm:  # md2WithRSA, a private OID: cryptography names no hash for it
+        raise SignatureError(
+            f"{source}: cannot verify the signature of {who}: signature algorithm "
+            f"{response.signature_algorithm_oid.dotted_string} is not supported"
+        ) from None
     # An OCSP response does not hand out its RSA padding as a certificate does
     if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
         pad: padding.AsymmetricPadding = padding.PSS(

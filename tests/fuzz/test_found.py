@@ -1,0 +1,105 @@
+"""Each escape the fuzzing found (and the reported ones), as a fixed example.
+
+Hypothesis may not draw the same input twice; these do, every run. Each
+builds the input by editing a valid one in its DER tree (tests.fuzz.der_tree)
+and, where the edit would break a signature that a check needs intact,
+signing it again with the test PKI's keys.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine.errors import CertIDMismatchError, MalformedResponseError, SignatureError
+from engine.inspection import inspect_entry
+from engine.ocsp.response_text import describe, render
+from engine.ocsp.validate import validate
+from engine.store.providers.base import Entry
+from tests.fuzz import der_tree
+from tests.fuzz.responses import SHA224, UNKNOWN_HASH, certid_hashed_with, md2_signed, signed_response
+from tests.fuzz.strategies import BASIC_RESPONSE
+
+# -- OCSP responses -------------------------------------------------------------
+
+
+def _edited(der: bytes, edit, sign=None, signed_at=BASIC_RESPONSE) -> bytes:
+    root = der_tree.parse(der)
+    edit(root)
+    if sign is not None:
+        der_tree.sign_again(root, signed_at, sign)
+    return der_tree.encode(root)
+
+
+def _checks(seeds, der, **options):
+    return validate(der, seeds.leaf, time.time(), source="planted", **options)
+
+
+def test_md2_signature_algorithm(seeds):
+    """Reported: UnsupportedAlgorithm out of validate (signature_hash_algorithm)."""
+    with pytest.raises(SignatureError, match="signature algorithm 1.2.840.113549.1.1.2 is not supported"):
+        _checks(seeds, md2_signed(seeds.pki, seeds.pki.good))
+
+
+def test_certid_hash_nobody_knows(seeds):
+    """Reported: UnsupportedAlgorithm out of validate, describe and render (CertID hashAlgorithm)."""
+    der = certid_hashed_with(seeds.pki, seeds.pki.good, UNKNOWN_HASH)
+    with pytest.raises(CertIDMismatchError, match=f"unsupported hash {UNKNOWN_HASH}"):
+        _checks(seeds, der)
+    assert describe(der)["responses"][0]["hash_algorithm"] == f"unsupported hash {UNKNOWN_HASH}"
+    assert f"Hash Algorithm: unsupported hash {UNKNOWN_HASH}" in render(der)
+
+
+def test_certid_hash_we_never_ask_with(seeds):
+    """Reported: a cached staple re-validated (no CertID asked) with a sha224
+    CertID: ValueError out of build_request, which stopped warm for all."""
+    with pytest.raises(CertIDMismatchError, match="sha224"):
+        _checks(seeds, certid_hashed_with(seeds.pki, seeds.pki.good, SHA224))
+
+
+def _responder_name(root):
+    """The byName ResponderID's Name (ResponseData's first field)."""
+    return der_tree.at(root, BASIC_RESPONSE + (0, 0, 0))
+
+
+@pytest.mark.parametrize("why", ["an empty RDN", "an attribute twice in one RDN"])
+def test_a_responder_name_that_does_not_parse(seeds, why):
+    """ValueError from response.responder_name, read lazily by validate, describe and render."""
+
+    def edit(root):
+        rdn = _responder_name(root).children[0]
+        rdn.children = [] if why == "an empty RDN" else rdn.children * 2
+
+    der = _edited(signed_response(seeds.pki, seeds.pki.good, by_name=True), edit)
+    for read in (lambda: _checks(seeds, der), lambda: describe(der, "planted"), lambda: render(der, "planted")):
+        with pytest.raises(MalformedResponseError, match="planted: a field of the response cannot be read"):
+            read()
+
+
+def test_an_extension_twice(seeds):
+    """DuplicateExtension from response.extensions: validate's nonce check, describe."""
+
+    def edit(root):
+        extensions = der_tree.at(root, BASIC_RESPONSE + (0,)).children[-1].children[0]
+        extensions.children *= 2
+
+    der = _edited(signed_response(seeds.pki, seeds.pki.good, nonce=b"n" * 16), edit, seeds.sign_as_issuer)
+    with pytest.raises(MalformedResponseError, match="DuplicateExtension"):
+        _checks(seeds, der, nonce=b"n" * 16)
+    with pytest.raises(MalformedResponseError, match="DuplicateExtension"):
+        describe(der)
+
+
+def test_a_revocation_reason_that_is_not_one(seeds):
+    """CRLReason 7 (unused): ValueError from revocation_reason, in validate and,
+    for a certificate not known, inspect's row."""
+
+    def edit(root):
+        der_tree.at(root, der_tree.find(root, 0x0A, b"\x01")).content = b"\x07"  # keyCompromise -> 7
+
+    der = _edited(signed_response(seeds.pki, seeds.pki.good, cert_status="revoked"), edit, seeds.sign_as_issuer)
+    with pytest.raises(MalformedResponseError, match="reason code"):
+        _checks(seeds, der)
+    row = inspect_entry(Entry("a" * 40, "k", der), time.time())
+    assert row.flags == ("unverified", "invalid: malformed") and "reason code" in row.problem
