@@ -8,18 +8,24 @@ signing it again with the test PKI's keys.
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
 
-from engine.errors import CertIDMismatchError, MalformedResponseError, SignatureError
+from engine.errors import (
+    CertIDMismatchError, CertificateFileError, MalformedResponseError,
+    SignatureError,
+)  # fmt: skip
 from engine.inspection import inspect_entry
+from engine.ocsp.certs import load_leaf
 from engine.ocsp.response_text import describe, render
 from engine.ocsp.validate import validate
 from engine.store.providers.base import Entry
 from tests.fuzz import der_tree
+from tests.fuzz.der_tree import OID, oid
 from tests.fuzz.responses import SHA224, UNKNOWN_HASH, certid_hashed_with, md2_signed, signed_response
-from tests.fuzz.strategies import BASIC_RESPONSE
+from tests.fuzz.strategies import BASIC_RESPONSE, CERTIFICATE
 
 # -- OCSP responses -------------------------------------------------------------
 
@@ -103,3 +109,41 @@ def test_a_revocation_reason_that_is_not_one(seeds):
         _checks(seeds, der)
     row = inspect_entry(Entry("a" * 40, "k", der), time.time())
     assert row.flags == ("unverified", "invalid: malformed") and "reason code" in row.problem
+
+
+# -- certificate files ------------------------------------------------------------
+
+
+def _leaf_file(seeds, tmp_path, issued, edit) -> object:
+    der = _edited(issued.der_path.read_bytes(), edit, seeds.sign_as_issuer, CERTIFICATE)
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
+    path = tmp_path / "leaf.pem"
+    path.write_bytes(pem + seeds.pki.intermediate.cert_path.read_bytes())
+    return path
+
+
+def _tls_feature_99(root):
+    extension = der_tree.at(root, der_tree.find(root, OID, oid("1.3.6.1.5.5.7.1.24"))[:-1])
+    extension.children[-1].children[0].children[0].content = b"\x63"  # status_request (5) -> 99
+
+
+def _empty_subject_rdn(root):
+    der_tree.at(root, (0, 5, 0)).children = []  # tbsCertificate.subject's first RDN
+
+
+def _version_10(root):
+    der_tree.at(root, (0, 0, 0)).content = b"\x0a"  # [0] EXPLICIT Version: v3 (2) -> 10
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [(_tls_feature_99, "KeyError: 99"), (_empty_subject_rdn, "ValueError"), (_version_10, "not a valid X509 version")],
+    ids=["a TLS feature cryptography does not know", "an empty RDN in the subject", "version 10"],
+)
+def test_a_certificate_that_does_not_read(seeds, tmp_path, edit, said):
+    """From cryptography, lazily: a KeyError (its table of TLS features), a
+    ValueError (a Name); and at once an InvalidVersion (no ValueError)."""
+    path = _leaf_file(seeds, tmp_path, seeds.pki.must_staple, edit)
+    with pytest.raises(CertificateFileError, match=said) as raised:
+        load_leaf(path)
+    assert str(raised.value).startswith(f"{path}: ")
