@@ -14,13 +14,14 @@ import time
 import pytest
 
 from engine.errors import (
-    CertIDMismatchError, CertificateFileError, MalformedResponseError,
-    SignatureError,
+    CertIDMismatchError, CertificateFileError, MalformedResponseError, ResponderUnreachableError,
+    ResponseTooLargeError, SignatureError,
 )  # fmt: skip
 from engine.inspection import inspect_entry
 from engine.ocsp.certs import load_leaf
 from engine.ocsp.response_text import describe, render
 from engine.ocsp.validate import validate
+from engine.responders.transport import BufferReader, fetch_error, plan, read_answer
 from engine.store.providers.base import Entry
 from tests.fuzz import der_tree
 from tests.fuzz.der_tree import OID, oid
@@ -147,3 +148,32 @@ def test_a_certificate_that_does_not_read(seeds, tmp_path, edit, said):
     with pytest.raises(CertificateFileError, match=said) as raised:
         load_leaf(path)
     assert str(raised.value).startswith(f"{path}: ")
+
+
+# -- the HTTP reader ------------------------------------------------------------
+
+URL = "http://127.0.0.1:9/"
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+
+
+def _read(data: bytes) -> bytes:
+    try:
+        return read_answer(URL, BufferReader(data, True), 65536)
+    except Exception as exc:
+        raise fetch_error(exc, plan(URL, b"")) or exc from None
+
+
+def test_a_status_code_in_superscript_digits():
+    """"2²0".isdigit() is True, int("2²0") a ValueError (the line is read as latin-1)."""
+    with pytest.raises(ResponderUnreachableError, match="not an HTTP status line"):
+        _read(b"HTTP/1.1 2\xb20 OK\r\n\r\n")
+
+
+def test_a_content_length_of_5000_digits():
+    """Past Python's 4,300-digit limit on int() of text: a ValueError."""
+    with pytest.raises(ResponseTooLargeError, match="a 5000-digit number of bytes"):
+        _read(HEAD + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\nbody")
+
+
+def test_a_content_length_in_superscript_is_no_length():
+    assert _read(HEAD + b"Content-Length: \xb2\r\n\r\nbody") == b"body"  # framed by the end of the connection
