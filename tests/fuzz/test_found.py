@@ -9,10 +9,12 @@ signing it again with the test PKI's keys.
 from __future__ import annotations
 
 import base64
+import sqlite3
 import time
 
 import pytest
 
+from engine.clock import FrozenClock
 from engine.errors import (
     CertIDMismatchError, CertificateFileError, MalformedResponseError, ResponderUnreachableError,
     ResponseTooLargeError, SignatureError,
@@ -23,6 +25,8 @@ from engine.ocsp.response_text import describe, render
 from engine.ocsp.validate import validate
 from engine.responders.transport import BufferReader, fetch_error, plan, read_answer
 from engine.store.providers.base import Entry
+from engine.store.providers.local import LocalProvider
+from engine.store.providers.meta import load_meta
 from tests.fuzz import der_tree
 from tests.fuzz.der_tree import OID, oid
 from tests.fuzz.responses import SHA224, UNKNOWN_HASH, certid_hashed_with, md2_signed, signed_response
@@ -177,3 +181,24 @@ def test_a_content_length_of_5000_digits():
 
 def test_a_content_length_in_superscript_is_no_length():
     assert _read(HEAD + b"Content-Length: \xb2\r\n\r\nbody") == b"body"  # framed by the end of the connection
+
+
+# -- cache values ---------------------------------------------------------------
+
+
+def test_metadata_nested_past_the_stack():
+    """RecursionError out of json.loads, for 5,000 bytes of "["."""
+    assert load_meta(b"[" * 5000) == (None, "metadata is JSON nested too deeply to read")
+
+
+def test_a_local_store_row_of_other_types(tmp_path):
+    """TypeError comparing a text expires_at with the clock: SQLite keeps any type in any column."""
+    path = tmp_path / "staples.db"
+    provider = LocalProvider(path, clock=FrozenClock(1_800_000_000))
+    provider.set_meta("a" * 40, {"status": "good"}, 60)
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE staples SET der = x'3003', expires_at = 'soon'")
+    entry = provider.get("a" * 40)
+    assert entry.der == b"" and entry.problem == "local store row: expires_at is str, not what staplectl writes"
+    assert [e.problem for e in provider.entries()] == [entry.problem]
+    provider.close()
