@@ -39,7 +39,7 @@ from engine.errors import IssuerNotFoundError, MalformedResponseError, StapleErr
 from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, expires_at, is_usable, renewal_point
 from engine.store.providers.base import Entry
 from engine.store.providers.layout import FLAG_ERROR
-from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
+from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response, reading
 from engine.refresh.worker_state import CertState
 from engine.ocsp.validate import ValidationOptions, validate
 
@@ -228,7 +228,12 @@ def inspect_entry(
     else:
         flags.append("unverified")
     if staple is None:
-        staple = _first_single(entry.der, response, cert)
+        try:
+            with reading("cached staple"):  # unverified: its fields may not even parse
+                staple = _first_single(entry.der, response, cert)
+        except MalformedResponseError as error:
+            malformed = [] if "invalid: malformed" in flags else ["invalid: malformed"]
+            return _row(fields, flags + malformed, valid=False, problem=problem or str(error))
         if staple is None:
             return _row(fields, flags + ["invalid: malformed"], valid=False, problem="no single responses")
     fields.update(

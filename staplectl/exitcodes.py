@@ -15,14 +15,15 @@ class Exit(IntEnum):
     OK = 0  # every certificate has a good staple
     NOT_GOOD = 1  # a responder said revoked or unknown
     BAD_INPUT = 2  # a file, option, URI or configuration is wrong
-    FAILED = 3  # the responder, the cache, or the response failed; nothing stored
+    FAILED = 3  # the responder, the cache, or the response failed; nothing stored; or a bug
 
 
 EXIT_TABLE = [
     (Exit.OK, "success: every certificate has a good staple"),
     (Exit.NOT_GOOD, "a responder answered revoked or unknown"),
     (Exit.BAD_INPUT, "bad input: a file, option, URI or configuration value is wrong"),
-    (Exit.FAILED, "failure: responder unreachable or invalid response, or cache failure; nothing was stored"),
+    (Exit.FAILED, "failure: responder unreachable or invalid response, or cache failure; nothing was stored; "
+                  "or an internal error (a bug: one line, the traceback at -vv or with STAPLECTL_TRACEBACK=1)"),
 ]
 
 

@@ -17,10 +17,11 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 from typer.core import TyperCommand
+from typer.exceptions import TyperException
 
-from engine.api import StapleError
+from engine.api import StapleError, UnexpectedError
 from staplectl.config import Config, load as load_config
-from staplectl.exitcodes import for_error
+from staplectl.exitcodes import Exit, for_error
 from staplectl.terminal import Terminal
 
 CacheOpt = Annotated[
@@ -101,13 +102,16 @@ class GlobalsCommand(TyperCommand):
         given = {name: ctx.params.pop(name) for name in GLOBAL_OPTIONS if name in ctx.params}
         base = ctx.find_object(Settings) or Settings()
         config = given.get("config")
-        ctx.obj = Settings(
+        ctx.obj = opts = Settings(
             cache=given.get("cache") or base.cache,
             config=Path(config) if config else base.config,
             verbose=given.get("verbose") or base.verbose,
             quiet=given.get("quiet") or base.quiet,
         )
-        return super().invoke(ctx)
+        # Around the whole command, for what it does outside command()
+        # (printing its result, mostly): a bug there is one line too.
+        with reporting(Terminal(verbose=opts.verbose, quiet=opts.quiet), bool(ctx.params.get("json_output"))):
+            return super().invoke(ctx)
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -133,7 +137,10 @@ def command(ctx: typer.Context, *, json_errors: bool = False) -> Iterator[tuple[
 def reporting(term: Terminal, json_errors: bool = False) -> Iterator[None]:
     """Turn the engine's errors into one line on stderr and the right exit code.
 
-    An operator's mistake never shows a traceback.
+    An operator's mistake never shows a traceback, and neither does a bug:
+    any other exception is an internal error, one line and exit 3 (its
+    traceback at -vv or with $STAPLECTL_TRACEBACK=1). Typer's own ways out
+    (Exit and Abort are RuntimeErrors; usage errors) pass through.
     """
     try:
         yield
@@ -142,3 +149,10 @@ def reporting(term: Terminal, json_errors: bool = False) -> Iterator[None]:
         if json_errors:
             term.json({"error": {"reason": error.reason, "message": str(error)}})
         raise typer.Exit(int(for_error(error))) from None
+    except (typer.Exit, typer.Abort, TyperException):
+        raise
+    except Exception as exc:
+        what = term.internal_error(exc)
+        if json_errors:
+            term.json({"error": {"reason": UnexpectedError.reason, "message": what}})
+        raise typer.Exit(int(Exit.FAILED)) from None

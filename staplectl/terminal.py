@@ -7,13 +7,18 @@ it. Rich honours NO_COLOR on its own.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from staplectl.printable import printable
+from staplectl.printable import printable, printable_lines
+
+#: set to 1 to have an internal error's traceback printed, as -vv does
+TRACEBACK_ENV = "STAPLECTL_TRACEBACK"
 
 
 class Terminal:
@@ -32,6 +37,16 @@ class Terminal:
 
     def error(self, message: str) -> None:
         self.err.print(f"[bold red]staplectl: error:[/] {escape(printable(message))}")
+
+    def internal_error(self, exc: BaseException) -> str:
+        """A bug, said in one line (its traceback too at -vv or with
+        $STAPLECTL_TRACEBACK=1); returns what the line says after the prefix."""
+        what = f"{type(exc).__name__}: {exc}"
+        if self.verbose >= 2 or os.environ.get(TRACEBACK_ENV) == "1":
+            self.err.file.write(printable_lines("".join(traceback.format_exception(exc))))
+            self.err.file.flush()
+        self.err.print(f"[bold red]staplectl: internal error:[/] {escape(printable(what))}")
+        return what
 
     def warn(self, message: str) -> None:
         if not self.quiet:

@@ -118,11 +118,11 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
     if _PEM_MARKER in data:
         try:
             return x509.load_pem_x509_certificates(data)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # version 10: not a ValueError
             raise CertificateFileError(f"{path}: bad PEM certificate: {exc}") from None
     try:
         return [x509.load_der_x509_certificate(data)]
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise CertificateFileError(
             f"{path}: not a certificate (neither PEM with a CERTIFICATE block nor DER)"
         ) from None
@@ -218,6 +218,16 @@ def find_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x
     return None
 
 
+#: what cryptography raises when a certificate's field that it parses
+#: lazily, on first read, does not parse: a Name with an empty RDN, an
+#: extension that does not parse or comes twice, a TLS feature it does not
+#: know (a KeyError from its table of them, or a TypeError from its
+#: TLSFeature constructor)
+_UNREADABLE = (
+    ValueError, TypeError, KeyError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+)
+
+
 def load_leaf(
     path: Path,
     *,
@@ -231,7 +241,28 @@ def load_leaf(
     (find_issuer); an ``issuer_path`` the operator names is the only place
     looked in. ``issuers``, when given, makes issuers equal by DER one
     shared object (the first seen).
+
+    What the engine reads of a leaf (its subject, must-staple, responder
+    URLs) is read here, so that a certificate whose fields do not parse is
+    its file's CertificateFileError now, not an exception in the middle of
+    a warm; the Leaf's cached properties keep what was read.
     """
+    try:
+        leaf = _load_leaf(path, issuer_path, url_override, issuers)
+        leaf.subject, leaf.must_staple, leaf.aia_urls  # noqa: B018
+    except _UNREADABLE as exc:
+        raise CertificateFileError(
+            f"{path}: a certificate in it cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
+    return leaf
+
+
+def _load_leaf(
+    path: Path,
+    issuer_path: Path | None,
+    url_override: str | None,
+    issuers: dict[x509.Certificate, x509.Certificate] | None,
+) -> Leaf:
     certs = read_certificates(path)
     leaf = certs[0]
     candidates = read_certificates(issuer_path) if issuer_path else certs[1:]

@@ -25,7 +25,7 @@ from cryptography.x509 import ocsp
 from engine.clock import iso
 from engine.errors import MalformedResponseError
 from engine.ocsp import openssl_text, written
-from engine.ocsp.staple import RESPONSE_STATUS_NAMES, parse_response
+from engine.ocsp.staple import RESPONSE_STATUS_NAMES, parse_response, reading
 
 # openssl's own spellings (OCSP_response_status_str, OCSP_crl_reason_str)
 _OPENSSL_STATUS = {
@@ -78,10 +78,12 @@ def _status_name(response: ocsp.OCSPResponse) -> str:
 def describe(der: bytes, source: str = "response") -> dict[str, Any]:
     """Everything the response says, with times as ISO 8601 (UTC).
 
-    Raises MalformedResponseError when ``der`` is not an OCSPResponse.
+    Raises MalformedResponseError when ``der`` is not an OCSPResponse, or a
+    field of it cannot be read.
     """
-    response = parse_response(der, source)
-    return _jsonable(_decode(response, _written(der, response, source)))
+    with reading(source):
+        response = parse_response(der, source)
+        return _jsonable(_decode(response, _written(der, response, source)))
 
 
 def _written(der: bytes, response: ocsp.OCSPResponse, source: str) -> written.Written | None:
@@ -167,7 +169,13 @@ def _hex_lines(data: bytes, indent: str, per_line: int = 18) -> list[str]:
 
 def render(der: bytes, source: str = "response") -> str:
     """The response as ``openssl ocsp -resp_text`` lays it out, field for
-    field (OCSP_RESPONSE_print); the certificates it carries summarised."""
+    field (OCSP_RESPONSE_print); the certificates it carries summarised. Or
+    the MalformedResponseError describe would raise."""
+    with reading(source):
+        return _render(der, source)
+
+
+def _render(der: bytes, source: str) -> str:
     response = parse_response(der, source)
     data = _written(der, response, source)
     code = response.response_status.value

@@ -7,9 +7,14 @@ apart from errors, and a front end reports them with their own exit code.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509 import ocsp
 
 from engine.errors import MalformedResponseError
@@ -137,3 +142,37 @@ class Staple:
             revocation_time=revocation_time,
             revocation_reason=reason,
         )
+
+
+#: what cryptography raises when a field it parses lazily, on first read,
+#: does not parse: a Name with an empty RDN, a duplicate extension, an
+#: algorithm it does not know, a certificate of version 10 in the response
+UNREADABLE = (
+    ValueError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, x509.InvalidVersion
+)
+
+
+@contextmanager
+def reading(source: str) -> Iterator[None]:
+    """Read a parsed response's fields inside this: one that does not parse
+    is the MalformedResponseError parse_response would have raised had it
+    read every field at once (it does not: warm pays for what it reads)."""
+    try:
+        yield
+    except UNREADABLE as exc:
+        raise MalformedResponseError(
+            f"{source}: a field of the response cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+_OID_SAID = re.compile(r"OID: ?([0-9.]+)")
+
+
+def certid_hash_name(single: ocsp.OCSPSingleResponse) -> str:
+    """The CertID's hash algorithm, by name; one cryptography does not know
+    as "unsupported hash" and its OID, which only its error message tells."""
+    try:
+        return single.hash_algorithm.name
+    except UnsupportedAlgorithm as exc:
+        said = _OID_SAID.search(str(exc))
+        return f"unsupported hash {said.group(1)}" if said else "unsupported hash"

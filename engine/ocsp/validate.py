@@ -40,7 +40,7 @@ from engine.errors import (
     WeakAlgorithmError,
 )
 from engine.ocsp.request import CertID, key_hash
-from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response
+from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, certid_hash_name, parse_response, reading
 from engine.ocsp.weak import weaknesses
 
 DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
@@ -59,6 +59,25 @@ class ValidationOptions:
 
 
 def validate(
+    der: bytes,
+    leaf: Leaf,
+    now: float,
+    *,
+    cert_id: CertID | None = None,
+    nonce: bytes | None = None,
+    options: ValidationOptions = ValidationOptions(),
+    source: str = "response",
+    check_time: bool = True,
+) -> Staple:
+    """_checked, with every field of the response read inside staple.reading:
+    whatever the bytes, a Staple or a ValidationError, nothing else."""
+    with reading(source):
+        return _checked(
+            der, leaf, now, cert_id=cert_id, nonce=nonce, options=options, source=source, check_time=check_time
+        )
+
+
+def _checked(
     der: bytes,
     leaf: Leaf,
     now: float,
@@ -159,7 +178,7 @@ def _matching_single(
     for single in response.responses:
         got = _single_id(single)
         if got is None:
-            seen.append(f"serial {single.serial_number:X} under a CertID hash we do not know")
+            seen.append(f"serial {single.serial_number:X}, {certid_hash_name(single)}")
             continue
         asked_in_it = cert_id is not None and cert_id.hash_algorithm == got.hash_algorithm
         if got == (cert_id if asked_in_it else _expected(leaf.cert, leaf.issuer, got.hash_algorithm)):

@@ -225,10 +225,24 @@ def _status_line(reader: _Reader) -> tuple[int, str]:
     parts = line.split(None, 2)
     if (
         len(parts) < 2 or not parts[0].startswith("HTTP/")
-        or not (parts[1].isdigit() and len(parts[1]) == 3 and parts[1][0] != "0")
+        or not (_decimal(parts[1]) is not None and len(parts[1]) == 3 and parts[1][0] != "0")
     ):
         raise _ProtocolError(f"not an HTTP status line: {line.strip()[:80]!r}")
     return int(parts[1]), parts[2].strip() if len(parts) > 2 else ""
+
+
+def _decimal(text: str) -> int | None:
+    """A status code or Content-Length as a number, None when it is not one.
+
+    ASCII digits only: str.isdigit also takes "²" and "³" (the latin-1
+    bytes 0xB2, 0xB3), which int() refuses. Past 4,300 digits int() refuses
+    the text too: a length that long only ever means "too large", and is
+    read as 10**40, which is.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 40 else 10**40
 
 
 def _fields(reader: _Reader) -> dict[str, list[str]]:
@@ -371,11 +385,11 @@ def _read_body(url: str, response: _Response, reader: _Reader, max_size: int) ->
         raise ContentTypeError(
             f"responder {url}: Content-Type is {content_type or '(none)'!r}, expected {OCSP_RESPONSE_TYPE!r}"
         )
-    length = response.header("Content-Length")
-    if length and length.isdigit() and int(length) > max_size:
-        raise ResponseTooLargeError(
-            f"responder {url}: response of {int(length)} bytes exceeds the cap of {max_size} bytes"
-        )
+    length = response.header("Content-Length") or ""
+    declared = _decimal(length)
+    if declared is not None and declared > max_size:
+        size = f"{declared}" if len(length) <= 20 else f"a {len(length)}-digit number of"
+        raise ResponseTooLargeError(f"responder {url}: response of {size} bytes exceeds the cap of {max_size} bytes")
     coding = response.header("Transfer-Encoding")
     if coding and coding.lower() == "chunked":
         body = _read_chunked(reader, max_size)
@@ -383,8 +397,7 @@ def _read_body(url: str, response: _Response, reader: _Reader, max_size: int) ->
         # Content-Length frames the body; without one (or with a bad one)
         # the end of the connection does. A body cut short is returned as
         # it is (as http.client did): validation then says it is malformed.
-        declared = (response.fields.get("content-length") or [""])[0]
-        framed = int(declared) if declared.isdigit() else None
+        framed = _decimal((response.fields.get("content-length") or [""])[0])
         body = reader.read(max_size + 1 if framed is None else min(framed, max_size + 1))
     if len(body) > max_size:
         raise ResponseTooLargeError(f"responder {url}: response exceeds the cap of {max_size} bytes")

@@ -143,7 +143,7 @@ def check(
         # bad input means to the other commands.
         _unknown(term, str(error), json_output, getattr(error, "reason", "bad_input"))
     except Exception as exc:  # a bug: still UNKNOWN, not the 1 (WARNING) of a traceback
-        _unknown(term, f"internal error: {type(exc).__name__}: {exc}", json_output, "internal_error")
+        _unknown(term, f"internal error: {term.internal_error(exc)}", json_output, "internal_error", said=True)
     findings += [Finding(p.name, State.UNKNOWN, _without_name(p.name, str(p.error))) for p in problems]
     findings.sort(key=lambda f: f.name)
     state = max((f.state for f in findings), key=_SEVERITY.__getitem__)
@@ -170,9 +170,11 @@ def _clean(text: str) -> str:
     return printable(" ".join(text.replace("|", "/").split()))
 
 
-def _unknown(term: Terminal, message: str, json_output: bool, reason: str) -> NoReturn:
+def _unknown(term: Terminal, message: str, json_output: bool, reason: str, *, said: bool = False) -> NoReturn:
+    """The UNKNOWN line; ``said``: stderr has had its line already (an internal error's)."""
     line = f"STAPLECTL UNKNOWN - {_clean(message)}"
-    term.error(message)
+    if not said:
+        term.error(message)
     if json_output:
         term.json({"state": "UNKNOWN", "code": 3, "summary": line, "certificates": [],
                    "error": {"reason": reason, "message": message}})

@@ -83,6 +83,21 @@ ON CONFLICT (cert_id) DO UPDATE SET
 _ALIVE = "(expires_at >= :now OR meta_expires_at >= :now)"
 
 
+#: each column's Python types as _SET and _SET_META write them; SQLite keeps
+#: whatever type a value was written with, whatever the column says
+_TYPES = {
+    "cert_id": (str,), "key": (str,), "flag": (int,), "der": (bytes,), "expires_at": (int, float, type(None)),
+    "meta": (str, bytes, type(None)), "meta_expires_at": (int, float, type(None)),
+}  # fmt: skip
+
+
+def _wrong_types(row: tuple[Any, ...]) -> str | None:
+    """Which columns of a row hold a value of a type staplectl never writes there."""
+    wrong = [f"{name} is {type(value).__name__}" for (name, types), value in zip(_TYPES.items(), row)
+             if not isinstance(value, types)]  # fmt: skip
+    return ", ".join(wrong) + ", not what staplectl writes" if wrong else None
+
+
 class LocalProvider(Provider):
     scheme = "local"
     needs_mutex = False
@@ -175,6 +190,13 @@ class LocalProvider(Provider):
 
     def _entry(self, row: tuple[Any, ...], now: float) -> Entry | None:
         cert_id, key, flag, der, expires_at, meta, meta_expires_at = row
+        wrong = _wrong_types(row)
+        if wrong:
+            # An edited or damaged file: junk for this certificate alone, which
+            # the next write replaces, and a row that names none is nobody's.
+            if not isinstance(cert_id, str):
+                return None
+            return Entry(cert_id, staple_key(DEFAULT_NAMESPACE, cert_id), b"", problem=f"local store row: {wrong}")
         staple_alive = bool(der) and expires_at is not None and expires_at >= now
         meta_alive = meta is not None and meta_expires_at is not None and meta_expires_at >= now
         if not (staple_alive or meta_alive):

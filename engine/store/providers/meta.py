@@ -48,6 +48,8 @@ def load_meta(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | Non
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None, "metadata is not JSON"
+    except RecursionError:  # "[[[[...": 16 KiB of it is 16,000 levels, past Python's stack
+        return None, "metadata is JSON nested too deeply to read"
     if not isinstance(data, dict):
         return None, f"metadata is a JSON {type(data).__name__}, not an object"
     meta: dict[str, Any] = {}
