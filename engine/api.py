@@ -44,7 +44,7 @@ from engine.ocsp.certfiles import CertSpec, LoadResult, Loading, load_all
 from engine.ocsp.certs import Leaf, is_must_staple, load_leaf, ocsp_urls, read_certificates
 from engine.ocsp.request import CERTID_HASHES
 from engine.ocsp.response_text import describe, render
-from engine.ocsp.staple import GOOD, Staple
+from engine.ocsp.staple import GOOD, Staple, staple_end
 from engine.ocsp.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW, ValidationOptions
 from engine.paths import state_dir
 from engine.probe import Judgement, ProbeError, Stapled, handshake, judge, split_server
@@ -96,7 +96,7 @@ __all__ = [
     "Judgement", "ProbeError", "Stapled", "handshake", "judge", "split_server",
     # certificates and OCSP
     "CertSpec", "LoadResult", "Loading", "load_all", "Leaf", "is_must_staple", "load_leaf", "ocsp_urls",
-    "read_certificates", "CERTID_HASHES", "describe", "render", "GOOD", "Staple", "DEFAULT_MAX_AGE", "DEFAULT_SKEW",
+    "read_certificates", "CERTID_HASHES", "describe", "render", "GOOD", "Staple", "staple_end", "DEFAULT_MAX_AGE", "DEFAULT_SKEW",
     "ValidationOptions",
     # responders
     "parse_allow", "FetchOptions", "fetch_staple", "ResponderDownError", "ResponderHealth", "ResponderState",

@@ -95,7 +95,7 @@ def snippet_of(staple_file: Path) -> Path:
 
 def export_one(reader: Any, leaf: Leaf, staple: Staple | None, file: Path, now: float, target: str) -> Row:
     try:
-        if not reader.usable(staple, now):
+        if staple is None or not reader.usable(staple, now):
             # Never leave a file behind that nginx would keep stapling. The
             # snippet goes first: nginx must never include a directive that
             # names a missing file (its reload would fail and it would go on

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.api import (
-    SYSTEM_CLOCK, ActionError, ActionResult, Leaf, StapleReader, expires_at, remove_stale_temporaries,
+    SYSTEM_CLOCK, ActionError, ActionResult, Leaf, StapleError, StapleReader, expires_at, remove_stale_temporaries,
+    staple_end,
 )
 from staplectl.action_config import ActionSpec
 from staplectl.export_names import nginx_files
@@ -64,7 +65,11 @@ class FileAction:
         if self.spec.files:
             for directory in {self._files[leaf.cert_id].parent for leaf in ours}:
                 remove_stale_temporaries(directory)
-            staples = reader.cached_many(ours)
+            try:
+                staples = reader.cached_many(ours)
+            except StapleError as error:
+                raise ActionError(f"action {self.name}: cannot read the cache ({error}); "
+                                  f"{self._drop_expired(ours, now)}") from None  # fmt: skip
             for leaf in ours:
                 if leaf.cert_id in self._clashes:
                     rows.append(Row(leaf.name, self._files[leaf.cert_id], error=self._clashes[leaf.cert_id]))
@@ -89,6 +94,38 @@ class FileAction:
         reloaded = " and reloaded" if changed and self.spec.reload else ""
         pushed = ", pushed to HAProxy" if self.spec.socket is not None and written else ""
         return ActionResult(f"{written} written, {removed} removed of {len(ours)}{pushed}{reloaded}", expires)
+
+
+    def _drop_expired(self, leaves: list[Leaf], now: float) -> str:
+        """With the cache unreadable, what is served and expired goes all the same:
+        the staple in each file is judged from the file itself."""
+        target = "nginx" if self.spec.type == "nginx" else "haproxy"
+        removed = [
+            export_one(None, leaf, None, self._files[leaf.cert_id], now, target)
+            for leaf in leaves
+            if leaf.cert_id not in self._clashes and _expired_file(self._files[leaf.cert_id], now)
+        ]
+        removed = [row for row in removed if row.action == "removed"]
+        if removed and self.spec.reload:
+            error, _ = run_command(self.spec.reload, f"action {self.name}: reload command")
+            if error is not None:
+                return f"{len(removed)} expired staples removed, but {error}"
+        return f"{len(removed)} expired staples removed all the same"
+
+
+def _expired_file(file: Path, now: float) -> bool:
+    """Does this staple file hold a response past its nextUpdate (or none we can read)?"""
+    try:
+        data = file.read_bytes() if file.is_file() and not file.is_symlink() else b""
+    except OSError:
+        return False
+    if not data:
+        return False  # nothing served (HAProxy's emptied file)
+    try:
+        end = staple_end(data)
+    except StapleError:
+        return True  # not even a response: nothing a server should staple
+    return end is not None and now >= end
 
 
 def _pushable(reader: StapleReader, leaf: Leaf, now: float) -> Row:

@@ -176,3 +176,19 @@ def certid_hash_name(single: ocsp.OCSPSingleResponse) -> str:
     except UnsupportedAlgorithm as exc:
         said = _OID_SAID.search(str(exc))
         return f"unsupported hash {said.group(1)}" if said else "unsupported hash"
+
+
+def staple_end(der: bytes, max_age: float = 3600.0) -> float | None:
+    """When a response's first answer stops being servable (nextUpdate, else
+    thisUpdate + ``max_age``), read without validating: for a file a server
+    staples, whose bytes say when they expire. None when it answers nothing;
+    MalformedResponseError when it is no response."""
+    with reading("staple file"):
+        response = parse_response(der, "staple file")
+        if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+            return None
+        for single in response.responses:
+            if single.next_update_utc is not None:
+                return single.next_update_utc.timestamp()
+            return single.this_update_utc.timestamp() + max_age
+    return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.loopback import CONFIG_ALLOW
+from tests.responder import Behaviour
 
 
 def write(tmp_path, text: str):
@@ -75,3 +76,31 @@ def test_the_metrics_count_runs_failures_and_the_last_success(tmp_path):
     assert 'staplectl_action_runs_total{action="nginx",result="failed"} 2\n' in text
     assert 'staplectl_action_consecutive_failures{action="nginx"} 2\n' in text
     assert 'staplectl_action_last_success_timestamp_seconds{action="nginx"} 1796650000.25\n' in text
+
+
+def test_with_the_cache_down_an_expired_served_staple_goes_all_the_same(pki, responder, tmp_path):
+    """The removal at expiry must not wait for the cache: nginx would staple it."""
+    from engine.api import ActionError, build_reader, load_leaf
+    from engine.ocsp.request import build_request
+    from engine.responders.transport import post
+    from staplectl.action_config import ActionSpec
+    from staplectl.config import Config
+    from staplectl.from_config import engine_settings
+    from staplectl.renewal_actions import FileAction
+    from tests.loopback import TRANSPORT
+    from tests.servers import free_port
+
+    expired, fresh = (load_leaf(pki.leaf(f"down-{n}").chain_path) for n in ("expired", "fresh"))
+    directory = tmp_path / "ocsp"
+    directory.mkdir()
+    responder.script(expired.serial, Behaviour(this_update_offset=-7200, next_update_offset=-60))
+    (directory / "down-expired-chain.ocsp").write_bytes(post(responder.url, build_request(expired).der, TRANSPORT))
+    (directory / "down-fresh-chain.ocsp").write_bytes(post(responder.url, build_request(fresh).der, TRANSPORT))
+    marker = tmp_path / "reloaded"
+    reader = build_reader(engine_settings(Config(cache=f"memcache://127.0.0.1:{free_port()}")))
+    action = FileAction(ActionSpec("nginx", "nginx", 0.0, directory, None, f"touch {marker}"), lambda: reader)
+    action.load([expired, fresh])
+    with pytest.raises(ActionError, match="cannot read the cache .*1 expired staples removed all the same"):
+        action.run([expired, fresh])
+    assert not (directory / "down-expired-chain.ocsp").exists() and marker.exists()
+    assert (directory / "down-fresh-chain.ocsp").exists()  # still servable: left alone

@@ -11,6 +11,7 @@ import pty
 import select
 import signal
 import subprocess
+import time
 import threading
 
 import pytest
@@ -203,6 +204,15 @@ def test_watch_until_ctrl_c_exits_0(home, pki):
             assert ready, f"nothing drawn within {PATIENCE} s: {drawn!r}"
             drawn += os.read(master, 65536)
         process.send_signal(signal.SIGINT)
+        # Read on while it stops, as a terminal does: a full pty would block
+        # its last redraw (and its exit) on a write nobody reads.
+        deadline = time.monotonic() + PATIENCE
+        while process.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    drawn += os.read(master, 65536)
+                except OSError:  # the other side closed
+                    break
         _, stderr = process.communicate(timeout=PATIENCE)
         while select.select([master], [], [], 0)[0]:
             try:

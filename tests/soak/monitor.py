@@ -41,6 +41,8 @@ import threading
 import time
 from typing import Any
 
+from cryptography.x509 import ocsp
+
 from tests.soak.ocspcheck import Judge, Verdict
 from tests.soak.records import Claim, Interval, PendingWrite, Track
 from tests.soak.report import Tally
@@ -51,6 +53,9 @@ from tests.soak.timeline import Timeline
 from tests.soak.world import CertInfo, World
 
 TTL_SLACK = 300.0
+#: how long after its nextUpdate a staple may still lie in the served
+#: directory: the action runs at nextUpdate, a sample every 0.5 s sees it
+SERVED_GRACE = 2.0
 
 
 def _sample_at_or_before(intervals: list[Interval], t: float) -> tuple[float, str] | None:
@@ -156,7 +161,29 @@ class Monitor:
             self.last_read_error = str(exc)
         with self._lock:
             self._judge_sample(t, certs, entries, readable)
+            self._judge_served(time.time())
         self._sample_cost += time.monotonic() - began
+
+    def _judge_served(self, t: float) -> None:
+        """What nginx would staple (the service's nginx action's directory): never
+        a response past its nextUpdate, never something that is no response.
+        Excused only while the service is down (the kill fault): nobody is
+        there to remove it."""
+        directory = self.world.served_dir
+        if directory is None:
+            return
+        for path in directory.glob("*.ocsp"):
+            try:
+                der = path.read_bytes()
+            except OSError:
+                continue  # removed between the listing and the read
+            problem = _served_problem(der, t)
+            if problem is None:
+                continue
+            row = self.timeline.phase_at(t)
+            if row == "kill":
+                continue
+            self.tally.add(row, "served_expired", 1, {"t": round(t, 3), "file": path.name, "problem": problem})
 
     def _judge_sample(self, t: float, certs: list[CertInfo], entries: dict, readable: bool) -> None:
         interval = self.settings.sample_interval
@@ -453,3 +480,16 @@ class Monitor:
             "claims_unverifiable": self.claims_unverifiable,
             "staples_judged": len(self.judge._memo),
         }
+
+
+def _served_problem(der: bytes, t: float) -> str | None:
+    """Why a served staple file is wrong at t, or None. Code of its own, as
+    the rest of the monitor: nothing shared with the product."""
+    try:
+        single = next(iter(ocsp.load_der_ocsp_response(der).responses))
+    except (ValueError, StopIteration) as exc:
+        return f"not an OCSP response ({exc})"
+    end = single.next_update_utc.timestamp() if single.next_update_utc else None
+    if end is not None and t > end + SERVED_GRACE:
+        return f"served {t - end:.1f} s past its nextUpdate"
+    return None

@@ -28,6 +28,7 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("rollbacks", "rollbacks", True),
     ("invalid_inspected", "invalid inspected", True),
     ("invalid_exported", "invalid exported", True),
+    ("served_expired", "served expired", True),
     ("check_false_ok", "check false OK", True),
     ("dashboard_false_valid", "dashboard false valid", True),
     ("store_errors", "store errors", True),

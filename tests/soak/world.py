@@ -111,6 +111,9 @@ class World:
         self._rand = random.Random(1234)
         self._chains: dict[str, bytes] = {}
         self.allow_loopback = False
+        #: where the service's nginx action writes what nginx would staple
+        #: (None: a product without renewal actions)
+        self.served_dir: Path | None = None
         self.farm: ResponderFarm | None = None
         self.cache: CacheServer | None = None
         self.pkis: list[PKI] = []
@@ -143,7 +146,10 @@ class World:
             self.home.mkdir()
             self.write_config()
             self.allow_loopback = self._product_refuses_loopback()
-            if self.allow_loopback:
+            if self._product_has_actions():
+                self.served_dir = workdir / "served"
+                self.served_dir.mkdir()
+            if self.allow_loopback or self.served_dir:
                 self.write_config()
         except BaseException:
             self.close()
@@ -207,6 +213,12 @@ class World:
                 'allow = ["loopback"]    # the responders run on this host (refused by default)\n'
                 if self.allow_loopback else ""
             )
+            + (
+                "\n# what nginx would staple, kept by the service (the monitor checks it)\n"
+                f'[[actions]]\ntype = "nginx"\ndirectory = "{self.served_dir}"\nreload = "true"\n'
+                'min_interval = "2s"\n'
+                if self.served_dir else ""
+            )
         )
 
     def _product_refuses_loopback(self) -> bool:
@@ -225,6 +237,17 @@ class World:
         except (ValueError, KeyError, TypeError):
             raise RuntimeError(f"staplectl config --json failed (exit {done.returncode}): {done.stderr[-1000:]}") from None
         return "allow" in responder
+
+    def _product_has_actions(self) -> bool:
+        """Does this staplectl know [[actions]]? Asked as _product_refuses_loopback asks."""
+        done = subprocess.run(
+            [staplectl_program(), "config", "--json", "--config", str(self.config_path)],
+            capture_output=True, text=True, env=self.env(), timeout=60,
+        )  # fmt: skip
+        try:
+            return "actions" in json.loads(done.stdout)
+        except (ValueError, TypeError):
+            return False
 
     def write_config(self, text: str | None = None) -> None:
         """Written as a deploy tool would: a temporary file, then a rename."""
