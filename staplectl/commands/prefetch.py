@@ -23,6 +23,7 @@ from engine.api import (
 )
 from staplectl.config import Config
 from staplectl.exitcodes import Exit
+from staplectl.journal import journal_line, to_journal
 from staplectl.metrics import Metrics, MetricsServer
 from staplectl.renewal_actions import build_actions
 from staplectl.options import Settings, command
@@ -90,6 +91,8 @@ class Service:
         self.config = config
         self.term = term
         self.log_format = log_format
+        #: under systemd: no timestamp of ours, a <N> priority prefix (staplectl/journal.py)
+        self.journal = log_format == "text" and to_journal()
         self.state = StateStore(config.state_path())
         self.stapler = open_stapler(config)
         self.metrics = Metrics(self.state, config.locks.path(), SYSTEM_CLOCK)
@@ -119,6 +122,8 @@ class Service:
         now = iso(SYSTEM_CLOCK.now())
         if self.log_format == "json":
             line = json.dumps({"time": now, "level": level, "message": what, **(fields or {})})
+        elif self.journal:
+            line = journal_line(level, printable(what))
         else:
             line = f"{now} {level.upper():<7} {printable(what)}"  # one line, whatever a responder said
         try:

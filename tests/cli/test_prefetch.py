@@ -222,3 +222,35 @@ def test_a_file_broken_at_reload_keeps_its_certificate_and_a_replaced_one_swaps(
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
+
+
+def test_under_the_journal_lines_carry_a_priority_and_no_timestamp(pki, responder, home, tmp_path):
+    """systemd's $JOURNAL_STREAM names the stream it connected: when it is our
+    stderr, the journal stamps the time and reads <N> as the priority."""
+    import os
+    import subprocess
+
+    from tests.cli.conftest import _env, staplectl_path
+
+    responder.script(pki.other, Behaviour(http_status=500))
+    config = write_config(tmp_path / "c.toml", [pki.good.chain_path, pki.other.chain_path])
+
+    def run(journal: bool) -> list[str]:
+        log = tmp_path / f"log-{journal}"
+        with open(log, "wb") as err:
+            info = os.fstat(err.fileno())
+            env = dict(os.environ, **_env(None))
+            env.pop("JOURNAL_STREAM", None)
+            if journal:
+                env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+            subprocess.run([staplectl_path(), "prefetch", "--once", "--config", str(config)],
+                           stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=60)  # fmt: skip
+        return log.read_text().splitlines()
+
+    lines = run(journal=True)
+    assert any(line.startswith("<6>") and "good-chain.pem updated" in line for line in lines), lines
+    assert any(line.startswith("<3>") and "other-chain.pem failed" in line for line in lines), lines
+    assert all(line[:1] == "<" and not line[3:4].isdigit() for line in lines), lines  # no timestamp
+    plain = run(journal=False)
+    assert plain and all(line[:4].isdigit() for line in plain), plain  # elsewhere: timestamps of our own
+    assert any(" ERROR " in line and "other-chain.pem failed" in line for line in plain), plain
