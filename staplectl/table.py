@@ -19,6 +19,8 @@ Cell = str | tuple[str, str]
 
 
 def print_table(console: Console, headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
+    if console.quiet:
+        return  # -q: nothing but errors
     # cells hold text from outside (subjects, file names, errors): escaped, one line each
     cells = [[(printable(c[0]), c[1]) if isinstance(c, tuple) else (printable(c), "") for c in row] for row in rows]
     widths = [max([len(h), *(len(row[i][0]) for row in cells)]) for i, h in enumerate(headers)]

@@ -25,7 +25,10 @@ class Terminal:
     def __init__(self, *, verbose: int = 0, quiet: bool = False) -> None:
         self.verbose = verbose
         self.quiet = quiet
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=False, emoji=False)
+        # -q: the human tables and summaries go too (a cron job mails only
+        # errors); --json, check's status line and inspect --text write
+        # to stdout directly and stay
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=False, emoji=False, quiet=quiet)
         self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True, emoji=False)
 
     def json(self, data: Any) -> None:
