@@ -108,7 +108,8 @@ __all__ = [
     # locks
     "DEFAULT_STRIPES", "FetchLocks", "stripe_of", "STATS_FILE", "LockStatsError", "StripeStats", "read_stats",
     # refreshing
-    "ActionError", "ActionEvent", "ActionResult", "ActionRunner", "ActionState", "Fanout", "DEFAULT_POLICY", "FreshnessPolicy", "expires_at", "is_usable", "renewal_point", "seconds_left",
+    "ActionError", "ActionEvent", "ActionResult", "ActionRunner", "ActionState", "Fanout", "DEFAULT_POLICY",
+    "FreshnessPolicy", "expires_at", "is_usable", "renewal_point", "seconds_left",
     "PrefetchWorker", "WorkerEvent", "WorkerOptions", "Refresh", "StapleReader", "Stapler", "StaplerOptions", "CertState",
     "Heartbeat", "HistoryEntry", "StateStore", "StateStoreError",
 ]  # fmt: skip

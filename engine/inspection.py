@@ -36,7 +36,7 @@ from cryptography.x509 import ocsp
 from engine.ocsp.certs import Leaf, load_leaf, read_certificates
 from engine.clock import iso
 from engine.errors import IssuerNotFoundError, MalformedResponseError, StapleError, ValidationError
-from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, expires_at, is_usable, renewal_point
+from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, expires_at, is_usable, renewal_point_for
 from engine.store.providers.base import Entry
 from engine.store.providers.layout import FLAG_ERROR
 from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, parse_response, reading
@@ -250,7 +250,7 @@ def inspect_entry(
     elif not is_usable(staple.this_update, staple.next_update, now, policy):
         flags.append("expired")
     valid = not any(f in ("error-entry", "not-yet-valid", "expired") or f.startswith("invalid") for f in flags)
-    if valid and now >= renewal_point(staple.this_update, staple.next_update, policy):
+    if valid and now >= renewal_point_for(staple.status, staple.this_update, staple.next_update, policy):
         flags.append("due")
     if staple.weak:
         flags.append("weak")

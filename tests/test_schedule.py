@@ -101,3 +101,17 @@ class TestSchedule:
         expires = expires_at(0.0, 100.0, policy)
         assert after_failure(1, True, expires, 60.0, policy, 0.5) == 60.0 + (100.0 - 60.0) / 2
         assert after_failure(1, True, 1e6, 20.0, policy, 0.5) == 20.0 + policy.backoff_base
+
+
+def test_an_unknown_answer_is_asked_again_soon_not_at_half_its_validity():
+    """unknown is the responder's "not yet" (a certificate just issued): a day's
+    validity must not leave it unknown for twelve hours."""
+    from engine.refresh.freshness import UNKNOWN_RECHECK, renewal_point_for
+
+    now = 1_000_000.0
+    good = after_answer(now, now + 86400, now, DEFAULT_POLICY, 0.0)
+    unknown = after_answer(now, now + 86400, now, DEFAULT_POLICY, 0.0, "unknown")
+    assert good > now + 3600 and unknown == now + UNKNOWN_RECHECK
+    assert renewal_point_for("unknown", now, now + 86400) == now + UNKNOWN_RECHECK
+    assert renewal_point_for("revoked", now, now + 86400) == renewal_point_for("good", now, now + 86400) > now + 3600
+    assert renewal_point_for("unknown", now, now + 300) == now + 150  # already sooner: unchanged

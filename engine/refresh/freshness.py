@@ -87,6 +87,19 @@ def renewal_point(
     return this_update + policy.renew_fraction * (end - this_update)
 
 
+#: an ``unknown`` answer is the responder's "not yet" (a certificate it has
+#: not heard of yet, such as one just issued), not a verdict: it is asked
+#: again this soon, not at half its validity
+UNKNOWN_RECHECK = 600.0
+
+
+def renewal_point_for(status: str, this_update: float, next_update: float | None,
+                      policy: FreshnessPolicy = DEFAULT_POLICY) -> float:  # fmt: skip
+    """renewal_point, brought forward for an ``unknown`` answer (UNKNOWN_RECHECK)."""
+    point = renewal_point(this_update, next_update, policy)
+    return min(point, this_update + UNKNOWN_RECHECK) if status == "unknown" else point
+
+
 def renew_at(
     this_update: float,
     next_update: float | None,

@@ -471,7 +471,8 @@ class PrefetchWorker(WorkerThreads):
                     planned = cert.state.next_attempt
                     if planned is not None and planned < expires_at(staple.this_update, staple.next_update, self.policy):
                         continue  # its run comes before it lapses: nothing to correct (no jitter creep)
-                    due = after_answer(staple.this_update, staple.next_update, now, self.policy, self.rand())
+                    due = after_answer(staple.this_update, staple.next_update, now, self.policy, self.rand(),
+                                       staple.status)  # fmt: skip
                 if self._schedule.advance(leaf.cert_id, due):
                     if staple is not None:
                         cert.planned_from = staple.this_update

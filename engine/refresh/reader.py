@@ -17,7 +17,7 @@ from engine.errors import ValidationError
 from engine.ocsp.certs import Leaf
 from engine.ocsp.staple import Staple
 from engine.ocsp.validate import validate
-from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point
+from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, is_usable, renewal_point_for
 from engine.store.cache import Cache
 from engine.store.providers.base import Entry
 from engine.store.providers.layout import FLAG_VALID
@@ -77,7 +77,7 @@ class StapleReader:
         return staple is not None and is_usable(staple.this_update, staple.next_update, now, self.policy)
 
     def due(self, staple: Staple, now: float) -> bool:
-        return now >= renewal_point(staple.this_update, staple.next_update, self.policy)
+        return now >= renewal_point_for(staple.status, staple.this_update, staple.next_update, self.policy)
 
     def close(self) -> None:
         self.cache.close()

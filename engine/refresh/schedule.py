@@ -31,7 +31,7 @@ from typing import Any
 from engine.clock import iso
 from engine.errors import StapleError
 from engine.locks.fetchlocks import LockTimeoutError
-from engine.refresh.freshness import FreshnessPolicy, backoff, expires_at, renew_at
+from engine.refresh.freshness import UNKNOWN_RECHECK, FreshnessPolicy, backoff, expires_at, renew_at
 from engine.ocsp.staple import Staple
 
 #: no attempt is planned sooner than this after the last: a policy with
@@ -48,10 +48,15 @@ LAPSED_RETRY = 60.0
 
 
 def after_answer(
-    this_update: float, next_update: float | None, now: float, policy: FreshnessPolicy, rand: float
+    this_update: float, next_update: float | None, now: float, policy: FreshnessPolicy, rand: float,
+    status: str = "good",
 ) -> float:
-    """After a current answer (good, revoked or unknown): renew it on time."""
-    return max(renew_at(this_update, next_update, now, policy, rand), now + MIN_RETRY)
+    """After a current answer (good, revoked or unknown): renew it on time; an
+    unknown one within UNKNOWN_RECHECK (the responder's "not yet")."""
+    due = renew_at(this_update, next_update, now, policy, rand)
+    if status == "unknown":
+        due = min(due, now + UNKNOWN_RECHECK)
+    return max(due, now + MIN_RETRY)
 
 
 def after_wait(now: float, policy: FreshnessPolicy) -> float:
@@ -114,7 +119,7 @@ def plan_answer(action: str, staple: Staple, started: float, now: float, policy:
         due = after_wait(now, policy)
         detail = f"another instance holds the lease; {staple.status}, {until}; look again at {iso(due)}"
     else:
-        due = after_answer(staple.this_update, staple.next_update, now, policy, rand)
+        due = after_answer(staple.this_update, staple.next_update, now, policy, rand, staple.status)
         changes.update(last_success=now, failures=0, last_error=None, last_reason=None)
         what = "fetched" if action == "updated" else "cached staple still fresh"
         detail = f"{staple.status} ({what}), thisUpdate {iso(staple.this_update)}, {until}; renew at {iso(due)}"

@@ -337,3 +337,22 @@ class TestEngineChangesForWarm:
         provider.get = broken
         with pytest.raises(CacheUnavailableError, match="get failed"):
             Cache(provider).get("0" * 40)
+
+
+def test_a_cached_unknown_answer_is_asked_again_after_ten_minutes(cli, pki, responder, tmp_path, home, monkeypatch):
+    """warm exited 1 on every run while the responder had long since said good:
+    the cached unknown counted as fresh until its nextUpdate."""
+    import time
+
+    from engine.clock import SYSTEM_CLOCK
+    from engine.refresh.freshness import UNKNOWN_RECHECK
+
+    issued = pki.leaf("warm-unknown-then-good")
+    responder.script(issued, Behaviour(cert_status="unknown", this_update_offset=0))
+    assert cli("warm", issued.chain_path).exit_code == 1
+    responder.script(issued, Behaviour(this_update_offset=0))
+    assert cli("warm", issued.chain_path).exit_code == 1  # within ten minutes: left alone
+    later = time.time() + UNKNOWN_RECHECK + 1
+    monkeypatch.setattr(type(SYSTEM_CLOCK), "now", lambda self: later)
+    ran = cli("warm", issued.chain_path, "--json")
+    assert ran.exit_code == 0 and ran.json()[0]["status"] == "good" and ran.json()[0]["result"] == "updated"
