@@ -70,8 +70,8 @@ complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -s v -l verbose 
 complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -s q -l quiet -d 'Only errors on stderr.'
 complete -c staplectl -n '__fish_seen_subcommand_from prefetch' -s h -l help -d 'Show this message and exit.'
 
-complete -c staplectl -n '__fish_seen_subcommand_from check' -s w -l warn -x -d 'WARNING when a staple has less than this left until nextUpdate (30m, 12h, 1d).'
-complete -c staplectl -n '__fish_seen_subcommand_from check' -s c -l crit -x -d 'CRITICAL when a staple has less than this left.'
+complete -c staplectl -n '__fish_seen_subcommand_from check' -s w -l warn -x -d 'WARNING when a staple has less than this left until nextUpdate: a duration (30m, 12h, 1d) or a share of its validity (40%: the prefetch service is behind).'
+complete -c staplectl -n '__fish_seen_subcommand_from check' -s c -l crit -x -d 'CRITICAL when a staple has less than this left (10%: about to lapse).'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l no-ocsp -x -d 'The state of a certificate that names no OCSP responder (several CAs dropped OCSP in 2025). A must-staple one is CRITICAL whatever this says.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l probe -x -d 'Also check what this server staples, by a TLS handshake (repeatable): nothing, an invalid or expired response is CRITICAL whatever the cache holds. With --probe and no CERT, only the servers are checked.'
 complete -c staplectl -n '__fish_seen_subcommand_from check' -l servername -x -d 'The SNI name for --probe. [default: each HOST]'

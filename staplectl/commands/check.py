@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from engine.api import (
-    GOOD, SYSTEM_CLOCK, InputError, Leaf, ProbeError, Staple, StapleError, handshake, iso, judge, parse_duration,
+    GOOD, SYSTEM_CLOCK, InputError, Leaf, ProbeError, Staple, StapleError, handshake, iso, judge,
     seconds_left, split_server,
 )
 from staplectl import fmt
@@ -26,10 +26,9 @@ from staplectl.from_config import fetch_options, open_reader
 from staplectl.options import IssuerOpt, JsonOpt, settings
 from staplectl.printable import printable
 from staplectl.targets import load_targets
+from staplectl.thresholds import DEFAULT_CRIT, DEFAULT_WARN, Threshold, check_order, parse_threshold
 from staplectl.terminal import Terminal
 
-DEFAULT_WARN = "12h"
-DEFAULT_CRIT = "2h"
 
 
 class State(IntEnum):
@@ -54,6 +53,9 @@ class Finding:
     left: float | None = None
     #: the certificate names no OCSP responder (judged by --no-ocsp)
     no_ocsp: bool = False
+    #: --warn and --crit for this staple, in seconds left (for the perfdata)
+    warn: float | None = None
+    crit: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         s = self.staple
@@ -77,10 +79,13 @@ def check(
         typer.Argument(metavar="CERT", help="Certificate files, directories or globs. Default: the configuration's certificates.", show_default=False),
     ] = None,
     warn: Annotated[
-        str, typer.Option("--warn", "-w", metavar="DURATION", help="WARNING when a staple has less than this left until nextUpdate (30m, 12h, 1d).")
+        str, typer.Option("--warn", "-w", metavar="DURATION|N%",
+                          help="WARNING when a staple has less than this left until nextUpdate: a duration (30m, 12h, "
+                          "1d) or a share of its validity (40%: the prefetch service is behind).")
     ] = DEFAULT_WARN,
     crit: Annotated[
-        str, typer.Option("--crit", "-c", metavar="DURATION", help="CRITICAL when a staple has less than this left.")
+        str, typer.Option("--crit", "-c", metavar="DURATION|N%",
+                          help="CRITICAL when a staple has less than this left (10%: about to lapse).")
     ] = DEFAULT_CRIT,
     no_ocsp: Annotated[
         str, typer.Option("--no-ocsp", metavar="ok|warning|critical",
@@ -115,17 +120,17 @@ def check(
     opts = settings(ctx)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
     try:
-        warn_s = parse_duration(warn, "--warn")
-        crit_s = parse_duration(crit, "--crit")
-        if warn_s < crit_s:
-            raise InputError(f"--warn {warn} must not be shorter than --crit {crit}")
+        warn_s = parse_threshold(warn, "--warn")
+        crit_s = parse_threshold(crit, "--crit")
+        check_order(warn_s, crit_s)
         without_ocsp = _NO_OCSP_STATES.get(no_ocsp.lower())
         if without_ocsp is None:
             raise InputError(f"--no-ocsp {no_ocsp!r}: expected ok, warning or critical")
         effective = opts.load_config()
         now = SYSTEM_CLOCK.now()
         validation = fetch_options(effective).validation
-        findings = [_probe(server, servername, now, warn_s, crit_s, validation) for server in probe or []]
+        policy = effective.policy()
+        findings = [_probe(server, servername, now, warn_s, crit_s, validation, policy) for server in probe or []]
         problems = []
         if certs or not probe:
             targets = load_targets(certs, issuer, None, effective)
@@ -147,7 +152,7 @@ def check(
     findings += [Finding(p.name, State.UNKNOWN, _without_name(p.name, str(p.error))) for p in problems]
     findings.sort(key=lambda f: f.name)
     state = max((f.state for f in findings), key=_SEVERITY.__getitem__)
-    perfdata = _perfdata(findings, warn_s, crit_s)
+    perfdata = _perfdata(findings)
     line = f"STAPLECTL {state.name} - {_clean(_summary(findings, state))}" + (f" | {perfdata}" if perfdata else "")
     if json_output:
         term.json({"state": state.name, "code": int(state), "summary": line,
@@ -198,7 +203,9 @@ def _no_ocsp(leaf: Leaf, state: State) -> Finding:
 PROBE_TIMEOUT = 10.0
 
 
-def _probe(server: str, servername: str | None, now: float, warn: float, crit: float, options: Any) -> Finding:
+def _probe(
+    server: str, servername: str | None, now: float, warn: Threshold, crit: Threshold, options: Any, policy: Any
+) -> Finding:
     """What the server staples, judged as a client would, then by time left as a cached staple."""
     host, port = split_server(server)
     try:
@@ -209,33 +216,35 @@ def _probe(server: str, servername: str | None, now: float, warn: float, crit: f
     staple = judgement.staple
     if not judgement.acceptable or staple is None:
         return Finding(server, State.CRITICAL, f"the server staples: {judgement.problem}", judgement.leaf, staple)
-    left = seconds_left(staple.this_update, staple.next_update, now)
-    found = Finding(server, State.OK, "", judgement.leaf, staple, max(left, 0.0))
+    left = seconds_left(staple.this_update, staple.next_update, now, policy)
+    w, c = warn.for_staple(staple, policy), crit.for_staple(staple, policy)
+    found = Finding(server, State.OK, "", judgement.leaf, staple, max(left, 0.0), warn=w, crit=c)
     if staple.status != GOOD:
         found.state, found.why = State.CRITICAL, f"the server staples {staple.status}"
-    elif left < crit:
+    elif left < c:
         found.state, found.why = State.CRITICAL, f"the server's staple has {fmt.duration(left)} left"
-    elif left < warn:
+    elif left < w:
         found.state, found.why = State.WARNING, f"the server's staple has {fmt.duration(left)} left"
     return found
 
 
-def _judge(reader: Any, leaf: Leaf, now: float, warn: float, crit: float) -> Finding:
+def _judge(reader: Any, leaf: Leaf, now: float, warn: Threshold, crit: Threshold) -> Finding:
     staple = reader.cached(leaf)  # re-validated: signature, responder, CertID
     must = " (must-staple: handshakes fail)" if leaf.must_staple else ""
     if staple is None:
         return Finding(leaf.name, State.CRITICAL, f"no staple cached{must}", leaf)
     left = seconds_left(staple.this_update, staple.next_update, now, reader.policy)
-    found = Finding(leaf.name, State.OK, "", leaf, staple, max(left, 0.0))
+    w, c = warn.for_staple(staple, reader.policy), crit.for_staple(staple, reader.policy)
+    found = Finding(leaf.name, State.OK, "", leaf, staple, max(left, 0.0), warn=w, crit=c)
     if not reader.usable(staple, now):
         found.state, found.why = State.CRITICAL, f"staple expired {fmt.duration(left)} ago{must}"
         if left > 0:  # thisUpdate in the future beyond the allowed skew
             found.why = f"staple not yet valid (thisUpdate {iso(staple.this_update)}){must}"
     elif staple.status != GOOD:
         found.state, found.why = State.CRITICAL, f"{staple.status}"
-    elif left < crit:
+    elif left < c:
         found.state, found.why = State.CRITICAL, f"{fmt.duration(left)} left"
-    elif left < warn:
+    elif left < w:
         found.state, found.why = State.WARNING, f"{fmt.duration(left)} left"
     return found
 
@@ -275,7 +284,9 @@ def labels(names: list[str]) -> dict[str, str]:
             depth[name] += 1
 
 
-def _perfdata(findings: list[Finding], warn: float, crit: float) -> str:
+def _perfdata(findings: list[Finding]) -> str:
+    """'label'=VALUEs;WARN:;CRIT:;0 per staple: in the plugin range syntax
+    "N:" alerts below N, as fits time left (lower is worse)."""
     items = []
     label = labels([f.name for f in findings])
     for f in findings:
@@ -284,5 +295,7 @@ def _perfdata(findings: list[Finding], warn: float, crit: float) -> str:
         quoted = printable(label[f.name]).replace("'", "''").replace("|", "/")
         # U: "value could not be determined" (plugin guidelines)
         value = f"{int(f.left)}s" if f.left is not None else "U"
-        items.append(f"'{quoted}'={value};{int(warn)};{int(crit)};0")
+        warn = f"{int(f.warn)}:" if f.warn is not None else ""
+        crit = f"{int(f.crit)}:" if f.crit is not None else ""
+        items.append(f"'{quoted}'={value};{warn};{crit};0")
     return " ".join(items)

@@ -16,8 +16,9 @@ from tests.cli.warm_helpers import cert_id_of, certs_dir, fresh_leaf, store_expi
 from tests.responder import Behaviour
 from tests.servers import free_port
 
-#: 'label'=VALUEs;WARN;CRIT;0 (or U when there is no value)
-PERF = re.compile(r"'((?:[^']|'')+)'=(\d+s|U);(\d+);(\d+);0")
+#: 'label'=VALUEs;WARN:;CRIT:;0 ("N:": alert below N, the plugin range
+#: syntax); U and no thresholds when there is no staple to measure
+PERF = re.compile(r"'((?:[^']|'')+)'=(\d+s|U);(\d+:|);(\d+:|);0")
 
 
 def status_line(ran) -> tuple[str, str, list[tuple[str, str, str, str]]]:
@@ -49,10 +50,12 @@ class TestStates:
         assert [p[0] for p in perf] == ["good-chain.pem", "rsa-chain.pem"]
         for _, value, warn, crit in perf:
             assert 85000 < int(value[:-1]) <= 86400
-            assert (warn, crit) == ("43200", "7200")
+            # the defaults, 40 % and 10 % of the staple's validity (86,460 s)
+            assert (warn, crit) == ("34584:", "8646:")
 
     def test_warning_when_less_than_warn_left(self, cli, pki, responder):
-        responder.script(pki.rsa, Behaviour(next_update_offset=6 * 3600))
+        # 6 h of 26 h left: under 40 %, the prefetch service is behind
+        responder.script(pki.rsa, Behaviour(this_update_offset=-20 * 3600, next_update_offset=6 * 3600))
         warm(cli, pki.good, pki.rsa)
         ran = cli("check", pki.good.chain_path, pki.rsa.chain_path)
         assert ran.exit_code == 1
@@ -62,7 +65,8 @@ class TestStates:
         assert summary.endswith("; 1 good")
 
     def test_critical_when_less_than_crit_left(self, cli, pki, responder):
-        responder.script(pki.good, Behaviour(next_update_offset=3600))
+        # 1 h of 11 h left: under 10 %
+        responder.script(pki.good, Behaviour(this_update_offset=-10 * 3600, next_update_offset=3600))
         warm(cli, pki.good)
         ran = cli("check", pki.good.chain_path)
         assert ran.exit_code == 2
@@ -74,8 +78,13 @@ class TestStates:
         warm(cli, pki.good)
         ran = cli("check", pki.good.chain_path, "--warn", "2h", "--crit", "30m")
         assert ran.exit_code == 1
-        assert status_line(ran)[2][0][2:] == ("7200", "1800")
+        assert status_line(ran)[2][0][2:] == ("7200:", "1800:")
         assert cli("check", pki.good.chain_path, "-w", "30m", "-c", "10m").exit_code == 0
+        # shares of the validity (3,660 s, 3,600 left): 99 % is 3,623 s, 98 % 3,586 s
+        shares = cli("check", pki.good.chain_path, "-w", "99%", "-c", "98%")
+        assert shares.exit_code == 1 and status_line(shares)[2][0][2:] == ("3623:", "3586:")
+        assert cli("check", pki.good.chain_path, "-w", "50%", "-c", "120%").exit_code == 3
+        assert cli("check", pki.good.chain_path, "-w", "10%", "-c", "40%").exit_code == 3
 
     def test_revoked_is_critical(self, cli, pki, responder):
         responder.script(pki.other, Behaviour(cert_status="revoked"))
@@ -105,7 +114,7 @@ class TestStates:
         assert "expired" in summary and perf[0][1] == "0s"
 
     def test_critical_outranks_warning_and_unknown(self, cli, pki, responder, tmp_path):
-        responder.script(pki.rsa, Behaviour(next_update_offset=6 * 3600))
+        responder.script(pki.rsa, Behaviour(this_update_offset=-20 * 3600, next_update_offset=6 * 3600))
         warm(cli, pki.good, pki.rsa)
         junk = tmp_path / "junk.pem"
         junk.write_text("junk\n")
@@ -265,7 +274,7 @@ def test_planted_response_for_another_certificate_is_not_trusted(cli, pki, home)
 
 class TestInstalledProgram:
     def test_subprocess_states(self, staplectl, pki, responder, tmp_path):
-        responder.script(pki.rsa, Behaviour(next_update_offset=6 * 3600))
+        responder.script(pki.rsa, Behaviour(this_update_offset=-20 * 3600, next_update_offset=6 * 3600))
         directory = certs_dir(tmp_path, pki.good, pki.rsa)
         assert staplectl("check", directory).exit_code == 2  # nothing cached yet
         assert staplectl("warm", directory).exit_code == 0
