@@ -191,3 +191,25 @@ def test_two_processes_read_while_one_writes(tmp_path):
         process.join(PATIENCE)
         assert process.exitcode == 0
     assert all(outcome.startswith("ok") for outcome in outcomes), outcomes
+
+
+def test_read_only_shows_what_a_writer_wrote_and_never_writes(tmp_path):
+    """inspect and the dashboard show the worker's state with read access alone."""
+    path = tmp_path / "worker.db"
+    writer = StateStore(path)
+    writer.put(CertState("a" * 40, "www.pem", "/etc/ssl/www.pem", "http://ocsp.example/", failures=2))
+    writer.heartbeat("host:1/1", 1, 1000.0, 1010.0, 1)
+    reader = StateStore(path, read_only=True)
+    assert reader.get("a" * 40).failures == 2 and [w.worker_id for w in reader.workers()] == ["host:1/1"]
+    assert reader.actions() == []
+    with pytest.raises(StateStoreError, match="opened read-only"):
+        reader.put(CertState("b" * 40, "api.pem", None, None))
+    writer.close()
+    reader.close()
+    os.chmod(path, 0o444)  # root reads it anyway; the point: no write is even tried
+    again = StateStore(path, read_only=True)
+    assert again.get("a" * 40) is not None
+    again.close()
+    with pytest.raises(StateStoreError):
+        StateStore(tmp_path / "never-made.db", read_only=True)
+    assert not (tmp_path / "never-made.db").exists()

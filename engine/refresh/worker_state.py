@@ -32,7 +32,7 @@ from engine.clock import iso
 from engine.refresh.actions import ActionState
 from engine.errors import StapleError
 from engine.paths import state_dir
-from engine.store.sqlitedb import Connections, connect
+from engine.store.sqlitedb import Connections, connect, connect_read_only
 
 #: events kept per certificate: enough to see a pattern of failures
 HISTORY = 20
@@ -162,8 +162,12 @@ def default_path() -> Path:
 
 
 class StateStore:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, read_only: bool = False) -> None:
+        """``read_only``: for those that only show the state (inspect, the
+        dashboard): no write, no schema, not even the file created, so
+        another user with read access alone may show it."""
         self.path = Path(path) if path is not None else default_path()
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -183,13 +187,16 @@ class StateStore:
                 if self._conn is None or self._pid != os.getpid():
                     # An inherited connection belongs to the parent: never
                     # use or close it here (self._conns keeps it referenced).
-                    self._conn, self._pid = self._conns.add(connect(self.path, _SCHEMA)), os.getpid()
+                    opened = connect_read_only(self.path) if self.read_only else connect(self.path, _SCHEMA)
+                    self._conn, self._pid = self._conns.add(opened), os.getpid()
                 yield self._conn
             except (OSError, sqlite3.Error) as exc:
                 raise StateStoreError(f"worker state {self.path}: {action} failed: {exc}") from exc
 
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise StateStoreError(f"worker state {self.path}: {action}: opened read-only")
         with self._use(action) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:

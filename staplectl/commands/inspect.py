@@ -136,7 +136,7 @@ def _state_store(config: Config, term: Terminal) -> StateStore | None:
     if not path.exists():
         return None
     try:
-        return StateStore(path)
+        return StateStore(path, read_only=True)
     except StapleError as error:
         term.warn(f"prefetch worker state not shown: {error}")
         return None

@@ -255,7 +255,7 @@ class Collector:
         # nothing to show, and the dashboard may run as a reader only.
         if self._state is None and self.state_path.exists():
             try:
-                self._state = StateStore(self.state_path)
+                self._state = StateStore(self.state_path, read_only=True)
             except StapleError as error:
                 return {}, [], [], str(error)
         if self._state is None:
