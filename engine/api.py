@@ -41,7 +41,7 @@ from engine.errors import (
 from engine.locks.fetchlocks import DEFAULT_STRIPES, FetchLocks, stripe_of
 from engine.locks.stats import STATS_FILE, LockStatsError, StripeStats, read_stats
 from engine.ocsp.certfiles import CertSpec, LoadResult, Loading, load_all
-from engine.ocsp.certs import Leaf, is_must_staple, load_leaf, ocsp_urls, read_certificates
+from engine.ocsp.certs import Leaf, is_must_staple, load_leaf, ocsp_urls, read_certificates, serial_text
 from engine.ocsp.request import CERTID_HASHES
 from engine.ocsp.response_text import describe, render
 from engine.ocsp.staple import GOOD, Staple, staple_end
@@ -95,7 +95,7 @@ __all__ = [
     # what a server staples
     "Judgement", "ProbeError", "Stapled", "handshake", "judge", "split_server",
     # certificates and OCSP
-    "CertSpec", "LoadResult", "Loading", "load_all", "Leaf", "is_must_staple", "load_leaf", "ocsp_urls",
+    "CertSpec", "LoadResult", "Loading", "load_all", "Leaf", "is_must_staple", "load_leaf", "ocsp_urls", "serial_text",
     "read_certificates", "CERTID_HASHES", "describe", "render", "GOOD", "Staple", "staple_end", "DEFAULT_MAX_AGE", "DEFAULT_SKEW",
     "ValidationOptions",
     # responders

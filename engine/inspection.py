@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from engine.ocsp.certs import Leaf, load_leaf, read_certificates
+from engine.ocsp.certs import Leaf, load_leaf, read_certificates, serial_text
 from engine.clock import iso
 from engine.errors import IssuerNotFoundError, MalformedResponseError, StapleError, ValidationError
 from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, expires_at, is_usable, renewal_point_for
@@ -194,7 +194,7 @@ def inspect_entry(
         "cert_sha1": entry.cert_id,
         "cert": found.path,
         "subject": cert.subject.rfc4514_string() if cert else meta.get("subject"),
-        "serial": format(cert.serial_number, "X") if cert else meta.get("serial"),
+        "serial": serial_text(cert.serial_number) if cert else meta.get("serial"),
         "cert_note": found.note,
         "entry_flag": entry.flag,
         "junk": entry.problem,
@@ -238,7 +238,7 @@ def inspect_entry(
             return _row(fields, flags + ["invalid: malformed"], valid=False, problem="no single responses")
     fields.update(
         status=staple.status,
-        serial=fields["serial"] or format(staple.serial_number, "X"),
+        serial=fields["serial"] or serial_text(staple.serial_number),
         this_update=staple.this_update,
         next_update=staple.next_update,
         produced_at=staple.produced_at,

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from engine.ocsp.certs import load_leaf, read_certificates
+from engine.ocsp.certs import load_leaf, read_certificates, serial_text
 from engine.errors import CertificateFileError, IssuerNotFoundError, NoResponderURLError
 
 
@@ -68,7 +68,7 @@ def test_what_we_know_of_a_leaf(pki):
     leaf = load_leaf(pki.good.chain_path)
     assert leaf.cert_id == hashlib.sha1(pki.good.der_path.read_bytes()).hexdigest()
     assert leaf.serial == pki.good.cert.serial_number
-    assert leaf.serial_hex == format(pki.good.cert.serial_number, "X")
+    assert leaf.serial_hex == serial_text(pki.good.cert.serial_number)
     assert "CN=good" in leaf.subject
     assert leaf.not_after == pki.good.cert.not_valid_after_utc.timestamp()
     assert leaf.responder_url() == pki.ocsp_url
@@ -212,3 +212,17 @@ def test_a_sha1_signature_is_checked_not_refused(tmp_path, key_type):
     assert signed.signature_hash_algorithm.name == "sha1"
     assert issued_by(signed, ca)
     assert not issued_by(forged, ca)
+
+
+def test_serials_read_as_openssl_prints_them(pki):
+    """09FAC1, not 9FAC1: what an operator compares with openssl x509 -serial."""
+    import subprocess
+
+    from tests.corpus_cases import openssl_binary
+
+    assert serial_text(0x9FAC1) == "09FAC1" and serial_text(0x9FAC) == "9FAC" and serial_text(0) == "00"
+    for name in ("good", "other", "rsa"):
+        issued = pki.leaves[name]
+        said = subprocess.run([openssl_binary(), "x509", "-noout", "-serial", "-in", str(issued.cert_path)],
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        assert said == f"serial={load_leaf(issued.chain_path).serial_hex}"

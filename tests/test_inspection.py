@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from engine.ocsp.certs import load_leaf
+from engine.ocsp.certs import load_leaf, serial_text
 from engine.refresh.freshness import DEFAULT_POLICY
 from engine.inspection import Found, KnownCertificates, cert_sha1, inspect_entry
 from engine.store.providers.base import Entry
@@ -97,7 +97,7 @@ class TestRows:
         assert row.valid and row.flags == ()
         assert row.status == "good" and row.response_status == "successful"
         assert row.cert == str(pki.good.chain_path) and row.subject == "CN=good"
-        assert row.serial == format(pki.good.cert.serial_number, "X")
+        assert row.serial == serial_text(pki.good.cert.serial_number)
         assert row.this_update == T - 60 and row.next_update == T + 86400
         assert row.time_left == 86400 and row.age == 60
 
@@ -105,7 +105,7 @@ class TestRows:
         row = inspect_entry(entry(pki.good, response_der(pki, pki.good)), T)
         assert row.valid and row.flags == ("unverified",)
         assert row.cert is None and row.subject is None
-        assert row.serial == format(pki.good.cert.serial_number, "X")  # from the response itself
+        assert row.serial == serial_text(pki.good.cert.serial_number)  # from the response itself
 
     def test_error_entry(self, pki):
         der = response_der(pki, pki.good, status=ocsp.OCSPResponseStatus.TRY_LATER)
@@ -219,7 +219,7 @@ class TestResponseText:
         assert data["response_status"] == "successful"
         assert data["responder_id"] == {"name": "CN=delegate"}
         (single,) = data["responses"]
-        assert single["serial"] == format(pki.good.cert.serial_number, "X")
+        assert single["serial"] == serial_text(pki.good.cert.serial_number)
         assert single["hash_algorithm"] == "sha1" and single["cert_status"] == "good"
         assert single["this_update"].endswith("Z")
         assert data["extensions"][0]["name"] == "OCSP Nonce"

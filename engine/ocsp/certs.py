@@ -57,7 +57,7 @@ class Leaf:
 
     @property
     def serial_hex(self) -> str:
-        return format(self.cert.serial_number, "X")
+        return serial_text(self.cert.serial_number)
 
     @cached_property
     def subject(self) -> str:
@@ -102,6 +102,13 @@ class Leaf:
                 "give one with --url"
             )
         return urls[0]
+
+
+def serial_text(serial: int) -> str:
+    """A serial as OpenSSL prints it: upper-case hex, whole bytes (09FAC1,
+    not 9FAC1), so that it reads the same as ``openssl x509 -serial``."""
+    text = format(serial, "X")
+    return text if len(text) % 2 == 0 else "0" + text
 
 
 def read_certificates(path: Path) -> list[x509.Certificate]:

@@ -25,6 +25,7 @@ from cryptography.x509 import ocsp
 from engine.clock import iso
 from engine.errors import MalformedResponseError
 from engine.ocsp import openssl_text, written
+from engine.ocsp.certs import serial_text
 from engine.ocsp.staple import RESPONSE_STATUS_NAMES, parse_response, reading
 
 # openssl's own spellings (OCSP_response_status_str, OCSP_crl_reason_str)
@@ -119,7 +120,7 @@ def _decode(response: ocsp.OCSPResponse, data: written.Written | None) -> dict[s
             "hash_algorithm": _hash_name(single, as_written),
             "issuer_name_hash": single.issuer_name_hash.hex().upper(),
             "issuer_key_hash": single.issuer_key_hash.hex().upper(),
-            "serial": format(single.serial_number, "X"),
+            "serial": serial_text(single.serial_number),
             "cert_status": _CERT_STATUS[single.certificate_status],
             "revocation_time": _ts(single.revocation_time_utc) if revoked else None,
             "revocation_reason": reason,
@@ -131,7 +132,7 @@ def _decode(response: ocsp.OCSPResponse, data: written.Written | None) -> dict[s
         {
             "subject": cert.subject.rfc4514_string(),
             "issuer": cert.issuer.rfc4514_string(),
-            "serial": format(cert.serial_number, "X"),
+            "serial": serial_text(cert.serial_number),
             "not_before": cert.not_valid_before_utc.timestamp(),
             "not_after": cert.not_valid_after_utc.timestamp(),
             "pem": cert.public_bytes(serialization.Encoding.PEM).decode(),

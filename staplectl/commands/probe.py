@@ -13,7 +13,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.api import (
-    GOOD, SYSTEM_CLOCK, Judgement, Staple, StapleError, Stapled, cert_sha1, handshake, iso, judge, split_server,
+    GOOD, SYSTEM_CLOCK, Judgement, Staple, StapleError, Stapled, cert_sha1, handshake, iso, judge, serial_text,
+    split_server,
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
@@ -77,7 +78,7 @@ def to_dict(stapled: Stapled, judgement: Judgement, now: float) -> dict[str, Any
         "server": stapled.server,
         "servername": stapled.servername,
         "handshake_seconds": round(stapled.seconds, 3),
-        "certificate": {"subject": cert.subject.rfc4514_string(), "serial": format(cert.serial_number, "X"),
+        "certificate": {"subject": cert.subject.rfc4514_string(), "serial": serial_text(cert.serial_number),
                         "cert_sha1": cert_sha1(cert)},  # fmt: skip
         "stapled": stapled.der is not None,
         "acceptable": judgement.acceptable,
@@ -142,7 +143,7 @@ def _show(term: Terminal, stapled: Stapled, judgement: Judgement, cache: dict[st
     term.out.print(f"{head}  stapled by {printable(stapled.server)} (SNI {printable(stapled.servername)}), "
                    f"handshake {stapled.seconds * 1000:.0f} ms", markup=True, highlight=False)  # fmt: skip
     cert = stapled.certificate
-    rows = [("certificate", f"{cert.subject.rfc4514_string()} (serial {format(cert.serial_number, 'X')})")]
+    rows = [("certificate", f"{cert.subject.rfc4514_string()} (serial {serial_text(cert.serial_number)})")]
     if s is not None:
         rows += [("status", s.status), ("this update", fmt.timestamp(s.this_update, now)),
                  ("next update", fmt.timestamp(s.next_update, now) if s.next_update else "none")]  # fmt: skip

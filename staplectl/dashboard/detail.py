@@ -14,7 +14,9 @@ from cryptography import x509
 from rich.table import Table
 from rich.text import Text
 
-from engine.api import HistoryEntry, StapleError, cert_sha1, is_must_staple, iso, ocsp_urls, render, renewal_point
+from engine.api import (
+    HistoryEntry, StapleError, cert_sha1, is_must_staple, iso, ocsp_urls, render, renewal_point, serial_text,
+)
 from staplectl import fmt
 from staplectl.dashboard.rows import DUE, EXPIRED, MISSING, REVOKED, STALE, STYLES, classify, left_text, status_text
 from staplectl.dashboard.snapshot import Item, Snapshot
@@ -126,7 +128,7 @@ def certificate(item: Item) -> Table | Text:
     rows: list[tuple[str, str | Text]] = [
         ("subject", cert.subject.rfc4514_string()),
         ("issuer", cert.issuer.rfc4514_string()),
-        ("serial", format(cert.serial_number, "X")),
+        ("serial", serial_text(cert.serial_number)),
         ("not before", iso(cert.not_valid_before_utc.timestamp()) or "-"),
         ("not after", iso(cert.not_valid_after_utc.timestamp()) or "-"),
         ("names", sans),

@@ -14,7 +14,7 @@ import pytest
 from cryptography.x509 import ocsp
 from pymemcache.client.base import Client
 
-from engine.ocsp.certs import load_leaf
+from engine.ocsp.certs import load_leaf, serial_text
 from engine.store.providers import open_provider
 from engine.store.providers.layout import apr_server_index
 from tests.openssl_responder import OpenSSLResponder
@@ -47,7 +47,7 @@ class TestFetchInProcess:
         for key in ("cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "cache_key", "stored"):
             assert key in data
         assert data["cert_sha1"] == cert_id_of(pki.good)
-        assert data["serial"] == format(pki.good.cert.serial_number, "X")
+        assert data["serial"] == serial_text(pki.good.cert.serial_number)
         assert data["status"] == "good" and data["stored"] is True
         assert data["this_update"].endswith("Z") and "T" in data["next_update"]
         assert data["cache_key"] == f"mod_ssl-staple:{data['cert_sha1']}"

@@ -10,6 +10,7 @@ import pytest
 from cryptography.x509 import ocsp
 from pymemcache.client.base import Client
 
+from engine.ocsp.certs import serial_text
 from engine.store.providers import open_provider
 from engine.refresh.worker_state import CertState, HistoryEntry, StateStore
 from tests.loopback import CONFIG_ALLOW
@@ -45,7 +46,7 @@ class TestTable:
         row = by_key(ran.json())[f"mod_ssl-staple:{sha1(pki.good)}"]
         assert row["valid"] is True and row["flags"] == []
         assert row["cert"] == str(pki.good.chain_path)
-        assert row["status"] == "good" and row["serial"] == format(pki.good.cert.serial_number, "X")
+        assert row["status"] == "good" and row["serial"] == serial_text(pki.good.cert.serial_number)
         assert row["cert_sha1"] == sha1(pki.good)
         assert row["this_update"].endswith("Z") and row["next_update"] and row["produced_at"]
         assert 0 < row["time_left_seconds"] <= 86400
@@ -170,7 +171,7 @@ class TestOneEntry:
         assert data["cert_sha1"] == cert_id and data["valid"] is True
         assert data["validation"] == {"ok": True, "problem": None}
         assert data["cert"] == str(pki.good.chain_path)
-        assert data["response"]["responses"][0]["serial"] == format(pki.good.cert.serial_number, "X")
+        assert data["response"]["responses"][0]["serial"] == serial_text(pki.good.cert.serial_number)
         assert data["meta"]["cert_path"] == str(pki.good.chain_path)
         assert data["state"] is None and data["history"] == []
 

@@ -17,6 +17,7 @@ import uuid
 import pytest
 from pymemcache.client.base import Client
 
+from engine.ocsp.certs import serial_text
 from tests.fuzz.responses import SHA224, UNKNOWN_HASH, certid_hashed_with, md2_signed
 from tests.loopback import CONFIG_ALLOW
 from tests.responder import Behaviour
@@ -85,7 +86,7 @@ def test_inspect_cert_shows_the_entry_and_the_failed_check(cli, planted):
     assert ran.exit_code == 0, ran.stderr
     data = ran.json()
     assert data["validation"]["ok"] is False and data["problem"]
-    assert data["response"]["responses"][0]["serial"] == format(certs[0].serial, "X")
+    assert data["response"]["responses"][0]["serial"] == serial_text(certs[0].serial)
     text = cli("inspect", certs[0].chain_path, "--cache", uri, "--text")
     assert text.exit_code == 0 and "Hash Algorithm:" in text.stdout, text.stderr
 

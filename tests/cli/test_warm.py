@@ -13,7 +13,7 @@ import pytest
 from pymemcache.client.base import Client
 
 from engine.store.providers import open_provider
-from engine.ocsp.certs import load_leaf
+from engine.ocsp.certs import load_leaf, serial_text
 from tests.cli.warm_helpers import DUE, cert_id_of, certs_dir, fresh_leaf, rows_by_name, stored
 from tests.loopback import CONFIG_ALLOW
 from tests.openssl_responder import OpenSSLResponder
@@ -175,7 +175,7 @@ class TestWarm:
         assert list(row) == ROW_KEYS
         assert row["cert"] == str(pki.good.chain_path)
         assert row["cert_sha1"] == cert_id_of(pki.good)
-        assert row["serial"] == format(pki.good.cert.serial_number, "X")
+        assert row["serial"] == serial_text(pki.good.cert.serial_number)
         assert row["this_update"].endswith("Z") and row["next_update"].endswith("Z") and row["produced_at"].endswith("Z")
         assert row["error"] is None
         assert ran.stderr == ""  # no progress bar, no summary in --json mode
