@@ -9,6 +9,7 @@ stats file, so a scrape never takes a lock the request path needs.
 
 from __future__ import annotations
 
+import platform
 import sys
 import threading
 import traceback
@@ -16,7 +17,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.api import STORE_DOWN_REASONS, ActionEvent, Clock, StateStore, StateStoreError, WorkerEvent, read_stats
+from engine.api import (
+    STORE_DOWN_REASONS, ActionEvent, Clock, StateStore, StateStoreError, WorkerEvent, read_stats, responder_key,
+)
+from staplectl import __version__
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -33,7 +37,10 @@ class Metrics:
         self._lock = threading.Lock()
         self._successes = 0
         self._last_states: list = []
-        self._failures: Counter[str] = Counter()
+        #: (reason, responder) -> failed refreshes
+        self._failures: Counter[tuple[str, str]] = Counter()
+        #: cert_id -> its responder's scheme://host:port, from the last state read
+        self._responder_of: dict[str, str] = {}
         #: per store (cache, state): 1 while it works, and its outages by reason
         self._up = {"cache": 1, "state": 1}
         #: loaded certificates that name no OCSP responder (set by the service at each load)
@@ -56,12 +63,25 @@ class Metrics:
             if ok:
                 self._action_success[event.action] = event.when
 
+    def _responder(self, cert_id: str) -> str:
+        """The certificate's responder (scheme://host:port), from the state; "" if unknown."""
+        known = self._responder_of.get(cert_id)
+        if known is None and cert_id:
+            try:
+                state = self.state.get(cert_id)
+            except StateStoreError:
+                state = None
+            known = responder_key(state.responder) if state is not None and state.responder else ""
+            self._responder_of[cert_id] = known
+        return known or ""
+
     def observe(self, event: WorkerEvent) -> None:
+        responder = self._responder(event.cert_id) if event.action == "failed" else ""
         with self._lock:
             if event.action == "updated":
                 self._successes += 1
             elif event.action == "failed":
-                self._failures[event.reason or "unknown"] += 1
+                self._failures[(event.reason or "unknown", responder)] += 1
             elif event.action in ("cache_down", "state_down"):
                 store = event.action.removesuffix("_down")
                 self._up[store] = 0
@@ -90,13 +110,36 @@ class Metrics:
             # staplectl_state_up says why (the worker saw it too)
             states = self._last_states
 
-        def cert_labels(s) -> str:
-            return f'{{cert="{_label(s.name)}",cert_sha1="{s.cert_id}"}}'
+        def cert_labels(s, **more: str) -> str:
+            extra = "".join(f',{key}="{_label(value)}"' for key, value in more.items())
+            return f'{{cert="{_label(s.name)}",cert_sha1="{s.cert_id}"{extra}}}'
 
+        with self._lock:
+            self._responder_of = {s.cert_id: responder_key(s.responder) for s in states if s.responder}
+        family("staplectl_build_info", "gauge", "The running staplectl.",
+               [(f'{{version="{__version__}",python="{platform.python_version()}"}}', 1)])
+        # One series per certificate the worker keeps, staple or not: an
+        # alert on a missing staple needs a series to fire on.
         family(
             "staplectl_staple_seconds_until_next_update", "gauge",
-            "Seconds until the cached staple's nextUpdate (negative: expired).",
-            [(cert_labels(s), s.next_update - now) for s in states if s.next_update is not None],
+            "Seconds until the cached staple's nextUpdate (negative: expired; 0: no staple).",
+            [(cert_labels(s), (s.next_update - now) if s.next_update is not None else 0.0) for s in states],
+        )
+        family(
+            "staplectl_staple_valid", "gauge",
+            "1 while the certificate has a servable staple (any status), 0 when none.",
+            [(cert_labels(s), int(s.next_update is not None and s.next_update > now and s.status is not None))
+             for s in states],
+        )  # fmt: skip
+        family(
+            "staplectl_staple_status", "gauge",
+            "1 for the status of the certificate's staple (good, revoked, unknown; none without a staple).",
+            [(cert_labels(s, status=s.status or "none"), 1) for s in states],
+        )
+        family(
+            "staplectl_staple_last_success_timestamp_seconds", "gauge",
+            "When the certificate's staple was last fetched and stored.",
+            [(cert_labels(s), s.last_success) for s in states if s.last_success is not None],
         )
         family(
             "staplectl_staple_seconds_until_refresh", "gauge",
@@ -113,12 +156,14 @@ class Metrics:
             failures = sorted(self._failures.items())
             up = dict(self._up)
             outages = sorted(self._outages.items())
-            responders = sorted(self._responders.items())
+            responders = dict(self._responders)
             responder_outages = sorted(self._responder_outages.items())
+        # every responder the certificates use: a few series, not one per certificate
+        for key in self._responder_of.values():
+            responders.setdefault(key, 1)
         family("staplectl_responder_up", "gauge",
-               "1 while the responder answers, 0 while it is down (one probe at a time); "
-               "only responders that were ever down.",
-               [(f'{{responder="{_label(key)}"}}', value) for key, value in responders])
+               "1 while the responder answers, 0 while it is down (one probe at a time).",
+               [(f'{{responder="{_label(key)}"}}', value) for key, value in sorted(responders.items())])
         family("staplectl_responder_outages_total", "counter", "Times the responder stopped answering.",
                [(f'{{responder="{_label(key)}"}}', n) for key, n in responder_outages])
         for store, what in (("cache", "the cache"), ("state", "the worker's state file")):
@@ -134,20 +179,21 @@ class Metrics:
         )
         family(
             "staplectl_fetch_failures_total", "counter",
-            "Failed refreshes, by reason.",
-            [(f'{{reason="{_label(k)}"}}', v) for k, v in failures],
+            "Failed refreshes, by reason and responder.",
+            [(f'{{reason="{_label(reason)}",responder="{_label(responder)}"}}', v) for (reason, responder), v in failures],
         )
         every = read_stats(self.locks_dir)
-        stripes = [s for s in every if s.acquisitions]
-        # Fetch locks are per certificate; their figures are grouped in stripes.
-        family("staplectl_stripe_acquisitions_total", "counter", "Fetch lock acquisitions, by stripe of certificates.",
-               [(f'{{stripe="{s.stripe}"}}', s.acquisitions) for s in stripes])
-        family("staplectl_stripe_contended_total", "counter", "Acquisitions that had to wait.",
-               [(f'{{stripe="{s.stripe}"}}', s.contended) for s in stripes])
-        family("staplectl_stripe_wait_seconds_total", "counter", "Total time spent waiting for fetch locks.",
-               [(f'{{stripe="{s.stripe}"}}', s.total_wait) for s in stripes])
-        family("staplectl_stripe_wait_seconds_max", "gauge", "Longest wait for a fetch lock.",
-               [(f'{{stripe="{s.stripe}"}}', s.max_wait) for s in stripes])
+        # Fetch locks are per certificate, their figures kept per stripe (a
+        # group of certificates): summed here, so that the series stay a few
+        # whatever the number of stripes; `staplectl locks` shows each one.
+        family("staplectl_fetch_lock_acquisitions_total", "counter", "Fetch lock acquisitions.",
+               [("", sum(s.acquisitions for s in every))])
+        family("staplectl_fetch_lock_contended_total", "counter", "Acquisitions that had to wait.",
+               [("", sum(s.contended for s in every))])
+        family("staplectl_fetch_lock_wait_seconds_total", "counter", "Total time spent waiting for fetch locks.",
+               [("", sum(s.total_wait for s in every))])
+        family("staplectl_fetch_lock_wait_seconds_max", "gauge", "Longest wait for a fetch lock.",
+               [("", max((s.max_wait for s in every), default=0.0))])
         family("staplectl_fetch_locks_held", "gauge", "Certificates whose fetch lock is held now, on this host.",
                [("", sum(len(s.holders) for s in every))])
         family("staplectl_certificates", "gauge", "Certificates the worker keeps fresh.", [("", len(states))])

@@ -112,7 +112,7 @@ def test_service_renews_reloads_serves_metrics_and_stops(service, pki, responder
     cert_id = load_leaf(first.chain_path).cert_id
     assert f'staplectl_staple_seconds_until_next_update{{cert="{first.chain_path}",cert_sha1="{cert_id}"}}' in body
     assert "staplectl_fetch_success_total" in body
-    assert "staplectl_stripe_acquisitions_total{stripe=" in body
+    assert "\nstaplectl_fetch_lock_acquisitions_total " in body and "stripe=" not in body
     assert "\nstaplectl_fetch_locks_held " in body
     assert "\nstaplectl_certificates 1\n" in body and "\nstaplectl_certificates_without_ocsp 1\n" in body
 
