@@ -4,7 +4,7 @@
 # whose completions are tested), the virtualenv, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(memcached redis-server openssl apache2 nginx haproxy tinyproxy zsh fish)
+packages=(memcached redis-server openssl apache2 nginx haproxy tinyproxy systemd zsh fish)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
