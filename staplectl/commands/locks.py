@@ -20,6 +20,7 @@ from engine.api import STATS_FILE, InputError, LockStatsError, ResponderHealth, 
 from staplectl import fmt
 from staplectl.options import JsonOpt, command
 from staplectl.printable import printable
+from staplectl.table import print_table
 from staplectl.terminal import Terminal
 
 if TYPE_CHECKING:
@@ -63,7 +64,10 @@ def locks(
             return
         if not stats:
             term.info(f"no stripe statistics in {directory} yet: no process has taken a fetch lock there")
-        term.out.print(render(directory, stats, show_all, time.time()))
+        if term.out.is_terminal:
+            term.out.print(render(directory, stats, show_all, time.time(), term.out.width))
+        else:
+            _plain(term, directory, stats, show_all)
 
 
 def read_stats(directory: Path) -> list[StripeStats]:
@@ -116,48 +120,69 @@ def _seconds(value: float) -> str:
     return f"{value:.2f} s" if value < 60 else fmt.duration(value)
 
 
-def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float) -> Group:
+HEADERS = ("stripe", "acquired", "contended", "%", "avg wait", "max wait", "avg hold", "max hold",
+           "reentries", "held", "longest held", "pid", "held for", "alive")  # fmt: skip
+#: what fits 80 columns, in a terminal narrower than the whole table
+NARROW = ("stripe", "acquired", "contended", "%", "max wait", "held", "longest held", "held for")
+#: the whole table's width, about, with a certificate id in "longest held"
+WIDE_ENOUGH = 150
+
+
+def _cells(row: dict[str, Any]) -> dict[str, Text | str]:
+    holding = row["holder_pid"] is not None
+    pct = row["contended_percent"]
+    alive = Text("yes", style="green") if row["holder_alive"] else (Text("no (crashed)", style="red") if holding else "-")
+    return {
+        "stripe": str(row["stripe"]), "acquired": str(row["acquisitions"]), "contended": str(row["contended"]),
+        "%": Text(f"{pct:.1f}", style="red" if pct >= 10 else ("yellow" if pct > 0 else "")),
+        "avg wait": _seconds(row["avg_wait"]), "max wait": _seconds(row["max_wait"]),
+        "avg hold": _seconds(row["avg_hold"]), "max hold": _seconds(row["max_hold"]),
+        "reentries": str(row["reentries"]), "held": str(row["held"]) if holding else "-",
+        "longest held": Text(row["holder_cert_id"] or "-"), "pid": str(row["holder_pid"]) if holding else "-",
+        "held for": _seconds(row["held_for"]) if holding else "-", "alive": alive,
+    }  # fmt: skip
+
+
+def _plain(term: Terminal, directory: Any, stats: list[StripeStats], show_all: bool) -> None:
+    """Piped: every column, one line per stripe, never squeezed to a width (grep it, cut it)."""
+    data = snapshot(directory, stats, show_all, time.time())
+    rows = [[str(cell) for cell in _cells(row).values()] for row in data["rows"]]
+    print_table(term.out, HEADERS, rows)
+    for line in [_summary(directory, data), *_down_lines(data)]:
+        term.out.print(line, markup=False, soft_wrap=True)
+
+
+def _summary(directory: Any, data: dict[str, Any]) -> str:
+    return (f"{directory}: {data['stripes']} stripes, {len(data['rows'])} shown; {data['acquisitions']} acquisitions, "
+            f"{data['contended']} contended ({data['contended_percent']:.1f} %), {data['held']} held now")  # fmt: skip
+
+
+def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float, width: int = 200) -> Group:
+    """The table for a terminal ``width`` columns wide: the columns that fit, none cut."""
     from rich.console import Group  # here: every command imports this module
     from rich.table import Table
 
     data = snapshot(directory, stats, show_all, now)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    headers = ("stripe", "acquired", "contended", "%", "avg wait", "max wait", "avg hold", "max hold",
-               "reentries", "held", "longest held", "pid", "held for", "alive")  # fmt: skip
+    headers = HEADERS if width >= WIDE_ENOUGH else NARROW
     for name in headers:
         table.add_column(name, justify="left" if name in ("longest held", "alive") else "right", no_wrap=True)
     for row in data["rows"]:
-        holding = row["holder_pid"] is not None
-        pct = row["contended_percent"]
-        table.add_row(
-            str(row["stripe"]),
-            str(row["acquisitions"]),
-            str(row["contended"]),
-            Text(f"{pct:.1f}", style="red" if pct >= 10 else ("yellow" if pct > 0 else "")),
-            _seconds(row["avg_wait"]),
-            _seconds(row["max_wait"]),
-            _seconds(row["avg_hold"]),
-            _seconds(row["max_hold"]),
-            str(row["reentries"]),
-            str(row["held"]) if holding else "-",
-            Text(row["holder_cert_id"] or "-"),
-            str(row["holder_pid"]) if holding else "-",
-            _seconds(row["held_for"]) if holding else "-",
-            Text("yes", style="green") if row["holder_alive"] else (Text("no (crashed)", style="red") if holding else "-"),
-        )
-    summary = Text(
-        f"{directory}: {data['stripes']} stripes, {len(data['rows'])} shown; {data['acquisitions']} acquisitions, "
-        f"{data['contended']} contended ({data['contended_percent']:.1f} %), {data['held']} held now"
-    )
-    down = [
-        Text(
-            printable(f"responder {r['key']} down since {r['down_since']} ({r['failures']} failed probes), "
-                      f"next probe {r['next_probe']}: {r['last_error']}"),  # fmt: skip
-            style="red",
-        )
+        cells = _cells(row)
+        if width < WIDE_ENOUGH and row["holder_cert_id"]:
+            cells["longest held"] = Text(row["holder_cert_id"][:12] + "…")  # the start tells them apart
+        table.add_row(*(cells[name] for name in headers))
+    summary = Text(_summary(directory, data))
+    down = [Text(line, style="red") for line in _down_lines(data)]
+    return Group(table, summary, *down)
+
+
+def _down_lines(data: dict[str, Any]) -> list[str]:
+    return [
+        printable(f"responder {r['key']} down since {r['down_since']} ({r['failures']} failed probes), "
+                  f"next probe {r['next_probe']}: {r['last_error']}")  # fmt: skip
         for r in data["responders_down"]
     ]
-    return Group(table, summary, *down)
 
 
 def _watch(term: Terminal, directory: Any, show_all: bool, interval: float) -> None:
@@ -167,7 +192,8 @@ def _watch(term: Terminal, directory: Any, show_all: bool, interval: float) -> N
 
         with Live(console=term.out, auto_refresh=False, transient=False) as live:
             while True:
-                live.update(render(directory, read_stats(directory), show_all, time.time()), refresh=True)
+                live.update(render(directory, read_stats(directory), show_all, time.time(), term.out.width),
+                            refresh=True)  # fmt: skip
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass

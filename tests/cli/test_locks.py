@@ -263,3 +263,21 @@ def test_inspect_says_which_responders_are_down(cli, pki, responder, home):
     assert row["responder_down"]["key"] == f"http://127.0.0.1:{responder.port}"
     assert "responder-down" in cli("inspect").stdout
     assert "responder down since" in cli("inspect", fine.path).stdout
+
+
+def test_piped_every_column_whole_and_in_a_terminal_what_fits_80_columns(cli, home, pki):
+    """`locks | cat` squeezed headers to `st... acqui...`; 80 columns wrapped rows."""
+    from rich.console import Console
+
+    from engine.api import read_stats
+    from staplectl.commands.locks import HEADERS, render
+
+    with FetchLocks(home / "locks").hold(sha1(pki.good)):
+        piped = cli("locks", "--all")
+        narrow = Console(width=80, record=True, color_system=None)
+        narrow.print(render(home / "locks", read_stats(home / "locks"), False, time.time(), 80))
+    header = piped.stdout.splitlines()[0]
+    assert header.split("  ")[0] == "stripe" and all(name in header for name in HEADERS)
+    lines = narrow.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "longest held" in lines[0] and sha1(pki.good)[:12] in "\n".join(lines)  # the holder, shortened
