@@ -1,8 +1,11 @@
-"""A plain aligned table: one line per row, never wrapped or cut.
+"""A plain aligned table: one line per row, never wrapped.
 
 Not rich.table: with 10,000 certificates its layout takes seconds, and it
 wraps or crops long error messages to the terminal's width, where an
 operator (or grep) wants the whole line. Colour only on a colour terminal.
+Piped, every column is written whole; in a terminal too narrow for them
+all, a caller may name the columns that matter (``fit``) and the one whose
+start may go (``shorten``: a path keeps its end, where names differ).
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ from staplectl.printable import printable
 Cell = str | tuple[str, str]
 
 
-def print_table(console: Console, headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
+def print_table(
+    console: Console, headers: Sequence[str], rows: Sequence[Sequence[Cell]], *,
+    fit: Sequence[str] = (), shorten: str | None = None,
+) -> None:  # fmt: skip
     if console.quiet:
         return  # -q: nothing but errors
     # cells hold text from outside (subjects, file names, errors): escaped, one line each
     cells = [[(printable(c[0]), c[1]) if isinstance(c, tuple) else (printable(c), "") for c in row] for row in rows]
     widths = [max([len(h), *(len(row[i][0]) for row in cells)]) for i, h in enumerate(headers)]
+    if fit and console.is_terminal and sum(widths) + 2 * (len(widths) - 1) > console.width:
+        headers, cells, widths = _fitted(console.width, list(headers), cells, fit, shorten)
     last = len(headers) - 1
 
     def pad(i: int, text: str) -> str:
@@ -43,3 +51,24 @@ def print_table(console: Console, headers: Sequence[str], rows: Sequence[Sequenc
                 line.append("  ")
             line.append(pad(i, text), style=style or None)
         console.print(line, soft_wrap=True)
+
+
+def _fitted(
+    width: int, headers: list[str], cells: list[list[tuple[str, str]]], fit: Sequence[str], shorten: str | None
+) -> tuple[list[str], list[list[tuple[str, str]]], list[int]]:
+    """Only the ``fit`` columns; then ``shorten``'s cells cut from the left until the line fits."""
+    keep = [i for i, h in enumerate(headers) if h in fit]
+    headers = [headers[i] for i in keep]
+    cells = [[row[i] for i in keep] for row in cells]
+    widths = [max([len(h), *(len(row[i][0]) for row in cells)]) for i, h in enumerate(headers)]
+    if shorten in headers:
+        column = headers.index(shorten)
+        over = sum(widths) + 2 * (len(widths) - 1) - width
+        if over > 0:
+            room = max(len(shorten), widths[column] - over, 12)
+            for row in cells:
+                text, style = row[column]
+                if len(text) > room:
+                    row[column] = ("…" + text[-(room - 1):], style)
+            widths[column] = max([len(shorten), *(len(row[column][0]) for row in cells)])
+    return headers, cells, widths

@@ -195,8 +195,10 @@ def _table(
         term.info(f"no entries in cache {redact(store.uri)}{apart}")
         return
     # one line per entry, never cut to the terminal's width: an operator
-    # greps this, and a piped table must not lose its columns
+    # greps this, and a piped table must not lose its columns; in a narrow
+    # terminal, the columns that say how each certificate stands
     headers = ("key", "certificate", "status", "this update", "next update", "time left", "age", "flags")
+    rows = sorted(rows, key=lambda row: (row.cert is None, row.cert or row.key))  # by name, unknown ones last
     print_table(
         term.out,
         headers,
@@ -213,6 +215,8 @@ def _table(
             )
             for row in rows
         ],
+        fit=("certificate", "status", "next update", "time left", "flags"),
+        shorten="certificate",
     )
     valid = sum(r.valid for r in rows)
     term.info(f"{len(rows)} entries in {redact(store.uri)}: {valid} valid, {len(rows) - valid} not{apart}")

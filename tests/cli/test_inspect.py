@@ -297,3 +297,26 @@ class TestReadingCreatesNothing:
     def test_the_default_store_is_not_made_by_reading_either(self, cli, home):
         assert cli("inspect").exit_code == 0
         assert not (home / "staples.db").exists()
+
+
+def test_in_an_80_column_terminal_rows_fit_and_keep_the_name_s_end(pki, home):
+    """The rows wrapped to three lines at 80 columns."""
+    import io
+
+    from rich.console import Console
+
+    from staplectl.table import print_table
+
+    headers = ("key", "certificate", "status", "this update", "next update", "time left", "age", "flags")
+    row = ("mod_ssl-staple:" + "a" * 40, "/etc/letsencrypt/live/www.example.org/fullchain.pem", "good",
+           "2026-12-07T09:00:00Z", "2026-12-14T09:00:00Z", "6 d 22 h", "2 h", "due")  # fmt: skip
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, color_system=None)
+    print_table(console, headers, [row], fit=("certificate", "status", "next update", "time left", "flags"),
+                shorten="certificate")  # fmt: skip
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[1].startswith("…") and "fullchain.pem" in lines[1] and "6 d 22 h" in lines[1]
+    piped = io.StringIO()
+    print_table(Console(file=piped, width=80, color_system=None), headers, [row], fit=("status",))
+    assert "mod_ssl-staple:" in piped.getvalue()  # not a terminal: every column, whole
