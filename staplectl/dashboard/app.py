@@ -15,6 +15,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -57,6 +58,7 @@ class DashboardApp(App[None]):
     TITLE = "staplectl dashboard"
     BINDINGS = [
         Binding("p", "pause", "Pause"),
+        Binding("l", "toggle_locks", "Locks"),
         Binding("q", "quit", "Quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("ctrl+s", "screenshot", "Screenshot", show=False),
@@ -80,6 +82,8 @@ class DashboardApp(App[None]):
         self._reading = False
         self._read_again = False
         self._timer: Timer | None = None
+        #: the lock panel as the user set it with l (None: by the terminal's height)
+        self._locks_shown: bool | None = None
 
     # -- layout ---------------------------------------------------------------
 
@@ -263,6 +267,18 @@ class DashboardApp(App[None]):
         self.notify(describe(message.outcomes), title=title, severity="information" if ok else "error",
                     timeout=4 if ok else 12, markup=False)  # fmt: skip
         self.request_read()
+
+    #: below this many lines the lock panel starts hidden (l shows it): at
+    #: 80x24 it would leave three certificate rows
+    LOCKS_FROM_HEIGHT = 32
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._locks_shown is None:  # the user's choice (l) stands over the size
+            self.query_one("#locks").display = event.size.height >= self.LOCKS_FROM_HEIGHT
+
+    def action_toggle_locks(self) -> None:
+        panel = self.query_one("#locks")
+        self._locks_shown = panel.display = not panel.display
 
     def action_pause(self) -> None:
         self.paused = not self.paused

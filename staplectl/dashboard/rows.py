@@ -229,7 +229,8 @@ def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
     left = Text.assemble(bar(fresh.fraction, fresh.state), " ", left_text(fresh.time_left))
     cells = (
         Text(short_name(printable(item.name)), style="" if item.configured else "italic"),
-        Text(serial if len(serial) <= 16 else serial[:15] + "…"),
+        # the end: serials of one CA often share their start, never their end
+        Text(serial if len(serial) <= 16 else "…" + serial[-15:]),
         status_text(item, fresh),
         Text(short_time(ins.this_update if ins else None)),
         Text(short_time(ins.next_update if ins else None)),

@@ -57,6 +57,17 @@ def test_main_screen(snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=four_reads)
 
 
+def test_an_80x24_terminal_shows_the_certificates_first(snap_compare):
+    """At 80x24 the lock panel starts hidden (l shows it), so the rows fit."""
+    app = app_for(*(fixed.snapshot(step) for step in range(4)))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=four_reads)
+
+
+def test_a_160x45_terminal(snap_compare):
+    app = app_for(*(fixed.snapshot(step) for step in range(4)))
+    assert snap_compare(app, terminal_size=(160, 45), run_before=four_reads)
+
+
 def test_detail_screen(snap_compare):
     app = app_for(fixed.snapshot())
 
