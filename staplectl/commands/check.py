@@ -216,15 +216,24 @@ def _probe(
     staple = judgement.staple
     if not judgement.acceptable or staple is None:
         return Finding(server, State.CRITICAL, f"the server staples: {judgement.problem}", judgement.leaf, staple)
-    left = seconds_left(staple.this_update, staple.next_update, now, policy)
-    w, c = warn.for_staple(staple, policy), crit.for_staple(staple, policy)
-    found = Finding(server, State.OK, "", judgement.leaf, staple, max(left, 0.0), warn=w, crit=c)
+    found = _timed(Finding(server, State.OK, "", judgement.leaf, staple), now, warn, crit, policy)
     if staple.status != GOOD:
         found.state, found.why = State.CRITICAL, f"the server staples {staple.status}"
-    elif left < c:
-        found.state, found.why = State.CRITICAL, f"the server's staple has {fmt.duration(left)} left"
-    elif left < w:
-        found.state, found.why = State.WARNING, f"the server's staple has {fmt.duration(left)} left"
+    elif found.why:
+        found.why = f"the server's staple has {found.why}"
+    return found
+
+
+def _timed(found: Finding, now: float, warn: Threshold, crit: Threshold, policy: Any) -> Finding:
+    """``found`` (with its staple) judged by its time left against --warn and --crit."""
+    staple = found.staple
+    assert staple is not None
+    left = seconds_left(staple.this_update, staple.next_update, now, policy)
+    found.left, found.warn, found.crit = max(left, 0.0), warn.for_staple(staple, policy), crit.for_staple(staple, policy)
+    if left < found.crit:
+        found.state, found.why = State.CRITICAL, f"{fmt.duration(left)} left"
+    elif left < found.warn:
+        found.state, found.why = State.WARNING, f"{fmt.duration(left)} left"
     return found
 
 
@@ -233,19 +242,14 @@ def _judge(reader: Any, leaf: Leaf, now: float, warn: Threshold, crit: Threshold
     must = " (must-staple: handshakes fail)" if leaf.must_staple else ""
     if staple is None:
         return Finding(leaf.name, State.CRITICAL, f"no staple cached{must}", leaf)
-    left = seconds_left(staple.this_update, staple.next_update, now, reader.policy)
-    w, c = warn.for_staple(staple, reader.policy), crit.for_staple(staple, reader.policy)
-    found = Finding(leaf.name, State.OK, "", leaf, staple, max(left, 0.0), warn=w, crit=c)
+    found = _timed(Finding(leaf.name, State.OK, "", leaf, staple), now, warn, crit, reader.policy)
     if not reader.usable(staple, now):
+        left = seconds_left(staple.this_update, staple.next_update, now, reader.policy)
         found.state, found.why = State.CRITICAL, f"staple expired {fmt.duration(left)} ago{must}"
         if left > 0:  # thisUpdate in the future beyond the allowed skew
             found.why = f"staple not yet valid (thisUpdate {iso(staple.this_update)}){must}"
     elif staple.status != GOOD:
         found.state, found.why = State.CRITICAL, f"{staple.status}"
-    elif left < c:
-        found.state, found.why = State.CRITICAL, f"{fmt.duration(left)} left"
-    elif left < w:
-        found.state, found.why = State.WARNING, f"{fmt.duration(left)} left"
     return found
 
 
