@@ -175,7 +175,10 @@ class ActionRunner:
                     del slot.expiries[cert_id]
                     slot.pending[cert_id] = leaf
                     slot.state.next_run = now
-            if slot.state.next_run is None or slot.state.next_run > now or not slot.pending:
+            if slot.state.next_run is None or slot.state.next_run > now:
+                return []
+            if not slot.pending:
+                slot.state.next_run = None  # nothing to run: no due time (the thread would spin on it)
                 return []
             batch = list(slot.pending.values())
             slot.pending.clear()
