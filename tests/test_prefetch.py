@@ -21,7 +21,7 @@ import pytest
 from engine.ocsp.certs import load_leaf
 from engine.clock import iso
 from engine.locks.fetchlocks import FetchLocks
-from engine.refresh.freshness import FreshnessPolicy, backoff, renew_at
+from engine.refresh.freshness import UNKNOWN_RECHECK, FreshnessPolicy, backoff, renew_at
 from engine.refresh.schedule import LAPSED_RETRY
 from engine.refresh.worker_state import StateStore
 from tests import prefetch_rig
@@ -95,7 +95,9 @@ class TestRenewal:
         assert requests(responder, leaf) == 2
         assert r.due(leaf) == renew_at(newer.this_update, newer.next_update, r.clock.now(), r.policy, 0.5)
 
-    def test_revoked_and_unknown_are_answers_scheduled_like_good(self, rig, pki, responder):
+    def test_revoked_and_unknown_are_answers_revoked_scheduled_like_good_unknown_asked_again_soon(
+        self, rig, pki, responder
+    ):
         r = rig()
         revoked, unknown = new_leaf(pki), new_leaf(pki)
         responder.script(revoked.serial, Behaviour(cert_status="revoked"))
@@ -108,7 +110,9 @@ class TestRenewal:
             assert (event.action, event.level) == ("updated", "warning")
             assert status in event.detail
             staple = r.stapler.cached(leaf)
-            assert r.due(leaf) == renew_at(staple.this_update, staple.next_update, now, r.policy, 0.5)
+            on_time = renew_at(staple.this_update, staple.next_update, now, r.policy, 0.5)
+            # unknown is the responder's "not yet": asked again within UNKNOWN_RECHECK
+            assert r.due(leaf) == (on_time if status == "revoked" else min(on_time, now + UNKNOWN_RECHECK))
             row = r.state.get(leaf.cert_id)
             assert (row.status, row.failures) == (status, 0)
 

@@ -353,6 +353,6 @@ def test_a_cached_unknown_answer_is_asked_again_after_ten_minutes(cli, pki, resp
     responder.script(issued, Behaviour(this_update_offset=0))
     assert cli("warm", issued.chain_path).exit_code == 1  # within ten minutes: left alone
     later = time.time() + UNKNOWN_RECHECK + 1
-    monkeypatch.setattr(type(SYSTEM_CLOCK), "now", lambda self: later)
+    monkeypatch.setattr(SYSTEM_CLOCK, "now", lambda: later)
     ran = cli("warm", issued.chain_path, "--json")
     assert ran.exit_code == 0 and ran.json()[0]["status"] == "good" and ran.json()[0]["result"] == "updated"
