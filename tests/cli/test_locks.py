@@ -185,10 +185,10 @@ def test_bad_interval(cli, interval):
 
 
 def _as_from_a_terminal() -> None:
-    """Ctrl-C delivered as a shell in a terminal would: an ignored or blocked
-    SIGINT is inherited across exec, and the full suite's process was seen
-    to pass one on (in CI the watch then never stopped); a terminal's
-    command starts with SIGINT at its default."""
+    """A command started as from a terminal, SIGINT at its default. A suite
+    run in the background (`nohup ... &`: a non-interactive shell ignores
+    SIGINT for background jobs) passes that ignored SIGINT on across exec,
+    and the watch then never saw its Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
