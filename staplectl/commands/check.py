@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from engine.api import (
-    GOOD, SYSTEM_CLOCK, InputError, Leaf, ProbeError, Staple, StapleError, handshake, iso, judge,
+    GOOD, SYSTEM_CLOCK, InputError, Leaf, ProbeError, Staple, StapleError, StateStore, handshake, iso, judge,
     seconds_left, split_server,
 )
 from staplectl import fmt
@@ -136,11 +136,13 @@ def check(
             targets = load_targets(certs, issuer, None, effective)
             problems = targets.problems
             reader = open_reader(effective)
+            planned = _planned(effective)
             try:
                 findings += [
-                    _judge(reader, leaf, now, warn_s, crit_s) if leaf.has_responder else _no_ocsp(leaf, without_ocsp)
+                    _lapsing(_judge(reader, leaf, now, warn_s, crit_s), planned.get(leaf.cert_id), now)
+                    if leaf.has_responder else _no_ocsp(leaf, without_ocsp)
                     for leaf in targets.leaves
-                ]
+                ]  # fmt: skip
             finally:
                 reader.close()
     except (StapleError, ValueError) as error:
@@ -197,6 +199,35 @@ def _no_ocsp(leaf: Leaf, state: State) -> Finding:
         return Finding(leaf.name, State.CRITICAL, "must-staple, yet no OCSP responder: no server can staple it",
                        leaf, no_ocsp=True)  # fmt: skip
     return Finding(leaf.name, state, "" if state == State.OK else "no OCSP responder", leaf, no_ocsp=True)
+
+
+def _planned(config: Any) -> dict[str, float]:
+    """The prefetch worker's next attempt per certificate, from its state, read-only;
+    nothing when there is no state (no worker ran) or it cannot be read."""
+    path = config.state_path()
+    if not path.exists():
+        return {}
+    try:
+        store = StateStore(path, read_only=True)
+        try:
+            return {s.cert_id: s.next_attempt for s in store.all() if s.next_attempt is not None}
+        finally:
+            store.close()
+    except StapleError:
+        return {}
+
+
+def _lapsing(found: Finding, next_attempt: float | None, now: float) -> Finding:
+    """CRITICAL when a staple still servable runs out before the worker next tries
+    to renew it: however long it has left, nothing will replace it in time."""
+    staple = found.staple
+    if found.state == State.CRITICAL or staple is None or next_attempt is None or next_attempt <= now:
+        return found  # a planned time already past: a worker that is not running, said by its own check
+    end = staple.next_update
+    if end is not None and found.left and end < next_attempt:
+        found.state = State.CRITICAL
+        found.why = f"lapses at {iso(end)}, before the prefetch worker's next attempt at {iso(next_attempt)}"
+    return found
 
 
 #: how long a --probe handshake may take

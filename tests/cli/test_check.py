@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 
 import pytest
 from pymemcache.client.base import Client
@@ -285,3 +286,25 @@ class TestInstalledProgram:
         bad = staplectl("check", directory, "--crit", "whenever")
         assert bad.exit_code == 3 and bad.stdout.startswith("STAPLECTL UNKNOWN - --crit: 'whenever'")
         assert "Traceback" not in bad.stderr
+
+
+def test_a_staple_that_lapses_before_the_next_attempt_is_critical(cli, pki, responder, home):
+    """However long it has left, nothing will replace it in time: the prefetch
+    worker plans its next try after the staple's end (a long backoff)."""
+    from engine.refresh.worker_state import CertState, StateStore
+
+    warm(cli, pki.good)
+    fine = cli("check", pki.good.chain_path)
+    assert fine.exit_code == 0
+    store = StateStore(home / "worker.db")
+    cert_id = cert_id_of(pki.good)
+    store.put(CertState(cert_id, "good-chain.pem", None, None, next_attempt=time.time() + 2 * 86400))
+    store.close()
+    ran = cli("check", pki.good.chain_path)
+    assert ran.exit_code == 2
+    assert "lapses at" in ran.stdout and "before the prefetch worker's next attempt" in ran.stdout
+    # a planned time already past says nothing of its own (a stopped worker has its own check)
+    store = StateStore(home / "worker.db")
+    store.put(CertState(cert_id, "good-chain.pem", None, None, next_attempt=time.time() - 60))
+    store.close()
+    assert cli("check", pki.good.chain_path).exit_code == 0
