@@ -29,7 +29,7 @@ from staplectl.dashboard.panels import WaitHistory, banner, header, lock_panel
 from staplectl.dashboard.rows import COLUMNS, FILTERS, LABELS, View, build_rows, counts, due_items, names_by_id
 from staplectl.dashboard.screens import DetailScreen
 from staplectl.dashboard.snapshot import Item, Snapshot
-from staplectl.dashboard.table import CertTable
+from staplectl.dashboard.table import WIDE_FROM, CertTable
 
 
 class SnapshotRead(Message):
@@ -275,6 +275,11 @@ class DashboardApp(App[None]):
     def on_resize(self, event: events.Resize) -> None:
         if self._locks_shown is None:  # the user's choice (l) stands over the size
             self.query_one("#locks").display = event.size.height >= self.LOCKS_FROM_HEIGHT
+        table = self.query_one(CertTable)
+        narrow = event.size.width < WIDE_FROM
+        if narrow != table.narrow:  # the columns that fit (the detail screen shows them all)
+            table.set_columns(self.view, narrow)
+            self.render_snapshot()
 
     def action_toggle_locks(self) -> None:
         panel = self.query_one("#locks")
