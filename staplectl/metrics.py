@@ -256,6 +256,9 @@ class MetricsServer:
 
         class Server(http.server.ThreadingHTTPServer):
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            # socketserver's backlog of 5 drops the SYNs of a burst: those
+            # clients retry for seconds instead of being refused at once
+            request_queue_size = 128
 
             def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
                 if not slots.acquire(blocking=False):
