@@ -16,33 +16,20 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import START_ATTEMPTS, START_TIMEOUT, find_binary, free_port
+from tests.servers import START_ATTEMPTS, START_TIMEOUT, ServerProcess, find_binary, free_port
 
 
-@dataclass
-class ForwardProxy:
-    port: int
-    proc: subprocess.Popen[bytes]
-    workdir: Path
+class ForwardProxy(ServerProcess):
+    """tests.servers' ServerProcess (its stop() too), with the proxy's URL and log."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def log(self) -> str:
         return (self.workdir / "log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def start_tinyproxy(*, basic_auth: tuple[str, str] | None = None) -> ForwardProxy:
@@ -66,7 +53,7 @@ def start_tinyproxy(*, basic_auth: tuple[str, str] | None = None) -> ForwardProx
         with open(workdir / "log", "wb") as log:
             proc = subprocess.Popen([binary, "-d", "-c", str(workdir / "tinyproxy.conf")], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)  # fmt: skip
-        proxy = ForwardProxy(port, proc, workdir)
+        proxy = ForwardProxy("tinyproxy", "127.0.0.1", port, proc, workdir)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
             if _answers(port, token, basic_auth):
