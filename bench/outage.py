@@ -277,7 +277,7 @@ def prefetch_scenario(world: World, store: Store, seconds: float, timeout: float
             proc.kill()
         log.close()
         reader.close()
-    renewals = sum(1 for line in Path(log.name).read_text().splitlines() if '"action": "updated"' in line)
+    renewals = sum(1 for line in Path(log.name).read_text().splitlines() if '"event": "updated"' in line or '"action": "updated"' in line)
     return {
         "measured_s": round(seconds, 1),
         "first_fill_s": round(first_fill, 2),

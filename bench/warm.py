@@ -171,7 +171,8 @@ def staplectl_warm(directory: Path, work: Path, home: Path, extra: list[str]) ->
     elapsed = time.perf_counter() - started
     results: dict[str, int] = {}
     try:
-        for row in json.loads(done.stdout):
+        data = json.loads(done.stdout)
+        for row in data["certificates"] if isinstance(data, dict) else data:  # a list before schema 1
             results[row["result"]] = results.get(row["result"], 0) + 1
     except ValueError:
         raise RuntimeError(f"staplectl warm exited {done.returncode}: {done.stderr[-2000:]}") from None

@@ -76,6 +76,8 @@ class Inspection:
     expires_at: float | None = None
     #: weak algorithms of a staple that validated (engine.ocsp.weak); flag "weak"
     weak: tuple[str, ...] = ()
+    revocation_time: float | None = None
+    revocation_reason: str | None = None
     meta: dict[str, Any] | None = field(default=None, compare=False)
     state: CertState | None = field(default=None, compare=False)
 
@@ -84,21 +86,24 @@ class Inspection:
         meta = self.meta or {}
         state = self.state
         return {
-            "key": self.key,
+            "cache_key": self.key,
             "cert_sha1": self.cert_sha1,
             "cert": self.cert,
             "subject": self.subject,
             "serial": self.serial,
             "status": self.status,
             "response_status": self.response_status,
+            # the staple's fields, named and ordered as every --json has them
+            "revocation_time": iso(self.revocation_time),
+            "revocation_reason": self.revocation_reason,
             "this_update": iso(self.this_update),
             "next_update": iso(self.next_update),
             "produced_at": iso(self.produced_at),
             "time_left_seconds": None if self.time_left is None else int(self.time_left),
+            "weak": list(self.weak),
             "age_seconds": None if self.age is None else int(self.age),
             "valid": self.valid,
             "flags": list(self.flags),
-            "weak": list(self.weak),
             "problem": self.problem,
             "cert_note": self.cert_note,
             "entry_flag": self.entry_flag,
@@ -238,6 +243,8 @@ def inspect_entry(
             return _row(fields, flags + ["invalid: malformed"], valid=False, problem="no single responses")
     fields.update(
         status=staple.status,
+        revocation_time=staple.revocation_time,
+        revocation_reason=staple.revocation_reason,
         serial=fields["serial"] or serial_text(staple.serial_number),
         this_update=staple.this_update,
         next_update=staple.next_update,

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.api import Leaf, Staple, StapleError, check_replaceable, iso, write_atomic
+from engine.api import Leaf, Staple, StapleError, check_replaceable, write_atomic
 from staplectl import mod_md
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
+from staplectl.json_output import staple_fields
 from staplectl.targets import error_dict
 
 #: a reload command that runs longer than this is reported as failed
@@ -37,22 +38,20 @@ class Row:
     cert: str
     file: Path | None
     #: written | unchanged | removed | missing | failed
-    action: str = "failed"
+    result: str = "failed"
     staple: Staple | None = None
     error: StapleError | None = None
     #: the certificate names no OCSP responder: no staple is expected, so
     #: none cached (missing, or an old file removed) is not a failure
     no_ocsp: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        s = self.staple
+    def to_dict(self, now: float) -> dict[str, Any]:
         return {
             "cert": self.cert,
             "file": str(self.file) if self.file else None,
-            "action": self.action,
+            "result": self.result,
             "no_ocsp": self.no_ocsp,
-            "status": s.status if s else None,
-            "next_update": iso(s.next_update) if s else None,
+            **staple_fields(self.staple, now),
             "error": error_dict(self.error) if self.error else None,
         }
 
@@ -184,7 +183,7 @@ def push(socket_path: Path, rows: list[Row]) -> None:
     """
     unreachable: HAProxyUnreachableError | None = None
     for row in rows:
-        if row.action != "written" or row.staple is None:
+        if row.result != "written" or row.staple is None:
             continue
         if unreachable is not None:
             row.error = unreachable

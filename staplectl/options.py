@@ -23,6 +23,7 @@ from engine.api import StapleError, UnexpectedError
 from staplectl.config import Config, load as load_config
 from staplectl.exitcodes import Exit, for_error
 from staplectl.terminal import Terminal
+from staplectl.json_output import error_fields
 
 CacheOpt = Annotated[
     Optional[str],
@@ -59,7 +60,7 @@ HashOpt = Annotated[
         help="CertID hash of the requests: sha1, sha256, sha384 or sha512. [default: responder.hash, sha1]",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout: no colour, stable keys.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout, in the envelope every command shares (schema, command, error; docs/json.md).")]
 
 
 @dataclass
@@ -110,7 +111,8 @@ class GlobalsCommand(TyperCommand):
         )
         # Around the whole command, for what it does outside command()
         # (printing its result, mostly): a bug there is one line too.
-        with reporting(Terminal(verbose=opts.verbose, quiet=opts.quiet), bool(ctx.params.get("json_output"))):
+        term = Terminal(verbose=opts.verbose, quiet=opts.quiet, command=ctx.info_name or "staplectl")
+        with reporting(term, bool(ctx.params.get("json_output"))):
             return super().invoke(ctx)
 
 
@@ -128,7 +130,7 @@ def command(ctx: typer.Context, *, json_errors: bool = False) -> Iterator[tuple[
             ...
     """
     opts = settings(ctx)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet, command=ctx.info_name or "staplectl")
     with reporting(term, json_errors=json_errors):
         yield opts, term
 
@@ -147,12 +149,12 @@ def reporting(term: Terminal, json_errors: bool = False) -> Iterator[None]:
     except StapleError as error:
         term.error(str(error))
         if json_errors:
-            term.json({"error": {"reason": error.reason, "message": str(error)}})
+            term.json(error_fields(error.reason, str(error)))
         raise typer.Exit(int(for_error(error))) from None
     except (typer.Exit, typer.Abort, TyperException):
         raise
     except Exception as exc:
         what = term.internal_error(exc)
         if json_errors:
-            term.json({"error": {"reason": UnexpectedError.reason, "message": what}})
+            term.json(error_fields(UnexpectedError.reason, what))
         raise typer.Exit(int(Exit.FAILED)) from None

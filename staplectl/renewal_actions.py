@@ -80,7 +80,7 @@ class FileAction:
             rows = [_pushable(reader, leaf, now) for leaf in ours]
         if self.spec.socket is not None:
             push(self.spec.socket, rows)
-        changed = [row for row in rows if row.action in ("written", "removed")]
+        changed = [row for row in rows if row.result in ("written", "removed")]
         errors = [f"{row.cert}: {row.error}" for row in rows if row.error is not None]
         if changed and self.spec.reload:
             error, _ = run_command(self.spec.reload, f"action {self.name}: reload command")
@@ -89,8 +89,8 @@ class FileAction:
         expires = {leaf.cert_id: _end(row) for leaf, row in zip(ours, rows)}
         if errors:
             raise ActionError("; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""))
-        written = sum(row.action == "written" for row in rows)
-        removed = sum(row.action == "removed" for row in rows)
+        written = sum(row.result == "written" for row in rows)
+        removed = sum(row.result == "removed" for row in rows)
         reloaded = " and reloaded" if changed and self.spec.reload else ""
         pushed = ", pushed to HAProxy" if self.spec.socket is not None and written else ""
         return ActionResult(f"{written} written, {removed} removed of {len(ours)}{pushed}{reloaded}", expires)
@@ -105,7 +105,7 @@ class FileAction:
             for leaf in leaves
             if leaf.cert_id not in self._clashes and _expired_file(self._files[leaf.cert_id], now)
         ]
-        removed = [row for row in removed if row.action == "removed"]
+        removed = [row for row in removed if row.result == "removed"]
         if removed and self.spec.reload:
             error, _ = run_command(self.spec.reload, f"action {self.name}: reload command")
             if error is not None:
@@ -138,7 +138,7 @@ def _pushable(reader: StapleReader, leaf: Leaf, now: float) -> Row:
 
 def _end(row: Row) -> float | None:
     staple = row.staple
-    if staple is None or row.action not in ("written", "unchanged"):
+    if staple is None or row.result not in ("written", "unchanged"):
         return None
     return expires_at(staple.this_update, staple.next_update)
 

@@ -22,8 +22,10 @@ TRACEBACK_ENV = "STAPLECTL_TRACEBACK"
 
 
 class Terminal:
-    def __init__(self, *, verbose: int = 0, quiet: bool = False) -> None:
+    def __init__(self, *, verbose: int = 0, quiet: bool = False, command: str = "staplectl") -> None:
         self.verbose = verbose
+        #: what --json names in its envelope (staplectl.json_output)
+        self.command = command
         self.quiet = quiet
         # -q: the human tables and summaries go too (a cron job mails only
         # errors); --json, check's status line and inspect --text write
@@ -31,8 +33,11 @@ class Terminal:
         self.out = Console(file=sys.stdout, highlight=False, soft_wrap=False, emoji=False, quiet=quiet)
         self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True, emoji=False)
 
-    def json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    def json(self, data: dict[str, Any]) -> None:
+        """``data`` in the envelope every --json output shares (staplectl.json_output)."""
+        from staplectl.json_output import envelope
+
+        sys.stdout.write(json.dumps(envelope(self.command, data), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
 
     # Diagnostics carry text from outside (a responder's reason phrase, a

@@ -184,7 +184,7 @@ class TestRows:
         assert data["this_update"].endswith("Z") and data["time_left_seconds"] == 86400
         assert data["flags"] == [] and data["valid"] is True
         assert (data["failures"], data["last_error"]) == (2, "boom")
-        for key in ("key", "cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "valid", "cert"):
+        for key in ("cache_key", "cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "valid", "cert"):
             assert key in data
 
 

@@ -43,7 +43,7 @@ def test_stats_record_holds_and_show_the_holder_to_other_processes(locks: FetchL
     finally:
         done.set()
         thread.join(PATIENCE)
-    assert seen["holder_cert_id"] == cert_id
+    assert seen["holder_cert_sha1"] == cert_id
     assert (seen["holder_pid"], seen["holder_alive"]) == (os.getpid(), True)
     assert seen["holder_since"].endswith("Z")
     assert seen["acquisitions"] == 0  # counted when it ends: the hold shows in its slot until then

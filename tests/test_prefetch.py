@@ -273,7 +273,7 @@ class TestRobustness:
         r = rig()
         r.worker.load([new_leaf(pki)])
         data = r.worker.run_due()[0].to_dict()
-        assert data["when"].endswith("Z") and data["action"] == "updated" and data["reason"] is None
+        assert data["when"].endswith("Z") and data["event"] == "updated" and data["reason"] is None
 
 
 class TestBusy:
@@ -374,7 +374,7 @@ def test_state_rows_are_readable_from_another_process(rig, pki, responder):
     assert "HTTP 503" in row["last_error"] and row["last_reason"] == "http_status"
     assert row["next_attempt"] == iso(r.due(leaf))
     assert row["name"] == str(leaf.path) and row["responder"] == responder.url
-    assert [h["action"] for h in history] == ["failed"]
+    assert [h["event"] for h in history] == ["failed"]
 
 
 def test_the_worker_modules_import_no_front_end():

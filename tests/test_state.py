@@ -73,7 +73,7 @@ class TestCertificates:
         data = state(1, last_success=None).to_dict()
         assert data["this_update"] == "2023-11-14T22:13:20Z"
         assert data["last_success"] is None
-        assert data["failures"] == 0 and data["cert_id"] == state(1).cert_id
+        assert data["failures"] == 0 and data["cert_sha1"] == state(1).cert_id
 
 
 class TestHistory:
@@ -85,7 +85,7 @@ class TestHistory:
         events = store.history(cert.cert_id)
         assert len(events) == HISTORY
         assert [e.detail for e in events] == [f"attempt {n}" for n in range(5, HISTORY + 5)]
-        assert events[-1].to_dict() == {"when": "2023-11-14T22:13:44Z", "action": "updated", "detail": "attempt 24"}
+        assert events[-1].to_dict() == {"when": "2023-11-14T22:13:44Z", "event": "updated", "detail": "attempt 24"}
         assert len(store.history(state(2).cert_id)) == 1
 
 

@@ -64,7 +64,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,8 @@ class Holder:
     alive: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "since": iso(self.since)}
+        return {"cert_sha1": self.cert_id, "pid": self.pid, "since": iso(self.since), "stripe": self.stripe,
+                "alive": self.alive}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,13 @@ class StripeStats:
         return bool(self.holders) and self.holders[0].alive
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "holders"}
+        data = {
+            "stripe": self.stripe, "acquisitions": self.acquisitions, "contended": self.contended,
+            "reentries": self.reentries, "total_wait_seconds": self.total_wait, "max_wait_seconds": self.max_wait,
+            "total_hold_seconds": self.total_hold, "max_hold_seconds": self.max_hold,
+        }  # fmt: skip
         data.update(
-            holder_cert_id=self.holder_cert_id,
+            holder_cert_sha1=self.holder_cert_id,
             holder_pid=self.holder_pid,
             holder_since=iso(self.holder_since),
             holder_alive=self.holder_alive,

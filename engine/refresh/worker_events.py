@@ -73,6 +73,8 @@ class WorkerEvent:
         data = asdict(self)
         for name in ("when", "this_update", "next_update"):
             data[name] = iso(data[name])
+        data["cert_sha1"] = data.pop("cert_id")  # as every --json output names them
+        data["event"] = data.pop("action")
         return data
 
 

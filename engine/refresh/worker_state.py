@@ -125,9 +125,11 @@ class CertState:
     next_attempt: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """As every --json names it: ISO times, the CertID's hash as ``cert_sha1``."""
         data = asdict(self)
         for name in _TIMES:
             data[name] = iso(data[name])
+        data = {"cert_sha1": data.pop("cert_id"), **data}
         return data
 
 
@@ -138,7 +140,7 @@ class HistoryEntry:
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"when": iso(self.when), "action": self.action, "detail": self.detail}
+        return {"when": iso(self.when), "event": self.action, "detail": self.detail}
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,8 @@ class ResponderState:
     failed_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "down_since": iso(self.down_since), "next_probe": iso(self.next_probe)}
+        return {**asdict(self), "down_since": iso(self.down_since), "next_probe": iso(self.next_probe),
+                "failed_at": iso(self.failed_at) if self.failed_at else None}  # fmt: skip
 
 
 @lru_cache(maxsize=4096)  # a few responders serve most certificates

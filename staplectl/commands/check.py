@@ -19,10 +19,11 @@ import typer
 
 from engine.api import (
     GOOD, SYSTEM_CLOCK, InputError, Leaf, ProbeError, Staple, StapleError, StateStore, handshake, iso, judge,
-    seconds_left, split_server,
+    redact, seconds_left, split_server,
 )
 from staplectl import fmt
 from staplectl.from_config import fetch_options, open_reader
+from staplectl.json_output import error_fields, staple_fields
 from staplectl.options import IssuerOpt, JsonOpt, settings
 from staplectl.printable import printable
 from staplectl.targets import load_targets
@@ -58,14 +59,14 @@ class Finding:
     crit: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        s = self.staple
         return {
             "cert": self.name,
             "cert_sha1": self.leaf.cert_id if self.leaf else None,
+            "serial": self.leaf.serial_hex if self.leaf else None,
             "state": self.state.name,
-            "status": s.status if s else None,
-            "next_update": iso(s.next_update) if s else None,
-            "seconds_left": int(self.left) if self.left is not None else None,
+            **staple_fields(self.staple, 0.0, left=self.left),
+            # as the thresholds judged it; none for a staple not judged by time (invalid)
+            "time_left_seconds": int(self.left) if self.left is not None else None,
             "must_staple": self.leaf.must_staple if self.leaf else None,
             "no_ocsp": self.no_ocsp,
             "message": self.why,
@@ -118,7 +119,7 @@ def check(
     by default), except a must-staple one, which is CRITICAL.
     """
     opts = settings(ctx)
-    term = Terminal(verbose=opts.verbose, quiet=opts.quiet)
+    term = Terminal(verbose=opts.verbose, quiet=opts.quiet, command="check")
     try:
         warn_s = parse_threshold(warn, "--warn")
         crit_s = parse_threshold(crit, "--crit")
@@ -157,8 +158,9 @@ def check(
     perfdata = _perfdata(findings)
     line = f"STAPLECTL {state.name} - {_clean(_summary(findings, state))}" + (f" | {perfdata}" if perfdata else "")
     if json_output:
-        term.json({"state": state.name, "code": int(state), "summary": line,
-                   "certificates": [f.to_dict() for f in findings]})
+        read = certs or not probe  # the cache was read (--probe alone reads none)
+        term.json({"cache": redact(effective.cache_uri) if read else None, "state": state.name, "code": int(state),
+                   "summary": line, "certificates": [f.to_dict() for f in findings]})  # fmt: skip
     else:
         term.out.file.write(line + "\n")
     for finding in findings:
@@ -184,7 +186,7 @@ def _unknown(term: Terminal, message: str, json_output: bool, reason: str, *, sa
         term.error(message)
     if json_output:
         term.json({"state": "UNKNOWN", "code": 3, "summary": line, "certificates": [],
-                   "error": {"reason": reason, "message": message}})
+                   **error_fields(reason, message)})  # fmt: skip
     else:
         term.out.file.write(line + "\n")
     raise typer.Exit(int(State.UNKNOWN))

@@ -22,7 +22,7 @@ def config(
         effective = opts.load_config().to_dict()
     effective["cache"] = redact(effective["cache"])  # printed: never its password
     if json_output:
-        term.json(effective)
+        term.json({"cache": effective["cache"], "config": effective})
         return
     term.out.print(f"# configuration file: {escape(effective.pop('config_file') or '(none: defaults)')}")
     for key in ("cache", "state"):

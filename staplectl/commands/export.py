@@ -127,10 +127,12 @@ def export(
     if haproxy_socket is not None:
         push(haproxy_socket, rows)
     reload_failed = False
-    if reload_cmd and any(row.action in ("written", "removed") for row in rows):
+    if reload_cmd and any(row.result in ("written", "removed") for row in rows):
         reload_failed = not _reload(term, reload_cmd)
     if json_output:
-        term.json([row.to_dict() for row in rows])
+        now = SYSTEM_CLOCK.now()
+        term.json({"cache": redact(effective.cache_uri), "target": target,
+                   "certificates": [row.to_dict(now) for row in rows]})  # fmt: skip
     else:
         _show(term, rows)
     raise typer.Exit(int(Exit.FAILED if reload_failed else exit_code(rows)))
@@ -168,7 +170,7 @@ def exit_code(rows: list[Row]) -> Exit:
 def _failed(row: Row) -> bool:
     if row.error is not None:
         return True
-    return row.action == "failed" or (row.action in ("missing", "removed") and not row.no_ocsp)
+    return row.result == "failed" or (row.result in ("missing", "removed") and not row.no_ocsp)
 
 
 def _reload(term: Terminal, command: str) -> bool:
@@ -190,10 +192,10 @@ def _show(term: Terminal, rows: list[Row]) -> None:
     table = []
     for row in rows:
         s = row.staple
-        action = row.action if row.error is None else f"failed: {row.error}"
-        style = styles[row.action]
-        if row.no_ocsp and row.error is None and row.action in ("missing", "removed"):
-            action, style = ("no OCSP" if row.action == "missing" else "removed (no OCSP)"), "dim"
+        action = row.result if row.error is None else f"failed: {row.error}"
+        style = styles[row.result]
+        if row.no_ocsp and row.error is None and row.result in ("missing", "removed"):
+            action, style = ("no OCSP" if row.result == "missing" else "removed (no OCSP)"), "dim"
         table.append((row.cert, str(row.file) if row.file else "-", (action, style),
                       s.status if s else "-", fmt.relative(s.next_update, now) if s else "-"))
-    print_table(term.out, ("CERTIFICATE", "FILE", "ACTION", "STATUS", "NEXT UPDATE"), table)
+    print_table(term.out, ("CERTIFICATE", "FILE", "RESULT", "STATUS", "NEXT UPDATE"), table)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from engine.api import (
-    DEFAULT_NAMESPACE, GOOD, SYSTEM_CLOCK, Cache, InputError, Leaf, Staple, check_bound, check_output,
+    DEFAULT_NAMESPACE, GOOD, SYSTEM_CLOCK, Cache, FreshnessPolicy, InputError, Leaf, Staple, check_bound, check_output,
     check_url, fetch_staple, iso, load_leaf, redact, staple_key, write_output,
 )
 from staplectl import fmt
@@ -18,6 +18,7 @@ from staplectl.config import check_hash
 from staplectl.options import HashOpt, JsonOpt, command
 from staplectl.printable import printable
 from staplectl.from_config import fetch_options, open_stapler
+from staplectl.json_output import staple_fields
 from staplectl.terminal import Terminal
 
 
@@ -77,12 +78,12 @@ def fetch(
         stapler = None if no_store else open_stapler(effective)
         try:
             if stapler is None:
-                staple, ttl = fetch_staple(leaf, fetch_options(effective)), 0
+                staple, ttl, what = fetch_staple(leaf, fetch_options(effective)), 0, "fetched"
             else:
                 # the same path as every refresh: the certificate's fetch lock,
                 # so a concurrent prefetch service does not fetch it too
                 result = stapler.refresh(leaf, force=True, lock_timeout=responder.timeout)
-                staple, ttl = result.staple, result.ttl
+                staple, ttl, what = result.staple, result.ttl, result.action
         finally:
             if stapler is not None:
                 stapler.close()
@@ -92,16 +93,18 @@ def fetch(
                 write_output(out, staple.der)
             except OSError as exc:
                 raise InputError(f"--out {out}: cannot write the response: {_os_error(exc, out)}") from None
-        result_data = _result(leaf, staple, responder_url, stapler.cache if stapler else None, ttl > 0, now)
+        result_data = _result(leaf, staple, responder_url, stapler.cache if stapler else None, ttl > 0, now,
+                              effective.policy(), what)  # fmt: skip
         if json_output:
-            term.json(result_data)
+            term.json({"cache": result_data.pop("cache"), "certificates": [result_data]})
         else:
             _show(term, leaf, staple, result_data, now)
     raise typer.Exit(int(Exit.OK if staple.status == GOOD else Exit.NOT_GOOD))
 
 
 def _result(
-    leaf: Leaf, staple: Staple, responder: str, cache: Cache | None, stored: bool, now: float
+    leaf: Leaf, staple: Staple, responder: str, cache: Cache | None, stored: bool, now: float,
+    policy: FreshnessPolicy, what: str,
 ) -> dict[str, Any]:
     namespace = getattr(cache.provider, "namespace", DEFAULT_NAMESPACE) if cache else DEFAULT_NAMESPACE
     return {
@@ -110,14 +113,8 @@ def _result(
         "serial": leaf.serial_hex,
         "subject": leaf.subject,
         "must_staple": leaf.must_staple,
-        "status": staple.status,
-        "revocation_time": iso(staple.revocation_time),
-        "revocation_reason": staple.revocation_reason,
-        "this_update": iso(staple.this_update),
-        "next_update": iso(staple.next_update),
-        "produced_at": iso(staple.produced_at),
-        "weak": list(staple.weak),
-        "seconds_left": int(staple.next_update - now) if staple.next_update else None,
+        **staple_fields(staple, now, policy),
+        "result": what,
         "responder": responder,
         "cache": redact(cache.provider.uri) if cache else None,
         "cache_key": staple_key(namespace, leaf.cert_id),

@@ -247,7 +247,7 @@ def _one(
     state, history = _worker(state_store, wanted.cert_id, term)
     leaf = wanted.found.leaf if wanted.found else None
     if not entry and leaf is not None and not leaf.has_responder:
-        _no_ocsp(term, leaf, json_output)
+        _no_ocsp(term, store, leaf, json_output)
         return
     if not entry:
         last = f"; the prefetch worker's last error: {state.last_error}" if state and state.last_error else ""
@@ -266,7 +266,7 @@ def _one(
         data["validation"] = {"ok": row.valid, "problem": row.problem}
         data.update(response=response, meta=entry.meta, state=state.to_dict() if state else None)
         data["history"] = [h.to_dict() for h in history]
-        term.json(data)
+        term.json({"cache": redact(store.uri), "entries": [data], "without_ocsp": []})
         return
     _show(term, row, entry.der, state, history)
     if responder_down:
@@ -274,14 +274,14 @@ def _one(
                        f"{responder_down['failures']} failed probes: {safe(responder_down['last_error'])}")
 
 
-def _no_ocsp(term: Terminal, leaf: Leaf, json_output: bool) -> None:
+def _no_ocsp(term: Terminal, store: Cache, leaf: Leaf, json_output: bool) -> None:
     """A certificate that names no OCSP responder has no entry by design; only a
     must-staple one is a problem (exit 3)."""
     message = f"{leaf.name}: names no OCSP responder: no staple is fetched for it"
     if leaf.must_staple:
         raise MustStapleWithoutOCSPError(must_staple_without_ocsp(leaf))
     if json_output:
-        term.json({"cert": leaf.name, "cert_sha1": leaf.cert_id, "no_ocsp": True, "message": message})
+        term.json({"cache": redact(store.uri), "entries": [], "without_ocsp": [leaf.name], "message": message})
     else:
         term.out.print(safe(message))
 
@@ -359,7 +359,7 @@ def _show(term: Terminal, row: Inspection, der: bytes, state: CertState | None, 
     if state is not None:
         term.out.print("\n[bold]Prefetch worker[/]")
         for label, value in state.to_dict().items():
-            if label not in ("cert_id", "name") and value not in (None, ""):
+            if label not in ("cert_sha1", "name") and value not in (None, ""):
                 term.out.print(f"  [dim]{label:<12}[/] {safe(str(value))}", emoji=False)
         for event in history:
             _plain(term, f"  {iso(event.when)}  {event.action}  {printable(event.detail)}\n")

@@ -84,9 +84,9 @@ def _row(s: StripeStats, now: float) -> dict[str, Any]:
     return {
         **s.to_dict(),
         "contended_percent": round(100.0 * s.contended / s.acquisitions, 1) if s.acquisitions else 0.0,
-        "avg_wait": s.total_wait / s.acquisitions if s.acquisitions else 0.0,
-        "avg_hold": s.total_hold / finished if finished > 0 else 0.0,
-        "held_for": max(0.0, now - s.holder_since) if s.holder_since else None,
+        "avg_wait_seconds": s.total_wait / s.acquisitions if s.acquisitions else 0.0,
+        "avg_hold_seconds": s.total_hold / finished if finished > 0 else 0.0,
+        "held_for_seconds": max(0.0, now - s.holder_since) if s.holder_since else None,
         "held": len(s.holders),
     }
 
@@ -106,7 +106,7 @@ def snapshot(directory: Any, stats: list[StripeStats], show_all: bool, now: floa
         "acquisitions": acquisitions,
         "contended": contended,
         "contended_percent": round(100.0 * contended / acquisitions, 1) if acquisitions else 0.0,
-        "max_wait": max((s.max_wait for s in stats), default=0.0),
+        "max_wait_seconds": max((s.max_wait for s in stats), default=0.0),
         "held": sum(len(s.holders) for s in stats),
         "rows": [_row(s, now) for s in _shown(stats, show_all)],
     }
@@ -135,11 +135,11 @@ def _cells(row: dict[str, Any]) -> dict[str, Text | str]:
     return {
         "stripe": str(row["stripe"]), "acquired": str(row["acquisitions"]), "contended": str(row["contended"]),
         "%": Text(f"{pct:.1f}", style="red" if pct >= 10 else ("yellow" if pct > 0 else "")),
-        "avg wait": _seconds(row["avg_wait"]), "max wait": _seconds(row["max_wait"]),
-        "avg hold": _seconds(row["avg_hold"]), "max hold": _seconds(row["max_hold"]),
+        "avg wait": _seconds(row["avg_wait_seconds"]), "max wait": _seconds(row["max_wait_seconds"]),
+        "avg hold": _seconds(row["avg_hold_seconds"]), "max hold": _seconds(row["max_hold_seconds"]),
         "reentries": str(row["reentries"]), "held": str(row["held"]) if holding else "-",
-        "longest held": Text(row["holder_cert_id"] or "-"), "pid": str(row["holder_pid"]) if holding else "-",
-        "held for": _seconds(row["held_for"]) if holding else "-", "alive": alive,
+        "longest held": Text(row["holder_cert_sha1"] or "-"), "pid": str(row["holder_pid"]) if holding else "-",
+        "held for": _seconds(row["held_for_seconds"]) if holding else "-", "alive": alive,
     }  # fmt: skip
 
 
@@ -169,8 +169,8 @@ def render(directory: Any, stats: list[StripeStats], show_all: bool, now: float,
         table.add_column(name, justify="left" if name in ("longest held", "alive") else "right", no_wrap=True)
     for row in data["rows"]:
         cells = _cells(row)
-        if width < WIDE_ENOUGH and row["holder_cert_id"]:
-            cells["longest held"] = Text(row["holder_cert_id"][:12] + "…")  # the start tells them apart
+        if width < WIDE_ENOUGH and row["holder_cert_sha1"]:
+            cells["longest held"] = Text(row["holder_cert_sha1"][:12] + "…")  # the start tells them apart
         table.add_row(*(cells[name] for name in headers))
     summary = Text(_summary(directory, data))
     down = [Text(line, style="red") for line in _down_lines(data)]

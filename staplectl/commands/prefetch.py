@@ -136,7 +136,7 @@ class Service:
 
     def on_action(self, event: ActionEvent) -> None:
         self.metrics.observe_action(event)
-        fields = {"action": f"action_{event.outcome}", "name": event.action, "certificates": event.certificates}
+        fields = {"event": f"action_{event.outcome}", "action": event.action, "certificates": event.certificates}
         self.log(event.level, f"action {event.action} {event.outcome}: {event.detail}", fields)
         try:
             self.state.put_actions(self.runner.states())
@@ -159,7 +159,6 @@ class Service:
         fields = event.to_dict()
         del fields["when"], fields["level"], fields["detail"]
         fields["cert"] = fields.pop("name")
-        fields["cert_sha1"] = fields.pop("cert_id")  # as every --json output names it
         self.log(event.level, f"{event.name} {event.action}{reason}: {event.detail}", fields)
 
     # -- certificates -----------------------------------------------------------
@@ -173,7 +172,7 @@ class Service:
         loaded = load_all(config.certificates)
         leaves = loaded.leaves
         for source, problem in loaded.problems:
-            fields = {"action": "skipped", "file": str(source), "reason": problem.reason}
+            fields = {"event": "skipped", "file": str(source), "reason": problem.reason}
             before = self._loaded.get(str(source))
             if before is not None:
                 # A file caught half-written by a deploy, or broken by
@@ -198,7 +197,7 @@ class Service:
         apart = f", {no_ocsp} without OCSP: nothing to fetch" if no_ocsp else ""
         self.log(
             "info", f"loaded {len(loaded.leaves)} certificates ({added} added, {removed} removed{apart})",
-            {"action": "loaded", "certificates": len(loaded.leaves), "added": added, "removed": removed,
+            {"event": "loaded", "certificates": len(loaded.leaves), "added": added, "removed": removed,
              "without_ocsp": no_ocsp},
         )  # fmt: skip
 
@@ -229,7 +228,7 @@ class Service:
             server.start()
             host, port = server.address
             url = f"http://{host}:{port}/metrics"
-            self.log("info", f"metrics at {url}", {"action": "metrics", "url": url})
+            self.log("info", f"metrics at {url}", {"event": "metrics", "url": url})
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
@@ -238,7 +237,7 @@ class Service:
         cache = redact(self.stapler.cache.uri)
         self.log(
             "info", f"prefetch worker started (pid {os.getpid()}, cache {cache})",
-            {"action": "started", "pid": os.getpid(), "cache": cache},
+            {"event": "started", "pid": os.getpid(), "cache": cache},
         )
         try:
             while not self._stop.is_set():
@@ -249,7 +248,7 @@ class Service:
                     self._reload.clear()
                     self.reload()
         finally:
-            self.log("info", "stopping", {"action": "stopping"})
+            self.log("info", "stopping", {"event": "stopping"})
             clean = self.worker.stop()
             self.runner.stop()
             if server:
@@ -257,18 +256,18 @@ class Service:
             self.close()
             self.log(
                 "info", "stopped" if clean else "stopped; refreshes still in flight were abandoned",
-                {"action": "stopped", "clean": clean},
+                {"event": "stopped", "clean": clean},
             )
 
     def reload(self) -> None:
-        self.log("info", "SIGHUP: reloading the configuration", {"action": "reloading"})
+        self.log("info", "SIGHUP: reloading the configuration", {"event": "reloading"})
         try:
             config = self.opts.load_config()
             self._load(config)
         except StapleError as error:
             self.log(
                 "error", f"reload failed, keeping the running configuration: {error}",
-                {"action": "reload_failed", "reason": error.reason},
+                {"event": "reload_failed", "reason": error.reason},
             )
             return
         if _settings(config) != _settings(self.config):

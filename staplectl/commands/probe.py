@@ -13,12 +13,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.api import (
-    GOOD, SYSTEM_CLOCK, Judgement, Staple, StapleError, Stapled, cert_sha1, handshake, iso, judge, serial_text,
-    split_server,
+    GOOD, SYSTEM_CLOCK, Judgement, Staple, StapleError, Stapled, cert_sha1, handshake, iso, judge, redact,
+    serial_text, split_server,
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.from_config import fetch_options, open_reader
+from staplectl.json_output import staple_fields
 from staplectl.options import JsonOpt, command
 from staplectl.printable import printable
 from staplectl.terminal import Terminal
@@ -57,9 +58,10 @@ def probe(
         now = SYSTEM_CLOCK.now()
         judgement = judge(stapled, now, fetch_options(effective).validation)
         cache = _compare(effective, judgement)
-        result = to_dict(stapled, judgement, now) | {"cache": cache}
+        result = to_dict(stapled, judgement, now)
+        result["certificates"][0]["in_cache"] = cache
         if json_output:
-            term.json(result)
+            term.json({"cache": redact(effective.cache_uri), **result})
         else:
             _show(term, stapled, judgement, cache, now)
     raise typer.Exit(int(exit_code(judgement)))
@@ -72,24 +74,23 @@ def exit_code(judgement: Judgement) -> Exit:
 
 
 def to_dict(stapled: Stapled, judgement: Judgement, now: float) -> dict[str, Any]:
+    """The handshake, then the certificate presented with what was stapled for it."""
     cert = stapled.certificate
-    s = judgement.staple
     return {
         "server": stapled.server,
         "servername": stapled.servername,
         "handshake_seconds": round(stapled.seconds, 3),
-        "certificate": {"subject": cert.subject.rfc4514_string(), "serial": serial_text(cert.serial_number),
-                        "cert_sha1": cert_sha1(cert)},  # fmt: skip
-        "stapled": stapled.der is not None,
-        "acceptable": judgement.acceptable,
-        "reason": judgement.reason,
-        "problem": judgement.problem,
-        "status": s.status if s else None,
-        "this_update": iso(s.this_update) if s else None,
-        "next_update": iso(s.next_update) if s else None,
-        "produced_at": iso(s.produced_at) if s else None,
-        "seconds_left": int(s.next_update - now) if s and s.next_update else None,
-        "weak": list(s.weak) if s else [],
+        "certificates": [{
+            "cert": None,  # as served, not a file
+            "cert_sha1": cert_sha1(cert),
+            "serial": serial_text(cert.serial_number),
+            "subject": cert.subject.rfc4514_string(),
+            "stapled": stapled.der is not None,
+            "acceptable": judgement.acceptable,
+            "reason": judgement.reason,
+            "problem": judgement.problem,
+            **staple_fields(judgement.staple, now),
+        }],
     }
 
 

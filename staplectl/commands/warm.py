@@ -20,12 +20,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from engine.api import (
-    GOOD, NO_OCSP, SYSTEM_CLOCK, ActionEvent, ActionRunner, Fanout, Leaf, Outcome, Refresh, Staple, StapleError,
-    Team, check_bound, iso, no_responder, outcome_of,
+    GOOD, NO_OCSP, SYSTEM_CLOCK, ActionEvent, ActionRunner, Fanout, FreshnessPolicy, Leaf, Outcome, Refresh, Staple,
+    StapleError, Team, check_bound, iso, no_responder, outcome_of, redact,
 )
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.config import check_hash
+from staplectl.json_output import staple_fields
 from staplectl.options import HashOpt, IssuerOpt, JsonOpt, command
 from staplectl.renewal_actions import build_actions
 from staplectl.from_config import engine_settings, open_stapler, refresh_lock_timeout
@@ -65,17 +66,12 @@ class Row:
     def error(self) -> StapleError | None:
         return self.outcome.error if self.outcome else self.problem
 
-    def to_dict(self) -> dict[str, Any]:
-        s = self.staple
+    def to_dict(self, now: float, policy: FreshnessPolicy) -> dict[str, Any]:
         return {
             "cert": self.name,
             "cert_sha1": self.leaf.cert_id if self.leaf else None,
             "serial": self.leaf.serial_hex if self.leaf else None,
-            "status": s.status if s else None,
-            "this_update": iso(s.this_update) if s else None,
-            "next_update": iso(s.next_update) if s else None,
-            "produced_at": iso(s.produced_at) if s else None,
-            "weak": list(s.weak) if s else [],
+            **staple_fields(self.staple, now, policy),
             "result": self.result,
             "error": error_dict(self.error) if self.error else None,
         }
@@ -159,7 +155,9 @@ def warm(
         rows += [Row(p.name, problem=p.error) for p in targets.problems]
         rows.sort(key=lambda row: row.name)
         if json_output:
-            term.json([row.to_dict() for row in rows])
+            now, policy = SYSTEM_CLOCK.now(), effective.policy()
+            term.json({"cache": redact(effective.cache_uri), "certificates": [row.to_dict(now, policy) for row in rows],
+                       "counts": _counts(rows)})  # fmt: skip
         else:
             _show(term, rows, targets.problems)
     raise typer.Exit(int(Exit.FAILED if actions_failed else exit_code(rows)))
@@ -280,6 +278,14 @@ def _run(
 _RESULT_TEXT = {NO_OCSP: "no OCSP"}
 
 
+def _counts(rows: list[Row]) -> dict[str, int]:
+    """How many certificates had each result, by result's name."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.result] = counts.get(row.result, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
     now = SYSTEM_CLOCK.now()
     table = []
@@ -293,8 +299,5 @@ def _show(term: Terminal, rows: list[Row], problems: list[Problem]) -> None:
         table.append((row.name, (status, colour), fmt.relative(s.next_update, now) if s else "-",
                       (result, "red" if row.error else "")))
     print_table(term.out, ("CERTIFICATE", "STATUS", "NEXT UPDATE", "RESULT"), table)
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.result] = counts.get(row.result, 0) + 1
-    summary = ", ".join(f"{n} {_RESULT_TEXT.get(what, what)}" for what, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {_RESULT_TEXT.get(what, what)}" for what, n in _counts(rows).items())
     term.info(f"{len(rows)} certificates: {summary}")

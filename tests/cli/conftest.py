@@ -23,7 +23,21 @@ class Ran:
     stderr: str
 
     def json(self):
-        return json.loads(self.stdout)
+        """The whole --json output, after checking the envelope every command shares."""
+        data = json.loads(self.stdout)
+        assert isinstance(data, dict) and data["schema"] == 1 and data["command"], data
+        assert "checked_at" in data and "error" in data, data
+        return data
+
+    def rows(self, field: str = "certificates") -> list:
+        """The envelope's list of certificates (inspect: ``entries``)."""
+        return self.json()[field]
+
+    def row(self, field: str = "certificates") -> dict:
+        """The one certificate (fetch, probe, inspect CERT)."""
+        rows = self.rows(field)
+        assert len(rows) == 1, rows
+        return rows[0]
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -35,7 +35,7 @@ def test_bad_actions_are_named(cli, tmp_path, actions, message):
 def test_defaults_and_names(cli, tmp_path):
     config = write(tmp_path, '[[actions]]\ntype = "nginx"\ndirectory = "ocsp"\nreload = "nginx -s reload"\n'
                              '[[actions]]\ntype = "command"\ncommand = "a"\n[[actions]]\ntype = "command"\ncommand = "b"\n')
-    actions = cli("config", "--config", config, "--json").json()["actions"]
+    actions = cli("config", "--config", config, "--json").json()["config"]["actions"]
     assert [(a["name"], a["min_interval"]) for a in actions] == [("nginx", "30s"), ("command", "30s"), ("command-2", "30s")]
     assert actions[0]["directory"] == str(tmp_path / "ocsp")  # relative to the file
 

@@ -246,11 +246,14 @@ def test_json(cli, pki, responder):
     assert data["state"] == "CRITICAL" and data["code"] == 2
     assert data["summary"].startswith("STAPLECTL CRITICAL - ")
     by_name = {c["cert"].rsplit("/", 1)[-1]: c for c in data["certificates"]}
-    assert by_name["good-chain.pem"]["state"] == "OK" and by_name["good-chain.pem"]["seconds_left"] > 80000
+    assert by_name["good-chain.pem"]["state"] == "OK" and by_name["good-chain.pem"]["time_left_seconds"] > 80000
     assert by_name["other-chain.pem"]["status"] == "revoked"
     assert by_name["must_staple-chain.pem"]["must_staple"] is True
-    assert by_name["must_staple-chain.pem"]["seconds_left"] is None
-    assert list(by_name["good-chain.pem"]) == ["cert", "cert_sha1", "state", "status", "next_update", "seconds_left", "must_staple", "no_ocsp", "message"]
+    assert by_name["must_staple-chain.pem"]["time_left_seconds"] is None
+    assert by_name["other-chain.pem"]["revocation_time"].endswith("Z")
+    assert list(by_name["good-chain.pem"]) == [
+        "cert", "cert_sha1", "serial", "state", "status", "revocation_time", "revocation_reason", "this_update",
+        "next_update", "produced_at", "time_left_seconds", "weak", "must_staple", "no_ocsp", "message"]
 
 
 def test_reads_memcached(cli, pki, memcached, tmp_path):

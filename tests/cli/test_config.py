@@ -16,7 +16,7 @@ def test_defaults_without_a_file(cli, home, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "nothing-here"))  # not the home fixture's
     ran = cli("config", "--json")
     assert ran.exit_code == 0
-    data = ran.json()
+    data = ran.json()["config"]
     assert data["config_file"] is None
     assert data["cache"] == f"local:{home / 'staples.db'}"
     assert data["locks"] == {"stripes": 64, "directory": str(home / "locks")}
@@ -27,12 +27,12 @@ def test_defaults_without_a_file(cli, home, tmp_path, monkeypatch):
 def test_file_values_and_cache_option_win(cli, tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('cache = "memcache://127.0.0.1:1"\ncertificates = ["a.pem"]\n[prefetch]\nmin_delay = "2m"\n')
-    data = cli("config", "--config", path, "--json").json()
+    data = cli("config", "--config", path, "--json").json()["config"]
     assert data["config_file"] == str(path)
     assert data["cache"] == "memcache://127.0.0.1:1"
     assert data["prefetch"]["min_delay"] == "2m"
     assert data["certificates"] == [{"pattern": str(tmp_path / "a.pem"), "issuer": None, "url": None}]
-    assert cli("--cache", "redis://127.0.0.1:2", "config", "--config", path, "--json").json()["cache"] == "redis://127.0.0.1:2"
+    assert cli("--cache", "redis://127.0.0.1:2", "config", "--config", path, "--json").json()["config"]["cache"] == "redis://127.0.0.1:2"
 
 
 def test_global_options_go_before_or_after_the_command_and_after_wins(cli, tmp_path):
@@ -43,7 +43,7 @@ def test_global_options_go_before_or_after_the_command_and_after_wins(cli, tmp_p
     def effective(*args):
         ran = cli(*args)
         assert ran.exit_code == 0, ran.stderr
-        return ran.json()
+        return ran.json()["config"]
 
     assert effective("--config", path, "config", "--json")["cache"] == "memcache://127.0.0.1:1"
     assert effective("config", "--config", path, "--json")["config_file"] == str(path)
@@ -96,7 +96,7 @@ def test_subprocess_config_from_the_environment(staplectl, tmp_path):
     path.write_text('[request]\nlease = true\n')
     ran = staplectl("config", "--json", env={"STAPLECTL_CONFIG": str(path)})
     assert ran.exit_code == 0, ran.stderr
-    assert ran.json()["request"]["lease"] is True
+    assert ran.json()["config"]["request"]["lease"] is True
 
 
 def test_subprocess_prefetch_once_from_openssl_into_memcached(staplectl, pki, memcached, tmp_path):

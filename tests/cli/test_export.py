@@ -21,7 +21,8 @@ from tests.loopback import CONFIG_ALLOW
 from tests.cli.warm_helpers import cert_id_of, certs_dir, fresh_leaf, store_expired, stored
 from tests.responder import Behaviour
 
-ROW_KEYS = ["cert", "file", "action", "no_ocsp", "status", "next_update", "error"]
+ROW_KEYS = ["cert", "file", "result", "no_ocsp", "status", "revocation_time", "revocation_reason", "this_update",
+            "next_update", "produced_at", "time_left_seconds", "weak", "error"]
 
 
 def warm(cli, *args):
@@ -30,7 +31,7 @@ def warm(cli, *args):
 
 
 def actions(ran):
-    return {row["cert"].rsplit("/", 1)[-1]: row["action"] for row in ran.json()}
+    return {row["cert"].rsplit("/", 1)[-1]: row["result"] for row in ran.rows()}
 
 
 def delete(home, issued):
@@ -113,8 +114,8 @@ class TestNginx:
         (out / "no_aia-chain.ocsp").write_bytes(b"a staple from when the CA still had OCSP")
         ran = cli("export", "--nginx", out, pki.no_aia.chain_path, "--json")
         assert ran.exit_code == 0, ran.stdout + ran.stderr
-        [row] = ran.json()
-        assert (row["action"], row["no_ocsp"]) == ("removed", True)
+        [row] = ran.rows()
+        assert (row["result"], row["no_ocsp"]) == ("removed", True)
         assert not (out / "no_aia-chain.ocsp").exists()  # never served past its time
         again = cli("export", "--nginx", out, pki.no_aia.chain_path)
         assert again.exit_code == 0 and "no OCSP" in again.stdout
@@ -123,25 +124,25 @@ class TestNginx:
         issued = pki.leaf("export-must-no-ocsp", must_staple=True, aia=False)
         ran = cli("export", "--nginx", out, issued.chain_path, "--json")
         assert ran.exit_code == 3
-        [row] = ran.json()
-        assert (row["action"], row["no_ocsp"]) == ("missing", False)
+        [row] = ran.rows()
+        assert (row["result"], row["no_ocsp"]) == ("missing", False)
 
     def test_revoked_is_exported_with_exit_1(self, cli, pki, responder, out):
         responder.script(pki.other, Behaviour(cert_status="revoked"))
         warm(cli, pki.other.chain_path)
         ran = cli("export", "--nginx", out, pki.other.chain_path, "--json")
         assert ran.exit_code == 1
-        [row] = ran.json()
-        assert row["status"] == "revoked" and row["action"] == "written"
+        [row] = ran.rows()
+        assert row["status"] == "revoked" and row["result"] == "written"
 
     def test_json_shape_and_table(self, cli, pki, out):
         warm(cli, pki.good.chain_path)
-        [row] = cli("export", "--nginx", out, pki.good.chain_path, "--json").json()
+        [row] = cli("export", "--nginx", out, pki.good.chain_path, "--json").rows()
         assert list(row) == ROW_KEYS
         assert row["file"] == str(out / "good-chain.ocsp")
         assert row["status"] == "good" and row["next_update"].endswith("Z") and row["error"] is None
         table = cli("export", "--nginx", out, pki.good.chain_path).stdout.splitlines()
-        assert table[0].split() == ["CERTIFICATE", "FILE", "ACTION", "STATUS", "NEXT", "UPDATE"]
+        assert table[0].split() == ["CERTIFICATE", "FILE", "RESULT", "STATUS", "NEXT", "UPDATE"]
         assert str(out / "good-chain.ocsp") in table[1] and " unchanged " in table[1]
 
     def test_a_certbot_tree_is_named_after_its_directories(self, cli, pki, tmp_path, out, home):
@@ -181,8 +182,8 @@ class TestNginx:
         warm(cli, f"{tmp_path}/*/fullchain.pem")
         ran = cli("export", "--nginx", out, f"{tmp_path}/*/fullchain.pem", "--name", "{stem}", "--json")
         assert ran.exit_code == 3
-        assert {row["action"] for row in ran.json()} == {"failed"}
-        assert "2 certificates would be exported to this one file" in ran.json()[0]["error"]["message"]
+        assert {row["result"] for row in ran.rows()} == {"failed"}
+        assert "2 certificates would be exported to this one file" in ran.rows()[0]["error"]["message"]
         assert os.listdir(out) == []
 
     def test_unreadable_certificate_among_others_is_a_failed_row(self, cli, pki, tmp_path, out):
@@ -213,7 +214,7 @@ class TestReloadCommand:
         first = cli(*args)
         assert first.exit_code == 0
         assert log.read_text() == "reloaded\n"  # two files written, one reload
-        assert "noise" in first.stderr and first.json()  # its output stays off stdout
+        assert "noise" in first.stderr and first.rows()  # its output stays off stdout
         assert cli(*args).exit_code == 0
         assert log.read_text() == "reloaded\n"  # unchanged: no reload
         delete(home, pki.rsa)
@@ -238,7 +239,7 @@ class TestHAProxy:
             file = directory / f"{issued.chain_path.name}.ocsp"  # site.pem -> site.pem.ocsp
             assert file.read_bytes() == stored(home, issued).der
             assert not file.stat().st_mode & stat.S_IWOTH
-        assert cli("export", "--haproxy", directory, "--json").json()[0]["action"] == "unchanged"
+        assert cli("export", "--haproxy", directory, "--json").rows()[0]["result"] == "unchanged"
 
     def test_nothing_usable_leaves_an_empty_file(self, cli, pki, home, tmp_path):
         # HAProxy refuses to start without the .ocsp of a bundle and accepts
@@ -262,7 +263,7 @@ class TestHAProxy:
         ran = cli("export", "--haproxy", directory, "--json")
         assert ran.exit_code == 3
         assert actions(ran) == {"good-chain.pem": "failed", "rsa-chain.pem": "written"}
-        assert "good-chain.pem.ocsp: cannot write or remove" in ran.json()[0]["error"]["message"]
+        assert "good-chain.pem.ocsp: cannot write or remove" in ran.rows()[0]["error"]["message"]
 
 
 class TestModMD:
@@ -317,7 +318,7 @@ def test_subprocess_export_and_reload(staplectl, pki, tmp_path, out):
     assert ran.exit_code == 0, ran.stderr
     assert "written" in ran.stdout and log.read_text() == "x\n"
     ran = staplectl("export", "--nginx", out, pki.good.chain_path, "--reload-cmd", f"echo x >> {log}", "--json")
-    assert ran.json()[0]["action"] == "unchanged" and log.read_text() == "x\n"
+    assert ran.rows()[0]["result"] == "unchanged" and log.read_text() == "x\n"
     assert "Traceback" not in ran.stderr
 
 
@@ -331,18 +332,18 @@ class TestWhatIsNotOurs:
         (out / "good-chain.ocsp").symlink_to(elsewhere)
         ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")
         assert ran.exit_code == 3
-        [row] = ran.json()
-        assert row["action"] == "failed" and "a symbolic link, not a regular file" in row["error"]["message"]
+        [row] = ran.rows()
+        assert row["result"] == "failed" and "a symbolic link, not a regular file" in row["error"]["message"]
         assert (out / "good-chain.ocsp").is_symlink() and elsewhere.read_bytes() == b"not yours"
 
     def test_a_fifo_in_a_staples_place_neither_hangs_nor_goes(self, cli, pki, home, out):
         warm(cli, pki.good.chain_path)
         os.mkfifo(out / "good-chain.ocsp")
         ran = cli("export", "--nginx", out, pki.good.chain_path, "--json")  # would block reading it
-        assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.json()[0]["error"]["message"]
+        assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.rows()[0]["error"]["message"]
         delete(home, pki.good)  # nothing usable: export would remove the staple file
         ran = cli("export", "--nginx", out, pki.good.chain_path, "--json", "--prune")
-        assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.json()[0]["error"]["message"]
+        assert ran.exit_code == 3 and "a FIFO, not a regular file" in ran.rows()[0]["error"]["message"]
         assert stat.S_ISFIFO(os.lstat(out / "good-chain.ocsp").st_mode)
 
     def test_temporaries_of_a_killed_export_are_removed_next_time(self, cli, pki, out):

@@ -43,8 +43,12 @@ class TestFetchInProcess:
         assert entry and entry.flag == 1 and entry.meta["cert_path"] == str(pki.good.chain_path)
 
     def test_json_fields(self, cli, pki):
-        data = cli("fetch", pki.good.chain_path, "--json").json()
-        for key in ("cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "cache_key", "stored"):
+        ran = cli("fetch", pki.good.chain_path, "--json")
+        assert ran.json()["command"] == "fetch" and ran.json()["error"] is None
+        assert ran.json()["cache"].startswith("local:")
+        data = ran.row()
+        for key in ("cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "cache_key", "stored",
+                    "time_left_seconds", "result"):
             assert key in data
         assert data["cert_sha1"] == cert_id_of(pki.good)
         assert data["serial"] == serial_text(pki.good.cert.serial_number)
@@ -56,7 +60,7 @@ class TestFetchInProcess:
         responder.script(pki.other, Behaviour(cert_status="revoked"))
         ran = cli("fetch", pki.other.chain_path, "--json")
         assert ran.exit_code == 1
-        assert ran.json()["status"] == "revoked"
+        assert ran.row()["status"] == "revoked"
         assert stored(home, cert_id_of(pki.other))
 
     def test_unknown_exits_1(self, cli, pki, responder):
@@ -66,7 +70,7 @@ class TestFetchInProcess:
     def test_no_store(self, cli, pki, home):
         ran = cli("fetch", pki.good.chain_path, "--no-store", "--json")
         assert ran.exit_code == 0
-        assert ran.json()["stored"] is False
+        assert ran.row()["stored"] is False
         assert not stored(home, cert_id_of(pki.good))
 
     def test_issuer_option_and_url_override(self, cli, pki, responder):
@@ -102,9 +106,9 @@ class TestOpenSSLInterop:
             out = tmp_path / "good.der"
             ran = cli("fetch", pki.good.chain_path, "--url", real.url, "--out", out, "--json")
             assert ran.exit_code == 0, ran.stderr
-            assert ran.json()["status"] == "good"
+            assert ran.row()["status"] == "good"
             revoked = cli("fetch", pki.other.chain_path, "--url", real.url, "--json")
-            assert revoked.exit_code == 1 and revoked.json()["status"] == "revoked"
+            assert revoked.exit_code == 1 and revoked.row()["status"] == "revoked"
         check = subprocess.run(
             ["openssl", "ocsp", "-respin", str(out), "-issuer", str(pki.intermediate.cert_path),
              "-CAfile", str(pki.bundle_path), "-cert", str(pki.good.cert_path)],
@@ -136,7 +140,7 @@ class TestCertIDHash:
         responder.script(pki.good, Behaviour(answer_hash="sha1"))
         ran = cli("fetch", pki.good.chain_path, "--hash", asked, "--json")
         assert ran.exit_code == 0, ran.stderr
-        assert ran.json()["status"] == "good"
+        assert ran.row()["status"] == "good"
 
     def test_an_answer_servers_cannot_look_up_is_refused(self, cli, pki, responder, home):
         """SHA-256 to a SHA-1 request: httpd and HAProxy would find no status in it."""
@@ -162,7 +166,7 @@ class TestInstalledProgram:
     def test_subprocess_fetch_local_store(self, staplectl, pki, home):
         ran = staplectl("fetch", pki.good.chain_path, "--json")
         assert ran.exit_code == 0, ran.stderr
-        assert ran.json()["stored"] is True
+        assert ran.row()["stored"] is True
         assert stored(home, cert_id_of(pki.good))
 
     def test_subprocess_fetch_from_openssl_into_memcached(self, staplectl, pki, memcached, tmp_path):

@@ -29,7 +29,7 @@ def put(home, issued, der, meta=None, flag=1):
 
 
 def by_key(data):
-    return {e["key"]: e for e in data["entries"]}
+    return {e["cache_key"]: e for e in data["entries"]}
 
 
 def write_config(tmp_path, *paths):
@@ -99,7 +99,7 @@ class TestWithoutOCSP:
         ran = cli("inspect", pki.no_aia.chain_path)
         assert ran.exit_code == 0 and "no_aia-chain.pem: names no OCSP responder" in ran.stdout
         data = cli("inspect", pki.no_aia.chain_path, "--json").json()
-        assert data["no_ocsp"] is True and data["cert_sha1"] == sha1(pki.no_aia)
+        assert data["entries"] == [] and data["without_ocsp"] == [str(pki.no_aia.chain_path)]
 
     def test_a_must_staple_one_is_a_failure(self, cli, pki):
         issued = pki.leaf("inspect-must-no-ocsp", must_staple=True, aia=False)
@@ -167,7 +167,7 @@ class TestOneEntry:
                "upper-id": cert_id.upper()}[how]  # fmt: skip
         ran = cli("inspect", arg, "--json")
         assert ran.exit_code == 0, ran.stderr
-        data = ran.json()
+        data = ran.row("entries")
         assert data["cert_sha1"] == cert_id and data["valid"] is True
         assert data["validation"] == {"ok": True, "problem": None}
         assert data["cert"] == str(pki.good.chain_path)
@@ -199,15 +199,15 @@ class TestOneEntry:
 
     def test_certificate_without_chain_needs_issuer_to_verify(self, cli, pki):
         assert cli("fetch", pki.good.chain_path).exit_code == 0
-        alone = cli("inspect", pki.good.cert_path, "--json").json()
+        alone = cli("inspect", pki.good.cert_path, "--json").row("entries")
         # the metadata names the chain file, which verifies it
         assert alone["valid"] is True and alone["flags"] == []
-        with_issuer = cli("inspect", pki.good.cert_path, "--issuer", pki.intermediate.cert_path, "--json").json()
+        with_issuer = cli("inspect", pki.good.cert_path, "--issuer", pki.intermediate.cert_path, "--json").row("entries")
         assert with_issuer["flags"] == [] and with_issuer["cert"] == str(pki.good.cert_path)
 
     def test_unverifiable_certificate_without_chain(self, cli, pki, home):
         put(home, pki.other, response_der(pki, pki.other))
-        data = cli("inspect", pki.other.cert_path, "--json").json()
+        data = cli("inspect", pki.other.cert_path, "--json").row("entries")
         assert data["flags"] == ["unverified"] and "give --issuer" in data["cert_note"]
         assert data["subject"] == "CN=other"
 
@@ -220,9 +220,9 @@ class TestOneEntry:
                           last_reason="timeout", next_attempt=2_000_000_000.0),
                 HistoryEntry(1_900_000_000.0, "failed", "timeout: no answer"),
             )  # fmt: skip
-        data = cli("inspect", cert_id, "--json").json()
-        assert data["state"]["failures"] == 3 and data["state"]["last_error"] == "timeout: no answer"
-        assert data["history"] == [{"when": "2030-03-17T17:46:40Z", "action": "failed", "detail": "timeout: no answer"}]
+        data = cli("inspect", cert_id, "--json").row("entries")
+        assert data["state"]["failures"] == 3 and data["state"]["cert_sha1"] == cert_id and data["state"]["last_error"] == "timeout: no answer"
+        assert data["history"] == [{"when": "2030-03-17T17:46:40Z", "event": "failed", "detail": "timeout: no answer"}]
         assert data["failures"] == 3
         text = cli("inspect", cert_id).stdout
         assert "Prefetch worker" in text and "timeout: no answer" in text

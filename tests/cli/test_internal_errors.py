@@ -70,7 +70,9 @@ def test_json_gets_the_error_envelope(cli, pki, monkeypatch):
     monkeypatch.setattr("engine.ocsp.validate._checked", _boom)
     ran = cli("fetch", pki.good.chain_path, "--json")
     assert ran.exit_code == 3
-    assert ran.json() == {"error": {"reason": "internal_error", "message": f"RuntimeError: {MESSAGE}"}}
+    data = ran.json()
+    assert data["command"] == "fetch"
+    assert data["error"] == {"reason": "internal_error", "message": f"RuntimeError: {MESSAGE}"}
 
 
 @pytest.mark.parametrize("how", [["-vv"], ["env"]])

@@ -74,7 +74,7 @@ def test_fetches_show_up_as_acquisitions(cli, pki):
     for issued in (pki.good, pki.other, pki.rsa):
         row = row_of(data, sha1(issued))
         assert row["acquisitions"] >= 1 and row["holder_pid"] is None and row["holder_alive"] is False
-        assert row["max_hold"] > 0 and row["avg_hold"] > 0
+        assert row["max_hold_seconds"] > 0 and row["avg_hold_seconds"] > 0
     # only stripes that were used, unless --all
     assert all(r["acquisitions"] for r in data["rows"])
     assert len(cli("locks", "--json", "--all").json()["rows"]) == DEFAULT_STRIPES
@@ -89,7 +89,7 @@ def test_holder_in_another_process(cli, home, pki):
         data = cli("locks", "--json").json()
         row = row_of(data, cert_id)
         assert row["holder_pid"] == holder.process.pid and row["holder_alive"] is True
-        assert row["holder_cert_id"] == cert_id and row["held_for"] >= 0 and row["holder_since"].endswith("Z")
+        assert row["holder_cert_sha1"] == cert_id and row["held_for_seconds"] >= 0 and row["holder_since"].endswith("Z")
         assert data["held"] == 1
         line = next(line for line in cli("locks").stdout.splitlines() if cert_id in line)
         assert str(holder.process.pid) in line and "yes" in line
@@ -106,10 +106,10 @@ def test_two_certificates_of_one_stripe_held_at_once_are_both_shown(cli, home):
         data = cli("locks", "--json").json()
         row = row_of(data, first)
         assert data["held"] == 2 and row["held"] == 2
-        assert [(h["cert_id"], h["pid"], h["alive"]) for h in row["holders"]] == [
+        assert [(h["cert_sha1"], h["pid"], h["alive"]) for h in row["holders"]] == [
             (first, one.process.pid, True), (second, two.process.pid, True),
         ]  # fmt: skip
-        assert row["holder_cert_id"] == first  # the longest held
+        assert row["holder_cert_sha1"] == first  # the longest held
         line = next(line for line in cli("locks").stdout.splitlines() if first in line)
         assert " 2 " in line
 
@@ -145,7 +145,7 @@ def test_contention_is_counted(cli, home, pki):
         locks.close()
     row = row_of(cli("locks", "--json").json(), cert_id)
     assert row["acquisitions"] == 2 and row["contended"] == 1 and row["contended_percent"] == 50.0
-    assert waited and row["max_wait"] >= waited[0] > 0
+    assert waited and row["max_wait_seconds"] >= waited[0] > 0
 
 
 def test_no_stats_yet_is_an_empty_table(cli, home):

@@ -162,12 +162,12 @@ def test_json_log_lines_carry_the_event_and_the_stored_staple(service, pki, resp
     port = free_port()
     proc = service(config, "--log-format", "json", "--metrics", f"127.0.0.1:{port}")
     # "started" is said once the worker runs, so it may follow the first renewal
-    wait_for(lambda: '"action": "updated"' in log_of(proc) and '"action": "started"' in log_of(proc), 20,
+    wait_for(lambda: '"event": "updated"' in log_of(proc) and '"event": "started"' in log_of(proc), 20,
              "the first renewal")  # fmt: skip
     lines = [json.loads(line) for line in log_of(proc).splitlines()]  # every line is one object
-    started = next(line for line in lines if line["action"] == "started")
+    started = next(line for line in lines if line["event"] == "started")
     assert started["level"] == "info" and started["pid"] == proc.pid
-    updated = next(line for line in lines if line["action"] == "updated")
+    updated = next(line for line in lines if line["event"] == "updated")
     cert_id = load_leaf(leaf.chain_path).cert_id
     assert updated["cert"] == str(leaf.chain_path) and updated["cert_sha1"] == cert_id
     assert updated["status"] == "good" and updated["level"] == "info"
@@ -181,7 +181,7 @@ def test_json_log_lines_carry_the_event_and_the_stored_staple(service, pki, resp
     assert "staplectl_cache_up 1\n" in body and 'staplectl_cache_outages_total{reason="cache_unavailable"} 0\n' in body
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
-    assert json.loads(log_of(proc).splitlines()[-1])["action"] == "stopped"
+    assert json.loads(log_of(proc).splitlines()[-1])["event"] == "stopped"
 
 
 def test_an_unknown_log_format_is_bad_input(cli, pki, tmp_path):
@@ -217,7 +217,7 @@ def test_a_file_broken_at_reload_keeps_its_certificate_and_a_replaced_one_swaps(
     (directory / "kept.pem").write_bytes(new.chain_path.read_bytes())
     proc.send_signal(signal.SIGHUP)
     wait_for(lambda: responder.requests_for(new) >= 1, 20, "the new certificate's fetch")
-    loaded = [json.loads(line) for line in log_of(proc).splitlines() if '"action": "loaded"' in line]
+    loaded = [json.loads(line) for line in log_of(proc).splitlines() if '"event": "loaded"' in line]
     assert (loaded[-1]["added"], loaded[-1]["removed"]) == (1, 1)
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)

@@ -23,7 +23,7 @@ def test_quiet_prints_nothing(cli, pki, responder, tmp_path, command):
 
 def test_quiet_keeps_json_and_errors(cli, pki, responder, tmp_path):
     ran = cli("warm", pki.good.chain_path, "-q", "--json")
-    assert ran.exit_code == 0 and ran.json()[0]["result"] in ("updated", "fresh")
+    assert ran.exit_code == 0 and ran.row()["result"] in ("updated", "fresh")
     bad = cli("warm", tmp_path / "missing.pem", "-q")
     assert bad.exit_code == 2 and bad.stdout == "" and "missing.pem" in bad.stderr
 

@@ -210,13 +210,13 @@ def test_the_service_rides_out_a_full_disk_and_says_so_once(service, pki, respon
     port = free_port()
     with tmpfs(tmp_path / "small", "1m") as disk:
         proc = service(config, "--log-format", "json", "--metrics", f"127.0.0.1:{port}", state=disk)
-        wait_for(lambda: sum(e["action"] == "updated" for e in events(proc)) >= 5, 30, "the first renewals")
+        wait_for(lambda: sum(e["event"] == "updated" for e in events(proc)) >= 5, 30, "the first renewals")
         filler = fill(disk)
-        wait_for(lambda: any(e["action"] == "cache_down" for e in events(proc)), 30, "the outage's line")
-        wait_for(lambda: any(e["action"] == "state_down" for e in events(proc)), 30, "the state's outage line")
+        wait_for(lambda: any(e["event"] == "cache_down" for e in events(proc)), 30, "the outage's line")
+        wait_for(lambda: any(e["event"] == "state_down" for e in events(proc)), 30, "the state's outage line")
         # while it is full: still running, said once, counted
         seen = events(proc)
-        down = [e for e in seen if e["action"] == "cache_down"]
+        down = [e for e in seen if e["event"] == "cache_down"]
         assert len(down) == 1 and down[0]["reason"] == "cache_unwritable" and down[0]["level"] == "error"
         assert str(disk / "staples.db") in down[0]["message"] and "disk is full" in down[0]["message"]
         figures = metrics(port)
@@ -226,14 +226,14 @@ def test_the_service_rides_out_a_full_disk_and_says_so_once(service, pki, respon
         assert proc.poll() is None
         # space again: it says so once and renews
         filler.unlink()
-        wait_for(lambda: any(e["action"] == "cache_up" for e in events(proc)), 30, "the end of the outage")
+        wait_for(lambda: any(e["event"] == "cache_up" for e in events(proc)), 30, "the end of the outage")
         ended = len(events(proc))
-        wait_for(lambda: sum(e["action"] == "updated" for e in events(proc)[ended:]) >= 5, 30, "renewals again")
+        wait_for(lambda: sum(e["event"] == "updated" for e in events(proc)[ended:]) >= 5, 30, "renewals again")
         seen = events(proc)
-        assert [e["action"] for e in seen].count("cache_down") == 1
-        assert [e["action"] for e in seen].count("cache_up") == 1
-        assert [e["action"] for e in seen].count("state_up") == 1
-        assert not [e for e in seen if e["action"] == "failed" and e["reason"] == "cache_unwritable"]
+        assert [e["event"] for e in seen].count("cache_down") == 1
+        assert [e["event"] for e in seen].count("cache_up") == 1
+        assert [e["event"] for e in seen].count("state_up") == 1
+        assert not [e for e in seen if e["event"] == "failed" and e["reason"] == "cache_unwritable"]
         figures = metrics(port)
         assert figures["staplectl_cache_up"] == 1 and figures["staplectl_state_up"] == 1
         proc.send_signal(signal.SIGTERM)
@@ -246,17 +246,17 @@ def test_the_service_on_a_damaged_store_keeps_running_and_says_so_once(service, 
     damage(home / "staples.db")
     port = free_port()
     proc = service(config, "--log-format", "json", "--metrics", f"127.0.0.1:{port}")
-    wait_for(lambda: any(e["action"] == "cache_down" for e in events(proc)), 30, "the damage's line")
+    wait_for(lambda: any(e["event"] == "cache_down" for e in events(proc)), 30, "the damage's line")
     def damaged() -> float:  # summed over responders
         prefix = 'staplectl_fetch_failures_total{reason="cache_damaged"'
         return sum(value for key, value in metrics(port).items() if key.startswith(prefix))
 
     wait_for(lambda: damaged() >= 40, 30, "every certificate tried")
     seen = events(proc)
-    down = [e for e in seen if e["action"] == "cache_down"]
+    down = [e for e in seen if e["event"] == "cache_down"]
     assert len(down) == 1 and down[0]["reason"] == "cache_damaged"
     assert "move it aside" in down[0]["message"] and str(home / "staples.db") in down[0]["message"]
-    assert not [e for e in seen if e["action"] in ("cache_up", "failed")]  # no flapping, no line per certificate
+    assert not [e for e in seen if e["event"] in ("cache_up", "failed")]  # no flapping, no line per certificate
     assert metrics(port)["staplectl_cache_up"] == 0
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)

@@ -84,7 +84,7 @@ def test_inspect_cert_shows_the_entry_and_the_failed_check(cli, planted):
     certs, _, uri = planted
     ran = cli("inspect", certs[0].chain_path, "--cache", uri, "--json")
     assert ran.exit_code == 0, ran.stderr
-    data = ran.json()
+    data = ran.row("entries")
     assert data["validation"]["ok"] is False and data["problem"]
     assert data["response"]["responses"][0]["serial"] == serial_text(certs[0].serial)
     text = cli("inspect", certs[0].chain_path, "--cache", uri, "--text")
@@ -96,7 +96,7 @@ def test_warm_refreshes_every_certificate(cli, planted):
     certs, config, uri = planted
     ran = cli("warm", "--cache", uri, "--config", config, "--json")
     assert ran.exit_code == 0, ran.stdout + ran.stderr
-    assert [row["result"] for row in ran.json()] == ["updated"] * len(certs)
+    assert [row["result"] for row in ran.rows()] == ["updated"] * len(certs)
     # the planted entry was replaced by a genuine staple
     check = cli("check", "--cache", uri, "--config", config)
     assert check.stdout.startswith("STAPLECTL OK"), check.stdout

@@ -20,7 +20,8 @@ from tests.openssl_responder import OpenSSLResponder
 from tests.responder import Behaviour
 from tests.servers import free_port
 
-ROW_KEYS = ["cert", "cert_sha1", "serial", "status", "this_update", "next_update", "produced_at", "weak", "result", "error"]
+ROW_KEYS = ["cert", "cert_sha1", "serial", "status", "revocation_time", "revocation_reason", "this_update", "next_update",
+            "produced_at", "time_left_seconds", "weak", "result", "error"]
 
 
 # -- in-process --------------------------------------------------------------------
@@ -39,7 +40,7 @@ class TestWarm:
             assert stored(home, issued).der
         again = cli("warm", directory, "--json")
         assert again.exit_code == 0
-        assert {r["result"] for r in again.json()} == {"fresh"}
+        assert {r["result"] for r in again.rows()} == {"fresh"}
         for issued in (pki.good, pki.other, pki.rsa):
             assert responder.requests_for(issued) == 1  # nothing asked again
 
@@ -75,14 +76,14 @@ class TestWarm:
         responder.script(pki.good, DUE)
         assert cli("warm", pki.good.chain_path).exit_code == 0
         ran = cli("warm", pki.good.chain_path, "--json")
-        assert ran.json()[0]["result"] == "updated"
+        assert ran.rows()[0]["result"] == "updated"
         assert responder.requests_for(pki.good) == 2
 
     def test_force_refetches_fresh_ones(self, cli, pki, responder):
         assert cli("warm", pki.good.chain_path, pki.rsa.chain_path).exit_code == 0
         ran = cli("warm", pki.good.chain_path, pki.rsa.chain_path, "--force", "--json")
         assert ran.exit_code == 0
-        assert {r["result"] for r in ran.json()} == {"updated"}
+        assert {r["result"] for r in ran.rows()} == {"updated"}
         assert responder.requests_for(pki.good) == responder.requests_for(pki.rsa) == 2
 
     def test_revoked_exits_1(self, cli, pki, responder):
@@ -140,14 +141,14 @@ class TestWarm:
     def test_path_driven_with_issuer_and_url(self, cli, pki, responder):
         ran = cli("warm", pki.no_aia.cert_path, "--issuer", pki.intermediate.cert_path, "--url", responder.url, "--json")
         assert ran.exit_code == 0, ran.stderr
-        assert ran.json()[0]["result"] == "updated"
+        assert ran.rows()[0]["result"] == "updated"
         assert responder.requests_for(pki.no_aia) == 1
 
     def test_glob_argument(self, cli, pki, tmp_path):
         directory = certs_dir(tmp_path, pki.good, pki.rsa)
         ran = cli("warm", f"{directory}/*.pem", "--json")
         assert ran.exit_code == 0
-        assert len(ran.json()) == 2
+        assert len(ran.rows()) == 2
 
     def test_directory_with_a_stray_file_is_a_failed_row(self, cli, pki, tmp_path):
         directory = certs_dir(tmp_path, pki.good, pki.rsa)
@@ -166,12 +167,12 @@ class TestWarm:
     def test_pattern_matching_nothing_among_others_is_a_failed_row(self, cli, pki, tmp_path):
         ran = cli("warm", pki.good.chain_path, tmp_path / "nothing-*.pem", "--json")
         assert ran.exit_code == 3
-        failed = [r for r in ran.json() if r["result"] == "failed"]
+        failed = [r for r in ran.rows() if r["result"] == "failed"]
         assert failed[0]["error"]["reason"] == "no_match"
 
     def test_json_shape(self, cli, pki, responder):
         ran = cli("warm", pki.good.chain_path, "--json")
-        [row] = ran.json()
+        [row] = ran.rows()
         assert list(row) == ROW_KEYS
         assert row["cert"] == str(pki.good.chain_path)
         assert row["cert_sha1"] == cert_id_of(pki.good)
@@ -195,7 +196,7 @@ class TestWarm:
         directory = certs_dir(tmp_path, pki.good, pki.other, pki.rsa, pki.must_staple)
         ran = cli("warm", directory, "--concurrency", "1", "--json")
         assert ran.exit_code == 0
-        assert [r["result"] for r in ran.json()] == ["updated"] * 4
+        assert [r["result"] for r in ran.rows()] == ["updated"] * 4
 
     def test_fewer_collections_while_warming_and_as_before_after(self, cli, pki, responder, monkeypatch):
         import staplectl.commands.warm as warm_module
@@ -258,12 +259,12 @@ class TestCaches:
         uri = f"memcache://{memcached.host}:{memcached.port}"
         ran = cli("warm", directory, "--cache", uri, "--json")
         assert ran.exit_code == 0, ran.stderr
-        assert {r["result"] for r in ran.json()} == {"updated"}
+        assert {r["result"] for r in ran.rows()} == {"updated"}
         client = Client(memcached.address)
         for leaf in leaves:
             assert client.get(f"mod_ssl-staple:{cert_id_of(leaf)}")[0] == 1
         again = cli("warm", directory, "--cache", uri, "--json")
-        assert {r["result"] for r in again.json()} == {"fresh"}
+        assert {r["result"] for r in again.rows()} == {"fresh"}
 
     def test_from_the_real_openssl_responder(self, cli, pki, tmp_path):
         with OpenSSLResponder(pki, tmp_path / "ocsp", revoked=["other"]) as real:
@@ -281,7 +282,7 @@ class TestInstalledProgram:
         with OpenSSLResponder(pki, tmp_path / "ocsp") as real:
             ran = staplectl("warm", directory, "--url", real.url, "--json")
             assert ran.exit_code == 0, ran.stderr
-            assert {r["result"] for r in ran.json()} == {"updated"}
+            assert {r["result"] for r in ran.rows()} == {"updated"}
             again = staplectl("warm", directory, "--url", real.url)
         assert again.exit_code == 0
         assert again.stdout.count("fresh") == 3
@@ -355,4 +356,4 @@ def test_a_cached_unknown_answer_is_asked_again_after_ten_minutes(cli, pki, resp
     later = time.time() + UNKNOWN_RECHECK + 1
     monkeypatch.setattr(SYSTEM_CLOCK, "now", lambda: later)
     ran = cli("warm", issued.chain_path, "--json")
-    assert ran.exit_code == 0 and ran.json()[0]["status"] == "good" and ran.json()[0]["result"] == "updated"
+    assert ran.exit_code == 0 and ran.rows()[0]["status"] == "good" and ran.rows()[0]["result"] == "updated"

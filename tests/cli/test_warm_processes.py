@@ -99,14 +99,14 @@ class TestProcesses:
         one = cli("warm", directory, "--processes", "1", "--cache", f"local:{tmp_path / 'one.db'}", "--json")
         two = cli("warm", directory, "--processes", "2", "--cache", f"local:{tmp_path / 'two.db'}", "--json")
         assert one.exit_code == two.exit_code == 1, two.stderr
-        assert without_times(two.json()) == without_times(one.json())
-        assert [row["cert"] for row in two.json()] == sorted(str(directory / leaf.chain_path.name) for leaf in leaves)
-        assert {row["result"] for row in two.json()} == {"updated"}
+        assert without_times(two.rows()) == without_times(one.rows())
+        assert [row["cert"] for row in two.rows()] == sorted(str(directory / leaf.chain_path.name) for leaf in leaves)
+        assert {row["result"] for row in two.rows()} == {"updated"}
         for leaf in leaves:
             assert responder.requests_for(leaf) == 2  # once per run, never twice in one
         assert two.stderr == ""
         again = cli("warm", directory, "--processes", "2", "--cache", f"local:{tmp_path / 'two.db'}", "--json")
-        assert {row["result"] for row in again.json()} == {"fresh"}
+        assert {row["result"] for row in again.rows()} == {"fresh"}
 
     def test_a_failure_in_a_worker_is_its_row(self, cli, pki, responder, tmp_path):
         leaves = leaves_for_two_workers(pki)
@@ -161,7 +161,7 @@ class TestProcesses:
         finally:
             warm.kill()
         assert warm.returncode == 3, err
-        rows = json.loads(out)
+        rows = json.loads(out)["certificates"]
         assert len(rows) == len(leaves)
         killed = [row for row in rows if row["result"] == "failed"]
         assert killed, rows
@@ -175,7 +175,7 @@ class TestProcesses:
             responder.script(leaf, None)
         again = staplectl("warm", directory, "--processes", "2", "--json")
         assert again.exit_code == 0, again.stderr
-        results = {row["cert"]: row["result"] for row in again.json()}
+        results = {row["cert"]: row["result"] for row in again.rows()}
         assert {results[row["cert"]] for row in killed} == {"updated"}
         assert {results[row["cert"]] for row in rows if row not in killed} == {"fresh"}
 
@@ -202,7 +202,7 @@ class TestProcesses:
         warm = start_warm(directory, "--processes", "2", "--json", cwd=elsewhere)
         out, err = warm.communicate(timeout=60)
         assert warm.returncode == 0, err
-        assert {row["result"] for row in json.loads(out)} == {"updated"}
+        assert {row["result"] for row in json.loads(out)["certificates"]} == {"updated"}
 
     def test_a_worker_that_cannot_start_fails_its_rows(self, cli, pki, tmp_path, monkeypatch):
         from engine import processes as workers
@@ -211,7 +211,7 @@ class TestProcesses:
         leaves = leaves_for_two_workers(pki)
         ran = cli("warm", certs_dir(tmp_path, *leaves), "--processes", "2", "--json")
         assert ran.exit_code == 3
-        rows = ran.json()
+        rows = ran.rows()
         assert len(rows) == len(leaves)
         for row in rows:
             assert row["result"] == "failed" and row["error"]["reason"] == "internal_error"
@@ -223,7 +223,7 @@ class TestProcesses:
         directory = certs_dir(tmp_path, *leaves)
         ran = cli("warm", directory, "--processes", "4", "--concurrency", "1", "--json")
         assert ran.exit_code == 0
-        assert {row["result"] for row in ran.json()} == {"updated"}
+        assert {row["result"] for row in ran.rows()} == {"updated"}
 
     def test_nothing_loadable_stops_the_workers_started_for_it(self, cli, pki):
         ran = cli("warm", pki.good.cert_path, pki.rsa.cert_path, "--processes", "2")  # no chain, no --issuer

@@ -59,4 +59,4 @@ def store_expired(home, pki, responder, issued):
 
 
 def rows_by_name(ran):
-    return {row["cert"].rsplit("/", 1)[-1]: row for row in ran.json()}
+    return {row["cert"].rsplit("/", 1)[-1]: row for row in ran.rows()}

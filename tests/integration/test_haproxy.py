@@ -35,7 +35,7 @@ def ocsp_file(path: Path) -> Path:
 
 
 def rows(ran) -> dict[str, dict]:
-    return {Path(row["cert"]).name: row for row in ran.json()}
+    return {Path(row["cert"]).name: row for row in ran.rows()}
 
 
 def test_exported_files_are_stapled_from_the_start(leaves, run, haproxy, certs, staplectl_env):
@@ -66,7 +66,7 @@ def test_socket_push_replaces_staples_without_a_reload(leaves, run, haproxy, cer
 
     run("warm", "--force", certs, check=True)
     ran = run("export", "--haproxy", "--haproxy-socket", server.socket, certs, "--json", check=True)
-    assert {name: row["action"] for name, row in rows(ran).items()} == dict.fromkeys(
+    assert {name: row["result"] for name, row in rows(ran).items()} == dict.fromkeys(
         ["api.pem", "late.pem", "www.pem"], "written"
     )
     for leaf, path in zip(issued, paths):
@@ -84,7 +84,7 @@ def test_push_refused_for_a_certificate_loaded_without_ocsp(leaves, run, haproxy
     ran = run("export", "--haproxy", "--haproxy-socket", server.socket, path, "--json")
     assert ran.exit_code == 3
     row = rows(ran)["plain.pem"]
-    assert row["action"] == "written" and ocsp_file(path).exists()  # there for the next reload
+    assert row["result"] == "written" and ocsp_file(path).exists()  # there for the next reload
     assert row["error"]["reason"] == "haproxy_api"
     assert "Certificate ID does not match" in row["error"]["message"]
     assert handshake(server.port, "plain.test").staple is None
@@ -99,7 +99,7 @@ def test_socket_option_needs_haproxy_and_a_socket(leaves, run, certs, tmp_path):
     ran = run("export", "--haproxy", "--haproxy-socket", tmp_path / "no-such.sock", *paths, "--json")
     assert ran.exit_code == 3
     for row in rows(ran).values():  # the files are written all the same
-        assert row["action"] == "written" and "No such file" in row["error"]["message"]
+        assert row["result"] == "written" and "No such file" in row["error"]["message"]
 
 
 def test_haproxy_stops_stapling_300_s_before_next_update(ocsp, leaves, run, haproxy, certs):

@@ -133,7 +133,7 @@ def test_legacy_namespace_is_what_goes_on_the_wire(memcache, ocsp, leaves, run, 
     assert x509_ocsp.load_der_ocsp_response(value[1:]).serial_number == leaf.serial
     assert store.raw(key_of(leaf)) is None
     listed = run("inspect", "--cache", store.uri + "?namespace=mod_ssl-stapling", "--json", check=True)
-    assert [e["key"] for e in listed.json()["entries"]] == [key_of(leaf, "mod_ssl-stapling")]
+    assert [e["cache_key"] for e in listed.json()["entries"]] == [key_of(leaf, "mod_ssl-stapling")]
 
     # And it matters: httpd 2.4.44+ looks under mod_ssl-staple, misses, and asks
     # the responder (which fails at once here: no staple).
@@ -214,7 +214,7 @@ def test_inspect_shows_httpd_entries_and_warm_replaces_the_bad_ones(memcache, oc
 
     ocsp.script(error, None)
     ocsp.script(fake, None)
-    rows = run("warm", "--cache", store.uri, own.chain_path, error.chain_path, fake.chain_path, "--json").json()
+    rows = run("warm", "--cache", store.uri, own.chain_path, error.chain_path, fake.chain_path, "--json").rows()
     assert {r["cert"].rsplit("/", 1)[-1]: r["result"] for r in rows} == {
         "own-chain.pem": "fresh", "error-chain.pem": "updated", "fake-chain.pem": "updated",
     }

@@ -40,7 +40,7 @@ def plain(directory: Path, leaf: Issued) -> Site:
 
 
 def actions(ran) -> list[str]:
-    return [row["action"] for row in ran.json()]
+    return [row["result"] for row in ran.rows()]
 
 
 @pytest.fixture

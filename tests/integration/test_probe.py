@@ -43,14 +43,15 @@ def test_nginx_staples_the_cache_then_falls_behind_it(ocsp, leaves, run, nginx, 
     server = nginx([site(www, tmp_path / "ocsp" / f"{www.chain_path.stem}.ocsp")])
     ran = probe(run, server.port, "www.test")
     assert ran.exit_code == 0, ran.stderr
-    data = ran.json()
+    assert ran.json()["server"] == f"127.0.0.1:{server.port}" and ran.json()["servername"] == "www.test"
+    data = ran.row()
     assert (data["stapled"], data["acceptable"], data["status"]) == (True, True, "good")
-    assert data["certificate"]["subject"] == "CN=www" and data["cache"]["state"] == "same"
-    assert data["seconds_left"] > 3600
+    assert data["subject"] == "CN=www" and data["in_cache"]["state"] == "same"
+    assert data["time_left_seconds"] > 3600
 
     run("warm", "--force", www.chain_path, check=True)  # renewed, but nginx was not reloaded
     later = probe(run, server.port, "www.test")
-    assert later.exit_code == 0 and later.json()["cache"]["state"] == "newer_in_cache"
+    assert later.exit_code == 0 and later.row()["in_cache"]["state"] == "newer_in_cache"
     human = run("probe", f"127.0.0.1:{server.port}", "--servername", "www.test")
     assert "the server has not picked it up" in human.stdout
 
@@ -67,7 +68,7 @@ def test_what_a_client_would_refuse(ocsp, leaves, run, nginx, tmp_path):
     for name, reason in (("stale", "expired"), ("foreign", "certid_mismatch"), ("bare", "not_stapled")):
         ran = probe(run, server.port, f"{name}.test")
         assert ran.exit_code == 3, (name, ran.stdout, ran.stderr)
-        assert ran.json()["acceptable"] is False and ran.json()["reason"] == reason, name
+        assert ran.row()["acceptable"] is False and ran.row()["reason"] == reason, name
 
     # as a monitoring check: CRITICAL although the cache holds a fresh staple
     run("warm", expired.chain_path, check=True)
@@ -83,7 +84,7 @@ def test_httpd_staples_from_memcached(memcache, ocsp, leaves, run, httpd):
     server = httpd([leaf], store.httpd)
     ran = probe(run, server.port, "mc.test", "--cache", store.uri)
     assert ran.exit_code == 0, ran.stderr
-    assert ran.json()["cache"]["state"] == "same"
+    assert ran.row()["in_cache"]["state"] == "same"
     check = run("check", "--probe", f"127.0.0.1:{server.port}", "--servername", "mc.test", "--cache", store.uri)
     assert check.exit_code == 0 and check.stdout.startswith("STAPLECTL OK - ")
 
@@ -98,7 +99,7 @@ def test_haproxy_staples_its_ocsp_files(leaves, run, haproxy, tmp_path):
     server = haproxy([path])
     ran = probe(run, server.port, "hap.test")
     assert ran.exit_code == 0, ran.stderr
-    assert ran.json()["cache"]["state"] == "same"
+    assert ran.row()["in_cache"]["state"] == "same"
 
 
 def test_a_server_that_is_not_there(run):

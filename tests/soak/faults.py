@@ -200,10 +200,10 @@ class Faults:
         after = self.service.metrics()
         lines = [
             line for line in self.service.snapshot()
-            if line.action in ("cache_down", "cache_up") and line.t >= event.details["down_at"] - 0.5
+            if line.event in ("cache_down", "cache_up") and line.t >= event.details["down_at"] - 0.5
         ]  # fmt: skip
-        down = sum(line.action == "cache_down" for line in lines)
-        up = sum(line.action == "cache_up" for line in lines)
+        down = sum(line.event == "cache_down" for line in lines)
+        up = sum(line.event == "cache_up" for line in lines)
         event.details.update(cache_down_lines=down, cache_up_lines=up, log=[line.raw for line in lines][:6])
         if before is not None and after is not None and self.service.pid == pid:
             delta = after.get("staplectl_cache_outages_total", 0) - before.get("staplectl_cache_outages_total", 0)
@@ -226,7 +226,7 @@ class Faults:
     def _kill(self, stop: threading.Event) -> FaultEvent:
         mark = self.service.mark()
         wait = max(self.settings.validity) / 2
-        line = self.service.wait_for(lambda l: l.action == "updated" and l.pid == self.service.pid, wait, since=mark)
+        line = self.service.wait_for(lambda l: l.event == "updated" and l.pid == self.service.pid, wait, since=mark)
         event = self.timeline.begin("kill")
         pid = self.service.pid
         killed = self.service.kill()
@@ -248,9 +248,9 @@ class Faults:
         event.details.update(broken=what, broken_at=time.time())
         self.service.sighup()
         line = self.service.wait_for(
-            lambda l: l.pid == pid and l.action in ("reload_failed", "loaded"), 10, since=mark
+            lambda l: l.pid == pid and l.event in ("reload_failed", "loaded"), 10, since=mark
         )
-        if line is None or line.action != "reload_failed":
+        if line is None or line.event != "reload_failed":
             event.problems.append(f"after SIGHUP with a broken file ({what}): {line.raw if line else 'no reload_failed line in 10 s'}")
         else:
             event.details["reload_failed"] = line.data.get("message") if line.data else line.raw
@@ -262,10 +262,10 @@ class Faults:
         event.details["restored_at"] = time.time()
         self.service.sighup()
         line = self.service.wait_for(
-            lambda l: l.pid == pid and l.action in ("reload_failed", "loaded"), 10, since=mark
+            lambda l: l.pid == pid and l.event in ("reload_failed", "loaded"), 10, since=mark
         )
         expected = len(self.world.certs.active())
-        if line is None or line.action != "loaded":
+        if line is None or line.event != "loaded":
             event.problems.append(f"after SIGHUP with the good file back: {line.raw if line else 'no loaded line in 10 s'}")
         elif line.data and line.data.get("certificates") != expected:
             event.problems.append(f"reloaded {line.data.get('certificates')} certificates, {expected} configured")
@@ -287,8 +287,8 @@ class Faults:
         new.expected_from = sighup + self.settings.replace_bound
         old.retired_at = sighup
         event.details.update(old_sha1=old.sha1, new_sha1=new.sha1, file=str(new.path), sighup_at=sighup)
-        line = self.service.wait_for(lambda l: l.pid == pid and l.action in ("reload_failed", "loaded"), 10, since=mark)
-        if line is None or line.action != "loaded":
+        line = self.service.wait_for(lambda l: l.pid == pid and l.event in ("reload_failed", "loaded"), 10, since=mark)
+        if line is None or line.event != "loaded":
             event.problems.append(f"after replacing {new.path.name} and SIGHUP: {line.raw if line else 'no loaded line in 10 s'}")
         elif line.data and (line.data.get("added"), line.data.get("removed")) != (1, 1):
             event.problems.append(f"reload after one replaced certificate: {line.raw}")

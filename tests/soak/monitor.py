@@ -115,7 +115,7 @@ class Monitor:
     def on_log(self, line: LogLine) -> None:
         """Called by the service's log reader for every line as it arrives."""
         data = line.data
-        if not data or data.get("action") != "updated":
+        if not data or data.get("event") != "updated":
             return
         this_update = parse_iso(data.get("this_update"))
         sha1 = data.get("cert_sha1")

@@ -192,13 +192,13 @@ class Readers:
         ))  # fmt: skip
 
     def _verify_check(self, run: CommandRun, data: Any) -> None:
-        for row in data.get("certificates", []) if isinstance(data, dict) else []:
+        for row in _rows(data):
             if row.get("state") == "OK" and row.get("cert_sha1"):
                 self._claim(run, "check_false_ok", row["cert_sha1"], None, parse_iso(row.get("next_update")),
                             run.start, {"cert": row.get("cert")})  # fmt: skip
 
     def _verify_inspect(self, run: CommandRun, data: Any) -> None:
-        if not isinstance(data, dict) or "entries" not in data:
+        if data.get("error"):
             return
         checked_at = parse_iso(data.get("checked_at")) or run.start
         for entry in data["entries"]:
@@ -228,10 +228,8 @@ class Readers:
         self._verify_export(run, data, nginx=False)
 
     def _verify_export(self, run: CommandRun, data: Any, *, nginx: bool) -> None:
-        if not isinstance(data, list):
-            return
-        for row in data:
-            action, file = row.get("action"), row.get("file")
+        for row in _rows(data):
+            action, file = row.get("result"), row.get("file")
             if not file:
                 continue
             path = Path(file)
@@ -278,13 +276,13 @@ class Readers:
         return "exported staple not valid: " + "; ".join(reasons)
 
     def _verify_fetch(self, run: CommandRun, data: Any) -> None:
-        if run.exit_code == 0 and isinstance(data, dict) and data.get("stored"):
-            this_update = parse_iso(data.get("this_update"))
-            if this_update is not None and data.get("cert_sha1"):
-                self.monitor.expect_write(data["cert_sha1"], this_update, run.end, "fetch")
+        for row in _rows(data) if run.exit_code == 0 else []:
+            this_update = parse_iso(row.get("this_update"))
+            if row.get("stored") and this_update is not None and row.get("cert_sha1"):
+                self.monitor.expect_write(row["cert_sha1"], this_update, run.end, "fetch")
 
     def _verify_warm(self, run: CommandRun, data: Any) -> None:
-        for row in data if isinstance(data, list) else []:
+        for row in _rows(data):
             if row.get("result") == "updated" and row.get("cert_sha1"):
                 this_update = parse_iso(row.get("this_update"))
                 if this_update is not None:
@@ -335,6 +333,14 @@ def _json(text: str) -> Any:
         return None
 
 
+def _rows(data: Any) -> list[dict[str, Any]]:
+    """The certificates of a command's --json (docs/json.md); an output of
+    another shape raises, so that the harness never verifies nothing."""
+    if not isinstance(data, dict) or data.get("schema") != 1:
+        raise ValueError(f"not a staplectl --json envelope: {str(data)[:200]}")
+    return [] if data.get("error") else data["certificates"]
+
+
 def _store_reasons(kind: str, data: Any) -> list[str]:
     """Store-error reasons in a command's JSON: its top-level error, or a row's (warm, export)."""
     found = []
@@ -342,8 +348,7 @@ def _store_reasons(kind: str, data: Any) -> list[str]:
         error = data.get("error")
         if isinstance(error, dict) and error.get("reason") in STORE_REASONS:
             found.append(error["reason"])
-    elif isinstance(data, list):
-        for row in data:
+        for row in data.get("certificates") or []:
             error = row.get("error") if isinstance(row, dict) else None
             if isinstance(error, dict) and error.get("reason") in STORE_REASONS:
                 found.append(error["reason"])

@@ -43,8 +43,8 @@ class LogLine:
     data: dict[str, Any] | None
 
     @property
-    def action(self) -> str | None:
-        return self.data.get("action") if self.data else None
+    def event(self) -> str | None:
+        return self.data.get("event") if self.data else None
 
     def store_error(self) -> bool:
         if self.data is None:
@@ -114,7 +114,7 @@ class Service:
         reader = threading.Thread(target=self._read, args=(self.proc,), name=f"service-log-{self.proc.pid}", daemon=True)
         reader.start()
         self._readers.append(reader)
-        line = self.wait_for(lambda l: l.action == "started" and l.pid == incarnation.pid, timeout, since=mark)
+        line = self.wait_for(lambda l: l.event == "started" and l.pid == incarnation.pid, timeout, since=mark)
         if line is None:
             raise RuntimeError(f"the prefetch service (pid {incarnation.pid}) did not log 'started' within {timeout} s")
         return incarnation

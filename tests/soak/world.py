@@ -233,7 +233,8 @@ class World:
             capture_output=True, text=True, env=self.env(), timeout=60,
         )  # fmt: skip
         try:
-            responder = json.loads(done.stdout)["responder"]
+            data = json.loads(done.stdout)
+            responder = data.get("config", data)["responder"]  # enveloped since schema 1
         except (ValueError, KeyError, TypeError):
             raise RuntimeError(f"staplectl config --json failed (exit {done.returncode}): {done.stderr[-1000:]}") from None
         return "allow" in responder
@@ -245,7 +246,8 @@ class World:
             capture_output=True, text=True, env=self.env(), timeout=60,
         )  # fmt: skip
         try:
-            return "actions" in json.loads(done.stdout)
+            data = json.loads(done.stdout)
+            return "actions" in data.get("config", data)
         except (ValueError, TypeError):
             return False
 
