@@ -202,7 +202,7 @@ def _warm_all(world: World) -> dict[str, Any]:
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"the first warm failed (exit {done.returncode}): {done.stderr[-2000:]}")
-    results = Counter(row.get("result") for row in json.loads(done.stdout))
+    results = Counter(row.get("result") for row in json.loads(done.stdout)["certificates"])
     return {"exit": done.returncode, "seconds": round(time.monotonic() - started, 1), **results}
 
 
@@ -223,7 +223,7 @@ def _go_through_log(service: Service, timeline: Timeline, tally: Tally, settings
             what = "traceback" if "Traceback" in line.raw or line.raw.startswith("  File ") else "a log line that is not JSON"
             tally.add(row, "service_problems", 1, {"what": what, "t": round(line.t, 3), "line": line.raw[:300]})
             continue
-        action = line.action
+        action = line.event
         if action == "failed":
             hit = _responder_fault_hit(events, line, world, settings)
             if hit is not None:
@@ -307,8 +307,8 @@ def _summary(
     timeline: Timeline, tally: Tally, *, warm: dict, setup_s: float, measured: float, metrics: dict | None,
 ) -> dict[str, Any]:  # fmt: skip
     lines = service.snapshot()
-    actions = Counter(line.action for line in lines if line.data)
-    failures = Counter(line.data.get("reason") for line in lines if line.data and line.action == "failed")
+    actions = Counter(line.event for line in lines if line.data)
+    failures = Counter(line.data.get("reason") for line in lines if line.data and line.event == "failed")
     events = timeline.snapshot()
     cache_events = [e for e in events if e.kind in CACHE_FAULTS]
     incarnations = service.incarnations
