@@ -29,6 +29,41 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+#: upper bounds of the fetch duration histogram, seconds: a responder on the
+#: same network answers in tens of milliseconds, a CDN's in a few hundred, a
+#: struggling one in seconds; responder.timeout (10 s) ends the rest
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: failures that asked no responder: nothing to time
+_NOT_ASKED = STORE_DOWN_REASONS | {"responder_down"}
+
+
+class Histogram:
+    """Cumulative buckets, sum and count per label value, as Prometheus reads them."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self._series: dict[str, tuple[list[int], list[float]]] = {}
+
+    def observe(self, key: str, value: float) -> None:
+        counts, total = self._series.setdefault(key, ([0] * (len(self.bounds) + 1), [0.0]))
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                counts[i] += 1
+        counts[-1] += 1  # +Inf: every observation
+        total[0] += value
+
+    def samples(self, label: str) -> list[tuple[str, str, float]]:
+        """(suffix, labels, value) lines for every key, sorted."""
+        out: list[tuple[str, str, float]] = []
+        for key, (counts, total) in sorted(self._series.items()):
+            base = f'{label}="{_label(key)}"'
+            for bound, n in zip([*map(repr, self.bounds), "+Inf"], counts):
+                out.append(("_bucket", f'{{{base},le="{bound}"}}', n))
+            out.append(("_sum", f"{{{base}}}", total[0]))
+            out.append(("_count", f"{{{base}}}", counts[-1]))
+        return out
+
+
 class Metrics:
     def __init__(self, state: StateStore, locks_dir: Path, clock: Clock) -> None:
         self.state = state
@@ -39,6 +74,8 @@ class Metrics:
         self._last_states: list = []
         #: (reason, responder) -> failed refreshes
         self._failures: Counter[tuple[str, str]] = Counter()
+        #: per responder: how long refreshes that asked it took
+        self._durations = Histogram(DURATION_BUCKETS)
         #: cert_id -> its responder's scheme://host:port, from the last state read
         self._responder_of: dict[str, str] = {}
         #: per store (cache, state): 1 while it works, and its outages by reason
@@ -63,21 +100,12 @@ class Metrics:
             if ok:
                 self._action_success[event.action] = event.when
 
-    def _responder(self, cert_id: str) -> str:
-        """The certificate's responder (scheme://host:port), from the state; "" if unknown."""
-        known = self._responder_of.get(cert_id)
-        if known is None and cert_id:
-            try:
-                state = self.state.get(cert_id)
-            except StateStoreError:
-                state = None
-            known = responder_key(state.responder) if state is not None and state.responder else ""
-            self._responder_of[cert_id] = known
-        return known or ""
-
     def observe(self, event: WorkerEvent) -> None:
-        responder = self._responder(event.cert_id) if event.action == "failed" else ""
+        responder = event.responder  # scheme://host:port, for a refresh's event
         with self._lock:
+            asked = event.action == "updated" or (event.action == "failed" and event.reason not in _NOT_ASKED)
+            if asked and event.duration is not None:
+                self._durations.observe(responder, event.duration)
             if event.action == "updated":
                 self._successes += 1
             elif event.action == "failed":
@@ -102,6 +130,11 @@ class Metrics:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{labels} {value:.15g}" for labels, value in samples)  # timestamps need every digit
+
+        def histogram(name: str, help_text: str, samples: list[tuple[str, str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} histogram")
+            lines.extend(f"{name}{suffix}{labels} {value:.15g}" for suffix, labels, value in samples)
 
         try:
             states = self._last_states = self.state.all()
@@ -153,6 +186,7 @@ class Metrics:
         )
         with self._lock:
             successes = self._successes
+            durations = self._durations.samples("responder")
             failures = sorted(self._failures.items())
             up = dict(self._up)
             outages = sorted(self._outages.items())
@@ -177,6 +211,9 @@ class Metrics:
             "Responses fetched, validated and stored.",
             [("", successes)],
         )
+        histogram("staplectl_fetch_duration_seconds",
+                  "How long renewals that asked the responder took (fetch lock, exchange, validation, store).",
+                  durations)  # fmt: skip
         family(
             "staplectl_fetch_failures_total", "counter",
             "Failed refreshes, by reason and responder.",

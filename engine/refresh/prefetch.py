@@ -290,7 +290,7 @@ class PrefetchWorker(WorkerThreads):
         event = WorkerEvent(
             now, plan.level, ticket.cert_id, leaf.name, action, plan.detail, reason,
             changes.get("status", before.status), changes.get("this_update", before.this_update),
-            changes.get("next_update", before.next_update),
+            changes.get("next_update", before.next_update), ticket.responder, now - started,
         )  # fmt: skip
         return self._finish(ticket, plan.due, event, changes)
 

@@ -56,6 +56,8 @@ class WorkerEvent:
     revoked or unknown answer) | error (a failure with nothing usable left
     to serve; the cache down). status, this_update and next_update are the
     staple's that the certificate has after the event, when one is known.
+    responder (scheme://host:port) and duration (seconds the refresh took:
+    lock, cache, exchange, validation) are those of a refresh's event.
     """
 
     when: float
@@ -68,11 +70,15 @@ class WorkerEvent:
     status: str | None = None
     this_update: float | None = None
     next_update: float | None = None
+    responder: str = ""
+    duration: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for name in ("when", "this_update", "next_update"):
             data[name] = iso(data[name])
+        duration = data.pop("duration")
+        data["duration_seconds"] = None if duration is None else round(duration, 6)
         data["cert_sha1"] = data.pop("cert_id")  # as every --json output names them
         data["event"] = data.pop("action")
         return data

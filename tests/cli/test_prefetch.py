@@ -177,8 +177,13 @@ def test_json_log_lines_carry_the_event_and_the_stored_staple(service, pki, resp
     assert updated["this_update"] == iso(stored.this_update_utc.timestamp())
     assert updated["next_update"] == iso(stored.next_update_utc.timestamp())
     assert "time" in updated and updated["message"].startswith(f"{leaf.chain_path} updated")
+    responder_key = responder.url.rstrip("/")  # scheme://host:port
+    assert updated["responder"] == responder_key and 0 < updated["duration_seconds"] < 20
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "staplectl_cache_up 1\n" in body and 'staplectl_cache_outages_total{reason="cache_unavailable"} 0\n' in body
+    # the renewal, timed in the latency histogram of its responder
+    assert f'staplectl_fetch_duration_seconds_count{{responder="{responder_key}"}} 1\n' in body
+    assert f'staplectl_fetch_duration_seconds_bucket{{responder="{responder_key}",le="+Inf"}} 1\n' in body
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert json.loads(log_of(proc).splitlines()[-1])["event"] == "stopped"
