@@ -95,7 +95,9 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
         if conn is not None:
             conn.close()
         code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-        if code != _CANTOPEN or os.path.lexists(f"{path}-shm"):
+        # CANTOPEN on a read-only file system; READONLY in a directory we
+        # may not write (another user's store, read by a monitoring agent)
+        if code not in (_CANTOPEN, _READONLY) or os.path.lexists(f"{path}-shm"):
             raise _why_not(path, read_only=True) or exc
     # No -shm file, and none can be made (a read-only directory or file
     # system): then no writer has the database open in WAL mode either, so
