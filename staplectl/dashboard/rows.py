@@ -131,6 +131,11 @@ def counts(snapshot: Snapshot) -> Counts:
 BAR_WIDTH = 10
 ERROR_WIDTH = 64
 NAME_WIDTH = 44
+#: a terminal narrower than table.WIDE_FROM: certificate, serial, status,
+#: validity left (no bar) and fails must fit 80 columns with their padding
+NARROW_NAME_WIDTH = 20
+NARROW_SERIAL_WIDTH = 9
+NARROW_STATUS_WIDTH = 21  # "missing: not in cache"; a longer reason is on the detail screen
 
 
 def bar(fraction: float | None, state: str, width: int = BAR_WIDTH) -> Text:
@@ -141,11 +146,23 @@ def bar(fraction: float | None, state: str, width: int = BAR_WIDTH) -> Text:
     return Text.assemble(("█" * filled, STYLES[state]), ("░" * (width - filled), "dim"))
 
 
-def short_name(name: str, width: int = NAME_WIDTH) -> str:
-    """A long path keeps its end: /etc/letsencrypt/live/<this>/fullchain.pem."""
+def short_name(name: str, width: int = NAME_WIDTH, *, keep_end: bool = False) -> str:
+    """A long path keeps its end: /etc/letsencrypt/live/<this>/fullchain.pem;
+    ``keep_end``: any name does (an unknown certificate's id is at its end)."""
     if len(name) <= width:
         return name
-    return "…" + name[-(width - 1):] if name.startswith("/") else name[: width - 1] + "…"
+    return "…" + name[-(width - 1):] if keep_end or name.startswith("/") else name[: width - 1] + "…"
+
+
+def _cut(text: Text, width: int) -> Text:
+    text = text.copy()
+    text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def short_serial(serial: str, width: int) -> str:
+    """The end: serials of one CA often share their start, never their end."""
+    return serial if len(serial) <= width else "…" + serial[-(width - 1):]
 
 
 def short_time(when: float | None) -> str:
@@ -218,7 +235,10 @@ class Row:
     key: str
     item: Item
     fresh: Freshness
+    #: one per COLUMN_KEYS
     cells: tuple[Any, ...]
+    #: the cells that a narrow terminal shows shorter, by column key
+    narrow: dict[str, Any]
 
 
 def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
@@ -227,10 +247,10 @@ def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
     serial = (ins.serial if ins else None) or (item.leaf.serial_hex if item.leaf else "-")
     failures = state.failures if state else 0
     left = Text.assemble(bar(fresh.fraction, fresh.state), " ", left_text(fresh.time_left))
+    name_style = "" if item.configured else "italic"
     cells = (
-        Text(short_name(printable(item.name)), style="" if item.configured else "italic"),
-        # the end: serials of one CA often share their start, never their end
-        Text(serial if len(serial) <= 16 else "…" + serial[-15:]),
+        Text(short_name(printable(item.name)), style=name_style),
+        Text(short_serial(serial, 16)),
         status_text(item, fresh),
         Text(short_time(ins.this_update if ins else None)),
         Text(short_time(ins.next_update if ins else None)),
@@ -239,7 +259,13 @@ def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
         Text(str(failures) if failures else "", style="bold red" if failures else ""),
         error_text(item),
     )
-    return Row(item.cert_id, item, fresh, cells)
+    narrow = {
+        "name": Text(short_name(printable(item.name), NARROW_NAME_WIDTH, keep_end=True), style=name_style),
+        "serial": Text(short_serial(serial, NARROW_SERIAL_WIDTH)),
+        "status": _cut(status_text(item, fresh), NARROW_STATUS_WIDTH),
+        "left": Text(left_text(fresh.time_left), style=STYLES[fresh.state] if fresh.time_left is not None else "dim"),
+    }
+    return Row(item.cert_id, item, fresh, cells, narrow)
 
 
 def same_cell(a: Any, b: Any) -> bool:

@@ -328,3 +328,43 @@ async def test_a_cell_that_changes_only_colour_is_redrawn(home):
         assert app.query_one("#certs").get_cell(shop, "last_error").style == "dim"
         await read(pilot)
         assert app.query_one("#certs").get_cell(shop, "last_error").style == "red"
+
+
+@aio
+async def test_at_80_columns_the_table_fits_and_the_detail_says_everything(home):
+    """A long path, a 36-digit serial and a failure of 180 characters: the
+    table at 80x24 shows its narrow columns without scrolling sideways, each
+    keeping the end that tells rows apart; the detail screen shows the whole
+    error, wrapped."""
+    shop = fixed.LEAVES["shop"].cert_id
+    long_name = "/etc/letsencrypt/live/a-rather-long-site-name.example.org/fullchain.pem"
+    serial = "04" + "A1B2C3D4E5F6" * 2 + "0123456789"  # 36 hex digits, as Let's Encrypt's
+    error = "responder http://ocsp.example.test/: " + "no complete answer within 10 s; " * 5 + "the end"
+    before = fixed.snapshot()
+    items = tuple(
+        replace(i, name=long_name, inspection=replace(i.inspection, serial=serial),
+                state=replace(i.state, last_error=error)) if i.cert_id == shop else i
+        for i in before.items
+    )  # fmt: skip
+    app = make_app(Config(), interval=3600, clock=FrozenClock(fixed.T),
+                   collector=StaticCollector(replace(before, items=items)))  # fmt: skip
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.reads >= 1, "the first read")
+        await pilot.pause()
+        table = app.query_one("#certs")
+        assert table.narrow and table.virtual_size.width <= 80, table.virtual_size
+        assert [str(c.label).split(" ")[0] for c in table.columns.values()] == [
+            "Certificate", "Serial", "Status", "Validity", "Fails"]
+        assert table.get_cell(shop, "name").plain.endswith("/fullchain.pem")
+        assert table.get_cell(shop, "serial").plain == "…" + serial[-8:]
+        assert table.get_cell(shop, "left").plain == "4 h"  # the time, without the bar
+        table.move_cursor(row=table.get_row_index(shop))
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen), "the detail screen")
+        seen = []
+        for _ in range(4):  # a page at a time, as one reads it
+            await pilot.pause()
+            seen += ["".join(seg.text for seg in strip).strip() for strip in app.screen._compositor.render_strips()]
+            await pilot.press("pagedown")
+        shown = " ".join(" ".join(seen).split())
+        assert long_name in shown and error in shown
