@@ -12,15 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.locks.fetchlocks import DEFAULT_STRIPES, FetchLocks
-from engine.refresh.fetch import FetchOptions
 from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy
 from engine.refresh.reader import StapleReader
-from engine.refresh.stapler import Stapler, StaplerOptions
-from engine.responders.health import ResponderHealth
 from engine.store.cache import Cache
 from engine.store.providers import open_provider
+
+if TYPE_CHECKING:
+    from engine.refresh.fetch import FetchOptions
+    from engine.refresh.stapler import Stapler, StaplerOptions
+
+# The request path's parts (fetching, fetch locks, responder health) are
+# imported by build_stapler: a reader (check, export) needs none of them.
 
 
 @dataclass(frozen=True)
@@ -29,25 +33,33 @@ class EngineSettings:
     cache_uri: str
     #: the fetch locks' directory; responder health lives beside them
     lock_dir: Path
-    #: how the locks' figures are grouped
-    stripes: int = DEFAULT_STRIPES
-    fetch: FetchOptions = FetchOptions()
+    #: how the locks' figures are grouped; None: engine.locks.fetchlocks.DEFAULT_STRIPES
+    stripes: int | None = None
+    #: None: FetchOptions()
+    fetch: FetchOptions | None = None
     policy: FreshnessPolicy = DEFAULT_POLICY
-    stapler: StaplerOptions = StaplerOptions()
+    #: None: StaplerOptions()
+    stapler: StaplerOptions | None = None
 
 
 def build_stapler(settings: EngineSettings) -> Stapler:
     """The cache, the fetch locks and the request path."""
+    from engine.locks.fetchlocks import DEFAULT_STRIPES, FetchLocks
+    from engine.refresh.fetch import FetchOptions
+    from engine.refresh.stapler import Stapler, StaplerOptions
+    from engine.responders.health import ResponderHealth
+
     cache = Cache(open_provider(settings.cache_uri))
     try:
-        locks = FetchLocks(settings.lock_dir, settings.stripes)
+        locks = FetchLocks(settings.lock_dir, settings.stripes or DEFAULT_STRIPES)
     except BaseException:
         cache.close()
         raise
     health = ResponderHealth(settings.lock_dir)  # shared by every process on the host
     return Stapler(
-        cache, locks, fetch_options=settings.fetch, policy=settings.policy, options=settings.stapler, health=health
-    )
+        cache, locks, fetch_options=settings.fetch or FetchOptions(), policy=settings.policy,
+        options=settings.stapler or StaplerOptions(), health=health,
+    )  # fmt: skip
 
 
 def build_reader(settings: EngineSettings) -> StapleReader:

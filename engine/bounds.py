@@ -54,6 +54,22 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# The defaults of settings that other modules of the engine use, kept here
+# so that reading a configuration (staplectl config, --help) loads nothing
+# else of the engine: no cryptography, no transport.
+#: responder.timeout: connect, send and read, in total, in seconds
+DEFAULT_TIMEOUT = 10.0
+#: responder.max_size: the largest response read, in bytes
+DEFAULT_MAX_SIZE = 64 * 1024
+#: locks.stripes
+DEFAULT_STRIPES = 64
+#: responder.skew: mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
+DEFAULT_SKEW = 300.0
+#: responder.max_age, for a response without nextUpdate: as long as mod_ssl keeps one
+DEFAULT_MAX_AGE = 3600.0
+#: responder.hash, --hash: the CertID hashes a request may use
+CERTID_HASHES = ("sha1", "sha256", "sha384", "sha512")
+
 #: setting -> its bounds; the names are the configuration's (section.key)
 BOUNDS: dict[str, Bound] = {
     "locks.stripes": Bound(1, 4096),

@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives import serialization
 
 from engine.assembly import EngineSettings, build_stapler
 from engine.errors import StapleError, UnexpectedError
-from engine.locks.fetchlocks import stripe_of
+from engine.locks.fetchlocks import DEFAULT_STRIPES, stripe_of
 from engine.ocsp.certs import Leaf
 from engine.refresh.fanout import Fanout
 from engine.refresh.outcome import Outcome, failed, outcome_of
@@ -220,7 +220,7 @@ class Team:
         a worker could differ), so they open the same cache and locks.
         """
         workers = self.workers
-        shares = _shares(leaves, len(workers), settings.stripes)
+        shares = _shares(leaves, len(workers), settings.stripes or DEFAULT_STRIPES)
         busy = [worker for worker, share in zip(workers, shares) if share]
         in_flight = [self.concurrency // len(busy) + (n < self.concurrency % len(busy)) for n in range(len(busy))]
         outcomes: list[Outcome | None] = [None] * len(leaves)

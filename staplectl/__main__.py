@@ -1,3 +1,3 @@
-from staplectl.app import main
+from staplectl.entry import main
 
 main()

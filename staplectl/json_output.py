@@ -11,9 +11,12 @@ Scripts read ``.error`` (null on success) and the exit status.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.api import SYSTEM_CLOCK, FreshnessPolicy, Staple, iso, seconds_left
+from engine.api import SYSTEM_CLOCK, iso, seconds_left
+
+if TYPE_CHECKING:
+    from engine.api import FreshnessPolicy, Staple
 
 #: raised when a field changes meaning or goes; new fields do not raise it
 SCHEMA = 1

@@ -13,17 +13,18 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 from typer.core import TyperCommand
-from typer.exceptions import TyperException
 
-from engine.api import StapleError, UnexpectedError
-from staplectl.config import Config, load as load_config
-from staplectl.exitcodes import Exit, for_error
-from staplectl.terminal import Terminal
-from staplectl.json_output import error_fields
+if TYPE_CHECKING:
+    from staplectl.config import Config
+    from staplectl.terminal import Terminal
+
+# What a command needs to run (its configuration, its terminal, its errors)
+# is imported when it runs: the app imports this module for its options,
+# and `staplectl --version` or `--help` must not load rich or the engine.
 
 CacheOpt = Annotated[
     Optional[str],
@@ -72,6 +73,8 @@ class Settings:
 
     def load_config(self) -> Config:
         """The effective configuration: the file, then ``--cache`` over it."""
+        from staplectl.config import load as load_config
+
         config = load_config(self.config, explicit=self.config is not None)
         if self.cache:
             config.cache = self.cache
@@ -93,7 +96,10 @@ class GlobalsCommand(TyperCommand):
     """
 
     def get_params(self, ctx: typer.Context) -> list[Any]:
+        from staplectl.plain_params import install
+
         params = super().get_params(ctx)
+        install(params)  # --help's own option is made here, after __init__
         group = ctx.parent.command if ctx.parent is not None else None
         shared = [p for p in (group.params if group else []) if p.name in GLOBAL_OPTIONS]
         # before --help, which click puts last
@@ -111,6 +117,8 @@ class GlobalsCommand(TyperCommand):
         )
         # Around the whole command, for what it does outside command()
         # (printing its result, mostly): a bug there is one line too.
+        from staplectl.terminal import Terminal
+
         term = Terminal(verbose=opts.verbose, quiet=opts.quiet, command=ctx.info_name or "staplectl")
         with reporting(term, bool(ctx.params.get("json_output"))):
             return super().invoke(ctx)
@@ -129,6 +137,8 @@ def command(ctx: typer.Context, *, json_errors: bool = False) -> Iterator[tuple[
         with command(ctx, json_errors=json_output) as (opts, term):
             ...
     """
+    from staplectl.terminal import Terminal
+
     opts = settings(ctx)
     term = Terminal(verbose=opts.verbose, quiet=opts.quiet, command=ctx.info_name or "staplectl")
     with reporting(term, json_errors=json_errors):
@@ -144,6 +154,12 @@ def reporting(term: Terminal, json_errors: bool = False) -> Iterator[None]:
     traceback at -vv or with $STAPLECTL_TRACEBACK=1). Typer's own ways out
     (Exit and Abort are RuntimeErrors; usage errors) pass through.
     """
+    from typer.exceptions import TyperException
+
+    from engine.api import StapleError, UnexpectedError
+    from staplectl.exitcodes import Exit, for_error
+    from staplectl.json_output import error_fields
+
     try:
         yield
     except StapleError as error:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.api import CertSpec, InputError, Leaf, Loading, StapleError, check_url
+from engine.api import CertSpec, InputError, Leaf, Loading, StapleError
 from staplectl.config import Config
 
 
@@ -55,6 +55,8 @@ def specs_for(
     certificates they fill in where an entry names none of its own.
     """
     if url is not None:
+        from engine.api import check_url  # the transport's: only for --url
+
         check_url(url)  # a bad --url is one error, not one per certificate
     if paths:
         return [CertSpec(str(p), issuer=issuer, url=url) for p in paths]

@@ -10,12 +10,20 @@ import json
 import os
 import sys
 import traceback
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from staplectl.printable import printable, printable_lines
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported when first needed (rich costs a command's start)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 #: set to 1 to have an internal error's traceback printed, as -vv does
 TRACEBACK_ENV = "STAPLECTL_TRACEBACK"
@@ -27,11 +35,24 @@ class Terminal:
         #: what --json names in its envelope (staplectl.json_output)
         self.command = command
         self.quiet = quiet
+
+    # The consoles are made on first use: check's status line and --json
+    # need neither, and rich takes a noticeable share of a start.
+
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
         # -q: the human tables and summaries go too (a cron job mails only
         # errors); --json, check's status line and inspect --text write
         # to stdout directly and stay
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=False, emoji=False, quiet=quiet)
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True, emoji=False)
+        return Console(file=sys.stdout, highlight=False, soft_wrap=False, emoji=False, quiet=self.quiet)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=sys.stderr, highlight=False, soft_wrap=True, emoji=False)
 
     def json(self, data: dict[str, Any]) -> None:
         """``data`` in the envelope every --json output shares (staplectl.json_output)."""

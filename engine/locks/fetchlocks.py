@@ -58,6 +58,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from engine.bounds import DEFAULT_STRIPES
 from engine.locks import ofd
 from engine.errors import InputError, StapleError
 from engine.locks.stats import MAX_STRIPES, StatsFile, StripeStats, process_start, read_stats
@@ -77,7 +78,6 @@ __all__ = [
     "stripe_of",
 ]
 
-DEFAULT_STRIPES = 64
 DIRECTORY_MODE = 0o750
 LOCK_FILE = "certificates.lock"
 

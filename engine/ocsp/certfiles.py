@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from engine.ocsp.certs import Leaf, load_leaf
+from engine.ocsp.certspec import CertSpec
 from engine.errors import InputError, StapleError
 
 #: what a directory is searched for (not recursively)
@@ -31,19 +32,6 @@ class NoMatchError(InputError):
     """A certificate spec that names no certificate file at all."""
 
     reason = "no_match"
-
-
-@dataclass(frozen=True)
-class CertSpec:
-    """One operator-given source: a file, a directory or a glob.
-
-    ``issuer`` and ``url`` apply to every certificate the pattern finds
-    (``--issuer`` and ``--url`` of the command line).
-    """
-
-    pattern: str
-    issuer: Path | None = None
-    url: str | None = None
 
 
 @dataclass

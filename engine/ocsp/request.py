@@ -19,6 +19,7 @@ from functools import lru_cache
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from engine.bounds import CERTID_HASHES
 from engine.ocsp import der
 from engine.ocsp.certs import Leaf
 
@@ -29,8 +30,7 @@ _HASHES: dict[str, bytes] = {
     "sha384": bytes.fromhex("300d06096086480165030402020500"),
     "sha512": bytes.fromhex("300d06096086480165030402030500"),
 }
-#: the CertID hashes a request may use (``responder.hash``, ``--hash``)
-CERTID_HASHES = tuple(_HASHES)
+assert tuple(_HASHES) == CERTID_HASHES  # the names an operator may give (engine.bounds)
 _NONCE_OID = bytes.fromhex("06092b0601050507300102")  # id-pkix-ocsp-nonce
 
 NONCE_SIZE = 16  # CA/B Forum and RFC 8954 ask for 1..32 octets

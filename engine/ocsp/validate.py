@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from engine.bounds import DEFAULT_MAX_AGE, DEFAULT_SKEW
 from engine.ocsp import der
 from engine.ocsp.certs import Leaf, issued_by, subject_der, verify_with
 from engine.clock import iso
@@ -43,8 +44,6 @@ from engine.ocsp.request import CertID, key_hash
 from engine.ocsp.staple import RESPONSE_STATUS_NAMES, Staple, certid_hash_name, parse_response, reading
 from engine.ocsp.weak import weaknesses
 
-DEFAULT_SKEW = 300.0  # mod_ssl's own tolerance (MAX_VALIDITY_PERIOD 300 s)
-DEFAULT_MAX_AGE = 3600.0  # without nextUpdate: as long as mod_ssl keeps one
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.ocsp.validate import DEFAULT_MAX_AGE, DEFAULT_SKEW
+from engine.bounds import DEFAULT_MAX_AGE, DEFAULT_SKEW
 
 
 @dataclass(frozen=True)

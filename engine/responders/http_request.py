@@ -17,14 +17,13 @@ from urllib.parse import quote, urlsplit
 
 from engine.errors import ResponderAddressError, ResponderURLError
 from engine.responders.addresses import Network, refusal
+from engine.bounds import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT
 from engine.responders.proxy import Proxy, ProxySettings
 
 OCSP_REQUEST_TYPE = "application/ocsp-request"
 OCSP_RESPONSE_TYPE = "application/ocsp-response"
 USER_AGENT = "staplectl/0.1"
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_MAX_SIZE = 64 * 1024
 #: RFC 5019 2.1.1: GET only when the encoded request is under 255 bytes
 GET_MAX_URL = 255
 #: what http.client refuses in a request target or host (request smuggling)

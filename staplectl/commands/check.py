@@ -10,6 +10,7 @@ measures, nor hang on a responder.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -18,11 +19,10 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from engine.api import (
-    GOOD, SYSTEM_CLOCK, InputError, Leaf, ProbeError, Staple, StapleError, StateStore, handshake, iso, judge,
-    redact, seconds_left, split_server,
+    GOOD, SYSTEM_CLOCK, InputError, Leaf, Staple, StapleError, StateStore, iso, redact, seconds_left,
 )
 from staplectl import fmt
-from staplectl.from_config import fetch_options, open_reader
+from staplectl.from_config import open_reader, validation_options
 from staplectl.json_output import error_fields, staple_fields
 from staplectl.options import IssuerOpt, JsonOpt, settings
 from staplectl.printable import printable
@@ -129,7 +129,7 @@ def check(
             raise InputError(f"--no-ocsp {no_ocsp!r}: expected ok, warning or critical")
         effective = opts.load_config()
         now = SYSTEM_CLOCK.now()
-        validation = fetch_options(effective).validation
+        validation = validation_options(effective)
         policy = effective.policy()
         findings = [_probe(server, servername, now, warn_s, crit_s, validation, policy) for server in probe or []]
         problems = []
@@ -162,7 +162,7 @@ def check(
         term.json({"cache": redact(effective.cache_uri) if read else None, "state": state.name, "code": int(state),
                    "summary": line, "certificates": [f.to_dict() for f in findings]})  # fmt: skip
     else:
-        term.out.file.write(line + "\n")
+        sys.stdout.write(line + "\n")  # the plugin line: plain, whatever -q says
     for finding in findings:
         term.debug(f"{finding.state.name:<8} {finding.name}: {finding.why or 'ok'}")
     raise typer.Exit(int(state))
@@ -188,7 +188,7 @@ def _unknown(term: Terminal, message: str, json_output: bool, reason: str, *, sa
         term.json({"state": "UNKNOWN", "code": 3, "summary": line, "certificates": [],
                    **error_fields(reason, message)})  # fmt: skip
     else:
-        term.out.file.write(line + "\n")
+        sys.stdout.write(line + "\n")
     raise typer.Exit(int(State.UNKNOWN))
 
 
@@ -240,6 +240,8 @@ def _probe(
     server: str, servername: str | None, now: float, warn: Threshold, crit: Threshold, options: Any, policy: Any
 ) -> Finding:
     """What the server staples, judged as a client would, then by time left as a cached staple."""
+    from engine.api import ProbeError, handshake, judge, split_server  # pyOpenSSL: only with --probe
+
     host, port = split_server(server)
     try:
         stapled = handshake(host, port, servername or host, PROBE_TIMEOUT)
