@@ -19,7 +19,8 @@ from typer._click.utils import make_default_short_help
 from typer.core import TyperGroup
 
 from staplectl import __version__
-from staplectl.options import CacheOpt, ConfigOpt, QuietOpt, Settings, VerboseOpt
+from staplectl.nagios import NagiosCommand
+from staplectl.options import CacheOpt, ConfigOpt, GlobalsCommand, QuietOpt, Settings, VerboseOpt
 
 #: the app's Typer settings, which each command's own little app repeats
 SETTINGS: dict[str, Any] = {"add_completion": False, "rich_markup_mode": None, "pretty_exceptions_enable": False}
@@ -37,15 +38,9 @@ class Lazy:
     nagios: bool = False
 
     def load(self, name: str) -> Any:
-        from staplectl.options import GlobalsCommand
-
         function = getattr(importlib.import_module(self.module), name)
-        if self.nagios:
-            from staplectl.nagios import NagiosCommand as cls
-        else:
-            cls = GlobalsCommand
         one = typer.Typer(**SETTINGS)
-        one.command(name, cls=cls)(function)
+        one.command(name, cls=NagiosCommand if self.nagios else GlobalsCommand)(function)
         return typer.main.get_command(one)  # one command and no callback: the command itself
 
 
