@@ -13,6 +13,11 @@ the peak RSS measured here. Then, in this process:
   run_due    the first run_due(): every certificate looked at, all "fresh"
   idle CPU   CPU time of this process over --idle seconds with the worker started
   peak RSS   resource.getrusage(RUSAGE_SELF).ru_maxrss after each step
+  written    bytes this process sent to storage (/proc/self/io write_bytes)
+             in each step, and the generating child's apart
+
+"cold start" is sources + load + run_due: from nothing in memory to a
+worker that knows the state of every certificate.
 
 Prints a table; --json PATH writes the same figures.
 
@@ -33,6 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -106,6 +112,19 @@ def generate(directory: Path, store_path: Path, count: int) -> None:
     provider.close()
 
 
+def written() -> int:
+    """Bytes this process has caused to be written to storage (write_bytes)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _generate(certs: Path, store_path: Path, count: int, report: Any) -> None:
+    generate(certs, store_path, count)
+    report.put(written())
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -113,12 +132,17 @@ def peak_rss_mb() -> float:
 def run(count: int, idle: float, workdir: Path) -> dict:
     certs, store_path = workdir / "certs", workdir / "staples.db"
     began = time.perf_counter()
-    child = multiprocessing.get_context("spawn").Process(target=generate, args=(certs, store_path, count))
+    spawn = multiprocessing.get_context("spawn")
+    report = spawn.Queue()
+    child = spawn.Process(target=_generate, args=(certs, store_path, count, report))
     child.start()
+    generated_bytes = report.get()
     child.join()
     if child.exitcode != 0:
         raise SystemExit(f"generating the certificates failed (exit {child.exitcode})")
-    figures: dict = {"count": count, "generate_s": time.perf_counter() - began, "rss_start_mb": peak_rss_mb()}
+    figures: dict = {"count": count, "generate_s": time.perf_counter() - began, "rss_start_mb": peak_rss_mb(),
+                     "generate_written_mb": generated_bytes / 1e6}  # fmt: skip
+    before = written()
 
     began = time.perf_counter()
     loaded = load_all([CertSpec(str(certs))])
@@ -141,6 +165,9 @@ def run(count: int, idle: float, workdir: Path) -> dict:
     figures["run_due_s"] = time.perf_counter() - began
     figures["run_due_actions"] = dict(Counter(event.action for event in events))
     figures["rss_after_run_due_mb"] = peak_rss_mb()
+    figures["cold_start_s"] = figures["sources_s"] + figures["load_s"] + figures["run_due_s"]
+    os.sync()  # what the cold start dirtied, counted now and not in the idle seconds
+    figures["cold_start_written_mb"] = (written() - before) / 1e6
     next_due = worker.next_due()
     figures["next_due_in_h"] = None if next_due is None else (next_due - time.time()) / 3600
 
@@ -150,6 +177,7 @@ def run(count: int, idle: float, workdir: Path) -> dict:
     time.sleep(idle)
     figures["idle_s"] = time.perf_counter() - wall
     figures["idle_cpu_s"] = time.process_time() - cpu
+    figures["idle_cpu_percent"] = 100 * figures["idle_cpu_s"] / figures["idle_s"]
     figures["stopped_cleanly"] = worker.stop()
     figures["rss_peak_mb"] = peak_rss_mb()
     state.close()
@@ -166,8 +194,10 @@ def table(f: dict) -> str:
         ("sources.load_all", f"{f['sources_s']:.1f} s"),
         ("PrefetchWorker.load", f"{f['load_s']:.2f} s"),
         ("first run_due", f"{f['run_due_s']:.1f} s  {f['run_due_actions']}"),
+        ("cold start (sources + load + run_due)", f"{f['cold_start_s']:.1f} s, {f['cold_start_written_mb']:.0f} MB written"),
+        ("generation wrote (child process)", f"{f['generate_written_mb']:.0f} MB"),
         ("next due in", f"{f['next_due_in_h']:.1f} h" if f["next_due_in_h"] is not None else "-"),
-        (f"idle CPU over {f['idle_s']:.1f} s", f"{f['idle_cpu_s'] * 1000:.1f} ms"),
+        (f"idle CPU over {f['idle_s']:.1f} s", f"{f['idle_cpu_s'] * 1000:.1f} ms ({f['idle_cpu_percent']:.2f} % of a core)"),
         ("peak RSS: start / sources / load / run_due / end",
          " / ".join(f"{f[k]:.0f}" for k in ("rss_start_mb", "rss_after_sources_mb", "rss_after_load_mb",
                                              "rss_after_run_due_mb", "rss_peak_mb")) + " MiB"),
