@@ -38,7 +38,7 @@ def leaves_for_two_workers(pki, count=6):
 
 def without_times(rows):
     return {
-        row["cert"].rsplit("/", 1)[-1]: {k: v for k, v in row.items() if k not in ("this_update", "next_update", "produced_at")}
+        row["cert"].rsplit("/", 1)[-1]: {k: v for k, v in row.items() if k not in ("this_update", "next_update", "produced_at", "time_left_seconds")}
         for row in rows
     }
 
