@@ -1,7 +1,7 @@
 """One shape for every --json output (docs/json.md).
 
 Every command prints one object: the envelope (``schema``, ``command``,
-``checked_at``, ``error``), then what the command has to say. The same
+``checked_at``, ``error``, ``cache``), then what the command has to say. The same
 thing has the same name in every command: a certificate is ``cert``,
 ``cert_sha1``, ``serial``; a staple's fields are those of staple_fields;
 what a command did for a certificate is its ``result``; times are ISO 8601
@@ -23,7 +23,7 @@ SCHEMA = 1
 
 
 def envelope(command: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` under the common fields; its own ``checked_at`` or ``error`` wins."""
+    """``data`` under the common fields; its own ``checked_at``, ``error`` or ``cache`` wins."""
     return {"schema": SCHEMA, "command": command, "checked_at": iso(SYSTEM_CLOCK.now()), "error": None, "cache": None,
             **data}  # fmt: skip
 
