@@ -22,7 +22,7 @@ from typing import Any
 from engine.api import Leaf, Staple, StapleError, check_replaceable, write_atomic
 from staplectl import mod_md
 from staplectl.haproxy_api import HAProxyAPIError, HAProxyUnreachableError, set_ocsp_response
-from staplectl.json_output import staple_fields
+from staplectl.json_output import staple_fields, time_left
 from staplectl.targets import error_dict
 
 #: a reload command that runs longer than this is reported as failed
@@ -51,7 +51,7 @@ class Row:
             "file": str(self.file) if self.file else None,
             "result": self.result,
             "no_ocsp": self.no_ocsp,
-            **staple_fields(self.staple, now),
+            **staple_fields(self.staple, time_left(self.staple, now)),
             "error": error_dict(self.error) if self.error else None,
         }
 

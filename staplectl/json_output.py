@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.api import SYSTEM_CLOCK, iso, seconds_left
+from engine.api import DEFAULT_POLICY, SYSTEM_CLOCK, iso, seconds_left
 
 if TYPE_CHECKING:
     from engine.api import FreshnessPolicy, Staple
@@ -32,20 +32,21 @@ def error_fields(reason: str, message: str) -> dict[str, Any]:
     return {"error": {"reason": reason, "message": message}}
 
 
-def staple_fields(
-    staple: Staple | None, now: float, policy: FreshnessPolicy | None = None, *, left: float | None = None
-) -> dict[str, Any]:
+def time_left(staple: Staple | None, now: float, policy: FreshnessPolicy = DEFAULT_POLICY) -> float | None:
+    """Seconds until ``staple`` may no longer be served (its nextUpdate, or the
+    policy's limit for a response without one), negative since when; None without one."""
+    return None if staple is None else seconds_left(staple.this_update, staple.next_update, now, policy)
+
+
+def staple_fields(staple: Staple | None, left: float | None) -> dict[str, Any]:
     """A staple as every command names it; all None (``weak`` empty) without one.
 
-    ``time_left_seconds``: until it may no longer be served (its nextUpdate,
-    or the policy's limit for a response without one), negative since when;
-    ``left`` when the caller has judged it already.
+    ``left``: its ``time_left_seconds``, as time_left gives it or as the
+    command judged it (check); None for a staple not judged by time.
     """
     if staple is None:
         return {"status": None, "revocation_time": None, "revocation_reason": None, "this_update": None,
                 "next_update": None, "produced_at": None, "time_left_seconds": None, "weak": []}  # fmt: skip
-    if left is None:
-        left = seconds_left(staple.this_update, staple.next_update, now, *([policy] if policy else []))
     return {
         "status": staple.status,
         "revocation_time": iso(staple.revocation_time),
@@ -53,6 +54,6 @@ def staple_fields(
         "this_update": iso(staple.this_update),
         "next_update": iso(staple.next_update),
         "produced_at": iso(staple.produced_at),
-        "time_left_seconds": int(left),
+        "time_left_seconds": None if left is None else int(left),
         "weak": list(staple.weak),
     }

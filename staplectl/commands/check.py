@@ -64,9 +64,8 @@ class Finding:
             "cert_sha1": self.leaf.cert_id if self.leaf else None,
             "serial": self.leaf.serial_hex if self.leaf else None,
             "state": self.state.name,
-            **staple_fields(self.staple, 0.0, left=self.left),
-            # as the thresholds judged it; none for a staple not judged by time (invalid)
-            "time_left_seconds": int(self.left) if self.left is not None else None,
+            # left: as the thresholds judged it; none for a staple not judged by time (invalid)
+            **staple_fields(self.staple, self.left),
             "must_staple": self.leaf.must_staple if self.leaf else None,
             "no_ocsp": self.no_ocsp,
             "message": self.why,

@@ -18,7 +18,7 @@ from staplectl.config import check_hash
 from staplectl.options import HashOpt, JsonOpt, command
 from staplectl.printable import printable
 from staplectl.from_config import fetch_options, open_stapler
-from staplectl.json_output import staple_fields
+from staplectl.json_output import staple_fields, time_left
 from staplectl.terminal import Terminal
 
 
@@ -113,7 +113,7 @@ def _result(
         "serial": leaf.serial_hex,
         "subject": leaf.subject,
         "must_staple": leaf.must_staple,
-        **staple_fields(staple, now, policy),
+        **staple_fields(staple, time_left(staple, now, policy)),
         "result": what,
         "responder": responder,
         "cache": redact(cache.provider.uri) if cache else None,

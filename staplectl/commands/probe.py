@@ -19,7 +19,7 @@ from engine.api import (
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.from_config import fetch_options, open_reader
-from staplectl.json_output import staple_fields
+from staplectl.json_output import staple_fields, time_left
 from staplectl.options import JsonOpt, command
 from staplectl.printable import printable
 from staplectl.terminal import Terminal
@@ -89,7 +89,7 @@ def to_dict(stapled: Stapled, judgement: Judgement, now: float) -> dict[str, Any
             "acceptable": judgement.acceptable,
             "reason": judgement.reason,
             "problem": judgement.problem,
-            **staple_fields(judgement.staple, now),
+            **staple_fields(judgement.staple, time_left(judgement.staple, now)),
         }],
     }
 

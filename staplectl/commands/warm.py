@@ -26,7 +26,7 @@ from engine.api import (
 from staplectl import fmt
 from staplectl.exitcodes import Exit
 from staplectl.config import check_hash
-from staplectl.json_output import staple_fields
+from staplectl.json_output import staple_fields, time_left
 from staplectl.options import HashOpt, IssuerOpt, JsonOpt, command
 from staplectl.renewal_actions import build_actions
 from staplectl.from_config import engine_settings, open_stapler, refresh_lock_timeout
@@ -71,7 +71,7 @@ class Row:
             "cert": self.name,
             "cert_sha1": self.leaf.cert_id if self.leaf else None,
             "serial": self.leaf.serial_hex if self.leaf else None,
-            **staple_fields(self.staple, now, policy),
+            **staple_fields(self.staple, time_left(self.staple, now, policy)),
             "result": self.result,
             "error": error_dict(self.error) if self.error else None,
         }
