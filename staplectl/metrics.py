@@ -52,15 +52,15 @@ class Histogram:
         counts[-1] += 1  # +Inf: every observation
         total[0] += value
 
-    def samples(self, label: str) -> list[tuple[str, str, float]]:
-        """(suffix, labels, value) lines for every key, sorted."""
-        out: list[tuple[str, str, float]] = []
+    def samples(self, label: str) -> list[tuple[str, float]]:
+        """(suffix and labels, value) for every key, sorted: ``_bucket{responder="…",le="0.05"}``."""
+        out: list[tuple[str, float]] = []
         for key, (counts, total) in sorted(self._series.items()):
             base = f'{label}="{_label(key)}"'
             for bound, n in zip([*map(repr, self.bounds), "+Inf"], counts):
-                out.append(("_bucket", f'{{{base},le="{bound}"}}', n))
-            out.append(("_sum", f"{{{base}}}", total[0]))
-            out.append(("_count", f"{{{base}}}", counts[-1]))
+                out.append((f'_bucket{{{base},le="{bound}"}}', n))
+            out.append((f"_sum{{{base}}}", total[0]))
+            out.append((f"_count{{{base}}}", counts[-1]))
         return out
 
 
@@ -76,8 +76,6 @@ class Metrics:
         self._failures: Counter[tuple[str, str]] = Counter()
         #: per responder: how long refreshes that asked it took
         self._durations = Histogram(DURATION_BUCKETS)
-        #: cert_id -> its responder's scheme://host:port, from the last state read
-        self._responder_of: dict[str, str] = {}
         #: per store (cache, state): 1 while it works, and its outages by reason
         self._up = {"cache": 1, "state": 1}
         #: loaded certificates that name no OCSP responder (set by the service at each load)
@@ -131,11 +129,6 @@ class Metrics:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{labels} {value:.15g}" for labels, value in samples)  # timestamps need every digit
 
-        def histogram(name: str, help_text: str, samples: list[tuple[str, str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} histogram")
-            lines.extend(f"{name}{suffix}{labels} {value:.15g}" for suffix, labels, value in samples)
-
         try:
             states = self._last_states = self.state.all()
         except StateStoreError:
@@ -147,8 +140,6 @@ class Metrics:
             extra = "".join(f',{key}="{_label(value)}"' for key, value in more.items())
             return f'{{cert="{_label(s.name)}",cert_sha1="{s.cert_id}"{extra}}}'
 
-        with self._lock:
-            self._responder_of = {s.cert_id: responder_key(s.responder) for s in states if s.responder}
         family("staplectl_build_info", "gauge", "The running staplectl.",
                [(f'{{version="{__version__}",python="{platform.python_version()}"}}', 1)])
         # One series per certificate the worker keeps, staple or not: an
@@ -193,7 +184,7 @@ class Metrics:
             responders = dict(self._responders)
             responder_outages = sorted(self._responder_outages.items())
         # every responder the certificates use: a few series, not one per certificate
-        for key in self._responder_of.values():
+        for key in {responder_key(s.responder) for s in states if s.responder}:
             responders.setdefault(key, 1)
         family("staplectl_responder_up", "gauge",
                "1 while the responder answers, 0 while it is down (one probe at a time).",
@@ -211,9 +202,9 @@ class Metrics:
             "Responses fetched, validated and stored.",
             [("", successes)],
         )
-        histogram("staplectl_fetch_duration_seconds",
-                  "How long renewals that asked the responder took (fetch lock, exchange, validation, store).",
-                  durations)  # fmt: skip
+        family("staplectl_fetch_duration_seconds", "histogram",
+               "How long renewals that asked the responder took (fetch lock, exchange, validation, store).",
+               durations)  # fmt: skip
         family(
             "staplectl_fetch_failures_total", "counter",
             "Failed refreshes, by reason and responder.",
