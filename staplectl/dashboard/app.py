@@ -175,7 +175,8 @@ class DashboardApp(App[None]):
         bar = self.query_one("#banner", Static)
         bar.update(text or "")
         bar.set_class(text is not None, "shown")
-        self.query_one(CertTable).show(build_rows(snapshot, self.view, self.busy))
+        table = self.query_one(CertTable)
+        table.show(build_rows(snapshot, self.view, self.busy, narrow=table.narrow))
         self.query_one("#locks", Static).update(lock_panel(snapshot, self.waits, names_by_id(snapshot.items)))
 
     def _show_view(self) -> None:

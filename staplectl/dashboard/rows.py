@@ -237,21 +237,27 @@ class Row:
     fresh: Freshness
     #: one per COLUMN_KEYS
     cells: tuple[Any, ...]
-    #: the cells that a narrow terminal shows shorter, by column key
-    narrow: dict[str, Any]
 
 
-def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
+def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = (), *, narrow: bool = False) -> Row:
+    """``narrow``: a terminal narrower than table.WIDE_FROM, whose columns show
+    shorter name, serial and status, and the time left without its bar."""
     fresh = classify(item, snapshot)
     ins, state = item.inspection, item.state
     serial = (ins.serial if ins else None) or (item.leaf.serial_hex if item.leaf else "-")
     failures = state.failures if state else 0
-    left = Text.assemble(bar(fresh.fraction, fresh.state), " ", left_text(fresh.time_left))
-    name_style = "" if item.configured else "italic"
+    if narrow:
+        name = short_name(printable(item.name), NARROW_NAME_WIDTH, keep_end=True)
+        serial = short_serial(serial, NARROW_SERIAL_WIDTH)
+        status = _cut(status_text(item, fresh), NARROW_STATUS_WIDTH)
+        left = Text(left_text(fresh.time_left), style=STYLES[fresh.state] if fresh.time_left is not None else "dim")
+    else:
+        name, serial, status = short_name(printable(item.name)), short_serial(serial, 16), status_text(item, fresh)
+        left = Text.assemble(bar(fresh.fraction, fresh.state), " ", left_text(fresh.time_left))
     cells = (
-        Text(short_name(printable(item.name)), style=name_style),
-        Text(short_serial(serial, 16)),
-        status_text(item, fresh),
+        Text(name, style="" if item.configured else "italic"),
+        Text(serial),
+        status,
         Text(short_time(ins.this_update if ins else None)),
         Text(short_time(ins.next_update if ins else None)),
         left,
@@ -259,13 +265,7 @@ def make_row(item: Item, snapshot: Snapshot, busy: Collection[str] = ()) -> Row:
         Text(str(failures) if failures else "", style="bold red" if failures else ""),
         error_text(item),
     )
-    narrow = {
-        "name": Text(short_name(printable(item.name), NARROW_NAME_WIDTH, keep_end=True), style=name_style),
-        "serial": Text(short_serial(serial, NARROW_SERIAL_WIDTH)),
-        "status": _cut(status_text(item, fresh), NARROW_STATUS_WIDTH),
-        "left": Text(left_text(fresh.time_left), style=STYLES[fresh.state] if fresh.time_left is not None else "dim"),
-    }
-    return Row(item.cert_id, item, fresh, cells, narrow)
+    return Row(item.cert_id, item, fresh, cells)
 
 
 def same_cell(a: Any, b: Any) -> bool:
@@ -321,8 +321,10 @@ def matches(row: Row, view: View) -> bool:
     return any(needle in text.lower() for text in haystack)
 
 
-def build_rows(snapshot: Snapshot, view: View = View(), busy: Collection[str] = ()) -> list[Row]:
-    rows = [make_row(item, snapshot, busy) for item in snapshot.items]
+def build_rows(
+    snapshot: Snapshot, view: View = View(), busy: Collection[str] = (), *, narrow: bool = False
+) -> list[Row]:
+    rows = [make_row(item, snapshot, busy, narrow=narrow) for item in snapshot.items]
     rows = [row for row in rows if matches(row, view)]
     # name second: equal keys keep one order from one read to the next
     rows.sort(key=lambda r: r.item.name.lower())

@@ -58,11 +58,7 @@ class CertTable(DataTable):
     def show(self, rows: list[Row]) -> None:
         order = [row.key for row in rows]
         index = [COLUMN_KEYS.index(key) for key in self._keys]
-        cells = {
-            row.key: tuple(row.narrow.get(key, row.cells[i]) if self.narrow else row.cells[i]
-                           for key, i in zip(self._keys, index))
-            for row in rows
-        }  # fmt: skip
+        cells = {row.key: tuple(row.cells[i] for i in index) for row in rows}
         if order == self._order:
             for key_of_row in order:
                 for key, new, old in zip(self._keys, cells[key_of_row], self._shown[key_of_row]):
