@@ -29,7 +29,7 @@ def print_table(
         return  # -q: nothing but errors
     # cells hold text from outside (subjects, file names, errors): escaped, one line each
     cells = [[(printable(c[0]), c[1]) if isinstance(c, tuple) else (printable(c), "") for c in row] for row in rows]
-    widths = [max([len(h), *(len(row[i][0]) for row in cells)]) for i, h in enumerate(headers)]
+    widths = _widths(headers, cells)
     if fit and console.is_terminal and sum(widths) + 2 * (len(widths) - 1) > console.width:
         headers, cells, widths = _fitted(console.width, list(headers), cells, fit, shorten)
     last = len(headers) - 1
@@ -60,7 +60,7 @@ def _fitted(
     keep = [i for i, h in enumerate(headers) if h in fit]
     headers = [headers[i] for i in keep]
     cells = [[row[i] for i in keep] for row in cells]
-    widths = [max([len(h), *(len(row[i][0]) for row in cells)]) for i, h in enumerate(headers)]
+    widths = _widths(headers, cells)
     if shorten in headers:
         column = headers.index(shorten)
         over = sum(widths) + 2 * (len(widths) - 1) - width
@@ -70,5 +70,10 @@ def _fitted(
                 text, style = row[column]
                 if len(text) > room:
                     row[column] = ("…" + text[-(room - 1):], style)
-            widths[column] = max([len(shorten), *(len(row[column][0]) for row in cells)])
+            widths = _widths(headers, cells)
     return headers, cells, widths
+
+
+def _widths(headers: Sequence[str], cells: list[list[tuple[str, str]]]) -> list[int]:
+    """Each column's width: its widest cell, or its header."""
+    return [max([len(h), *(len(row[i][0]) for row in cells)]) for i, h in enumerate(headers)]
