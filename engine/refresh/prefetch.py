@@ -37,9 +37,10 @@ from engine.refresh.freshness import expires_at
 from engine.refresh.outcome import NO_OCSP, must_staple_without_ocsp
 from engine.responders.health import RESPONDER_SILENT, responder_key
 from engine.redact import redact
-from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
+from engine.refresh.schedule import Plan, Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
 from engine.ocsp.staple import Staple
 from engine.refresh.stapler import Refresh, Stapler, owner_id
+from engine.refresh.survey import cached_staples, survey_threads
 from engine.refresh.worker_state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.refresh import worker_events as events
 from engine.refresh.worker_events import WorkerEvent, WorkerOptions
@@ -134,6 +135,9 @@ class PrefetchWorker(WorkerThreads):
         previous: dict[str, CertState] = {}
         if not self._loaded and self.state is not None:
             previous = {s.cert_id: s for s in self.state.all()}
+        with self._lock:
+            known = set(self._certs)
+        fresh = self._survey([leaf for cert_id, leaf in incoming.items() if cert_id not in known], now)
         added: list[CertState] = []
         changed: list[CertState] = []
         with self._state_lock:
@@ -145,22 +149,57 @@ class PrefetchWorker(WorkerThreads):
                 for cert_id, leaf in incoming.items():
                     cert = self._certs.get(cert_id)
                     if cert is None:
-                        added.append(self._add(cert_id, leaf, previous.get(cert_id), now))
+                        added.append(self._add(cert_id, leaf, previous.get(cert_id), now, fresh.get(cert_id)))
                     elif (row := self._update(cert, leaf, now)) is not None:
                         changed.append(row)
                 self._loaded = True
                 self._dispatch_cv.notify()
             if self.state is not None:
                 self.state.remove([*(cert_id for cert_id, _ in removed), *(c for c in previous if c not in incoming)])
-                self.state.put_many(added + changed)
+                history = ((row.cert_id, HistoryEntry(now, "fresh", fresh[row.cert_id][1].detail))
+                           for row in added if row.cert_id in fresh)  # fmt: skip
+                self.state.put_many(added + changed, history)
         # Built one at a time, not kept in a list: 100,000 events add up.
         for cert_id, name in removed:
             self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
         for row in added:
-            detail = f"due now; responder {row.responder or '(none)'}"
+            looked = fresh.get(row.cert_id)
+            responder = row.responder or "(none)"
+            if looked is None:
+                self._emit(WorkerEvent(now, "info", row.cert_id, row.name, "added", f"due now; responder {responder}"))
+                continue
+            staple, plan = looked
+            detail = f"cached staple still fresh; responder {responder}"
             self._emit(WorkerEvent(now, "info", row.cert_id, row.name, "added", detail))
+            # what the job that found it fresh would have said
+            self._emit(WorkerEvent(now, plan.level, row.cert_id, row.name, "fresh", plan.detail, None, staple.status,
+                                   staple.this_update, staple.next_update, responder_key(row.responder), 0.0))  # fmt: skip
         self._no_ocsp(without, now)
         return len(added), len(removed)
+
+    def _survey(self, leaves: list[Leaf], now: float) -> dict[str, tuple[Staple, Plan]]:
+        """The new certificates whose cached staple is fresh, and the plan to renew each.
+
+        The first look of a job (Stapler.second_look's "fresh", with nothing
+        planned yet), done for all of them at once (engine.refresh.survey)
+        instead of in a job each: at 100,000 certificates that was most of a
+        cold start. The rest are due now. A store that cannot be read makes
+        every one due now: their jobs say why, and the cache watch with them.
+        """
+        leaves = [leaf for leaf in leaves if leaf.has_responder]
+        if not leaves:
+            return {}
+        try:
+            staples = cached_staples(self.stapler, leaves, survey_threads())
+        except StapleError:
+            return {}
+        self._cache_answered(now)
+        fresh = {}
+        for leaf in leaves:
+            staple = staples.get(leaf.cert_id)
+            if self.stapler.usable(staple, now) and not self.stapler.due(staple, now):
+                fresh[leaf.cert_id] = (staple, plan_answer("fresh", staple, now, now, self.policy, self.rand()))
+        return fresh
 
     def _no_ocsp(self, without: dict[str, Leaf], now: float) -> None:
         """Certificates that name no OCSP responder: not scheduled, said once each
@@ -185,12 +224,20 @@ class PrefetchWorker(WorkerThreads):
         url = _responder_url(leaf)
         return {"name": name, "path": name if leaf.path else None, "responder": sys.intern(url) if url else None}
 
-    def _add(self, cert_id: str, leaf: Leaf, before: CertState | None, now: float) -> CertState:
+    def _add(
+        self, cert_id: str, leaf: Leaf, before: CertState | None, now: float, fresh: tuple[Staple, Plan] | None
+    ) -> CertState:
+        """A new certificate: due now, or, with a fresh staple found by _survey, when its plan says."""
         identity = self._identity(leaf)
         identity["next_attempt"] = now
         state = replace(before, **identity) if before else CertState(cert_id, **identity)
-        self._certs[cert_id] = _Cert(leaf, state)
-        self._schedule.add(cert_id, responder_key(state.responder), now)
+        cert = self._certs[cert_id] = _Cert(leaf, state)
+        due = now
+        if fresh is not None:
+            staple, plan = fresh
+            cert.state = state = replace(state, **plan.changes)
+            cert.planned_from, due = staple.this_update, plan.due
+        self._schedule.add(cert_id, responder_key(state.responder), due)
         return state
 
     def _update(self, cert: _Cert, leaf: Leaf, now: float) -> CertState | None:

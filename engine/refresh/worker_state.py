@@ -92,6 +92,7 @@ _FIELDS = (
 )  # fmt: skip
 _TIMES = ("this_update", "next_update", "last_attempt", "last_success", "next_attempt")
 _PUT = f"INSERT OR REPLACE INTO certs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
+_ADD_HISTORY = "INSERT INTO history (cert_id, at, action, detail) VALUES (?, ?, ?, ?)"
 _TRIM = """
 DELETE FROM history WHERE cert_id = :cert_id AND id <= coalesce(
     (SELECT id FROM history WHERE cert_id = :cert_id ORDER BY id DESC LIMIT 1 OFFSET :keep), -1)
@@ -227,16 +228,18 @@ class StateStore:
         with self._write("put") as conn:
             conn.execute(_PUT, _row(state))
             if event is not None:
-                conn.execute(
-                    "INSERT INTO history (cert_id, at, action, detail) VALUES (?, ?, ?, ?)",
-                    (state.cert_id, event.when, event.action, event.detail),
-                )
+                conn.execute(_ADD_HISTORY, (state.cert_id, event.when, event.action, event.detail))
                 conn.execute(_TRIM, {"cert_id": state.cert_id, "keep": HISTORY})
 
-    def put_many(self, states: Iterable[CertState]) -> None:
-        """Write many states in one transaction (a load of 100,000 certificates)."""
+    def put_many(self, states: Iterable[CertState], events: Iterable[tuple[str, HistoryEntry]] = ()) -> None:
+        """Write many states and (cert_id, event) pairs in one transaction (a load of 100,000 certificates)."""
         with self._write("put_many") as conn:
             conn.executemany(_PUT, (_row(s) for s in states))
+            trim = []
+            for cert_id, event in events:
+                conn.execute(_ADD_HISTORY, (cert_id, event.when, event.action, event.detail))
+                trim.append({"cert_id": cert_id, "keep": HISTORY})
+            conn.executemany(_TRIM, trim)
 
     def get(self, cert_id: str) -> CertState | None:
         with self._use("get") as conn:

@@ -108,6 +108,9 @@ class Service:
         self._loaded: dict[str, Leaf] = {}
         #: cert_id -> leaf, of every certificate loaded: what a renewal event names
         self._by_id: dict[str, Leaf] = {}
+        #: a staple found fresh at load was revoked or unknown: what --once
+        #: exits on, although no job of its run saw it
+        self._loaded_not_good = False
         # what runs when staples change (staplectl/renewal_actions.py), on its own thread
         self.actions = build_actions(config.actions, lambda: self.stapler)
         self.runner = ActionRunner(self.actions, on_event=self.on_action)
@@ -147,6 +150,8 @@ class Service:
         if event.action == "updated" and event.cert_id in self._by_id:
             self.runner.changed([self._by_id[event.cert_id]])
         self.metrics.observe(event)
+        if event.action == "fresh" and event.level == "warning":
+            self._loaded_not_good = True
         if event.level == "info" and event.action in ("fresh", "added", NO_OCSP) and not self.opts.verbose:
             # nothing happened yet: a line per idle look, or per certificate
             # of 100,000 at start, would drown the log (-v shows them; the
@@ -214,7 +219,7 @@ class Service:
         unservable = any(leaf.must_staple for leaf in self.worker.without_ocsp.values())
         if unservable or any(e.action == "failed" for e in events):
             return Exit.FAILED
-        if any(e.level == "warning" for e in events):
+        if self._loaded_not_good or any(e.level == "warning" for e in events):
             return Exit.NOT_GOOD
         return Exit.OK
 

@@ -56,6 +56,16 @@ class TestOnce:
         config = write_config(tmp_path / "c.toml", [pki.other.chain_path])
         assert cli("prefetch", "--once", "--config", config).exit_code == 1
 
+    def test_once_exits_1_for_a_revoked_staple_found_fresh_in_the_cache(self, cli, pki, responder, tmp_path):
+        leaf = pki.leaf("once-revoked-cached")
+        responder.script(leaf, Behaviour(cert_status="revoked"))
+        config = write_config(tmp_path / "c.toml", [leaf.chain_path])
+        assert cli("prefetch", "--once", "--config", config).exit_code == 1  # fetched: a job saw it
+        # the second run finds it fresh at load, and runs no job for it
+        again = cli("-v", "prefetch", "--once", "--config", config)
+        assert responder.requests_for(leaf) == 1
+        assert "fresh" in again.stderr and again.exit_code == 1, again.stderr
+
     def test_certificates_without_ocsp_are_counted_not_failed(self, cli, pki, responder, tmp_path):
         config = write_config(tmp_path / "c.toml", [pki.good.chain_path, pki.no_aia.chain_path])
         ran = cli("prefetch", "--once", "--config", config)

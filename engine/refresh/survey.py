@@ -1,0 +1,48 @@
+"""The first look at many certificates' cached staples at once.
+
+A worker that loads 100,000 certificates would otherwise learn of each
+staple in a job of its own: a fetch lock taken, one read from the store,
+one validation, one state transaction. Reading takes no lock
+(engine.refresh.reader), so the first look reads the store in batches and
+validates them on several threads: cryptography's signature checks release
+the GIL. A certificate whose staple it finds fresh needs no job until its
+renewal; the others are due now, and their jobs take the lock as always.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from engine.ocsp.certs import Leaf
+from engine.ocsp.staple import Staple
+from engine.refresh.reader import StapleReader
+
+#: certificates read from the store in one round trip, and validated by one thread
+BATCH = 2000
+
+
+def survey_threads() -> int:
+    """One thread per core this process may run on (a container's share, not the host's), at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+def cached_staples(reader: StapleReader, leaves: list[Leaf], threads: int) -> dict[str, Staple | None]:
+    """cert_id -> the cached staple if genuine (StapleReader.cached), for every leaf.
+
+    Raises the store's StapleError when it cannot be read.
+    """
+    batches = [leaves[start : start + BATCH] for start in range(0, len(leaves), BATCH)]
+    found: dict[str, Staple | None] = {}
+    if threads <= 1 or len(batches) <= 1:
+        for batch in batches:
+            found.update(reader.cached_many(batch))
+        return found
+    with ThreadPoolExecutor(min(threads, len(batches)), thread_name_prefix="survey") as pool:
+        for part in pool.map(reader.cached_many, batches):
+            found.update(part)
+    return found
