@@ -226,3 +226,25 @@ def test_serials_read_as_openssl_prints_them(pki):
         said = subprocess.run([openssl_binary(), "x509", "-noout", "-serial", "-in", str(issued.cert_path)],
                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         assert said == f"serial={load_leaf(issued.chain_path).serial_hex}"
+
+
+def test_names_read_off_the_der_are_cryptographys_byte_for_byte(pki):
+    """tbs_names reads the issuer and subject by hand (a CertID hashes the
+    issuer name; find_issuer compares names): the same bytes cryptography
+    gives, for every certificate of the test PKI and the real ones of the corpus."""
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine.ocsp.certs import tbs_names
+
+    corpus = Path(__file__).resolve().parent / "corpus"
+    certs = [getattr(pki, name).cert for name in ("root", "intermediate", "good", "must_staple", "no_aia")]
+    for path in sorted(corpus.rglob("*.pem")):
+        data = path.read_bytes()
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            certs += x509.load_pem_x509_certificates(data)
+    assert len(certs) > 40
+    for cert in certs:
+        assert tbs_names(cert.public_bytes(Encoding.DER)) == (cert.issuer.public_bytes(), cert.subject.public_bytes())

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -328,7 +327,7 @@ class TestReload:
         r.worker.load([leaf])
         r.worker.run_due()
         assert r.due(leaf) == r.clock.now() + r.policy.backoff_cap
-        moved = replace(leaf, url_override=responder.url.replace("127.0.0.1", "localhost"))
+        moved = leaf.replace(url_override=responder.url.replace("127.0.0.1", "localhost"))
         assert r.worker.load([moved]) == (0, 0)
         assert r.due(leaf) == r.clock.now()
         assert r.state.get(leaf.cert_id).responder == moved.url_override

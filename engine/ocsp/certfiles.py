@@ -117,16 +117,16 @@ class Loading:
     def __iter__(self) -> Iterator[Leaf]:
         # cryptography's certificates hash and compare by their DER
         issuers: dict[x509.Certificate, x509.Certificate] = {}
-        seen: set[x509.Certificate] = set()
+        seen: set[str] = set()  # cert_ids: the Leaf's own string, not a certificate object each
         for path, spec in self._files:
             try:
                 leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url, issuers=issuers)
             except StapleError as error:
                 self.problems.append((path, error))
                 continue
-            if leaf.cert in seen:
+            if leaf.cert_id in seen:
                 continue
-            seen.add(leaf.cert)
+            seen.add(leaf.cert_id)
             yield leaf
 
 

@@ -9,8 +9,7 @@ build the CertID and to check who signed the response.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,65 +19,102 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
 
+from engine.ocsp import der
 from engine.errors import CertificateFileError, IssuerNotFoundError, NoResponderURLError
 
 _PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
 
 
-@dataclass(frozen=True)
 class Leaf:
     """A leaf certificate, its issuer, and what OCSP needs to know of them.
 
-    What is derived from the certificate is computed once per Leaf
-    (cached_property writes the instance's __dict__, which a frozen
-    dataclass allows): one refresh asks for the cache id, the DER and the
-    AIA URLs several times, and warming 10,000 certificates felt it.
+    Kept small: a worker holds 100,000 of them for as long as it runs. A
+    parsed certificate with its extensions read costs about 3 KB in
+    cryptography's objects; a Leaf keeps the DER (one copy) and the few
+    fields the engine reads on every refresh, read once here, and parses
+    the certificate again on the rare reads of anything else (``cert``,
+    ``subject``: about a microsecond, plus what is read). What several
+    leaves share (their issuer, its name, the responder URLs of one CA) is
+    one object among them.
+
+    Immutable: ``replace`` makes a changed copy.
     """
 
-    cert: x509.Certificate
+    __slots__ = ("der", "issuer", "_path", "url_override", "cert_id", "serial", "not_after", "must_staple",
+                 "aia_urls", "issuer_name")  # fmt: skip
+
+    der: bytes
     issuer: x509.Certificate
-    #: the file the leaf came from (for display and metadata), if any
-    path: Path | None = None
     #: the responder URL to use instead of the AIA one (SSLStaplingForceURL)
-    url_override: str | None = None
+    url_override: str | None
+    #: lower-case SHA-1 hex of the DER: httpd's cache id for this staple
+    cert_id: str
+    serial: int
+    #: notAfter, Unix seconds
+    not_after: float
+    must_staple: bool
+    #: the OCSP URLs of its Authority Information Access extension
+    aia_urls: tuple[str, ...]
+    #: the leaf's issuer field, as its DER writes it (what a CertID hashes)
+    issuer_name: bytes
 
-    @cached_property
-    def der(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.DER)
+    def __init__(
+        self, cert: x509.Certificate, issuer: x509.Certificate, path: Path | str | None = None,
+        url_override: str | None = None,
+    ) -> None:  # fmt: skip
+        data = cert.public_bytes(serialization.Encoding.DER)
+        fields = {
+            "der": data, "issuer": issuer, "_path": None if path is None else str(path), "url_override": url_override,
+            "cert_id": hashlib.sha1(data).hexdigest(), "serial": cert.serial_number,
+            "not_after": cert.not_valid_after_utc.timestamp(), "must_staple": is_must_staple(cert),
+            "aia_urls": _shared(tuple(ocsp_urls(cert))), "issuer_name": _shared(tbs_names(data)[0]),
+        }  # fmt: skip
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
-    @cached_property
-    def cert_id(self) -> str:
-        """Lower-case SHA-1 hex of the DER: httpd's cache id for this staple."""
-        return hashlib.sha1(self.der).hexdigest()
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a Leaf does not change (set {name}): make another with replace()")
 
     @property
-    def serial(self) -> int:
-        return self.cert.serial_number
+    def cert(self) -> x509.Certificate:
+        """The certificate, parsed again from its DER (a new object each time)."""
+        return x509.load_der_x509_certificate(self.der)
+
+    @property
+    def path(self) -> Path | None:
+        """The file the leaf came from (for display and metadata), if any."""
+        return None if self._path is None else Path(self._path)
 
     @property
     def serial_hex(self) -> str:
-        return serial_text(self.cert.serial_number)
+        return serial_text(self.serial)
 
-    @cached_property
+    @property
     def subject(self) -> str:
         return self.cert.subject.rfc4514_string()
 
     @property
-    def not_after(self) -> float:
-        return self.cert.not_valid_after_utc.timestamp()
-
-    @cached_property
-    def must_staple(self) -> bool:
-        return is_must_staple(self.cert)
-
-    @cached_property
-    def aia_urls(self) -> list[str]:
-        return ocsp_urls(self.cert)
-
-    @property
     def name(self) -> str:
         """What an operator calls this certificate: its file, else its subject."""
-        return str(self.path) if self.path else self.subject
+        return self._path if self._path is not None else self.subject
+
+    def replace(self, **changes: Any) -> Leaf:
+        """A copy with ``issuer``, ``path`` or ``url_override`` changed."""
+        fields = {"issuer": self.issuer, "path": self._path, "url_override": self.url_override, **changes}
+        return Leaf(self.cert, **fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Leaf):
+            return NotImplemented
+        return (self.der, self._path, self.url_override) == (other.der, other._path, other.url_override) and (
+            self.issuer == other.issuer
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.cert_id, self._path, self.url_override))
+
+    def __repr__(self) -> str:
+        return f"Leaf({self.name!r}, serial {self.serial_hex}, cert_id {self.cert_id})"
 
     @property
     def has_responder(self) -> bool:
@@ -102,6 +138,37 @@ class Leaf:
                 "give one with --url"
             )
         return urls[0]
+
+
+#: values many leaves hold alike (one CA's issuer name, its responder URLs):
+#: one object for all of them. Bounded by the CAs and URLs configured.
+_SHARED_VALUES: dict[Any, Any] = {}
+
+
+def _shared(value: Any) -> Any:
+    if len(_SHARED_VALUES) > 10_000:
+        _SHARED_VALUES.clear()  # a pathological set of certificates: sharing is only a saving
+    return _SHARED_VALUES.setdefault(value, value)
+
+
+def tbs_names(data: bytes) -> tuple[bytes, bytes]:
+    """A certificate's issuer and subject Name, as its DER writes them.
+
+    cryptography builds a Name in Python to give its bytes (tens of
+    microseconds); these are read off the DER by hand (engine.ocsp.der),
+    reading no further than the subject.
+    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version
+    OPTIONAL, serialNumber, signature, issuer, validity, subject, ... } ... }
+    """
+    _, start, _ = der.header(data, 0)
+    _, offset, _ = der.header(data, start)
+    tag, _, after = der.header(data, offset)
+    if tag == 0xA0:  # the version
+        offset = after
+    offset = der.header(data, der.header(data, offset)[2])[2]  # past serialNumber and signature
+    issuer_at, issuer_end = offset, der.header(data, offset)[2]
+    subject_at = der.header(data, issuer_end)[2]  # past validity
+    return data[issuer_at:issuer_end], data[subject_at : der.header(data, subject_at)[2]]
 
 
 def serial_text(serial: int) -> str:
@@ -135,22 +202,32 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
         ) from None
 
 
-def issued_by(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
+def issued_by(cert: x509.Certificate, candidate: x509.Certificate, issuer_name: bytes | None = None) -> bool:
     """True when ``candidate``'s name is ``cert``'s issuer and its key signed ``cert``.
 
     The signature is checked with the key itself, not with cryptography's
     verify_directly_issued_by, which refuses SHA-1 signatures outright:
     CAs signed delegated responder certificates with sha1WithRSA for years,
     and OpenSSL accepts them, so refusing them would mean no staple where
-    httpd staples one.
+    httpd staples one. ``issuer_name``: ``cert``'s, when the caller read it already.
     """
-    if cert.issuer.public_bytes() != subject_der(candidate):
+    if issuer_name is None:
+        issuer_name = tbs_names(cert.public_bytes(serialization.Encoding.DER))[0]
+    if issuer_name != subject_der(candidate):
         return False
-    try:
-        key = candidate.public_key()
-    except (UnsupportedAlgorithm, ValueError):
+    key = _public_key(candidate)
+    if key is None:
         return False  # a key type cryptography cannot load (SLH-DSA today) verifies nothing
     return signed_by(cert.signature, cert.tbs_certificate_bytes, cert, key)
+
+
+@lru_cache(maxsize=256)  # the same few issuers come with every leaf
+def _public_key(cert: x509.Certificate) -> Any:
+    """The certificate's public key (loaded once per issuer, not once per leaf); None when unloadable."""
+    try:
+        return cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return None
 
 
 def signed_by(signature: bytes, data: bytes, signed: Any, key: Any) -> bool:
@@ -187,8 +264,8 @@ _EXTENSION_ERRORS = (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension
 
 @lru_cache(maxsize=1024)  # the same few issuers come with every leaf and sign every response
 def subject_der(cert: x509.Certificate) -> bytes:
-    """The certificate's subject name as DER (cryptography builds a Name in Python for it)."""
-    return cert.subject.public_bytes()
+    """The certificate's subject name as its DER writes it."""
+    return tbs_names(cert.public_bytes(serialization.Encoding.DER))[1]
 
 
 @lru_cache(maxsize=256)  # the same few issuers come with every leaf
@@ -217,10 +294,10 @@ def find_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x
         key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except _EXTENSION_ERRORS:
         key_id = None
-    name = cert.issuer.public_bytes()
+    name = tbs_names(cert.public_bytes(serialization.Encoding.DER))[0]
     likely = [c for c in candidates if key_id and _issuer_ids(c) == (key_id, name)]
     for candidate in likely + [c for c in candidates if all(c is not other for other in likely)]:
-        if issued_by(cert, candidate):
+        if issued_by(cert, candidate, name):
             return candidate
     return None
 
@@ -252,11 +329,11 @@ def load_leaf(
     What the engine reads of a leaf (its subject, must-staple, responder
     URLs) is read here, so that a certificate whose fields do not parse is
     its file's CertificateFileError now, not an exception in the middle of
-    a warm; the Leaf's cached properties keep what was read.
+    a warm (the Leaf keeps what it reads; its subject is parsed here and
+    formatted when shown).
     """
     try:
         leaf = _load_leaf(path, issuer_path, url_override, issuers)
-        leaf.subject, leaf.must_staple, leaf.aia_urls  # noqa: B018
     except _UNREADABLE as exc:
         raise CertificateFileError(
             f"{path}: a certificate in it cannot be read ({type(exc).__name__}: {exc})"
@@ -272,6 +349,7 @@ def _load_leaf(
 ) -> Leaf:
     certs = read_certificates(path)
     leaf = certs[0]
+    leaf.subject  # noqa: B018  (parsed, to fail here if it does not)
     candidates = read_certificates(issuer_path) if issuer_path else certs[1:]
     issuer = find_issuer(leaf, candidates)
     if issuer is not None:

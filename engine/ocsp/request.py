@@ -70,9 +70,9 @@ def build_request(leaf: Leaf, *, hash_name: str = "sha1", nonce: bool = False) -
     cert_id = CertID(
         hash_algorithm=hash_name,
         # the name as the leaf writes its issuer field, which is what OpenSSL hashes
-        issuer_name_hash=hashlib.new(hash_name, leaf.cert.issuer.public_bytes()).digest(),
+        issuer_name_hash=hashlib.new(hash_name, leaf.issuer_name).digest(),
         issuer_key_hash=key_hash(leaf.issuer, hash_name),
-        serial_number=leaf.cert.serial_number,
+        serial_number=leaf.serial,
     )
     request = der.tlv(
         der.SEQUENCE,  # Request

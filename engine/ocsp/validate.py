@@ -141,14 +141,17 @@ def check_times(staple: Staple, now: float, options: ValidationOptions, source: 
         )
 
 
-@lru_cache(maxsize=4096)
-def _expected(cert: x509.Certificate, issuer: x509.Certificate, hash_name: str) -> CertID | None:
+def _expected(leaf: Leaf, hash_name: str) -> CertID | None:
     """The certificate's CertID under ``hash_name``; None for a hash hashlib lacks."""
     try:
-        name_hash = hashlib.new(hash_name, cert.issuer.public_bytes()).digest()
-        return CertID(hash_name, name_hash, key_hash(issuer, hash_name), cert.serial_number)
+        return CertID(hash_name, _name_hash(leaf.issuer_name, hash_name), key_hash(leaf.issuer, hash_name), leaf.serial)
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=1024)  # one issuer name for all of a CA's leaves
+def _name_hash(name: bytes, hash_name: str) -> bytes:
+    return hashlib.new(hash_name, name).digest()
 
 
 def _single_id(single: ocsp.OCSPSingleResponse) -> CertID | None:
@@ -180,7 +183,7 @@ def _matching_single(
             seen.append(f"serial {single.serial_number:X}, {certid_hash_name(single)}")
             continue
         asked_in_it = cert_id is not None and cert_id.hash_algorithm == got.hash_algorithm
-        if got == (cert_id if asked_in_it else _expected(leaf.cert, leaf.issuer, got.hash_algorithm)):
+        if got == (cert_id if asked_in_it else _expected(leaf, got.hash_algorithm)):
             if _servable(got, cert_id):
                 return single
             unservable.append(got.hash_algorithm)  # ours, but a server could not use it: another may follow
@@ -192,8 +195,8 @@ def _matching_single(
             f"{cert_id.hash_algorithm} was asked: httpd and HAProxy look a staple up by its SHA-1 CertID and "
             "would find no status in it"
         )
-    wanted = cert_id or _expected(leaf.cert, leaf.issuer, "sha1")
-    asked = wanted.describe() if wanted else f"serial {leaf.cert.serial_number:X}"
+    wanted = cert_id or _expected(leaf, "sha1")
+    asked = wanted.describe() if wanted else f"serial {leaf.serial:X}"
     found = "; ".join(seen) or "no single responses"
     raise CertIDMismatchError(f"{source}: answers for a different certificate: asked about {asked}, got {found}")
 

@@ -37,10 +37,10 @@ from engine.refresh.freshness import expires_at
 from engine.refresh.outcome import NO_OCSP, must_staple_without_ocsp
 from engine.responders.health import RESPONDER_SILENT, responder_key
 from engine.redact import redact
-from engine.refresh.schedule import Plan, Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
+from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
 from engine.ocsp.staple import Staple
 from engine.refresh.stapler import Refresh, Stapler, owner_id
-from engine.refresh.survey import cached_staples, survey_threads
+from engine.refresh.survey import Fresh, first_look
 from engine.refresh.worker_state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.refresh import worker_events as events
 from engine.refresh.worker_events import WorkerEvent, WorkerOptions
@@ -123,9 +123,11 @@ class PrefetchWorker(WorkerThreads):
 
         A reload without restart: a certificate already scheduled keeps its
         due time and failure count (unless its responder changed: then it
-        is due now), new ones are due now, removed ones leave the schedule
-        and the state. The first load picks up the failure counts a
-        previous run left in the state, and drops rows it no longer needs.
+        is due now), new ones are due now unless their cached staple is
+        fresh (engine.refresh.survey: then at its renewal), removed ones
+        leave the schedule and the state. The first load picks up the
+        failure counts a previous run left in the state, and drops rows it
+        no longer needs.
         """
         now = self.clock.now()
         incoming: dict[str, Leaf] = {}
@@ -136,8 +138,11 @@ class PrefetchWorker(WorkerThreads):
         if not self._loaded and self.state is not None:
             previous = {s.cert_id: s for s in self.state.all()}
         with self._lock:
-            known = set(self._certs)
-        fresh = self._survey([leaf for cert_id, leaf in incoming.items() if cert_id not in known], now)
+            new = [leaf for cert_id, leaf in incoming.items() if cert_id not in self._certs]
+        try:
+            fresh = first_look(self.stapler, new, now, self.rand)
+        except StapleError:
+            fresh = {}  # the store cannot be read: all due now, and their jobs say why
         added: list[CertState] = []
         changed: list[CertState] = []
         with self._state_lock:
@@ -163,43 +168,10 @@ class PrefetchWorker(WorkerThreads):
         for cert_id, name in removed:
             self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
         for row in added:
-            looked = fresh.get(row.cert_id)
-            responder = row.responder or "(none)"
-            if looked is None:
-                self._emit(WorkerEvent(now, "info", row.cert_id, row.name, "added", f"due now; responder {responder}"))
-                continue
-            staple, plan = looked
-            detail = f"cached staple still fresh; responder {responder}"
-            self._emit(WorkerEvent(now, "info", row.cert_id, row.name, "added", detail))
-            # what the job that found it fresh would have said
-            self._emit(WorkerEvent(now, plan.level, row.cert_id, row.name, "fresh", plan.detail, None, staple.status,
-                                   staple.this_update, staple.next_update, responder_key(row.responder), 0.0))  # fmt: skip
+            for event in events.added(now, row, fresh.get(row.cert_id), responder_key(row.responder)):
+                self._emit(event)
         self._no_ocsp(without, now)
         return len(added), len(removed)
-
-    def _survey(self, leaves: list[Leaf], now: float) -> dict[str, tuple[Staple, Plan]]:
-        """The new certificates whose cached staple is fresh, and the plan to renew each.
-
-        The first look of a job (Stapler.second_look's "fresh", with nothing
-        planned yet), done for all of them at once (engine.refresh.survey)
-        instead of in a job each: at 100,000 certificates that was most of a
-        cold start. The rest are due now. A store that cannot be read makes
-        every one due now: their jobs say why, and the cache watch with them.
-        """
-        leaves = [leaf for leaf in leaves if leaf.has_responder]
-        if not leaves:
-            return {}
-        try:
-            staples = cached_staples(self.stapler, leaves, survey_threads())
-        except StapleError:
-            return {}
-        self._cache_answered(now)
-        fresh = {}
-        for leaf in leaves:
-            staple = staples.get(leaf.cert_id)
-            if self.stapler.usable(staple, now) and not self.stapler.due(staple, now):
-                fresh[leaf.cert_id] = (staple, plan_answer("fresh", staple, now, now, self.policy, self.rand()))
-        return fresh
 
     def _no_ocsp(self, without: dict[str, Leaf], now: float) -> None:
         """Certificates that name no OCSP responder: not scheduled, said once each
@@ -224,20 +196,16 @@ class PrefetchWorker(WorkerThreads):
         url = _responder_url(leaf)
         return {"name": name, "path": name if leaf.path else None, "responder": sys.intern(url) if url else None}
 
-    def _add(
-        self, cert_id: str, leaf: Leaf, before: CertState | None, now: float, fresh: tuple[Staple, Plan] | None
-    ) -> CertState:
-        """A new certificate: due now, or, with a fresh staple found by _survey, when its plan says."""
+    def _add(self, cert_id: str, leaf: Leaf, before: CertState | None, now: float, fresh: Fresh | None) -> CertState:
+        """A new certificate: due now, or when the plan for its fresh staple (first_look) says."""
         identity = self._identity(leaf)
         identity["next_attempt"] = now
         state = replace(before, **identity) if before else CertState(cert_id, **identity)
-        cert = self._certs[cert_id] = _Cert(leaf, state)
-        due = now
         if fresh is not None:
-            staple, plan = fresh
-            cert.state = state = replace(state, **plan.changes)
-            cert.planned_from, due = staple.this_update, plan.due
-        self._schedule.add(cert_id, responder_key(state.responder), due)
+            state = replace(state, **fresh[1].changes)
+        cert = self._certs[cert_id] = _Cert(leaf, state)
+        cert.planned_from = fresh[0].this_update if fresh is not None else None
+        self._schedule.add(cert_id, responder_key(state.responder), fresh[1].due if fresh is not None else now)
         return state
 
     def _update(self, cert: _Cert, leaf: Leaf, now: float) -> CertState | None:

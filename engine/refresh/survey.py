@@ -12,11 +12,16 @@ renewal; the others are due now, and their jobs take the lock as always.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from engine.ocsp.certs import Leaf
 from engine.ocsp.staple import Staple
 from engine.refresh.reader import StapleReader
+from engine.refresh.schedule import Plan, plan_answer
+
+#: a fresh staple the first look found, and the plan to renew it
+Fresh = tuple[Staple, Plan]
 
 #: certificates read from the store in one round trip, and validated by one thread
 BATCH = 2000
@@ -46,3 +51,24 @@ def cached_staples(reader: StapleReader, leaves: list[Leaf], threads: int) -> di
         for part in pool.map(reader.cached_many, batches):
             found.update(part)
     return found
+
+
+def first_look(
+    reader: StapleReader, leaves: list[Leaf], now: float, rand: Callable[[], float]
+) -> dict[str, Fresh]:
+    """The leaves whose cached staple is fresh, each with the plan to renew it.
+
+    What a job's look in the cache would decide (Stapler.second_look's
+    "fresh", with nothing planned yet), for all of them at once. Raises the
+    store's StapleError when it cannot be read.
+    """
+    leaves = [leaf for leaf in leaves if leaf.has_responder]
+    if not leaves:
+        return {}
+    staples = cached_staples(reader, leaves, survey_threads())
+    fresh = {}
+    for leaf in leaves:
+        staple = staples.get(leaf.cert_id)
+        if reader.usable(staple, now) and not reader.due(staple, now):  # type: ignore[arg-type]
+            fresh[leaf.cert_id] = (staple, plan_answer("fresh", staple, now, now, reader.policy, rand()))
+    return fresh

@@ -6,10 +6,14 @@ as a whole."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.clock import iso
 from engine.store.outages import Outage
+
+if TYPE_CHECKING:
+    from engine.refresh.survey import Fresh
+    from engine.refresh.worker_state import CertState
 
 #: what an outage of the cache means for the renewals, by its reason
 _WHILE_DOWN = {
@@ -85,6 +89,22 @@ class WorkerEvent:
 
 
 # -- the events about something other than one certificate ------------------------
+
+
+def added(now: float, state: CertState, fresh: Fresh | None, key: str) -> list[WorkerEvent]:
+    """A certificate the worker took on: due now, or found with a fresh
+    staple (engine.refresh.survey), said as the job that found it would.
+    ``key``: its responder's (engine.responders.health.responder_key)."""
+    responder = state.responder or "(none)"
+    if fresh is None:
+        return [WorkerEvent(now, "info", state.cert_id, state.name, "added", f"due now; responder {responder}")]
+    staple, plan = fresh
+    detail = f"cached staple still fresh; responder {responder}"
+    return [
+        WorkerEvent(now, "info", state.cert_id, state.name, "added", detail),
+        WorkerEvent(now, plan.level, state.cert_id, state.name, "fresh", plan.detail, None, staple.status,
+                    staple.this_update, staple.next_update, key, 0.0),
+    ]  # fmt: skip
 
 
 def cache_down(now: float, uri: str, outage: Outage) -> WorkerEvent:

@@ -301,17 +301,24 @@ class TestInstalledProgram:
 
 class TestEngineChangesForWarm:
     def test_leaf_derived_values_are_computed_once_and_right(self, pki):
-        import dataclasses
+        from cryptography.hazmat.primitives.serialization import Encoding
 
         leaf = load_leaf(pki.must_staple.chain_path)
+        cert = pki.must_staple.cert
         assert leaf.cert_id == cert_id_of(pki.must_staple)
         assert leaf.cert_id is leaf.cert_id and leaf.der is leaf.der
+        assert leaf.der == cert.public_bytes(Encoding.DER) and leaf.cert == cert
+        assert (leaf.serial, leaf.not_after) == (cert.serial_number, cert.not_valid_after_utc.timestamp())
+        assert leaf.issuer_name == cert.issuer.public_bytes()
         assert leaf.must_staple is True and leaf.subject == "CN=must_staple"
-        other = dataclasses.replace(leaf, url_override="http://127.0.0.1:1/")
+        assert leaf.aia_urls == (pki.ocsp_url,)
+        other = leaf.replace(url_override="http://127.0.0.1:1/")
         assert other.cert_id == leaf.cert_id and other.responder_url() == "http://127.0.0.1:1/"
-        assert leaf == load_leaf(pki.must_staple.chain_path)  # cached values are not fields
-        with pytest.raises(dataclasses.FrozenInstanceError):
-            leaf.path = None  # still frozen
+        assert other != leaf and other.path == leaf.path
+        assert leaf == load_leaf(pki.must_staple.chain_path)  # derived values are not compared
+        assert hash(leaf) == hash(load_leaf(pki.must_staple.chain_path))
+        with pytest.raises(AttributeError, match="does not change"):
+            leaf.path = None  # immutable
 
     def test_the_cache_layer_loads_no_client_library(self):
         import subprocess
