@@ -5,16 +5,22 @@ Generates N leaves (one EC key shared by all, one issuer) as PEM chain files
 in a temporary directory, and pre-fills the local store with a current,
 issuer-signed response for each, so every staple is fresh and no responder
 is needed (the leaves' AIA points at a closed port: a fetch would fail).
-Generation runs in a child process, so that its objects do not count in
-the peak RSS measured here. Then, in this process:
+Generation runs in a child process of its own. Then the service's cold
+start is measured twice, each in a fresh process (its own peak RSS):
+
+  first start   an empty worker state: every staple is validated in full
+  restart       the state the first start left: staples this host validated
+                before are not verified again (their digest is remembered)
+
+and in each:
 
   sources    engine.ocsp.certfiles.load_all of the directory (read, parse, find the issuer)
-  load       PrefetchWorker.load of the leaves (schedule + put_many of the state)
-  run_due    the first run_due(): every certificate looked at, all "fresh"
-  idle CPU   CPU time of this process over --idle seconds with the worker started
+  load       PrefetchWorker.load of the leaves (the first look at every cached
+             staple, the schedule, the state written)
+  run_due    the first run_due(): the jobs of whatever the first look found due
+  idle CPU   CPU time of the process over --idle seconds with the worker started
   peak RSS   resource.getrusage(RUSAGE_SELF).ru_maxrss after each step
-  written    bytes this process sent to storage (/proc/self/io write_bytes)
-             in each step, and the generating child's apart
+  written    bytes the process sent to storage (/proc/self/io write_bytes)
 
 "cold start" is sources + load + run_due: from nothing in memory to a
 worker that knows the state of every certificate.
@@ -121,6 +127,7 @@ def written() -> int:
 
 
 def _generate(certs: Path, store_path: Path, count: int, report: Any) -> None:
+    """generate() in a child process; reports the bytes it wrote."""
     generate(certs, store_path, count)
     report.put(written())
 
@@ -129,21 +136,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run(count: int, idle: float, workdir: Path) -> dict:
+def cold_start(workdir: Path, idle: float, report: Any) -> None:
+    """One start of the service, in a process of its own: its figures go to ``report``."""
     certs, store_path = workdir / "certs", workdir / "staples.db"
-    began = time.perf_counter()
-    spawn = multiprocessing.get_context("spawn")
-    report = spawn.Queue()
-    child = spawn.Process(target=_generate, args=(certs, store_path, count, report))
-    child.start()
-    generated_bytes = report.get()
-    child.join()
-    if child.exitcode != 0:
-        raise SystemExit(f"generating the certificates failed (exit {child.exitcode})")
-    figures: dict = {"count": count, "generate_s": time.perf_counter() - began, "rss_start_mb": peak_rss_mb(),
-                     "generate_written_mb": generated_bytes / 1e6}  # fmt: skip
+    figures: dict = {"rss_start_mb": peak_rss_mb()}
     before = written()
-
     began = time.perf_counter()
     loaded = load_all([CertSpec(str(certs))])
     figures["sources_s"] = time.perf_counter() - began
@@ -183,25 +180,54 @@ def run(count: int, idle: float, workdir: Path) -> dict:
     state.close()
     stapler.cache.close()
     stapler.locks.close()
+    report.put(figures)
+
+
+def _in_child(target: Any, *args: Any) -> Any:
+    spawn = multiprocessing.get_context("spawn")
+    report = spawn.Queue()
+    child = spawn.Process(target=target, args=(*args, report))
+    child.start()
+    result = report.get()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"{target.__name__} failed (exit {child.exitcode})")
+    return result
+
+
+def run(count: int, idle: float, workdir: Path) -> dict:
+    began = time.perf_counter()
+    generated = _in_child(_generate, workdir / "certs", workdir / "staples.db", count)
+    figures: dict = {"count": count, "generate_s": time.perf_counter() - began, "generate_written_mb": generated / 1e6}
+    figures["first_start"] = _in_child(cold_start, workdir, idle)
+    figures["restart"] = _in_child(cold_start, workdir, idle)
     return figures
 
 
 def table(f: dict) -> str:
+    def both(key: str, fmt: str) -> str:
+        return "  |  ".join(fmt.format(f[run][key]) for run in ("first_start", "restart"))
+
+    first = f["first_start"]
     rows = [
-        ("certificates", f"{f['count']:,} ({f['loaded']:,} scheduled, {f['sources_problems']} problems, "
-                         f"{f['distinct_issuers']} issuer object(s))"),
-        ("generate (child process)", f"{f['generate_s']:.1f} s"),
-        ("sources.load_all", f"{f['sources_s']:.1f} s"),
-        ("PrefetchWorker.load", f"{f['load_s']:.2f} s"),
-        ("first run_due", f"{f['run_due_s']:.1f} s  {f['run_due_actions']}"),
-        ("cold start (sources + load + run_due)", f"{f['cold_start_s']:.1f} s, {f['cold_start_written_mb']:.0f} MB written"),
-        ("generation wrote (child process)", f"{f['generate_written_mb']:.0f} MB"),
-        ("next due in", f"{f['next_due_in_h']:.1f} h" if f["next_due_in_h"] is not None else "-"),
-        (f"idle CPU over {f['idle_s']:.1f} s", f"{f['idle_cpu_s'] * 1000:.1f} ms ({f['idle_cpu_percent']:.2f} % of a core)"),
-        ("peak RSS: start / sources / load / run_due / end",
-         " / ".join(f"{f[k]:.0f}" for k in ("rss_start_mb", "rss_after_sources_mb", "rss_after_load_mb",
-                                             "rss_after_run_due_mb", "rss_peak_mb")) + " MiB"),
-        ("stop() ended every thread", str(f["stopped_cleanly"])),
+        ("certificates", f"{f['count']:,} ({first['loaded']:,} scheduled, {first['sources_problems']} problems, "
+                         f"{first['distinct_issuers']} issuer object(s))"),
+        ("generate (child process)", f"{f['generate_s']:.1f} s, {f['generate_written_mb']:.0f} MB written"),
+        ("", "first start  |  restart"),
+        ("sources.load_all", both("sources_s", "{:.1f} s")),
+        ("PrefetchWorker.load", both("load_s", "{:.1f} s")),
+        ("first run_due", "  |  ".join(f"{f[r]['run_due_s']:.1f} s {f[r]['run_due_actions'] or '(no job)'}"
+                                         for r in ("first_start", "restart"))),
+        ("cold start (sources + load + run_due)", both("cold_start_s", "{:.1f} s")),
+        ("written by the cold start", both("cold_start_written_mb", "{:.0f} MB")),
+        ("next due in", both("next_due_in_h", "{:.1f} h")),
+        ("idle CPU", "  |  ".join(f"{f[r]['idle_cpu_s'] * 1000:.1f} ms in {f[r]['idle_s']:.1f} s "
+                                    f"({f[r]['idle_cpu_percent']:.2f} % of a core)" for r in ("first_start", "restart"))),
+        ("peak RSS: sources / load / run_due / end",
+         "  |  ".join(" / ".join(f"{f[r][k]:.0f}" for k in ("rss_after_sources_mb", "rss_after_load_mb",
+                                                            "rss_after_run_due_mb", "rss_peak_mb")) + " MiB"
+                      for r in ("first_start", "restart"))),
+        ("stop() ended every thread", both("stopped_cleanly", "{}")),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -111,10 +111,10 @@ def test_batches_are_read_and_validated_on_several_threads(rig, pki):
     real = r.stapler.cached_many
     both = threading.Barrier(2, timeout=10)  # broken unless two batches are in flight at once
 
-    def spy(batch):
+    def spy(batch, **kwargs):
         seen.add(threading.current_thread().name)
         both.wait()
-        return real(batch)
+        return real(batch, **kwargs)
 
     r.stapler.cached_many = spy
     many = leaves * (BATCH // 3 + 1)  # two batches: the same leaves again

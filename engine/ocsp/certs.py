@@ -202,7 +202,9 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
         ) from None
 
 
-def issued_by(cert: x509.Certificate, candidate: x509.Certificate, issuer_name: bytes | None = None) -> bool:
+def issued_by(
+    cert: x509.Certificate, candidate: x509.Certificate, issuer_name: bytes | None = None, *, signature: bool = True
+) -> bool:
     """True when ``candidate``'s name is ``cert``'s issuer and its key signed ``cert``.
 
     The signature is checked with the key itself, not with cryptography's
@@ -210,11 +212,14 @@ def issued_by(cert: x509.Certificate, candidate: x509.Certificate, issuer_name: 
     CAs signed delegated responder certificates with sha1WithRSA for years,
     and OpenSSL accepts them, so refusing them would mean no staple where
     httpd staples one. ``issuer_name``: ``cert``'s, when the caller read it already.
+    ``signature=False`` compares the names alone (bytes this host verified before).
     """
     if issuer_name is None:
         issuer_name = tbs_names(cert.public_bytes(serialization.Encoding.DER))[0]
     if issuer_name != subject_der(candidate):
         return False
+    if not signature:
+        return True
     key = _public_key(candidate)
     if key is None:
         return False  # a key type cryptography cannot load (SLH-DSA today) verifies nothing

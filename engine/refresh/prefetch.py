@@ -11,12 +11,14 @@ just fetched is not fetched twice.
 When to run each certificate next is engine.refresh.schedule's business;
 this module runs jobs, keeps the per-certificate state
 (engine.refresh.worker_state) that ``inspect`` and the dashboard read,
-watches the cache, the state file and the responders for outages, and
-reports every outcome as a WorkerEvent (engine.refresh.worker_events).
+watches the cache, the state file and the responders for outages
+(engine.refresh.watches), and reports every outcome as a WorkerEvent
+(engine.refresh.worker_events).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import random
@@ -31,12 +33,11 @@ from typing import Any
 
 from engine.ocsp.certs import Leaf
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import STORE_DOWN_REASONS, FetchError, MustStapleWithoutOCSPError, StapleError, UnexpectedError
+from engine.errors import MustStapleWithoutOCSPError, StapleError, UnexpectedError
 from engine.locks.fetchlocks import LockTimeoutError
 from engine.refresh.freshness import expires_at
 from engine.refresh.outcome import NO_OCSP, must_staple_without_ocsp
-from engine.responders.health import RESPONDER_SILENT, responder_key
-from engine.redact import redact
+from engine.responders.health import responder_key
 from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
 from engine.ocsp.staple import Staple
 from engine.refresh.stapler import Refresh, Stapler, owner_id
@@ -44,8 +45,9 @@ from engine.refresh.survey import Fresh, first_look
 from engine.refresh.worker_state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.refresh import worker_events as events
 from engine.refresh.worker_events import WorkerEvent, WorkerOptions
+from engine.refresh.watches import Watches
 from engine.refresh.worker_threads import WorkerThreads
-from engine.store.outages import Outage, StoreWatch, is_cache_down, says_cache_worked
+from engine.store.outages import StoreWatch
 
 __all__ = ["AUDIT_BATCH", "PrefetchWorker", "WorkerEvent", "WorkerOptions"]
 
@@ -66,6 +68,10 @@ class _Cert:
         self.planned_from: float | None = None
 
 
+def _digest(staple: Staple) -> bytes:
+    return hashlib.sha256(staple.der).digest()
+
+
 def _responder_url(leaf: Leaf) -> str | None:
     try:
         return leaf.responder_url()
@@ -73,7 +79,7 @@ def _responder_url(leaf: Leaf) -> str | None:
         return None  # its refresh fails with the reason, and is reported then
 
 
-class PrefetchWorker(WorkerThreads):
+class PrefetchWorker(WorkerThreads, Watches):
     def __init__(
         self,
         stapler: Stapler,
@@ -115,6 +121,9 @@ class PrefetchWorker(WorkerThreads):
         self._responder_watch: dict[str, StoreWatch] = {}
         #: the loaded certificates that name no OCSP responder, by cert_id: never scheduled
         self.without_ocsp: dict[str, Leaf] = {}
+        #: keep the digest of each staple validated, so that a restart need
+        #: not verify it again (engine.refresh.reader): our own store only
+        self._remembers = state is not None and not stapler.cache.shared
 
     # -- certificates -----------------------------------------------------------
 
@@ -135,14 +144,19 @@ class PrefetchWorker(WorkerThreads):
         for leaf in leaves:
             (incoming if leaf.has_responder else without).setdefault(leaf.cert_id, leaf)
         previous: dict[str, CertState] = {}
+        validated: dict[str, bytes] = {}
         if not self._loaded and self.state is not None:
             previous = {s.cert_id: s for s in self.state.all()}
+            validated = self.state.validated() if self._remembers else {}
         with self._lock:
             new = [leaf for cert_id, leaf in incoming.items() if cert_id not in self._certs]
         try:
-            fresh = first_look(self.stapler, new, now, self.rand)
+            fresh = first_look(self.stapler, new, now, self.rand, validated)
         except StapleError:
             fresh = {}  # the store cannot be read: all due now, and their jobs say why
+        if self._remembers:
+            digests = ((cert_id, _digest(staple)) for cert_id, (staple, _) in fresh.items())
+            validated = {cert_id: digest for cert_id, digest in digests if validated.get(cert_id) != digest}
         added: list[CertState] = []
         changed: list[CertState] = []
         with self._state_lock:
@@ -163,7 +177,7 @@ class PrefetchWorker(WorkerThreads):
                 self.state.remove([*(cert_id for cert_id, _ in removed), *(c for c in previous if c not in incoming)])
                 history = ((row.cert_id, HistoryEntry(now, "fresh", fresh[row.cert_id][1].detail))
                            for row in added if row.cert_id in fresh)  # fmt: skip
-                self.state.put_many(added + changed, history)
+                self.state.put_many(added + changed, history, validated.items())
         # Built one at a time, not kept in a list: 100,000 events add up.
         for cert_id, name in removed:
             self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
@@ -274,7 +288,7 @@ class PrefetchWorker(WorkerThreads):
         if cert is None:
             self._finish(ticket, None, None, None)  # removed between take and now
             return None
-        leaf, before, reason = cert.leaf, cert.state, None
+        leaf, before, reason, validated = cert.leaf, cert.state, None, None
         started = self.clock.now()
         try:
             result: Refresh | Exception = self._refresh(cert)
@@ -301,13 +315,14 @@ class PrefetchWorker(WorkerThreads):
             plan = plan_answer(action, result.staple, started, now, self.policy, self.rand())
             if action != "leased":
                 cert.planned_from = result.staple.this_update  # only this job's thread touches it
+            validated = _digest(result.staple) if self._remembers else None
         changes = plan.changes
         event = WorkerEvent(
             now, plan.level, ticket.cert_id, leaf.name, action, plan.detail, reason,
             changes.get("status", before.status), changes.get("this_update", before.this_update),
             changes.get("next_update", before.next_update), ticket.responder, now - started,
         )  # fmt: skip
-        return self._finish(ticket, plan.due, event, changes)
+        return self._finish(ticket, plan.due, event, changes, validated)
 
     def _refresh(self, cert: _Cert) -> Refresh:
         """Stapler.refresh, told which staple this run was planned to renew.
@@ -324,72 +339,6 @@ class PrefetchWorker(WorkerThreads):
             cert.leaf, replace_from=cert.planned_from, lock_timeout=self.options.lock_timeout
         )
 
-    # -- the cache as a whole ---------------------------------------------------
-
-    def _watch_cache(self, result: Refresh | Exception, now: float) -> None:
-        """Note what a refresh says of the cache: down, answering, or nothing."""
-        if isinstance(result, Exception) and is_cache_down(result):
-            outage = self.cache_watch.failed(result, now)
-            if outage is not None:
-                self._emit(events.cache_down(now, redact(self.stapler.cache.uri), outage))
-        elif not isinstance(result, Exception) or says_cache_worked(result):
-            self._cache_answered(now, wrote=not isinstance(result, Exception) and result.action == "updated")
-
-    def _cache_answered(self, now: float, *, wrote: bool = False) -> None:
-        ended = self.cache_watch.worked(now, wrote=wrote)
-        if ended is not None:
-            self._cache_back(ended, now)
-
-    def _cache_back(self, outage: Outage, now: float) -> None:
-        """The cache answers again: what failed on it is due now, not after its backoff.
-
-        A restarted memcached or redis is empty; the next audit (run at
-        once) also finds every staple that is missing.
-        """
-        with self._lock:
-            due = [
-                cert_id for cert_id, cert in self._certs.items()
-                if cert.state.last_reason in STORE_DOWN_REASONS and self._schedule.advance(cert_id, now)
-            ]  # fmt: skip
-            for cert_id in due:
-                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
-            self._audit_now = True
-            self._audit_order, self._audit_pos = [], 0
-            self._dispatch_cv.notify()
-        self._emit(events.cache_up(now, redact(self.stapler.cache.uri), outage, len(due)))
-
-    # -- responders --------------------------------------------------------------
-
-    def _watch_responder(self, key: str, result: Refresh | Exception, now: float) -> None:
-        """Say once that a responder stopped answering, and once that it is back.
-
-        Meanwhile its certificates fail at once (engine.responders.health: one probe at
-        a time), and each failure says so only with -v.
-        """
-        if isinstance(result, Exception):
-            if getattr(result, "reason", None) in RESPONDER_SILENT:
-                outage = self._responder_watch.setdefault(key, StoreWatch()).failed(result, now)
-                if outage is not None:
-                    self._emit(events.responder_down(now, key, outage))
-                return
-            if not isinstance(result, FetchError):
-                return  # a busy fetch lock, the cache: nothing said of the responder
-        watch = self._responder_watch.get(key)
-        ended = watch.worked(now) if watch is not None else None
-        if ended is None:
-            return
-        # what failed while it was silent is due now, not at its own retry
-        with self._lock:
-            due = [
-                cert_id for cert_id, cert in self._certs.items()
-                if cert.state.last_reason in RESPONDER_SILENT and responder_key(cert.state.responder) == key
-                and self._schedule.advance(cert_id, now)
-            ]  # fmt: skip
-            for cert_id in due:
-                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
-            self._dispatch_cv.notify()
-        self._emit(events.responder_up(now, key, ended, len(due)))
-
     def _usable_cached(self, leaf: Leaf, now: float) -> Staple | None:
         try:
             staple = self.stapler.cached(leaf)
@@ -398,9 +347,11 @@ class PrefetchWorker(WorkerThreads):
         return staple if self.stapler.usable(staple, now) else None
 
     def _finish(
-        self, ticket: Ticket, due: float | None, event: WorkerEvent | None, changes: dict[str, Any] | None
-    ) -> WorkerEvent | None:
-        """Reschedule, record the state and one history row, report."""
+        self, ticket: Ticket, due: float | None, event: WorkerEvent | None, changes: dict[str, Any] | None,
+        validated: bytes | None = None,
+    ) -> WorkerEvent | None:  # fmt: skip
+        """Reschedule, record the state, one history row and the digest of
+        the staple validated (``validated``), report."""
         with self._state_lock:
             with self._lock:
                 current = self._schedule.done(ticket, due)
@@ -414,22 +365,13 @@ class PrefetchWorker(WorkerThreads):
                 return None  # stop() returned; whoever called it may have closed the store
             if state is not None and self.state is not None:
                 try:
-                    self.state.put(state, HistoryEntry(event.when, event.action, event.detail))
+                    self.state.put(state, HistoryEntry(event.when, event.action, event.detail), validated)
                 except StateStoreError as error:
                     self._state_failed(error, event.when)
                 else:
                     self._state_worked(event.when)
         self._emit(event)
         return event
-
-    def _state_failed(self, error: StateStoreError, now: float) -> None:
-        if self.state_watch.failed(error, now) is not None:
-            self._emit(events.state_down(now, str(self.state.path), error, error.reason))
-
-    def _state_worked(self, now: float) -> None:
-        ended = self.state_watch.worked(now, wrote=True)
-        if ended is not None:
-            self._emit(events.state_up(now, str(self.state.path), ended))
 
     def _emit(self, event: WorkerEvent) -> None:
         try:

@@ -10,6 +10,8 @@ Reading takes no fetch lock: a monitoring check needs no lock directory.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -48,21 +50,35 @@ class StapleReader:
         """
         return self._genuine(leaf, self.cache.get(leaf.cert_id))
 
-    def cached_many(self, leaves: list[Leaf], entries: dict[str, Entry] | None = None) -> dict[str, Staple | None]:
+    def cached_many(
+        self, leaves: list[Leaf], entries: dict[str, Entry] | None = None, *, validated: Mapping[str, bytes] = {}
+    ) -> dict[str, Staple | None]:
         """cached() for several certificates, in one round trip to the store
-        (none when the caller read their ``entries`` already)."""
+        (none when the caller read their ``entries`` already).
+
+        ``validated``: cert_id -> SHA-256 of the staple this host validated
+        last (the prefetch worker's state, at a restart). A cached staple
+        with that very digest is not verified again, unless the store is
+        shared: there, anyone who can write may have planted it, and bytes
+        are checked every time they are read.
+        """
         if entries is None:
             entries = self.cache.get_many([leaf.cert_id for leaf in leaves])
-        return {leaf.cert_id: self._genuine(leaf, entries.get(leaf.cert_id)) for leaf in leaves}
+        if validated and self.cache.shared:
+            validated = {}
+        return {leaf.cert_id: self._genuine(leaf, entries.get(leaf.cert_id), validated) for leaf in leaves}
 
-    def _genuine(self, leaf: Leaf, entry: Entry | None) -> Staple | None:
+    def _genuine(self, leaf: Leaf, entry: Entry | None, validated: Mapping[str, bytes] = {}) -> Staple | None:
         if not entry or entry.flag != FLAG_VALID or not entry.der:
             return None
         known = self._memo.get(leaf.cert_id)
         if known is not None and known[0] == entry.der and known[1] == leaf.issuer:
             return known[2]
+        digest = validated.get(leaf.cert_id)
+        before = digest is not None and digest == hashlib.sha256(entry.der).digest()
         try:
-            staple = validate(entry.der, leaf, self.clock.now(), check_time=False, source="cached staple")
+            staple = validate(entry.der, leaf, self.clock.now(), check_time=False, source="cached staple",
+                              verified_before=before)  # fmt: skip
         except ValidationError:
             return None
         self._remember(leaf, staple)

@@ -12,7 +12,7 @@ renewal; the others are due now, and their jobs take the lock as always.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from engine.ocsp.certs import Leaf
@@ -36,26 +36,34 @@ def survey_threads() -> int:
     return max(1, min(cores, 4))
 
 
-def cached_staples(reader: StapleReader, leaves: list[Leaf], threads: int) -> dict[str, Staple | None]:
-    """cert_id -> the cached staple if genuine (StapleReader.cached), for every leaf.
+def cached_staples(
+    reader: StapleReader, leaves: list[Leaf], threads: int, validated: Mapping[str, bytes] = {}
+) -> dict[str, Staple | None]:
+    """cert_id -> the cached staple if genuine (StapleReader.cached_many,
+    ``validated`` passed on), for every leaf.
 
     Raises the store's StapleError when it cannot be read.
     """
     batches = [leaves[start : start + BATCH] for start in range(0, len(leaves), BATCH)]
+
+    def look(batch: list[Leaf]) -> dict[str, Staple | None]:
+        return reader.cached_many(batch, validated=validated)
+
     found: dict[str, Staple | None] = {}
     if threads <= 1 or len(batches) <= 1:
         for batch in batches:
-            found.update(reader.cached_many(batch))
+            found.update(look(batch))
         return found
     with ThreadPoolExecutor(min(threads, len(batches)), thread_name_prefix="survey") as pool:
-        for part in pool.map(reader.cached_many, batches):
+        for part in pool.map(look, batches):
             found.update(part)
     return found
 
 
 def first_look(
-    reader: StapleReader, leaves: list[Leaf], now: float, rand: Callable[[], float]
-) -> dict[str, Fresh]:
+    reader: StapleReader, leaves: list[Leaf], now: float, rand: Callable[[], float],
+    validated: Mapping[str, bytes] = {},
+) -> dict[str, Fresh]:  # fmt: skip
     """The leaves whose cached staple is fresh, each with the plan to renew it.
 
     What a job's look in the cache would decide (Stapler.second_look's
@@ -65,7 +73,7 @@ def first_look(
     leaves = [leaf for leaf in leaves if leaf.has_responder]
     if not leaves:
         return {}
-    staples = cached_staples(reader, leaves, survey_threads())
+    staples = cached_staples(reader, leaves, survey_threads(), validated)
     fresh = {}
     for leaf in leaves:
         staple = staples.get(leaf.cert_id)

@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS history (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_by_cert ON history (cert_id, id);
+CREATE TABLE IF NOT EXISTS validated (
+    cert_id TEXT PRIMARY KEY,
+    sha256 BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
     worker_id TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -92,6 +96,7 @@ _FIELDS = (
 )  # fmt: skip
 _TIMES = ("this_update", "next_update", "last_attempt", "last_success", "next_attempt")
 _PUT = f"INSERT OR REPLACE INTO certs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
+_PUT_VALIDATED = "INSERT OR REPLACE INTO validated (cert_id, sha256) VALUES (?, ?)"
 _ADD_HISTORY = "INSERT INTO history (cert_id, at, action, detail) VALUES (?, ?, ?, ?)"
 _TRIM = """
 DELETE FROM history WHERE cert_id = :cert_id AND id <= coalesce(
@@ -223,18 +228,26 @@ class StateStore:
 
     # -- certificates ---------------------------------------------------------
 
-    def put(self, state: CertState, event: HistoryEntry | None = None) -> None:
-        """Write one certificate's state and, in the same transaction, an event."""
+    def put(self, state: CertState, event: HistoryEntry | None = None, validated: bytes | None = None) -> None:
+        """Write one certificate's state and, in the same transaction, an
+        event and the SHA-256 of the staple this worker validated for it."""
         with self._write("put") as conn:
             conn.execute(_PUT, _row(state))
+            if validated is not None:
+                conn.execute(_PUT_VALIDATED, (state.cert_id, validated))
             if event is not None:
                 conn.execute(_ADD_HISTORY, (state.cert_id, event.when, event.action, event.detail))
                 conn.execute(_TRIM, {"cert_id": state.cert_id, "keep": HISTORY})
 
-    def put_many(self, states: Iterable[CertState], events: Iterable[tuple[str, HistoryEntry]] = ()) -> None:
-        """Write many states and (cert_id, event) pairs in one transaction (a load of 100,000 certificates)."""
+    def put_many(
+        self, states: Iterable[CertState], events: Iterable[tuple[str, HistoryEntry]] = (),
+        validated: Iterable[tuple[str, bytes]] = (),
+    ) -> None:  # fmt: skip
+        """Write many states, (cert_id, event) and (cert_id, staple SHA-256)
+        pairs in one transaction (a load of 100,000 certificates)."""
         with self._write("put_many") as conn:
             conn.executemany(_PUT, (_row(s) for s in states))
+            conn.executemany(_PUT_VALIDATED, validated)
             trim = []
             for cert_id, event in events:
                 conn.execute(_ADD_HISTORY, (cert_id, event.when, event.action, event.detail))
@@ -251,6 +264,16 @@ class StateStore:
             rows = conn.execute(f"SELECT {', '.join(_FIELDS)} FROM certs ORDER BY name, cert_id").fetchall()
         return [CertState(*row) for row in rows]
 
+    def validated(self) -> dict[str, bytes]:
+        """cert_id -> SHA-256 of the last staple this host's worker validated for it.
+
+        What a restart need not verify again (engine.refresh.reader): these
+        are our own file's rows, beside our own store, and a digest matches
+        only the very bytes that were checked.
+        """
+        with self._use("validated") as conn:
+            return dict(conn.execute("SELECT cert_id, sha256 FROM validated").fetchall())
+
     def remove(self, cert_ids: Iterable[str]) -> None:
         """Forget certificates and their history."""
         ids = list(cert_ids)
@@ -260,6 +283,7 @@ class StateStore:
                 marks = ",".join("?" * len(chunk))
                 conn.execute(f"DELETE FROM certs WHERE cert_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM history WHERE cert_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM validated WHERE cert_id IN ({marks})", chunk)
 
     def history(self, cert_id: str) -> list[HistoryEntry]:
         """The last HISTORY events of a certificate, oldest first."""

@@ -1,0 +1,95 @@
+"""A staple this host validated before is not verified again at a restart
+(engine.refresh.reader, the worker state's ``validated`` table): only the
+very bytes validated, only from our own store, never from a shared cache."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+import engine.ocsp.validate as validate_module
+from engine.errors import SignatureError
+from engine.ocsp.validate import validate
+from engine.refresh.reader import StapleReader
+from engine.store.cache import Cache
+from engine.store.providers import open_provider
+from tests import prefetch_rig
+from tests.prefetch_rig import new_leaf
+
+rig = prefetch_rig.rig
+
+
+def forged(der: bytes) -> bytes:
+    """The staple with its signature broken: the issuer signed it, so the
+    signature BIT STRING is the last thing in it."""
+    return der[:-1] + bytes([der[-1] ^ 0x01])
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@pytest.fixture
+def verifications(monkeypatch):
+    """How many response signatures were verified (the real check, counted)."""
+    calls = []
+    real = validate_module._verify_signature
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate_module, "_verify_signature", counted)
+    return calls
+
+
+def test_verified_before_skips_the_signature_and_nothing_else(rig, pki):
+    r = rig()
+    leaf = new_leaf(pki)
+    r.stapler.refresh(leaf)
+    bad = forged(r.stapler.cached(leaf).der)
+    now = r.clock.now()
+    with pytest.raises(SignatureError):
+        validate(bad, leaf, now)
+    assert validate(bad, leaf, now, verified_before=True).status == "good"
+    other = new_leaf(pki)  # another certificate: the CertID is still checked
+    with pytest.raises(Exception, match="different certificate"):
+        validate(bad, other, now, verified_before=True)
+
+
+def test_the_reader_trusts_only_the_digest_it_was_given_and_only_its_own_store(rig, pki, memcached):
+    r = rig()
+    leaf = new_leaf(pki)
+    r.stapler.refresh(leaf)
+    bad = forged(r.stapler.cached(leaf).der)
+    r.stapler.cache.set(leaf.cert_id, bad, 3600)  # what a restart finds, say
+    local = StapleReader(r.stapler.cache, clock=r.clock)
+    assert local.cached_many([leaf])[leaf.cert_id] is None
+    assert local.cached_many([leaf], validated={leaf.cert_id: sha256(bad[:-1])})[leaf.cert_id] is None
+    assert StapleReader(r.stapler.cache, clock=r.clock).cached_many(
+        [leaf], validated={leaf.cert_id: sha256(bad)})[leaf.cert_id].der == bad  # fmt: skip
+    with Cache(open_provider(f"memcache://127.0.0.1:{memcached.port}")) as shared:
+        shared.set(leaf.cert_id, bad, 3600)
+        reader = StapleReader(shared, clock=r.clock)
+        assert reader.cached_many([leaf], validated={leaf.cert_id: sha256(bad)})[leaf.cert_id] is None
+
+
+def test_a_restarted_worker_verifies_only_what_it_did_not_validate_before(rig, pki, tmp_path, verifications):
+    state_path = tmp_path / "state" / "restart.db"
+    first = rig(state_path=state_path)
+    leaves = [new_leaf(pki) for _ in range(3)]
+    first.worker.load(leaves)
+    first.worker.run_due()  # fetched and validated: remembered
+    remembered = first.state.validated()
+    assert remembered == {leaf.cert_id: sha256(first.stapler.cached(leaf).der) for leaf in leaves}
+    # one staple changes behind the worker's back (`warm --force`, say)
+    assert first.stapler.refresh(leaves[0], force=True).action == "updated"
+    first.close()
+    verifications.clear()
+    again = rig(state_path=state_path)  # the same store and state: a restart
+    again.worker.load(leaves)
+    assert verifications == ["cached staple"]  # one signature: the changed staple's
+    assert {e.action for e in again.events if e.action != "added"} == {"fresh"}
+    assert again.state.validated()[leaves[0].cert_id] == sha256(again.stapler.cached(leaves[0]).der)
+    assert again.worker.run_due() == []
