@@ -93,3 +93,67 @@ def test_a_restarted_worker_verifies_only_what_it_did_not_validate_before(rig, p
     assert {e.action for e in again.events if e.action != "added"} == {"fresh"}
     assert again.state.validated()[leaves[0].cert_id] == sha256(again.stapler.cached(leaves[0]).der)
     assert again.worker.run_due() == []
+
+
+def broken_signature(cert):
+    """The certificate with the last byte of its signature flipped: same tbs, same names."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = cert.public_bytes(Encoding.DER)
+    return x509.load_der_x509_certificate(data[:-1] + bytes([data[-1] ^ 0x01]))
+
+
+def test_an_issuer_verified_before_is_taken_without_the_signature_and_only_that_one(pki):
+    from engine.ocsp.certs import find_issuer, fingerprint
+
+    issuer = pki.intermediate.cert
+    leaf = broken_signature(pki.good.cert)
+    assert find_issuer(leaf, [issuer]) is None  # the signature is checked...
+    assert find_issuer(leaf, [issuer], fingerprint(issuer)) is issuer  # ...unless verified before
+    # an impostor (the issuer's name and key identifier, a key of its own)
+    # is not the issuer this host verified: its signature check refuses it
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.test_certs import _cert, _key_id
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    impostor = _cert("intermediate", pki.root.cert.subject, key, key, ski=_key_id(issuer), ca=True)
+    assert find_issuer(pki.good.cert, [impostor, issuer], fingerprint(issuer)) is issuer
+    assert find_issuer(leaf, [impostor], fingerprint(issuer)) is None
+    assert find_issuer(pki.good.cert, [impostor], fingerprint(issuer)) is None
+    # and a fingerprint is taken only for a certificate named as the issuer
+    assert find_issuer(leaf, [pki.root.cert], fingerprint(pki.root.cert)) is None
+
+
+def test_the_worker_keeps_the_issuer_each_leaf_was_verified_with(rig, pki):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine.ocsp.certfiles import CertSpec, load_all
+
+    r = rig()
+    leaves = [new_leaf(pki) for _ in range(2)]
+    r.worker.load(leaves)
+    issued = r.state.issued()
+    assert issued == {leaf.cert_id: sha256(leaf.issuer.public_bytes(Encoding.DER)) for leaf in leaves}
+    again = load_all([CertSpec(str(leaf.path)) for leaf in leaves], verified=issued).leaves
+    assert [leaf.cert_id for leaf in again] == [leaf.cert_id for leaf in leaves]
+
+
+def test_load_all_takes_the_issuers_verified_before(pki, tmp_path):
+    import hashlib as _hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine.errors import IssuerNotFoundError
+    from engine.ocsp.certfiles import CertSpec, load_all
+    from engine.ocsp.certs import fingerprint
+
+    leaf = broken_signature(pki.good.cert)
+    chain = tmp_path / "broken-chain.pem"
+    chain.write_bytes(leaf.public_bytes(Encoding.PEM) + pki.intermediate.cert.public_bytes(Encoding.PEM))
+    cold = load_all([CertSpec(str(chain))])
+    assert cold.leaves == [] and isinstance(cold.problems[0][1], IssuerNotFoundError)
+    cert_id = _hashlib.sha1(leaf.public_bytes(Encoding.DER)).hexdigest()
+    warm = load_all([CertSpec(str(chain))], verified={cert_id: fingerprint(pki.intermediate.cert)})
+    assert [found.cert_id for found in warm.leaves] == [cert_id] and warm.problems == []

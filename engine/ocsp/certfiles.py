@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +106,10 @@ class Loading:
     leaves from one CA, one intermediate in memory instead of 100,000.
     """
 
-    def __init__(self, specs: Iterable[CertSpec]) -> None:
+    def __init__(self, specs: Iterable[CertSpec], verified: Mapping[str, bytes] = {}) -> None:
+        """``verified``: cert_id -> fingerprint of the issuer this host
+        verified the leaf with before (engine.ocsp.certs.find_issuer)."""
+        self._verified = verified
         self._files, empty = _expand(specs)
         self.files = len(self._files)
         #: (file, or the pattern when it matched nothing; the error saying why)
@@ -120,7 +123,8 @@ class Loading:
         seen: set[str] = set()  # cert_ids: the Leaf's own string, not a certificate object each
         for path, spec in self._files:
             try:
-                leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url, issuers=issuers)
+                leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url, issuers=issuers,
+                                 verified=self._verified)  # fmt: skip
             except StapleError as error:
                 self.problems.append((path, error))
                 continue
@@ -130,13 +134,16 @@ class Loading:
             yield leaf
 
 
-def load_all(specs: Iterable[CertSpec], *, on_files: Callable[[int], None] | None = None) -> LoadResult:
+def load_all(
+    specs: Iterable[CertSpec], *, on_files: Callable[[int], None] | None = None, verified: Mapping[str, bytes] = {}
+) -> LoadResult:
     """Load every leaf the specs name; what cannot be loaded becomes a problem.
 
     ``on_files`` is told how many files there are before any is read (warm
     starts its worker processes then, to have them ready when loading ends).
+    ``verified``: as Loading's.
     """
-    loading = Loading(specs)
+    loading = Loading(specs, verified)
     if on_files is not None:
         on_files(loading.files)
     leaves = list(loading)

@@ -9,6 +9,7 @@ build the CertID and to check who signed the response.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -283,7 +284,15 @@ def _issuer_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes]:
     return key_id, subject_der(cert)
 
 
-def find_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x509.Certificate | None:
+@lru_cache(maxsize=256)  # the same few issuers come with every leaf
+def fingerprint(cert: x509.Certificate) -> bytes:
+    """SHA-256 of the certificate's DER."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+def find_issuer(
+    cert: x509.Certificate, candidates: list[x509.Certificate], verified: bytes | None = None
+) -> x509.Certificate | None:
     """The candidate that issued ``cert``: its key verifies ``cert``'s signature.
 
     A name and key identifier anyone can copy: a forged "issuer" with the
@@ -294,6 +303,11 @@ def find_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x
     are tried first, so that in a chain the right one is usually the only
     one verified; a certificate without the extension (CAcert's) is found
     by name and signature alone.
+
+    ``verified``: the fingerprint of the issuer whose key this host
+    verified ``cert`` with before (the prefetch worker's state, at a
+    restart): that candidate, named as the issuer, is taken without
+    verifying the same signature again.
     """
     try:
         key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
@@ -301,7 +315,12 @@ def find_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x
         key_id = None
     name = tbs_names(cert.public_bytes(serialization.Encoding.DER))[0]
     likely = [c for c in candidates if key_id and _issuer_ids(c) == (key_id, name)]
-    for candidate in likely + [c for c in candidates if all(c is not other for other in likely)]:
+    ordered = likely + [c for c in candidates if all(c is not other for other in likely)]
+    if verified is not None:
+        for candidate in ordered:
+            if fingerprint(candidate) == verified and issued_by(cert, candidate, name, signature=False):
+                return candidate
+    for candidate in ordered:
         if issued_by(cert, candidate, name):
             return candidate
     return None
@@ -323,13 +342,15 @@ def load_leaf(
     issuer_path: Path | None = None,
     url_override: str | None = None,
     issuers: dict[x509.Certificate, x509.Certificate] | None = None,
+    verified: Mapping[str, bytes] = {},
 ) -> Leaf:
     """Load a leaf and find its issuer: in ``issuer_path`` if given, else in the leaf's file.
 
     The issuer is the candidate whose key verifies the leaf's signature
     (find_issuer); an ``issuer_path`` the operator names is the only place
     looked in. ``issuers``, when given, makes issuers equal by DER one
-    shared object (the first seen).
+    shared object (the first seen). ``verified``: cert_id -> fingerprint
+    of the issuer this host verified the leaf with before (find_issuer).
 
     What the engine reads of a leaf (its subject, must-staple, responder
     URLs) is read here, so that a certificate whose fields do not parse is
@@ -338,7 +359,7 @@ def load_leaf(
     formatted when shown).
     """
     try:
-        leaf = _load_leaf(path, issuer_path, url_override, issuers)
+        leaf = _load_leaf(path, issuer_path, url_override, issuers, verified)
     except _UNREADABLE as exc:
         raise CertificateFileError(
             f"{path}: a certificate in it cannot be read ({type(exc).__name__}: {exc})"
@@ -351,12 +372,14 @@ def _load_leaf(
     issuer_path: Path | None,
     url_override: str | None,
     issuers: dict[x509.Certificate, x509.Certificate] | None,
+    verified: Mapping[str, bytes],
 ) -> Leaf:
     certs = read_certificates(path)
     leaf = certs[0]
     leaf.subject  # noqa: B018  (parsed, to fail here if it does not)
     candidates = read_certificates(issuer_path) if issuer_path else certs[1:]
-    issuer = find_issuer(leaf, candidates)
+    known = verified.get(hashlib.sha1(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()) if verified else None
+    issuer = find_issuer(leaf, candidates, known)
     if issuer is not None:
         if issuers is not None:
             issuer = issuers.setdefault(issuer, issuer)

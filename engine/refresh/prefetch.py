@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
 
-from engine.ocsp.certs import Leaf
+from engine.ocsp.certs import Leaf, fingerprint
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import MustStapleWithoutOCSPError, StapleError, UnexpectedError
 from engine.locks.fetchlocks import LockTimeoutError
@@ -145,9 +145,11 @@ class PrefetchWorker(WorkerThreads, Watches):
             (incoming if leaf.has_responder else without).setdefault(leaf.cert_id, leaf)
         previous: dict[str, CertState] = {}
         validated: dict[str, bytes] = {}
+        issued: dict[str, bytes] = {}
         if not self._loaded and self.state is not None:
             previous = {s.cert_id: s for s in self.state.all()}
             validated = self.state.validated() if self._remembers else {}
+            issued = self.state.issued()
         with self._lock:
             new = [leaf for cert_id, leaf in incoming.items() if cert_id not in self._certs]
         try:
@@ -177,7 +179,10 @@ class PrefetchWorker(WorkerThreads, Watches):
                 self.state.remove([*(cert_id for cert_id, _ in removed), *(c for c in previous if c not in incoming)])
                 history = ((row.cert_id, HistoryEntry(now, "fresh", fresh[row.cert_id][1].detail))
                            for row in added if row.cert_id in fresh)  # fmt: skip
-                self.state.put_many(added + changed, history, validated.items())
+                # the issuer each new leaf was verified with, for the next start's load_all
+                bound = ((row.cert_id, fingerprint(incoming[row.cert_id].issuer)) for row in added)
+                bound = ((cert_id, issuer) for cert_id, issuer in bound if issued.get(cert_id) != issuer)
+                self.state.put_many(added + changed, history, validated.items(), bound)
         # Built one at a time, not kept in a list: 100,000 events add up.
         for cert_id, name in removed:
             self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))

@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS validated (
     cert_id TEXT PRIMARY KEY,
     sha256 BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS issued (
+    cert_id TEXT PRIMARY KEY,
+    issuer_sha256 BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
     worker_id TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -97,6 +101,7 @@ _FIELDS = (
 _TIMES = ("this_update", "next_update", "last_attempt", "last_success", "next_attempt")
 _PUT = f"INSERT OR REPLACE INTO certs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
 _PUT_VALIDATED = "INSERT OR REPLACE INTO validated (cert_id, sha256) VALUES (?, ?)"
+_PUT_ISSUED = "INSERT OR REPLACE INTO issued (cert_id, issuer_sha256) VALUES (?, ?)"
 _ADD_HISTORY = "INSERT INTO history (cert_id, at, action, detail) VALUES (?, ?, ?, ?)"
 _TRIM = """
 DELETE FROM history WHERE cert_id = :cert_id AND id <= coalesce(
@@ -241,13 +246,15 @@ class StateStore:
 
     def put_many(
         self, states: Iterable[CertState], events: Iterable[tuple[str, HistoryEntry]] = (),
-        validated: Iterable[tuple[str, bytes]] = (),
+        validated: Iterable[tuple[str, bytes]] = (), issued: Iterable[tuple[str, bytes]] = (),
     ) -> None:  # fmt: skip
-        """Write many states, (cert_id, event) and (cert_id, staple SHA-256)
-        pairs in one transaction (a load of 100,000 certificates)."""
+        """Write many states, (cert_id, event), (cert_id, staple SHA-256) and
+        (cert_id, issuer SHA-256) pairs in one transaction (a load of
+        100,000 certificates)."""
         with self._write("put_many") as conn:
             conn.executemany(_PUT, (_row(s) for s in states))
             conn.executemany(_PUT_VALIDATED, validated)
+            conn.executemany(_PUT_ISSUED, issued)
             trim = []
             for cert_id, event in events:
                 conn.execute(_ADD_HISTORY, (cert_id, event.when, event.action, event.detail))
@@ -274,6 +281,12 @@ class StateStore:
         with self._use("validated") as conn:
             return dict(conn.execute("SELECT cert_id, sha256 FROM validated").fetchall())
 
+    def issued(self) -> dict[str, bytes]:
+        """cert_id -> SHA-256 of the issuer this host's worker verified the
+        certificate's signature with (engine.ocsp.certs.find_issuer)."""
+        with self._use("issued") as conn:
+            return dict(conn.execute("SELECT cert_id, issuer_sha256 FROM issued").fetchall())
+
     def remove(self, cert_ids: Iterable[str]) -> None:
         """Forget certificates and their history."""
         ids = list(cert_ids)
@@ -284,6 +297,7 @@ class StateStore:
                 conn.execute(f"DELETE FROM certs WHERE cert_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM history WHERE cert_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM validated WHERE cert_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM issued WHERE cert_id IN ({marks})", chunk)
 
     def history(self, cert_id: str) -> list[HistoryEntry]:
         """The last HISTORY events of a certificate, oldest first."""

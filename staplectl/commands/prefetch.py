@@ -174,7 +174,11 @@ class Service:
             raise InputError(
                 f"{where}: no certificates configured: add `certificates = [\"/path/*.pem\"]`"
             )
-        loaded = load_all(config.certificates)
+        try:
+            verified = self.state.issued()  # what need not be verified again (engine.ocsp.certs.find_issuer)
+        except StapleError:
+            verified = {}
+        loaded = load_all(config.certificates, verified=verified)
         leaves = loaded.leaves
         for source, problem in loaded.problems:
             fields = {"event": "skipped", "file": str(source), "reason": problem.reason}
