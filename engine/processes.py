@@ -169,7 +169,7 @@ def _payload(
         if number is None:
             number = issuers[leaf.issuer] = len(issuer_ders)
             issuer_ders.append(leaf.issuer.public_bytes(serialization.Encoding.DER))
-        jobs.append((index, leaf.der, number, str(leaf.path) if leaf.path else None, leaf.url_override))
+        jobs.append((index, leaf.der, number, leaf.path_text, leaf.url_override))
     return {
         "settings": settings,
         "issuers": issuer_ders,

@@ -88,6 +88,17 @@ class TestHistory:
         assert events[-1].to_dict() == {"when": "2023-11-14T22:13:44Z", "event": "updated", "detail": "attempt 24"}
         assert len(store.history(state(2).cert_id)) == 1
 
+    def test_put_many_keeps_the_last_events_of_each_certificate(self, store):
+        """A load writes one event per certificate for all of them at once:
+        those over the limit are trimmed, the others keep what they had."""
+        full, roomy = state(1), state(2)
+        for n in range(HISTORY):
+            store.put(full, HistoryEntry(T0 + n, "updated", f"attempt {n}"))
+        store.put(roomy, HistoryEntry(T0, "updated", "attempt 0"))
+        store.put_many([full, roomy], [(c.cert_id, HistoryEntry(T0 + 100, "fresh", "restart")) for c in (full, roomy)])
+        assert [e.detail for e in store.history(full.cert_id)] == [f"attempt {n}" for n in range(1, HISTORY)] + ["restart"]
+        assert [e.detail for e in store.history(roomy.cert_id)] == ["attempt 0", "restart"]
+
 
 class TestWorkers:
     def test_heartbeats(self, store):

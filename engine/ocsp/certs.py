@@ -87,6 +87,11 @@ class Leaf:
         return None if self._path is None else Path(self._path)
 
     @property
+    def path_text(self) -> str | None:
+        """``path`` as the string it was given as (no Path made: 100,000 of them add up)."""
+        return self._path
+
+    @property
     def serial_hex(self) -> str:
         return serial_text(self.serial)
 

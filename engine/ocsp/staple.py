@@ -81,7 +81,7 @@ class Reencoded:
         return getattr(self._response, name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a worker holds one per certificate
 class Staple:
     """A validated (or, for inspect, merely decoded) single OCSP answer."""
 

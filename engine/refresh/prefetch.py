@@ -211,17 +211,16 @@ class PrefetchWorker(WorkerThreads, Watches):
         """The state fields a load sets. One string object per distinct
         responder URL, and the name doubles as the path: at 100,000
         certificates, copies cost tens of megabytes."""
-        name = leaf.name
         url = _responder_url(leaf)
-        return {"name": name, "path": name if leaf.path else None, "responder": sys.intern(url) if url else None}
+        return {"name": leaf.name, "path": leaf.path_text, "responder": sys.intern(url) if url else None}
 
     def _add(self, cert_id: str, leaf: Leaf, before: CertState | None, now: float, fresh: Fresh | None) -> CertState:
         """A new certificate: due now, or when the plan for its fresh staple (first_look) says."""
-        identity = self._identity(leaf)
-        identity["next_attempt"] = now
-        state = replace(before, **identity) if before else CertState(cert_id, **identity)
+        fields = self._identity(leaf)
+        fields["next_attempt"] = now
         if fresh is not None:
-            state = replace(state, **fresh[1].changes)
+            fields.update(fresh[1].changes)
+        state = replace(before, **fields) if before else CertState(cert_id, **fields)
         cert = self._certs[cert_id] = _Cert(leaf, state)
         cert.planned_from = fresh[0].this_update if fresh is not None else None
         self._schedule.add(cert_id, responder_key(state.responder), fresh[1].due if fresh is not None else now)
