@@ -3,8 +3,8 @@ dashboard need, and the first step of every refresh (engine.refresh.stapler).
 
 Every staple read is validated again (signature, responder, CertID): the
 cache may be shared, and anyone who can write to it could plant a
-response. Validated bytes are remembered per certificate, so re-reading an
-unchanged staple costs a dict lookup and not a signature verification.
+response. Validated bytes are remembered per certificate (by digest), so
+re-reading an unchanged staple costs a hash and not a signature verification.
 Reading takes no fetch lock: a monitoring check needs no lock directory.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -37,7 +38,10 @@ class StapleReader:
         self.cache = cache
         self.policy = policy
         self.clock = clock
-        #: cert_id -> (the staple's DER, the issuer it was validated with, the staple)
+        #: cert_id -> (SHA-256 of the staple's DER, the issuer it was
+        #: validated with, the staple without its DER): a digest and not the
+        #: bytes, which the store hands over again at every read anyway
+        #: (100,000 certificates: 30 MB less)
         self._memo: dict[str, tuple[bytes, Any, Staple]] = {}
 
     def cached(self, leaf: Leaf) -> Staple | None:
@@ -72,8 +76,8 @@ class StapleReader:
         if not entry or entry.flag != FLAG_VALID or not entry.der:
             return None
         known = self._memo.get(leaf.cert_id)
-        if known is not None and known[0] == entry.der and known[1] == leaf.issuer:
-            return known[2]
+        if known is not None and known[1] == leaf.issuer and known[0] == hashlib.sha256(entry.der).digest():
+            return replace(known[2], der=entry.der)
         digest = validated.get(leaf.cert_id)
         before = digest is not None and digest == hashlib.sha256(entry.der).digest()
         try:
@@ -87,7 +91,7 @@ class StapleReader:
     def _remember(self, leaf: Leaf, staple: Staple) -> None:
         if len(self._memo) >= MEMO_SIZE and leaf.cert_id not in self._memo:
             self._memo.clear()
-        self._memo[leaf.cert_id] = (staple.der, leaf.issuer, staple)
+        self._memo[leaf.cert_id] = (hashlib.sha256(staple.der).digest(), leaf.issuer, replace(staple, der=b""))
 
     def usable(self, staple: Staple | None, now: float) -> bool:
         return staple is not None and is_usable(staple.this_update, staple.next_update, now, self.policy)
