@@ -41,7 +41,7 @@ from engine.responders.health import responder_key
 from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
 from engine.ocsp.staple import Staple
 from engine.refresh.stapler import Refresh, Stapler, owner_id
-from engine.refresh.survey import Fresh, first_look
+from engine.refresh.survey import first_look
 from engine.refresh.worker_state import CertState, HistoryEntry, StateStore, StateStoreError
 from engine.refresh import worker_events as events
 from engine.refresh.worker_events import WorkerEvent, WorkerOptions
@@ -153,14 +153,16 @@ class PrefetchWorker(WorkerThreads, Watches):
         with self._lock:
             new = [leaf for cert_id, leaf in incoming.items() if cert_id not in self._certs]
         try:
-            fresh = first_look(self.stapler, new, now, self.rand, validated)
+            fresh = first_look(self.stapler, new, now, validated)
         except StapleError:
             fresh = {}  # the store cannot be read: all due now, and their jobs say why
         if self._remembers:
-            digests = ((cert_id, _digest(staple)) for cert_id, (staple, _) in fresh.items())
+            digests = ((cert_id, _digest(staple)) for cert_id, staple in fresh.items())
             validated = {cert_id: digest for cert_id, digest in digests if validated.get(cert_id) != digest}
         added: list[CertState] = []
         changed: list[CertState] = []
+        #: cert_id -> (level, detail) of what the first look found fresh, as a job would say it
+        said: dict[str, tuple[str, str]] = {}
         with self._state_lock:
             with self._lock:
                 removed = [(cid, cert.leaf.name) for cid, cert in self._certs.items() if cid not in incoming]
@@ -170,15 +172,14 @@ class PrefetchWorker(WorkerThreads, Watches):
                 for cert_id, leaf in incoming.items():
                     cert = self._certs.get(cert_id)
                     if cert is None:
-                        added.append(self._add(cert_id, leaf, previous.get(cert_id), now, fresh.get(cert_id)))
+                        added.append(self._add(cert_id, leaf, previous.get(cert_id), now, fresh.get(cert_id), said))
                     elif (row := self._update(cert, leaf, now)) is not None:
                         changed.append(row)
                 self._loaded = True
                 self._dispatch_cv.notify()
             if self.state is not None:
                 self.state.remove([*(cert_id for cert_id, _ in removed), *(c for c in previous if c not in incoming)])
-                history = ((row.cert_id, HistoryEntry(now, "fresh", fresh[row.cert_id][1].detail))
-                           for row in added if row.cert_id in fresh)  # fmt: skip
+                history = ((cert_id, HistoryEntry(now, "fresh", detail)) for cert_id, (_, detail) in said.items())
                 # the issuer each new leaf was verified with, for the next start's load_all
                 bound = ((row.cert_id, fingerprint(incoming[row.cert_id].issuer)) for row in added)
                 bound = ((cert_id, issuer) for cert_id, issuer in bound if issued.get(cert_id) != issuer)
@@ -187,7 +188,7 @@ class PrefetchWorker(WorkerThreads, Watches):
         for cert_id, name in removed:
             self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
         for row in added:
-            for event in events.added(now, row, fresh.get(row.cert_id), responder_key(row.responder)):
+            for event in events.added(now, row, said.get(row.cert_id), responder_key(row.responder)):
                 self._emit(event)
         self._no_ocsp(without, now)
         return len(added), len(removed)
@@ -214,16 +215,22 @@ class PrefetchWorker(WorkerThreads, Watches):
         url = _responder_url(leaf)
         return {"name": leaf.name, "path": leaf.path_text, "responder": sys.intern(url) if url else None}
 
-    def _add(self, cert_id: str, leaf: Leaf, before: CertState | None, now: float, fresh: Fresh | None) -> CertState:
-        """A new certificate: due now, or when the plan for its fresh staple (first_look) says."""
+    def _add(
+        self, cert_id: str, leaf: Leaf, before: CertState | None, now: float, fresh: Staple | None,
+        said: dict[str, tuple[str, str]],
+    ) -> CertState:  # fmt: skip
+        """A new certificate: due now, or with a fresh staple (first_look) at
+        the renewal a job finding it would have planned (its words in ``said``)."""
         fields = self._identity(leaf)
-        fields["next_attempt"] = now
+        fields["next_attempt"] = due = now
         if fresh is not None:
-            fields.update(fresh[1].changes)
+            plan = plan_answer("fresh", fresh, now, now, self.policy, self.rand())
+            fields.update(plan.changes)
+            due, said[cert_id] = plan.due, (plan.level, plan.detail)
         state = replace(before, **fields) if before else CertState(cert_id, **fields)
         cert = self._certs[cert_id] = _Cert(leaf, state)
-        cert.planned_from = fresh[0].this_update if fresh is not None else None
-        self._schedule.add(cert_id, responder_key(state.responder), fresh[1].due if fresh is not None else now)
+        cert.planned_from = fresh.this_update if fresh is not None else None
+        self._schedule.add(cert_id, responder_key(state.responder), due)
         return state
 
     def _update(self, cert: _Cert, leaf: Leaf, now: float) -> CertState | None:

@@ -12,16 +12,12 @@ renewal; the others are due now, and their jobs take the lock as always.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from engine.ocsp.certs import Leaf
 from engine.ocsp.staple import Staple
 from engine.refresh.reader import StapleReader
-from engine.refresh.schedule import Plan, plan_answer
-
-#: a fresh staple the first look found, and the plan to renew it
-Fresh = tuple[Staple, Plan]
 
 #: certificates read from the store in one round trip, and validated by one thread
 BATCH = 2000
@@ -61,10 +57,9 @@ def cached_staples(
 
 
 def first_look(
-    reader: StapleReader, leaves: list[Leaf], now: float, rand: Callable[[], float],
-    validated: Mapping[str, bytes] = {},
-) -> dict[str, Fresh]:  # fmt: skip
-    """The leaves whose cached staple is fresh, each with the plan to renew it.
+    reader: StapleReader, leaves: list[Leaf], now: float, validated: Mapping[str, bytes] = {}
+) -> dict[str, Staple]:
+    """cert_id -> its cached staple, for the leaves whose staple is fresh.
 
     What a job's look in the cache would decide (Stapler.second_look's
     "fresh", with nothing planned yet), for all of them at once. Raises the
@@ -78,5 +73,5 @@ def first_look(
     for leaf in leaves:
         staple = staples.get(leaf.cert_id)
         if reader.usable(staple, now) and not reader.due(staple, now):  # type: ignore[arg-type]
-            fresh[leaf.cert_id] = (staple, plan_answer("fresh", staple, now, now, reader.policy, rand()))
-    return fresh
+            fresh[leaf.cert_id] = staple
+    return fresh  # type: ignore[return-value]

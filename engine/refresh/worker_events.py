@@ -12,7 +12,6 @@ from engine.clock import iso
 from engine.store.outages import Outage
 
 if TYPE_CHECKING:
-    from engine.refresh.survey import Fresh
     from engine.refresh.worker_state import CertState
 
 #: what an outage of the cache means for the renewals, by its reason
@@ -91,19 +90,18 @@ class WorkerEvent:
 # -- the events about something other than one certificate ------------------------
 
 
-def added(now: float, state: CertState, fresh: Fresh | None, key: str) -> list[WorkerEvent]:
+def added(now: float, state: CertState, said: tuple[str, str] | None, key: str) -> list[WorkerEvent]:
     """A certificate the worker took on: due now, or found with a fresh
-    staple (engine.refresh.survey), said as the job that found it would.
-    ``key``: its responder's (engine.responders.health.responder_key)."""
+    staple (engine.refresh.survey), said (``said``: level and detail) as the
+    job that found it would. ``key``: its responder's (responder_key)."""
     responder = state.responder or "(none)"
-    if fresh is None:
+    if said is None:
         return [WorkerEvent(now, "info", state.cert_id, state.name, "added", f"due now; responder {responder}")]
-    staple, plan = fresh
-    detail = f"cached staple still fresh; responder {responder}"
+    level, detail = said
     return [
-        WorkerEvent(now, "info", state.cert_id, state.name, "added", detail),
-        WorkerEvent(now, plan.level, state.cert_id, state.name, "fresh", plan.detail, None, staple.status,
-                    staple.this_update, staple.next_update, key, 0.0),
+        WorkerEvent(now, "info", state.cert_id, state.name, "added", f"cached staple still fresh; responder {responder}"),
+        WorkerEvent(now, level, state.cert_id, state.name, "fresh", detail, None, state.status, state.this_update,
+                    state.next_update, key, 0.0),
     ]  # fmt: skip
 
 
