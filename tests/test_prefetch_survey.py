@@ -123,3 +123,22 @@ def test_batches_are_read_and_validated_on_several_threads(rig, pki):
         leaves[0].cert_id: staples[leaves[0].cert_id].der, leaves[1].cert_id: staples[leaves[1].cert_id].der,
         leaves[2].cert_id: None}
     assert len(seen) == 2 and all(name.startswith("survey") for name in seen)
+
+
+def test_new_certificates_are_taken_on_in_batches_and_none_is_left_out(rig, pki, monkeypatch):
+    import engine.refresh.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "LOAD_BATCH", 2)
+    r = rig()
+    leaves = [new_leaf(pki) for _ in range(5)]
+    staples = fetched(r, leaves[::2])  # 0, 2 and 4 have a fresh staple; 1 and 3 none
+    now = r.clock.now()
+    assert r.worker.load(leaves) == (5, 0)
+    for n, leaf in enumerate(leaves):
+        fresh = staples.get(leaf.cert_id)
+        expected = renew_at(fresh.this_update, fresh.next_update, now, r.policy, 0.5) if fresh else now
+        assert r.due(leaf) == expected, n
+        assert r.state.get(leaf.cert_id).next_attempt == expected
+        assert [h.action for h in r.state.history(leaf.cert_id)] == (["fresh"] if fresh else [])
+    assert [e.cert_id for e in r.events if e.action == "added"] == [leaf.cert_id for leaf in leaves]
+    assert r.state.issued().keys() == {leaf.cert_id for leaf in leaves}

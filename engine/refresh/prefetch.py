@@ -57,6 +57,24 @@ AUDIT_BATCH = 5000
 _numbers = itertools.count(1)
 
 
+#: new certificates a load takes on at once (see load)
+LOAD_BATCH = 5000
+
+
+class _Known:
+    """What a first load reads of the state a previous run left, consumed as it goes."""
+
+    __slots__ = ("previous", "validated", "issued")
+
+    def __init__(self) -> None:
+        #: cert_id -> its state: failure counts carry over
+        self.previous: dict[str, CertState] = {}
+        #: cert_id -> SHA-256 of the staple validated last (engine.refresh.reader)
+        self.validated: dict[str, bytes] = {}
+        #: cert_id -> fingerprint of the issuer its signature verified with
+        self.issued: dict[str, bytes] = {}
+
+
 class _Cert:
     __slots__ = ("leaf", "state", "planned_from")
 
@@ -136,62 +154,72 @@ class PrefetchWorker(WorkerThreads, Watches):
         fresh (engine.refresh.survey: then at its renewal), removed ones
         leave the schedule and the state. The first load picks up the
         failure counts a previous run left in the state, and drops rows it
-        no longer needs.
+        no longer needs. New certificates are taken on LOAD_BATCH at a time
+        (a look in the cache, the schedule, one transaction), so that what
+        a load holds at once does not grow with the number of certificates.
         """
         now = self.clock.now()
         incoming: dict[str, Leaf] = {}
         without: dict[str, Leaf] = {}
         for leaf in leaves:
             (incoming if leaf.has_responder else without).setdefault(leaf.cert_id, leaf)
-        previous: dict[str, CertState] = {}
-        validated: dict[str, bytes] = {}
-        issued: dict[str, bytes] = {}
+        known = _Known()
         if not self._loaded and self.state is not None:
-            previous = {s.cert_id: s for s in self.state.all()}
-            validated = self.state.validated() if self._remembers else {}
-            issued = self.state.issued()
-        with self._lock:
-            new = [leaf for cert_id, leaf in incoming.items() if cert_id not in self._certs]
-        try:
-            fresh = first_look(self.stapler, new, now, validated)
-        except StapleError:
-            fresh = {}  # the store cannot be read: all due now, and their jobs say why
-        if self._remembers:
-            digests = ((cert_id, _digest(staple)) for cert_id, staple in fresh.items())
-            validated = {cert_id: digest for cert_id, digest in digests if validated.get(cert_id) != digest}
-        added: list[CertState] = []
+            known.previous = {s.cert_id: s for s in self.state.all()}
+            known.validated = self.state.validated() if self._remembers else {}
+            known.issued = self.state.issued()
         changed: list[CertState] = []
-        #: cert_id -> (level, detail) of what the first look found fresh, as a job would say it
-        said: dict[str, tuple[str, str]] = {}
         with self._state_lock:
             with self._lock:
                 removed = [(cid, cert.leaf.name) for cid, cert in self._certs.items() if cid not in incoming]
                 for cert_id, _ in removed:
                     del self._certs[cert_id]
                     self._schedule.remove(cert_id)
+                new = [leaf for cert_id, leaf in incoming.items() if cert_id not in self._certs]
                 for cert_id, leaf in incoming.items():
                     cert = self._certs.get(cert_id)
-                    if cert is None:
-                        added.append(self._add(cert_id, leaf, previous.get(cert_id), now, fresh.get(cert_id), said))
-                    elif (row := self._update(cert, leaf, now)) is not None:
+                    if cert is not None and (row := self._update(cert, leaf, now)) is not None:
                         changed.append(row)
                 self._loaded = True
                 self._dispatch_cv.notify()
             if self.state is not None:
-                self.state.remove([*(cert_id for cert_id, _ in removed), *(c for c in previous if c not in incoming)])
-                history = ((cert_id, HistoryEntry(now, "fresh", detail)) for cert_id, (_, detail) in said.items())
-                # the issuer each new leaf was verified with, for the next start's load_all
-                bound = ((row.cert_id, fingerprint(incoming[row.cert_id].issuer)) for row in added)
-                bound = ((cert_id, issuer) for cert_id, issuer in bound if issued.get(cert_id) != issuer)
-                self.state.put_many(added + changed, history, validated.items(), bound)
-        # Built one at a time, not kept in a list: 100,000 events add up.
+                gone = [*(cert_id for cert_id, _ in removed), *(c for c in known.previous if c not in incoming)]
+                self.state.remove(gone)
+                self.state.put_many(changed)
         for cert_id, name in removed:
             self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
+        for start in range(0, len(new), LOAD_BATCH):
+            self._take_on(new[start : start + LOAD_BATCH], known, now)
+        self._no_ocsp(without, now)
+        return len(new), len(removed)
+
+    def _take_on(self, leaves: list[Leaf], known: _Known, now: float) -> None:
+        """Schedule new certificates: a first look at their cached staples,
+        then their state, history and digests in one transaction, then their events."""
+        try:
+            fresh = first_look(self.stapler, leaves, now, known.validated)
+        except StapleError:
+            fresh = {}  # the store cannot be read: all due now, and their jobs say why
+        validated = {}
+        if self._remembers:
+            digests = ((cert_id, _digest(staple)) for cert_id, staple in fresh.items())
+            validated = {cert_id: digest for cert_id, digest in digests if known.validated.get(cert_id) != digest}
+        # the issuer each leaf was verified with, for the next start's load_all
+        bound = ((leaf.cert_id, fingerprint(leaf.issuer)) for leaf in leaves)
+        bound = [(cert_id, issuer) for cert_id, issuer in bound if known.issued.get(cert_id) != issuer]
+        #: cert_id -> (level, detail) of what the first look found fresh, as a job would say it
+        said: dict[str, tuple[str, str]] = {}
+        with self._state_lock:
+            with self._lock:
+                added = [self._add(leaf, known.previous.pop(leaf.cert_id, None), now, fresh.get(leaf.cert_id), said)
+                         for leaf in leaves]  # fmt: skip
+                self._dispatch_cv.notify()
+            if self.state is not None:
+                history = ((cert_id, HistoryEntry(now, "fresh", detail)) for cert_id, (_, detail) in said.items())
+                self.state.put_many(added, history, validated.items(), bound)
         for row in added:
             for event in events.added(now, row, said.get(row.cert_id), responder_key(row.responder)):
                 self._emit(event)
-        self._no_ocsp(without, now)
-        return len(added), len(removed)
 
     def _no_ocsp(self, without: dict[str, Leaf], now: float) -> None:
         """Certificates that name no OCSP responder: not scheduled, said once each
@@ -216,11 +244,11 @@ class PrefetchWorker(WorkerThreads, Watches):
         return {"name": leaf.name, "path": leaf.path_text, "responder": sys.intern(url) if url else None}
 
     def _add(
-        self, cert_id: str, leaf: Leaf, before: CertState | None, now: float, fresh: Staple | None,
-        said: dict[str, tuple[str, str]],
-    ) -> CertState:  # fmt: skip
+        self, leaf: Leaf, before: CertState | None, now: float, fresh: Staple | None, said: dict[str, tuple[str, str]]
+    ) -> CertState:
         """A new certificate: due now, or with a fresh staple (first_look) at
         the renewal a job finding it would have planned (its words in ``said``)."""
+        cert_id = leaf.cert_id
         fields = self._identity(leaf)
         fields["next_attempt"] = due = now
         if fresh is not None:
