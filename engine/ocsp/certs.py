@@ -61,14 +61,17 @@ class Leaf:
 
     def __init__(
         self, cert: x509.Certificate, issuer: x509.Certificate, path: Path | str | None = None,
-        url_override: str | None = None,
+        url_override: str | None = None, *, der: bytes | None = None, issuer_name: bytes | None = None,
     ) -> None:  # fmt: skip
-        data = cert.public_bytes(serialization.Encoding.DER)
+        """``der`` and ``issuer_name``: the certificate's, when the caller read them already."""
+        data = der if der is not None else cert.public_bytes(serialization.Encoding.DER)
+        if issuer_name is None:
+            issuer_name = tbs_names(data)[0]
         fields = {
             "der": data, "issuer": issuer, "_path": None if path is None else str(path), "url_override": url_override,
             "cert_id": hashlib.sha1(data).hexdigest(), "serial": cert.serial_number,
             "not_after": cert.not_valid_after_utc.timestamp(), "must_staple": is_must_staple(cert),
-            "aia_urls": _shared(tuple(ocsp_urls(cert))), "issuer_name": _shared(tbs_names(data)[0]),
+            "aia_urls": _shared(tuple(ocsp_urls(cert))), "issuer_name": _shared(issuer_name),
         }  # fmt: skip
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -296,8 +299,9 @@ def fingerprint(cert: x509.Certificate) -> bytes:
 
 
 def find_issuer(
-    cert: x509.Certificate, candidates: list[x509.Certificate], verified: bytes | None = None
-) -> x509.Certificate | None:
+    cert: x509.Certificate, candidates: list[x509.Certificate], verified: bytes | None = None,
+    issuer_name: bytes | None = None,
+) -> x509.Certificate | None:  # fmt: skip
     """The candidate that issued ``cert``: its key verifies ``cert``'s signature.
 
     A name and key identifier anyone can copy: a forged "issuer" with the
@@ -312,13 +316,14 @@ def find_issuer(
     ``verified``: the fingerprint of the issuer whose key this host
     verified ``cert`` with before (the prefetch worker's state, at a
     restart): that candidate, named as the issuer, is taken without
-    verifying the same signature again.
+    verifying the same signature again. ``issuer_name``: ``cert``'s issuer
+    field, when the caller read it already.
     """
     try:
         key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except _EXTENSION_ERRORS:
         key_id = None
-    name = tbs_names(cert.public_bytes(serialization.Encoding.DER))[0]
+    name = issuer_name if issuer_name is not None else tbs_names(cert.public_bytes(serialization.Encoding.DER))[0]
     likely = [c for c in candidates if key_id and _issuer_ids(c) == (key_id, name)]
     ordered = likely + [c for c in candidates if all(c is not other for other in likely)]
     if verified is not None:
@@ -383,12 +388,14 @@ def _load_leaf(
     leaf = certs[0]
     leaf.subject  # noqa: B018  (parsed, to fail here if it does not)
     candidates = read_certificates(issuer_path) if issuer_path else certs[1:]
-    known = verified.get(hashlib.sha1(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()) if verified else None
-    issuer = find_issuer(leaf, candidates, known)
+    data = leaf.public_bytes(serialization.Encoding.DER)
+    name = tbs_names(data)[0]
+    known = verified.get(hashlib.sha1(data).hexdigest()) if verified else None
+    issuer = find_issuer(leaf, candidates, known, name)
     if issuer is not None:
         if issuers is not None:
             issuer = issuers.setdefault(issuer, issuer)
-        return Leaf(cert=leaf, issuer=issuer, path=path, url_override=url_override)
+        return Leaf(leaf, issuer, path, url_override, der=data, issuer_name=name)
     where = f"in {issuer_path}" if issuer_path else f"in {path} (it holds no chain after the leaf)"
     if not issuer_path and len(certs) > 1:
         where = f"among the {len(certs) - 1} chain certificate(s) in {path}"
