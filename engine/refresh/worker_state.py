@@ -103,7 +103,7 @@ _PUT = f"INSERT OR REPLACE INTO certs ({', '.join(_FIELDS)}) VALUES ({', '.join(
 _PUT_VALIDATED = "INSERT OR REPLACE INTO validated (cert_id, sha256) VALUES (?, ?)"
 _PUT_ISSUED = "INSERT OR REPLACE INTO issued (cert_id, issuer_sha256) VALUES (?, ?)"
 _ADD_HISTORY = "INSERT INTO history (cert_id, at, action, detail) VALUES (?, ?, ?, ?)"
-_OVER = "SELECT cert_id FROM history GROUP BY cert_id HAVING count(*) > ?"
+_OVER = "SELECT cert_id FROM history WHERE cert_id BETWEEN ? AND ? GROUP BY cert_id HAVING count(*) > ?"
 _TRIM = """
 DELETE FROM history WHERE cert_id = :cert_id AND id <= coalesce(
     (SELECT id FROM history WHERE cert_id = :cert_id ORDER BY id DESC LIMIT 1 OFFSET :keep), -1)
@@ -256,11 +256,15 @@ class StateStore:
             conn.executemany(_PUT, (_row(s) for s in states))
             conn.executemany(_PUT_VALIDATED, validated)
             conn.executemany(_PUT_ISSUED, issued)
-            conn.executemany(_ADD_HISTORY, ((cert_id, e.when, e.action, e.detail) for cert_id, e in events))
-            # Trimmed where over the limit only: one pass over the index,
-            # not a statement per certificate (most have room to spare).
-            over = conn.execute(_OVER, (HISTORY,)).fetchall()
-            conn.executemany(_TRIM, ({"cert_id": cert_id, "keep": HISTORY} for (cert_id,) in over))
+            rows = [(cert_id, e.when, e.action, e.detail) for cert_id, e in events]
+            conn.executemany(_ADD_HISTORY, rows)
+            if rows:
+                # Trimmed where over the limit only: one pass over the index
+                # range of these certificates, not a statement per certificate
+                # (most have room to spare).
+                first, last = min(row[0] for row in rows), max(row[0] for row in rows)
+                over = conn.execute(_OVER, (first, last, HISTORY)).fetchall()
+                conn.executemany(_TRIM, ({"cert_id": cert_id, "keep": HISTORY} for (cert_id,) in over))
 
     def get(self, cert_id: str) -> CertState | None:
         with self._use("get") as conn:
