@@ -20,7 +20,8 @@ and in each:
              staple, the schedule, the state written)
   run_due    the first run_due(): the jobs of whatever the first look found due
   idle CPU   CPU time of the process over --idle seconds with the worker started
-  peak RSS   resource.getrusage(RUSAGE_SELF).ru_maxrss after each step
+  peak RSS   resource.getrusage(RUSAGE_SELF).ru_maxrss after each step, and
+             VmRSS at the end: what the running service holds
   written    bytes the process sent to storage (/proc/self/io write_bytes)
 
 "cold start" is sources + load + run_due: from nothing in memory to a
@@ -133,6 +134,14 @@ def _generate(certs: Path, store_path: Path, count: int, report: Any) -> None:
     report.put(written())
 
 
+def held_rss_mb() -> float:
+    """What the process holds now (VmRSS), not its high-water mark."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -179,6 +188,7 @@ def cold_start(workdir: Path, idle: float, report: Any) -> None:
     figures["idle_cpu_percent"] = 100 * figures["idle_cpu_s"] / figures["idle_s"]
     figures["stopped_cleanly"] = worker.stop()
     figures["rss_peak_mb"] = peak_rss_mb()
+    figures["rss_held_mb"] = held_rss_mb()
     state.close()
     stapler.cache.close()
     stapler.locks.close()
@@ -229,6 +239,7 @@ def table(f: dict) -> str:
          "  |  ".join(" / ".join(f"{f[r][k]:.0f}" for k in ("rss_after_sources_mb", "rss_after_load_mb",
                                                             "rss_after_run_due_mb", "rss_peak_mb")) + " MiB"
                       for r in ("first_start", "restart"))),
+        ("RSS held at the end (VmRSS)", both("rss_held_mb", "{:.0f} MiB")),
         ("stop() ended every thread", both("stopped_cleanly", "{}")),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
