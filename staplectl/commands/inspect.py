@@ -152,7 +152,10 @@ class _Checker:
         #: see build_items in staplectl.dashboard.snapshot: a shared cache never names a file to open
         self.paths_from_cache = paths_from_cache
 
-    def __call__(self, entry: Any, state: CertState | None, given: Found | None = None) -> Inspection:
+    def __call__(
+        self, entry: Any, state: CertState | None, given: Found | None = None, now: float | None = None
+    ) -> Inspection:
+        """The entry inspected at ``now`` (default: the clock's now)."""
         found = given
         if found is None or found.leaf is None:
             # a CERT given without its issuer may still be configured with one
@@ -163,7 +166,7 @@ class _Checker:
                 found = looked
             elif looked.note and not found.note:
                 found = replace(found, note=looked.note)
-        now = SYSTEM_CLOCK.now()
+        now = SYSTEM_CLOCK.now() if now is None else now
         return inspect_entry(entry, now, found=found, state=state, policy=self.policy, options=self.options)
 
 
@@ -180,8 +183,12 @@ def _table(
                 states = {s.cert_id: s for s in state_store.all()}
             except StapleError as error:
                 term.warn(f"prefetch worker state not shown: {error}")
-    rows = [check(e, states.get(e.cert_id)) for e in store.entries()]
+    # One "now" for every row and for checked_at: a row judged valid is
+    # valid at the time the output says it was checked (judged each at its
+    # own moment, a staple that lapsed while the rows were read was called
+    # valid at a checked_at after its nextUpdate; the soak caught it).
     now = SYSTEM_CLOCK.now()
+    rows = [check(e, states.get(e.cert_id), now=now) for e in store.entries()]
     down = _responders_down(config)
     if json_output:
         entries = [{**r.to_dict(), "responder_down": _down_of(r, down)} for r in rows]
@@ -252,7 +259,8 @@ def _one(
     if not entry:
         last = f"; the prefetch worker's last error: {state.last_error}" if state and state.last_error else ""
         raise NotInCacheError(f"{wanted.label}: no entry in cache {redact(store.uri)} (key {key}){last}")
-    row = check(entry, state, wanted.found)
+    now = SYSTEM_CLOCK.now()  # the row's and checked_at's (see _table)
+    row = check(entry, state, wanted.found, now=now)
     if text:
         if not entry.der:
             raise NotInCacheError(f"{wanted.label}: the entry holds metadata only, no response (key {key})")
@@ -266,7 +274,7 @@ def _one(
         data["validation"] = {"ok": row.valid, "problem": row.problem}
         data.update(response=response, meta=entry.meta, state=state.to_dict() if state else None)
         data["history"] = [h.to_dict() for h in history]
-        term.json({"cache": redact(store.uri), "entries": [data], "without_ocsp": []})
+        term.json({"cache": redact(store.uri), "checked_at": iso(now), "entries": [data], "without_ocsp": []})
         return
     _show(term, row, entry.der, state, history)
     if responder_down:

@@ -89,7 +89,10 @@ def service(tmp_path, home):
     def start(config: Path, *args: str, state: Path | None = None) -> subprocess.Popen:
         """The service on ``config``; ``state``: its $STAPLECTL_HOME, if not the test's home."""
         env = {**os.environ, "NO_COLOR": "1", "STAPLECTL_HOME": str(state or home)}
-        log = open(tmp_path / f"prefetch-{len(procs)}.log", "w+")
+        # "a+": the service's writes append whatever offset log_of's reads
+        # left the shared file description at (with "w+" a read racing a
+        # write put the service's next line over the start of the file)
+        log = open(tmp_path / f"prefetch-{len(procs)}.log", "a+")
         proc = subprocess.Popen(
             [staplectl_path(), "prefetch", "--config", str(config), *args],
             stdout=subprocess.DEVNULL, stderr=log, env=env, text=True,
