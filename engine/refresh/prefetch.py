@@ -18,7 +18,6 @@ watches the cache, the state file and the responders for outages
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import random
@@ -40,6 +39,7 @@ from engine.refresh.outcome import NO_OCSP, must_staple_without_ocsp
 from engine.responders.health import responder_key
 from engine.refresh.schedule import Schedule, Ticket, after_answer, plan_answer, plan_busy, plan_failure
 from engine.ocsp.staple import Staple
+from engine.refresh.reader import staple_digest
 from engine.refresh.stapler import Refresh, Stapler, owner_id
 from engine.refresh.survey import first_look
 from engine.refresh.worker_state import CertState, HistoryEntry, StateStore, StateStoreError
@@ -84,10 +84,6 @@ class _Cert:
         #: thisUpdate of the staple the current due time was planned to
         #: renew (see _refresh); None until a run found one
         self.planned_from: float | None = None
-
-
-def _digest(staple: Staple) -> bytes:
-    return hashlib.sha256(staple.der).digest()
 
 
 def _responder_url(leaf: Leaf) -> str | None:
@@ -206,7 +202,7 @@ class PrefetchWorker(WorkerThreads, Watches):
             fresh = {}  # the store cannot be read: all due now, and their jobs say why
         validated = {}
         if self._remembers:
-            digests = ((cert_id, _digest(staple)) for cert_id, staple in fresh.items())
+            digests = ((cert_id, staple_digest(staple.der)) for cert_id, staple in fresh.items())
             validated = {cert_id: digest for cert_id, digest in digests if known.validated.get(cert_id) != digest}
         # the issuer each leaf was verified with, for the next start's load_all
         bound = ((leaf.cert_id, fingerprint(leaf.issuer)) for leaf in leaves)
@@ -358,7 +354,7 @@ class PrefetchWorker(WorkerThreads, Watches):
             plan = plan_answer(action, result.staple, started, now, self.policy, self.rand())
             if action != "leased":
                 cert.planned_from = result.staple.this_update  # only this job's thread touches it
-            validated = _digest(result.staple) if self._remembers else None
+            validated = staple_digest(result.staple.der) if self._remembers else None
         changes = plan.changes
         event = WorkerEvent(
             now, plan.level, ticket.cert_id, leaf.name, action, plan.detail, reason,

@@ -31,6 +31,12 @@ from engine.store.providers.layout import FLAG_VALID
 MEMO_SIZE = 200_000
 
 
+def staple_digest(der: bytes) -> bytes:
+    """What a validated staple is remembered by: the SHA-256 of its DER
+    (the memo here, and the prefetch worker's ``validated`` table)."""
+    return hashlib.sha256(der).digest()
+
+
 class StapleReader:
     """The cache's staples, validated, and what the freshness policy says of them."""
 
@@ -76,10 +82,11 @@ class StapleReader:
         if not entry or entry.flag != FLAG_VALID or not entry.der:
             return None
         known = self._memo.get(leaf.cert_id)
-        if known is not None and known[1] == leaf.issuer and known[0] == hashlib.sha256(entry.der).digest():
+        remembered = validated.get(leaf.cert_id)
+        digest = staple_digest(entry.der) if known is not None or remembered is not None else None
+        if known is not None and known[1] == leaf.issuer and known[0] == digest:
             return replace(known[2], der=entry.der)
-        digest = validated.get(leaf.cert_id)
-        before = digest is not None and digest == hashlib.sha256(entry.der).digest()
+        before = remembered is not None and remembered == digest
         try:
             staple = validate(entry.der, leaf, self.clock.now(), check_time=False, source="cached staple",
                               verified_before=before)  # fmt: skip
@@ -91,7 +98,7 @@ class StapleReader:
     def _remember(self, leaf: Leaf, staple: Staple) -> None:
         if len(self._memo) >= MEMO_SIZE and leaf.cert_id not in self._memo:
             self._memo.clear()
-        self._memo[leaf.cert_id] = (hashlib.sha256(staple.der).digest(), leaf.issuer, replace(staple, der=b""))
+        self._memo[leaf.cert_id] = (staple_digest(staple.der), leaf.issuer, replace(staple, der=b""))
 
     def usable(self, staple: Staple | None, now: float) -> bool:
         return staple is not None and is_usable(staple.this_update, staple.next_update, now, self.policy)
