@@ -8,6 +8,7 @@ as soon as it ends, not after a backoff meant for a failing responder.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from engine.refresh.schedule import Schedule
     from engine.refresh.stapler import Refresh, Stapler
     from engine.refresh.worker_events import WorkerEvent
-    from engine.refresh.worker_state import StateStore, StateStoreError
+    from engine.refresh.worker_state import CertState, StateStore, StateStoreError
 
 
 class Watches:
@@ -67,16 +68,10 @@ class Watches:
         once) also finds every staple that is missing.
         """
         with self._lock:
-            due = [
-                cert_id for cert_id, cert in self._certs.items()
-                if cert.state.last_reason in STORE_DOWN_REASONS and self._schedule.advance(cert_id, now)
-            ]  # fmt: skip
-            for cert_id in due:
-                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
+            due = self._due_now(lambda state: state.last_reason in STORE_DOWN_REASONS, now)
             self._audit_now = True
             self._audit_order, self._audit_pos = [], 0
-            self._dispatch_cv.notify()
-        self._emit(events.cache_up(now, redact(self.stapler.cache.uri), outage, len(due)))
+        self._emit(events.cache_up(now, redact(self.stapler.cache.uri), outage, due))
 
     # -- responders --------------------------------------------------------------
 
@@ -100,15 +95,19 @@ class Watches:
             return
         # what failed while it was silent is due now, not at its own retry
         with self._lock:
-            due = [
-                cert_id for cert_id, cert in self._certs.items()
-                if cert.state.last_reason in RESPONDER_SILENT and responder_key(cert.state.responder) == key
-                and self._schedule.advance(cert_id, now)
-            ]  # fmt: skip
-            for cert_id in due:
-                self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
-            self._dispatch_cv.notify()
-        self._emit(events.responder_up(now, key, ended, len(due)))
+            due = self._due_now(
+                lambda state: state.last_reason in RESPONDER_SILENT and responder_key(state.responder) == key, now
+            )
+        self._emit(events.responder_up(now, key, ended, due))
+
+    def _due_now(self, failed: Callable[[CertState], bool], now: float) -> int:
+        """Bring forward to ``now`` every certificate whose state ``failed``
+        says the outage caused; how many moved (self._lock held)."""
+        due = [cert_id for cert_id, cert in self._certs.items() if failed(cert.state) and self._schedule.advance(cert_id, now)]
+        for cert_id in due:
+            self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
+        self._dispatch_cv.notify()
+        return len(due)
 
     # -- the state file ---------------------------------------------------------
 
