@@ -103,7 +103,9 @@ class Watches:
     def _due_now(self, failed: Callable[[CertState], bool], now: float) -> int:
         """Bring forward to ``now`` every certificate whose state ``failed``
         says the outage caused; how many moved (self._lock held)."""
-        due = [cert_id for cert_id, cert in self._certs.items() if failed(cert.state) and self._schedule.advance(cert_id, now)]
+        due = [
+            cert_id for cert_id, cert in self._certs.items() if failed(cert.state) and self._schedule.advance(cert_id, now)
+        ]  # fmt: skip
         for cert_id in due:
             self._certs[cert_id].state = replace(self._certs[cert_id].state, next_attempt=now)
         self._dispatch_cv.notify()
