@@ -11,8 +11,9 @@ needs the engine's cache mutex.
   another process would then delete the WAL under us.
 - Writes use ``BEGIN IMMEDIATE`` so that two writers queue on the busy
   timeout at the start instead of failing halfway with SQLITE_BUSY.
-- One connection per thread (sqlite3 connections must not be shared by
-  threads mid-statement), and a new one after a fork: a connection never
+- A connection is lent to one operation at a time (sqlite3 connections
+  must not be shared by threads mid-statement; engine.store.sqlitedb's
+  Connections), and a fork's child opens its own: a connection never
   crosses one.
 
 The staple and the metadata expire separately, as they do in memcached and
@@ -27,9 +28,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +110,11 @@ class LocalProvider(Provider):
         #: reads as empty (see engine.store.sqlitedb.connect_read_only)
         self.read_only = read_only
         self._clock = clock
-        self._local = threading.local()
         self._conns = Connections()
-        self._generation = 0
         self._last_purge = float("-inf")
         if self._exists():
-            self._conn()  # fail now, with the path in the message, not on first use
+            with self._lent():
+                pass  # fail now, with the path in the message, not on first use
 
     def _exists(self) -> bool:
         return not self.read_only or os.path.lexists(self.path)
@@ -132,12 +131,8 @@ class LocalProvider(Provider):
         except OSError as exc:
             raise CacheUnavailableError(f"local cache {self.path}: cannot open: {exc}") from exc
 
-    def _conn(self) -> sqlite3.Connection:
-        state = getattr(self._local, "state", None)
-        # A connection inherited through fork must not be used by the child.
-        if state is None or state[0] != os.getpid() or state[1] != self._generation:
-            self._local.state = state = (os.getpid(), self._generation, self._open())
-        return state[2]
+    def _lent(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._conns.lend(self._open)
 
     def _failure(self, action: str, exc: sqlite3.Error, *, writing: bool) -> CacheUnavailableError:
         """The error to raise, by what SQLite's says of the file (see sqlitedb.failure_kind)."""
@@ -165,8 +160,7 @@ class LocalProvider(Provider):
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         if self.read_only:
             raise CacheUnavailableError(f"local cache {self.path}: {action}: opened read-only")
-        with self._errors(action, writing=True):
-            conn = self._conn()
+        with self._errors(action, writing=True), self._lent() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -215,8 +209,8 @@ class LocalProvider(Provider):
     def get(self, cert_id: str) -> Entry | _NoEntry:
         if not self._exists():
             return NO_ENTRY
-        with self._errors("get"):
-            row = self._conn().execute(
+        with self._errors("get"), self._lent() as conn:
+            row = conn.execute(
                 f"SELECT {_COLUMNS} FROM staples WHERE cert_id = ?", (cert_id,)
             ).fetchone()
         entry = self._entry(row, self._clock.now()) if row else None
@@ -227,8 +221,7 @@ class LocalProvider(Provider):
         if not self._exists():
             return {}
         rows = []
-        with self._errors("get_many"):
-            conn = self._conn()
+        with self._errors("get_many"), self._lent() as conn:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -247,8 +240,8 @@ class LocalProvider(Provider):
         if not self._exists():
             return iter([])
         now = self._clock.now()
-        with self._errors("entries"):
-            rows = self._conn().execute(
+        with self._errors("entries"), self._lent() as conn:
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM staples WHERE {_ALIVE} ORDER BY cert_id", {"now": now}
             ).fetchall()
         # Materialised: a cursor left open would pin a WAL snapshot.
@@ -299,7 +292,6 @@ class LocalProvider(Provider):
             conn.execute("DELETE FROM staples WHERE cert_id = ?", (cert_id,))
 
     def close(self) -> None:
-        self._generation += 1
         self._conns.close_all()
 
     def __repr__(self) -> str:
