@@ -154,7 +154,7 @@ def cold_start(workdir: Path, idle: float, report: Any) -> None:
     began = time.perf_counter()
     state = StateStore(workdir / "state" / "worker.db")
     # as `staplectl prefetch` does: the issuers this host verified the leaves with before
-    loaded = load_all([CertSpec(str(certs))], verified=state.issued())
+    loaded = load_all([CertSpec(str(certs))], verified=state.issued(), keep_der=False)
     figures["sources_s"] = time.perf_counter() - began
     figures["sources_problems"] = len(loaded.problems)
     figures["distinct_issuers"] = len({id(leaf.issuer) for leaf in loaded.leaves})

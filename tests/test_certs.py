@@ -248,3 +248,38 @@ def test_names_read_off_the_der_are_cryptographys_byte_for_byte(pki):
     assert len(certs) > 40
     for cert in certs:
         assert tbs_names(cert.public_bytes(Encoding.DER)) == (cert.issuer.public_bytes(), cert.subject.public_bytes())
+
+
+def test_a_leaf_loaded_without_its_der_is_the_same_leaf(pki):
+    """What the prefetch service holds (keep_der=False) reads as the full leaf does."""
+    full = load_leaf(pki.good.chain_path)
+    light = load_leaf(pki.good.chain_path, keep_der=False)
+    assert light.der is None
+    assert full.der is not None
+    for field in ("cert_id", "serial", "not_after", "must_staple", "aia_urls", "issuer_name", "subject", "name"):
+        assert getattr(light, field) == getattr(full, field), field
+    assert light == full
+    assert hash(light) == hash(full)
+    assert light.cert == pki.good.cert  # read from its file again
+    moved = light.replace(url_override="http://127.0.0.1:1/")
+    assert moved.der is None
+    assert moved.cert_id == full.cert_id
+
+
+def test_a_leaf_without_its_der_reads_only_the_certificate_it_was_loaded_from(pki, tmp_path):
+    """Its file since replaced (a renewal before the reload): the new
+    certificate is not passed off as the one loaded."""
+    path = tmp_path / "site.pem"
+    path.write_bytes(pki.good.chain_path.read_bytes())
+    light = load_leaf(path, keep_der=False)
+    path.write_bytes(pki.other.chain_path.read_bytes())
+    with pytest.raises(CertificateFileError, match=r"site\.pem: holds another certificate"):
+        light.cert  # noqa: B018
+    assert "CN=good" in light.subject  # kept: staple metadata never reads the file
+
+
+def test_a_leaf_without_its_der_needs_a_file():
+    from engine.ocsp.certs import Leaf
+
+    with pytest.raises(ValueError, match="needs the file"):
+        Leaf(None, None, keep_der=False)  # type: ignore[arg-type]

@@ -106,10 +106,13 @@ class Loading:
     leaves from one CA, one intermediate in memory instead of 100,000.
     """
 
-    def __init__(self, specs: Iterable[CertSpec], verified: Mapping[str, bytes] = {}) -> None:
+    def __init__(self, specs: Iterable[CertSpec], verified: Mapping[str, bytes] = {}, keep_der: bool = True) -> None:
         """``verified``: cert_id -> fingerprint of the issuer this host
-        verified the leaf with before (engine.ocsp.certs.find_issuer)."""
+        verified the leaf with before (engine.ocsp.certs.find_issuer).
+        ``keep_der=False``: leaves without their DER, for a holder of many
+        that never sends them anywhere (the prefetch service; engine.ocsp.certs.Leaf)."""
         self._verified = verified
+        self._keep_der = keep_der
         self._files, empty = _expand(specs)
         self.files = len(self._files)
         #: (file, or the pattern when it matched nothing; the error saying why)
@@ -124,7 +127,7 @@ class Loading:
         for path, spec in self._files:
             try:
                 leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url, issuers=issuers,
-                                 verified=self._verified)  # fmt: skip
+                                 verified=self._verified, keep_der=self._keep_der)  # fmt: skip
             except StapleError as error:
                 self.problems.append((path, error))
                 continue
@@ -135,15 +138,19 @@ class Loading:
 
 
 def load_all(
-    specs: Iterable[CertSpec], *, on_files: Callable[[int], None] | None = None, verified: Mapping[str, bytes] = {}
+    specs: Iterable[CertSpec],
+    *,
+    on_files: Callable[[int], None] | None = None,
+    verified: Mapping[str, bytes] = {},
+    keep_der: bool = True,
 ) -> LoadResult:
     """Load every leaf the specs name; what cannot be loaded becomes a problem.
 
     ``on_files`` is told how many files there are before any is read (warm
     starts its worker processes then, to have them ready when loading ends).
-    ``verified``: as Loading's.
+    ``verified`` and ``keep_der``: as Loading's.
     """
-    loading = Loading(specs, verified)
+    loading = Loading(specs, verified, keep_der)
     if on_files is not None:
         on_files(loading.files)
     leaves = list(loading)

@@ -38,13 +38,19 @@ class Leaf:
     leaves share (their issuer, its name, the responder URLs of one CA) is
     one object among them.
 
+    The prefetch service keeps not even the DER (``keep_der=False``, about
+    700 bytes of a Leaf's 826): it keeps the subject's text, and ``cert``
+    reads the certificate from its file again, only if the file still
+    holds that very certificate. Nothing a refresh does reads it.
+
     Immutable: ``replace`` makes a changed copy.
     """
 
     __slots__ = ("der", "issuer", "_path", "url_override", "cert_id", "serial", "not_after", "must_staple",
-                 "aia_urls", "issuer_name")  # fmt: skip
+                 "aia_urls", "issuer_name", "_subject")  # fmt: skip
 
-    der: bytes
+    #: None for a leaf loaded with keep_der=False
+    der: bytes | None
     issuer: x509.Certificate
     #: the responder URL to use instead of the AIA one (SSLStaplingForceURL)
     url_override: str | None
@@ -62,13 +68,18 @@ class Leaf:
     def __init__(
         self, cert: x509.Certificate, issuer: x509.Certificate, path: Path | str | None = None,
         url_override: str | None = None, *, der: bytes | None = None, issuer_name: bytes | None = None,
+        keep_der: bool = True,
     ) -> None:  # fmt: skip
-        """``der`` and ``issuer_name``: the certificate's, when the caller read them already."""
+        """``der`` and ``issuer_name``: the certificate's, when the caller read them already.
+        ``keep_der=False``: keep the subject's text instead of the DER (see above)."""
+        if not keep_der and path is None:
+            raise ValueError("a Leaf without its DER needs the file it came from")
         data = der if der is not None else cert.public_bytes(serialization.Encoding.DER)
         if issuer_name is None:
             issuer_name = tbs_names(data)[0]
         fields = {
-            "der": data, "issuer": issuer, "_path": None if path is None else str(path), "url_override": url_override,
+            "der": data if keep_der else None, "issuer": issuer,
+            "_subject": None if keep_der else cert.subject.rfc4514_string(), "_path": None if path is None else str(path), "url_override": url_override,
             "cert_id": hashlib.sha1(data).hexdigest(), "serial": cert.serial_number,
             "not_after": cert.not_valid_after_utc.timestamp(), "must_staple": is_must_staple(cert),
             "aia_urls": _shared(tuple(ocsp_urls(cert))), "issuer_name": _shared(issuer_name),
@@ -81,8 +92,18 @@ class Leaf:
 
     @property
     def cert(self) -> x509.Certificate:
-        """The certificate, parsed again from its DER (a new object each time)."""
+        """The certificate, parsed again from its DER (a new object each time),
+        or read again from its file when the DER was not kept."""
+        if self.der is None:
+            return self._read_again()
         return x509.load_der_x509_certificate(self.der)
+
+    def _read_again(self) -> x509.Certificate:
+        path = Path(self._path)  # type: ignore[arg-type]  # keep_der=False only with a path
+        cert = read_certificates(path)[0]
+        if hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest() != self.cert_id:
+            raise CertificateFileError(f"{path}: holds another certificate than the one loaded from it; reload")
+        return cert
 
     @property
     def path(self) -> Path | None:
@@ -100,6 +121,8 @@ class Leaf:
 
     @property
     def subject(self) -> str:
+        if self._subject is not None:
+            return self._subject
         return self.cert.subject.rfc4514_string()
 
     @property
@@ -110,12 +133,13 @@ class Leaf:
     def replace(self, **changes: Any) -> Leaf:
         """A copy with ``issuer``, ``path`` or ``url_override`` changed."""
         fields = {"issuer": self.issuer, "path": self._path, "url_override": self.url_override, **changes}
-        return Leaf(self.cert, **fields)
+        return Leaf(self.cert, **fields, keep_der=self.der is not None)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Leaf):
             return NotImplemented
-        return (self.der, self._path, self.url_override) == (other.der, other._path, other.url_override) and (
+        # the cert_id is the DER's SHA-1: what httpd's cache tells certificates apart by
+        return (self.cert_id, self._path, self.url_override) == (other.cert_id, other._path, other.url_override) and (
             self.issuer == other.issuer
         )
 
@@ -353,6 +377,7 @@ def load_leaf(
     url_override: str | None = None,
     issuers: dict[x509.Certificate, x509.Certificate] | None = None,
     verified: Mapping[str, bytes] = {},
+    keep_der: bool = True,
 ) -> Leaf:
     """Load a leaf and find its issuer: in ``issuer_path`` if given, else in the leaf's file.
 
@@ -361,6 +386,7 @@ def load_leaf(
     looked in. ``issuers``, when given, makes issuers equal by DER one
     shared object (the first seen). ``verified``: cert_id -> fingerprint
     of the issuer this host verified the leaf with before (find_issuer).
+    ``keep_der=False``: a Leaf without its DER (see Leaf).
 
     What the engine reads of a leaf (its subject, must-staple, responder
     URLs) is read here, so that a certificate whose fields do not parse is
@@ -369,7 +395,7 @@ def load_leaf(
     formatted when shown).
     """
     try:
-        leaf = _load_leaf(path, issuer_path, url_override, issuers, verified)
+        leaf = _load_leaf(path, issuer_path, url_override, issuers, verified, keep_der)
     except _UNREADABLE as exc:
         raise CertificateFileError(
             f"{path}: a certificate in it cannot be read ({type(exc).__name__}: {exc})"
@@ -383,6 +409,7 @@ def _load_leaf(
     url_override: str | None,
     issuers: dict[x509.Certificate, x509.Certificate] | None,
     verified: Mapping[str, bytes],
+    keep_der: bool,
 ) -> Leaf:
     certs = read_certificates(path)
     leaf = certs[0]
@@ -395,7 +422,7 @@ def _load_leaf(
     if issuer is not None:
         if issuers is not None:
             issuer = issuers.setdefault(issuer, issuer)
-        return Leaf(leaf, issuer, path, url_override, der=data, issuer_name=name)
+        return Leaf(leaf, issuer, path, url_override, der=data, issuer_name=name, keep_der=keep_der)
     where = f"in {issuer_path}" if issuer_path else f"in {path} (it holds no chain after the leaf)"
     if not issuer_path and len(certs) > 1:
         where = f"among the {len(certs) - 1} chain certificate(s) in {path}"
