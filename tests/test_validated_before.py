@@ -157,3 +157,43 @@ def test_load_all_takes_the_issuers_verified_before(pki, tmp_path):
     cert_id = _hashlib.sha1(leaf.public_bytes(Encoding.DER)).hexdigest()
     warm = load_all([CertSpec(str(chain))], verified={cert_id: fingerprint(pki.intermediate.cert)})
     assert [found.cert_id for found in warm.leaves] == [cert_id] and warm.problems == []
+
+
+def test_a_restart_reads_what_the_previous_run_left_one_batch_at_a_time(
+    rig, pki, tmp_path, verifications, monkeypatch
+):
+    """At 100,000 certificates the previous run's rows, read at once, were
+    65 MiB held through the load: each batch reads its own cert_id range."""
+    import engine.refresh.prefetch as prefetch
+    from dataclasses import replace
+
+    monkeypatch.setattr(prefetch, "LOAD_BATCH", 2)
+    state_path = tmp_path / "state" / "batches.db"
+    first = rig(state_path=state_path)
+    leaves = sorted((new_leaf(pki) for _ in range(5)), key=lambda leaf: leaf.cert_id)
+    first.worker.load(leaves)
+    first.worker.run_due()
+    # what a previous run also left: a failure count (its staple since gone
+    # from the store, so it is due now and keeps it), and a certificate since removed
+    first.state.put(replace(first.state.get(leaves[3].cert_id), failures=4, last_error="timed out"))
+    first.stapler.cache.provider.delete(leaves[3].cert_id)
+    gone = new_leaf(pki)
+    first.state.put(prefetch.CertState(gone.cert_id, "gone.pem"))
+    first.close()
+    verifications.clear()
+    again = rig(state_path=state_path)
+    ranges = []
+    for name in ("all", "validated", "issued"):
+        real = getattr(again.state, name)
+
+        def spy(between=None, real=real, name=name):
+            ranges.append((name, between))
+            return real(between)
+
+        monkeypatch.setattr(again.state, name, spy)
+    assert again.worker.load(leaves) == (5, 0)
+    assert verifications == []  # every staple's digest was found in its batch's range
+    assert (again.state.get(leaves[3].cert_id).failures, again.due(leaves[3])) == (4, again.clock.now())
+    assert again.state.get(gone.cert_id) is None
+    batches = [(leaves[i].cert_id, leaves[min(i + 1, 4)].cert_id) for i in (0, 2, 4)]
+    assert sorted(ranges) == sorted((name, b) for name in ("all", "validated", "issued") for b in batches)

@@ -62,17 +62,20 @@ LOAD_BATCH = 5000
 
 
 class _Known:
-    """What a first load reads of the state a previous run left, consumed as it goes."""
+    """What the state a previous run left says of one batch of a first load's certificates."""
 
     __slots__ = ("previous", "validated", "issued")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, previous: dict[str, CertState] | None = None, validated: dict[str, bytes] | None = None,
+        issued: dict[str, bytes] | None = None,
+    ) -> None:  # fmt: skip
         #: cert_id -> its state: failure counts carry over
-        self.previous: dict[str, CertState] = {}
+        self.previous = previous or {}
         #: cert_id -> SHA-256 of the staple validated last (engine.refresh.reader)
-        self.validated: dict[str, bytes] = {}
+        self.validated = validated or {}
         #: cert_id -> fingerprint of the issuer its signature verified with
-        self.issued: dict[str, bytes] = {}
+        self.issued = issued or {}
 
 
 class _Cert:
@@ -159,11 +162,9 @@ class PrefetchWorker(WorkerThreads, Watches):
         without: dict[str, Leaf] = {}
         for leaf in leaves:
             (incoming if leaf.has_responder else without).setdefault(leaf.cert_id, leaf)
-        known = _Known()
-        if not self._loaded and self.state is not None:
-            known.previous = {s.cert_id: s for s in self.state.all()}
-            known.validated = self.state.validated() if self._remembers else {}
-            known.issued = self.state.issued()
+        # the first load reads what a previous run left, a batch at a time
+        first = not self._loaded and self.state is not None
+        left = self.state.cert_ids() if first else []  # type: ignore[union-attr]
         changed: list[CertState] = []
         with self._state_lock:
             with self._lock:
@@ -183,19 +184,21 @@ class PrefetchWorker(WorkerThreads, Watches):
                 self._loaded = True
                 self._dispatch_cv.notify()
             if self.state is not None:
-                gone = [*(cert_id for cert_id, _ in removed), *(c for c in known.previous if c not in incoming)]
+                gone = [*(cert_id for cert_id, _ in removed), *(c for c in left if c not in incoming)]
                 self.state.remove(gone)
                 self.state.put_many(changed)
         for cert_id, name in removed:
             self._emit(WorkerEvent(now, "info", cert_id, name, "removed", "left the schedule"))
         for start in range(0, len(new), LOAD_BATCH):
-            self._take_on(new[start : start + LOAD_BATCH], known, now)
+            self._take_on(new[start : start + LOAD_BATCH], first, now)
         self._no_ocsp(without, now)
         return len(new), len(removed)
 
-    def _take_on(self, leaves: list[Leaf], known: _Known, now: float) -> None:
-        """Schedule new certificates: a first look at their cached staples,
-        then their state, history and digests in one transaction, then their events."""
+    def _take_on(self, leaves: list[Leaf], first: bool, now: float) -> None:
+        """Schedule new certificates (in cert_id order): a first look at their
+        cached staples, then their state, history and digests in one
+        transaction, then their events. ``first``: of the first load."""
+        known = self._known((leaves[0].cert_id, leaves[-1].cert_id)) if first else _Known()
         try:
             fresh = first_look(self.stapler, leaves, now, known.validated)
         except StapleError:
@@ -220,6 +223,11 @@ class PrefetchWorker(WorkerThreads, Watches):
         for row in added:
             for event in events.added(now, row, said.get(row.cert_id), responder_key(row.responder)):
                 self._emit(event)
+
+    def _known(self, between: tuple[str, str]) -> _Known:
+        state: StateStore = self.state  # type: ignore[assignment]  # a first load's
+        validated = state.validated(between) if self._remembers else {}
+        return _Known({s.cert_id: s for s in state.all(between)}, validated, state.issued(between))
 
     def _no_ocsp(self, without: dict[str, Leaf], now: float) -> None:
         """Certificates that name no OCSP responder: not scheduled, said once each

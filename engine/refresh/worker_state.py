@@ -110,6 +110,10 @@ DELETE FROM history WHERE cert_id = :cert_id AND id <= coalesce(
 """
 
 
+def _between(between: tuple[str, str] | None) -> tuple[str, tuple[str, ...]]:
+    return ("", ()) if between is None else (" WHERE cert_id BETWEEN ? AND ?", between)
+
+
 class StateStoreError(StapleError):
     """The state database cannot be opened, read or written."""
 
@@ -271,26 +275,36 @@ class StateStore:
             row = conn.execute(f"SELECT {', '.join(_FIELDS)} FROM certs WHERE cert_id = ?", (cert_id,)).fetchone()
         return CertState(*row) if row else None
 
-    def all(self) -> list[CertState]:
+    # ``between``: (first, last) cert_id, inclusive; a load reads what one
+    # batch of certificates needs, not 100,000 rows at once.
+
+    def all(self, between: tuple[str, str] | None = None) -> list[CertState]:
+        where, args = _between(between)
         with self._use("all") as conn:
-            rows = conn.execute(f"SELECT {', '.join(_FIELDS)} FROM certs ORDER BY name, cert_id").fetchall()
+            rows = conn.execute(f"SELECT {', '.join(_FIELDS)} FROM certs{where} ORDER BY name, cert_id", args).fetchall()
         return [CertState(*row) for row in rows]
 
-    def validated(self) -> dict[str, bytes]:
+    def cert_ids(self) -> list[str]:
+        with self._use("cert_ids") as conn:
+            return [cert_id for (cert_id,) in conn.execute("SELECT cert_id FROM certs")]
+
+    def validated(self, between: tuple[str, str] | None = None) -> dict[str, bytes]:
         """cert_id -> SHA-256 of the last staple this host's worker validated for it.
 
         What a restart need not verify again (engine.refresh.reader): these
         are our own file's rows, beside our own store, and a digest matches
         only the very bytes that were checked.
         """
+        where, args = _between(between)
         with self._use("validated") as conn:
-            return dict(conn.execute("SELECT cert_id, sha256 FROM validated").fetchall())
+            return dict(conn.execute(f"SELECT cert_id, sha256 FROM validated{where}", args).fetchall())
 
-    def issued(self) -> dict[str, bytes]:
+    def issued(self, between: tuple[str, str] | None = None) -> dict[str, bytes]:
         """cert_id -> SHA-256 of the issuer this host's worker verified the
         certificate's signature with (engine.ocsp.certs.find_issuer)."""
+        where, args = _between(between)
         with self._use("issued") as conn:
-            return dict(conn.execute("SELECT cert_id, issuer_sha256 FROM issued").fetchall())
+            return dict(conn.execute(f"SELECT cert_id, issuer_sha256 FROM issued{where}", args).fetchall())
 
     def remove(self, cert_ids: Iterable[str]) -> None:
         """Forget certificates and their history."""
