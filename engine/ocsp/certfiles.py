@@ -50,11 +50,20 @@ def _candidates(path: str) -> list[str]:
     if not os.path.isdir(path):
         return [path] if os.path.isfile(path) else []
     try:
-        names = os.listdir(path)
+        # scandir, not listdir and isfile: the directory says which entries
+        # are regular files, a stat per file did (4 µs of 11 per file)
+        with os.scandir(path) as entries:
+            return [entry.path for entry in entries if entry.name.lower().endswith(CERT_SUFFIXES) and _is_file(entry)]
     except OSError:
         return []  # reported as "matches no file" with the reason below
-    files = (os.path.join(path, name) for name in names if name.lower().endswith(CERT_SUFFIXES))
-    return [file for file in files if os.path.isfile(file)]
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """os.path.isfile's answer (a symlink is its target), False where it would be."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _why_nothing(spec: CertSpec) -> str:
@@ -69,8 +78,12 @@ def _why_nothing(spec: CertSpec) -> str:
     return f"{spec.pattern}: matches no file (no such file or directory)"
 
 
-def _expand(specs: Iterable[CertSpec]) -> tuple[list[tuple[Path, CertSpec]], list[CertSpec]]:
-    """Every file with the first spec that found it (sorted), and the specs that found none."""
+def _expand(specs: Iterable[CertSpec]) -> tuple[list[tuple[str, CertSpec]], list[CertSpec]]:
+    """Every file with the first spec that found it (sorted), and the specs that found none.
+
+    Files as strings: a Path each, and its str() again in the Leaf, cost 4 µs
+    per file, at 100,000 of them.
+    """
     found: dict[str, CertSpec] = {}
     empty = []
     for spec in specs:
@@ -84,14 +97,16 @@ def _expand(specs: Iterable[CertSpec]) -> tuple[list[tuple[Path, CertSpec]], lis
             # whose targets change at every renewal; the operator knows the
             # name they gave.
             found.setdefault(os.path.abspath(file), spec)
-    # in the order of Paths (component by component), as files were always listed
-    ordered = sorted(found, key=lambda file: file.split(os.sep))
-    return [(Path(file), found[file]) for file in ordered], empty
+    # in the order of Paths (component by component), as files were always
+    # listed: with NUL, which no name holds, for the separator, the strings
+    # compare as their lists of components do, for a third of the cost
+    ordered = sorted(found, key=lambda file: file.replace(os.sep, "\0"))
+    return [(file, found[file]) for file in ordered], empty
 
 
 def expand(specs: Iterable[CertSpec]) -> list[Path]:
     """The certificate files the specs name: absolute, de-duplicated, sorted."""
-    return [path for path, _ in _expand(specs)[0]]
+    return [Path(path) for path, _ in _expand(specs)[0]]
 
 
 class Loading:
@@ -129,7 +144,7 @@ class Loading:
                 leaf = load_leaf(path, issuer_path=spec.issuer, url_override=spec.url, issuers=issuers,
                                  verified=self._verified, keep_der=self._keep_der)  # fmt: skip
             except StapleError as error:
-                self.problems.append((path, error))
+                self.problems.append((Path(path), error))
                 continue
             if leaf.cert_id in seen:
                 continue
