@@ -9,6 +9,7 @@ build the CertID and to check who signed the response.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -211,11 +212,10 @@ def serial_text(serial: int) -> str:
     return text if len(text) % 2 == 0 else "0" + text
 
 
-def read_certificates(path: Path) -> list[x509.Certificate]:
+def read_certificates(path: Path | str) -> list[x509.Certificate]:
     """Every certificate in a PEM file (in order), or the one in a DER file."""
     try:
-        with open(path, "rb") as file:  # pathlib's read_bytes cost twice as much
-            data = file.read()
+        data = _read(path)
     except FileNotFoundError:
         raise CertificateFileError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -233,6 +233,24 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
         raise CertificateFileError(
             f"{path}: not a certificate (neither PEM with a CERTIFICATE block nor DER)"
         ) from None
+
+
+def _read(path: Path | str) -> bytes:
+    """A file's bytes, with os.open and os.read: open() built a buffered
+    file object and asked whether it is a terminal, 11 µs a file against
+    5 (pathlib's read_bytes cost twice as much again)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, _READ_SIZE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+#: more than a certificate file with its chain holds: one read, and one to see the end
+_READ_SIZE = 1 << 16
 
 
 def issued_by(
@@ -371,7 +389,7 @@ _UNREADABLE = (
 
 
 def load_leaf(
-    path: Path,
+    path: Path | str,
     *,
     issuer_path: Path | None = None,
     url_override: str | None = None,
@@ -404,7 +422,7 @@ def load_leaf(
 
 
 def _load_leaf(
-    path: Path,
+    path: Path | str,
     issuer_path: Path | None,
     url_override: str | None,
     issuers: dict[x509.Certificate, x509.Certificate] | None,
