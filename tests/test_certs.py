@@ -283,3 +283,39 @@ def test_a_leaf_without_its_der_needs_a_file():
 
     with pytest.raises(ValueError, match="needs the file"):
         Leaf(None, None, keep_der=False)  # type: ignore[arg-type]
+
+
+def test_the_signed_part_sliced_off_the_der_is_cryptographys_byte_for_byte(pki):
+    """signed_part slices tbsCertificate off the DER (find_issuer verifies the
+    leaf's signature over it): the bytes tbs_certificate_bytes writes."""
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine.ocsp.certs import signed_part
+
+    corpus = Path(__file__).resolve().parent / "corpus"
+    certs = [getattr(pki, name).cert for name in ("root", "intermediate", "good", "must_staple", "no_aia")]
+    for path in sorted(corpus.rglob("*.pem")):
+        data = path.read_bytes()
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            certs += x509.load_pem_x509_certificates(data)
+    for cert in certs:
+        assert signed_part(cert.public_bytes(Encoding.DER)) == cert.tbs_certificate_bytes
+
+
+def test_a_shared_issuer_is_found_by_identity_and_an_equal_copy_by_its_der(pki):
+    """The caches find the shared issuer object by identity, and a copy equal
+    by DER (a fresh parse) still by the lru_cache behind: the same answers."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine.ocsp.certs import fingerprint, subject_der
+
+    issuer = pki.intermediate.cert
+    copy = x509.load_der_x509_certificate(issuer.public_bytes(Encoding.DER))
+    assert copy is not issuer
+    assert subject_der(issuer) == subject_der(copy) == issuer.subject.public_bytes()
+    assert fingerprint(issuer) == fingerprint(copy) == hashlib.sha256(issuer.public_bytes(Encoding.DER)).digest()
+    assert subject_der(pki.root.cert) == pki.root.cert.subject.public_bytes()

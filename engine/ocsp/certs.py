@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
-from functools import lru_cache
+from collections.abc import Callable, Mapping
+from functools import lru_cache, wraps
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,16 @@ def tbs_names(data: bytes) -> tuple[bytes, bytes]:
     return data[issuer_at:issuer_end], data[subject_at : der.header(data, subject_at)[2]]
 
 
+def signed_part(data: bytes) -> bytes:
+    """A certificate's tbsCertificate, as its DER writes it: what its signature signs.
+
+    Sliced from the DER (1 µs), where tbs_certificate_bytes writes it out
+    again (4 µs). Certificate ::= SEQUENCE { tbsCertificate, ... }
+    """
+    _, start, _ = der.header(data, 0)
+    return data[start : der.header(data, start)[2]]
+
+
 def serial_text(serial: int) -> str:
     """A serial as OpenSSL prints it: upper-case hex, whole bytes (09FAC1,
     not 9FAC1), so that it reads the same as ``openssl x509 -serial``."""
@@ -254,7 +264,8 @@ _READ_SIZE = 1 << 16
 
 
 def issued_by(
-    cert: x509.Certificate, candidate: x509.Certificate, issuer_name: bytes | None = None, *, signature: bool = True
+    cert: x509.Certificate, candidate: x509.Certificate, issuer_name: bytes | None = None, *, signature: bool = True,
+    tbs: bytes | None = None,
 ) -> bool:
     """True when ``candidate``'s name is ``cert``'s issuer and its key signed ``cert``.
 
@@ -264,6 +275,7 @@ def issued_by(
     and OpenSSL accepts them, so refusing them would mean no staple where
     httpd staples one. ``issuer_name``: ``cert``'s, when the caller read it already.
     ``signature=False`` compares the names alone (bytes this host verified before).
+    ``tbs``: ``cert``'s tbsCertificate as its DER writes it (signed_part), when the caller has it.
     """
     if issuer_name is None:
         issuer_name = tbs_names(cert.public_bytes(serialization.Encoding.DER))[0]
@@ -274,9 +286,41 @@ def issued_by(
     key = _public_key(candidate)
     if key is None:
         return False  # a key type cryptography cannot load (SLH-DSA today) verifies nothing
-    return signed_by(cert.signature, cert.tbs_certificate_bytes, cert, key)
+    # tbs_certificate_bytes writes the TBS out again: 4 µs a call
+    return signed_by(cert.signature, tbs if tbs is not None else cert.tbs_certificate_bytes, cert, key)
 
 
+def by_identity(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` of a certificate (and of other hashable arguments),
+    looked up by the certificate object before its lru_cache is asked.
+
+    lru_cache hashes a certificate by its whole DER at every call (1.3 µs)
+    and compares it with the one it keeps; the issuer of every leaf loaded
+    is one shared object (engine.ocsp.certfiles.Loading), looked up
+    several times a certificate on a first start. A hit holds the very
+    object: an id is not reused while it is held.
+    """
+    seen: dict[tuple[Any, ...], tuple[x509.Certificate, Any]] = {}
+
+    @wraps(function)
+    def cached(cert: x509.Certificate, *args: Any) -> Any:
+        key = (id(cert), *args)
+        hit = seen.get(key)
+        if hit is not None and hit[0] is cert:
+            return hit[1]
+        value = function(cert, *args)
+        if len(seen) >= _IDENTITY_SIZE:
+            seen.clear()  # certificates that come once each (a delegated responder's, per response)
+        seen[key] = (cert, value)
+        return value
+
+    return cached
+
+
+_IDENTITY_SIZE = 256
+
+
+@by_identity
 @lru_cache(maxsize=256)  # the same few issuers come with every leaf
 def _public_key(cert: x509.Certificate) -> Any:
     """The certificate's public key (loaded once per issuer, not once per leaf); None when unloadable."""
@@ -290,7 +334,11 @@ def signed_by(signature: bytes, data: bytes, signed: Any, key: Any) -> bool:
     """Does ``key`` verify ``signature`` over ``data``, with the algorithm ``signed``
     (a certificate) names?"""
     try:
-        verify_with(key, signature, data, signed.signature_hash_algorithm, signed.signature_algorithm_parameters)
+        # the parameters are RSA's padding; for an EC signature cryptography
+        # builds an ECDSA object to hand them out (2.8 µs), which verify_with
+        # has no use for
+        rsa_padding = signed.signature_algorithm_parameters if isinstance(key, rsa.RSAPublicKey) else None
+        verify_with(key, signature, data, signed.signature_hash_algorithm, rsa_padding)
     except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
         return False
     return True
@@ -305,7 +353,7 @@ def verify_with(key: Any, signature: bytes, data: bytes, hash_algorithm: Any, rs
     if isinstance(key, rsa.RSAPublicKey):
         key.verify(signature, data, rsa_padding, hash_algorithm)
     elif isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(signature, data, ec.ECDSA(hash_algorithm))
+        key.verify(signature, data, _ecdsa(hash_algorithm))
     elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         key.verify(signature, data)
     elif isinstance(key, dsa.DSAPublicKey):
@@ -314,16 +362,34 @@ def verify_with(key: Any, signature: bytes, data: bytes, hash_algorithm: Any, rs
         raise TypeError(f"a key type we cannot verify ({type(key).__name__})")
 
 
+def _ecdsa(hash_algorithm: Any) -> ec.ECDSA:
+    """ec.ECDSA(hash_algorithm), one per hash: its constructor imports the
+    backend at every call (1.2 µs, two signatures a certificate)."""
+    # getattr: a signature algorithm without a hash (Ed25519's OID over an
+    # EC key) fails in verify, as ever, and not here
+    key = (type(hash_algorithm), getattr(hash_algorithm, "digest_size", None))
+    algorithm = _ECDSA.get(key)
+    if algorithm is None:
+        algorithm = _ECDSA[key] = ec.ECDSA(hash_algorithm)
+    return algorithm
+
+
+#: (hash type, digest size) -> its ECDSA: the few hashes X.509 and OCSP sign with
+_ECDSA: dict[tuple[type, int | None], ec.ECDSA] = {}
+
+
 #: what a certificate with unparsable or duplicate extensions raises
 _EXTENSION_ERRORS = (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension)
 
 
+@by_identity
 @lru_cache(maxsize=1024)  # the same few issuers come with every leaf and sign every response
 def subject_der(cert: x509.Certificate) -> bytes:
     """The certificate's subject name as its DER writes it."""
     return tbs_names(cert.public_bytes(serialization.Encoding.DER))[1]
 
 
+@by_identity
 @lru_cache(maxsize=256)  # the same few issuers come with every leaf
 def _issuer_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes]:
     """A would-be issuer's subjectKeyIdentifier (None without one) and subject DER."""
@@ -334,6 +400,7 @@ def _issuer_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes]:
     return key_id, subject_der(cert)
 
 
+@by_identity
 @lru_cache(maxsize=256)  # the same few issuers come with every leaf
 def fingerprint(cert: x509.Certificate) -> bytes:
     """SHA-256 of the certificate's DER."""
@@ -342,7 +409,7 @@ def fingerprint(cert: x509.Certificate) -> bytes:
 
 def find_issuer(
     cert: x509.Certificate, candidates: list[x509.Certificate], verified: bytes | None = None,
-    issuer_name: bytes | None = None,
+    issuer_name: bytes | None = None, der: bytes | None = None,
 ) -> x509.Certificate | None:  # fmt: skip
     """The candidate that issued ``cert``: its key verifies ``cert``'s signature.
 
@@ -358,8 +425,8 @@ def find_issuer(
     ``verified``: the fingerprint of the issuer whose key this host
     verified ``cert`` with before (the prefetch worker's state, at a
     restart): that candidate, named as the issuer, is taken without
-    verifying the same signature again. ``issuer_name``: ``cert``'s issuer
-    field, when the caller read it already.
+    verifying the same signature again. ``issuer_name``, ``der``: ``cert``'s
+    issuer field and DER, when the caller read them already.
     """
     try:
         key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
@@ -372,8 +439,9 @@ def find_issuer(
         for candidate in ordered:
             if fingerprint(candidate) == verified and issued_by(cert, candidate, name, signature=False):
                 return candidate
+    tbs = signed_part(der) if der is not None else None
     for candidate in ordered:
-        if issued_by(cert, candidate, name):
+        if issued_by(cert, candidate, name, tbs=tbs):
             return candidate
     return None
 
@@ -433,13 +501,14 @@ def _load_leaf(
     leaf = certs[0]
     leaf.subject  # noqa: B018  (parsed, to fail here if it does not)
     candidates = read_certificates(issuer_path) if issuer_path else certs[1:]
+    if issuers is not None:
+        # shared before they are looked at: the caches below find them by identity (by_identity)
+        candidates = [issuers.setdefault(candidate, candidate) for candidate in candidates]
     data = leaf.public_bytes(serialization.Encoding.DER)
     name = tbs_names(data)[0]
     known = verified.get(hashlib.sha1(data).hexdigest()) if verified else None
-    issuer = find_issuer(leaf, candidates, known, name)
+    issuer = find_issuer(leaf, candidates, known, name, data)
     if issuer is not None:
-        if issuers is not None:
-            issuer = issuers.setdefault(issuer, issuer)
         return Leaf(leaf, issuer, path, url_override, der=data, issuer_name=name, keep_der=keep_der)
     where = f"in {issuer_path}" if issuer_path else f"in {path} (it holds no chain after the leaf)"
     if not issuer_path and len(certs) > 1:
