@@ -123,8 +123,9 @@ class Staple:
 
     @classmethod
     def from_single(
-        cls, der: bytes, response: ocsp.OCSPResponse, single: ocsp.OCSPSingleResponse
+        cls, der: bytes, response: ocsp.OCSPResponse, single: ocsp.OCSPSingleResponse, weak: tuple[str, ...] = ()
     ) -> "Staple":
+        """``weak``: as validation found it (given here: a dataclasses.replace after cost 2.7 µs)."""
         revocation_time = None
         reason = None
         status = _STATUS[single.certificate_status]
@@ -141,6 +142,7 @@ class Staple:
             produced_at=response.produced_at_utc.timestamp(),
             revocation_time=revocation_time,
             revocation_reason=reason,
+            weak=weak,
         )
 
 
