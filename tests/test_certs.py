@@ -232,19 +232,12 @@ def test_names_read_off_the_der_are_cryptographys_byte_for_byte(pki):
     """tbs_names reads the issuer and subject by hand (a CertID hashes the
     issuer name; find_issuer compares names): the same bytes cryptography
     gives, for every certificate of the test PKI and the real ones of the corpus."""
-    from pathlib import Path
 
-    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from engine.ocsp.certs import tbs_names
 
-    corpus = Path(__file__).resolve().parent / "corpus"
-    certs = [getattr(pki, name).cert for name in ("root", "intermediate", "good", "must_staple", "no_aia")]
-    for path in sorted(corpus.rglob("*.pem")):
-        data = path.read_bytes()
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            certs += x509.load_pem_x509_certificates(data)
+    certs = _every_certificate(pki)
     assert len(certs) > 40
     for cert in certs:
         assert tbs_names(cert.public_bytes(Encoding.DER)) == (cert.issuer.public_bytes(), cert.subject.public_bytes())
@@ -288,19 +281,12 @@ def test_a_leaf_without_its_der_needs_a_file():
 def test_the_signed_part_sliced_off_the_der_is_cryptographys_byte_for_byte(pki):
     """signed_part slices tbsCertificate off the DER (find_issuer verifies the
     leaf's signature over it): the bytes tbs_certificate_bytes writes."""
-    from pathlib import Path
 
-    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from engine.ocsp.certs import signed_part
 
-    corpus = Path(__file__).resolve().parent / "corpus"
-    certs = [getattr(pki, name).cert for name in ("root", "intermediate", "good", "must_staple", "no_aia")]
-    for path in sorted(corpus.rglob("*.pem")):
-        data = path.read_bytes()
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            certs += x509.load_pem_x509_certificates(data)
+    certs = _every_certificate(pki)
     for cert in certs:
         assert signed_part(cert.public_bytes(Encoding.DER)) == cert.tbs_certificate_bytes
 
@@ -319,3 +305,18 @@ def test_a_shared_issuer_is_found_by_identity_and_an_equal_copy_by_its_der(pki):
     assert subject_der(issuer) == subject_der(copy) == issuer.subject.public_bytes()
     assert fingerprint(issuer) == fingerprint(copy) == hashlib.sha256(issuer.public_bytes(Encoding.DER)).digest()
     assert subject_der(pki.root.cert) == pki.root.cert.subject.public_bytes()
+
+
+def _every_certificate(pki):
+    """The test PKI's certificates and every one in the corpus (real CAs' among them)."""
+    from pathlib import Path
+
+    from cryptography import x509
+
+    corpus = Path(__file__).resolve().parent / "corpus"
+    certs = [getattr(pki, name).cert for name in ("root", "intermediate", "good", "must_staple", "no_aia")]
+    for path in sorted(corpus.rglob("*.pem")):
+        data = path.read_bytes()
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            certs += x509.load_pem_x509_certificates(data)
+    return certs
