@@ -79,8 +79,8 @@ class Leaf:
         if issuer_name is None:
             issuer_name = tbs_names(data)[0]
         fields = {
-            "der": data if keep_der else None, "issuer": issuer,
-            "_subject": None if keep_der else cert.subject.rfc4514_string(), "_path": None if path is None else str(path), "url_override": url_override,
+            "der": data if keep_der else None, "_subject": None if keep_der else cert.subject.rfc4514_string(),
+            "issuer": issuer, "_path": None if path is None else str(path), "url_override": url_override,
             "cert_id": hashlib.sha1(data).hexdigest(), "serial": cert.serial_number,
             "not_after": cert.not_valid_after_utc.timestamp(), "must_staple": is_must_staple(cert),
             "aia_urls": _shared(tuple(ocsp_urls(cert))), "issuer_name": _shared(issuer_name),

@@ -282,7 +282,8 @@ class StateStore:
     def all(self, between: tuple[str, str] | None = None) -> list[CertState]:
         where, args = _between(between)
         with self._use("all") as conn:
-            rows = conn.execute(f"SELECT {', '.join(_FIELDS)} FROM certs{where} ORDER BY name, cert_id", args).fetchall()
+            query = f"SELECT {', '.join(_FIELDS)} FROM certs{where} ORDER BY name, cert_id"
+            rows = conn.execute(query, args).fetchall()
         return [CertState(*row) for row in rows]
 
     def cert_ids(self) -> list[str]:
