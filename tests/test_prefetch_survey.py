@@ -143,3 +143,28 @@ def test_new_certificates_are_taken_on_in_batches_and_none_is_left_out(rig, pki,
     # taken on in cert_id order, each batch's events together
     assert [e.cert_id for e in r.events if e.action == "added"] == sorted(leaf.cert_id for leaf in leaves)
     assert r.state.issued().keys() == {leaf.cert_id for leaf in leaves}
+
+
+def test_a_restart_finding_the_staple_it_knew_writes_no_history_row(rig, pki, tmp_path):
+    """A crash loop's starts would otherwise each write a "fresh" row per
+    certificate, and push out (20 are kept) the rows that say why it failed."""
+    from dataclasses import replace
+
+    state_path = tmp_path / "state" / "history.db"
+    first = rig(state_path=state_path)
+    leaves = [new_leaf(pki) for _ in range(2)]
+    fetched(first, leaves)
+    first.worker.load(leaves)
+    for leaf in leaves:
+        assert [h.action for h in first.state.history(leaf.cert_id)] == ["fresh"]
+    # the previous run knew an older staple of the first certificate
+    known = first.state.get(leaves[0].cert_id)
+    first.state.put(replace(known, this_update=known.this_update - 3600))
+    first.close()
+    again = rig(state_path=state_path)
+    again.clock.advance(60)
+    assert again.worker.load(leaves) == (2, 0)
+    assert [h.action for h in again.state.history(leaves[0].cert_id)] == ["fresh", "fresh"]  # news
+    assert [h.action for h in again.state.history(leaves[1].cert_id)] == ["fresh"]  # nothing new
+    # the log says what the first look found all the same
+    assert sorted(e.cert_id for e in again.events if e.action == "fresh") == sorted(leaf.cert_id for leaf in leaves)

@@ -89,6 +89,11 @@ class _Cert:
         self.planned_from: float | None = None
 
 
+def _knew(before: CertState | None, staple: Staple) -> bool:
+    """Was this the last staple the previous run saw for the certificate?"""
+    return before is not None and (before.this_update, before.status) == (staple.this_update, staple.status)
+
+
 def _responder_url(leaf: Leaf) -> str | None:
     try:
         return leaf.responder_url()
@@ -210,6 +215,10 @@ class PrefetchWorker(WorkerThreads, Watches):
         # the issuer each leaf was verified with, for the next start's load_all
         bound = ((leaf.cert_id, fingerprint(leaf.issuer)) for leaf in leaves)
         bound = [(cert_id, issuer) for cert_id, issuer in bound if known.issued.get(cert_id) != issuer]
+        # a staple the previous run already knew gets no history row: at every
+        # start of a crash loop, rows saying nothing new would push out (20
+        # kept a certificate) the ones that say why it failed
+        news = {cert_id for cert_id, staple in fresh.items() if not _knew(known.previous.get(cert_id), staple)}
         #: cert_id -> (level, detail) of what the first look found fresh, as a job would say it
         said: dict[str, tuple[str, str]] = {}
         with self._state_lock:
@@ -218,7 +227,8 @@ class PrefetchWorker(WorkerThreads, Watches):
                          for leaf in leaves]  # fmt: skip
                 self._dispatch_cv.notify()
             if self.state is not None:
-                history = ((cert_id, HistoryEntry(now, "fresh", detail)) for cert_id, (_, detail) in said.items())
+                history = [(cert_id, HistoryEntry(now, "fresh", detail))
+                           for cert_id, (_, detail) in said.items() if cert_id in news]  # fmt: skip
                 self.state.put_many(added, history, validated.items(), bound)
         for row in added:
             for event in events.added(now, row, said.get(row.cert_id), responder_key(row.responder)):
