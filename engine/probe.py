@@ -23,7 +23,8 @@ from OpenSSL import SSL
 
 from engine.clock import iso
 from engine.errors import InputError, StapleError, ValidationError
-from engine.ocsp.certs import Leaf, find_issuer
+from engine.ocsp.certs import Leaf
+from engine.ocsp.issuers import find_issuer
 from engine.ocsp.staple import Staple
 from engine.ocsp.validate import ValidationOptions, validate
 from engine.refresh.freshness import FreshnessPolicy, expires_at, is_usable

@@ -193,7 +193,7 @@ def test_a_sha1_signature_is_checked_not_refused(tmp_path, key_type):
 
     from cryptography import x509
 
-    from engine.ocsp.certs import issued_by
+    from engine.ocsp.issuers import issued_by
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -235,7 +235,7 @@ def test_names_read_off_the_der_are_cryptographys_byte_for_byte(pki):
 
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from engine.ocsp.certs import tbs_names
+    from engine.ocsp.issuers import tbs_names
 
     certs = _every_certificate(pki)
     assert len(certs) > 40
@@ -284,7 +284,7 @@ def test_the_signed_part_sliced_off_the_der_is_cryptographys_byte_for_byte(pki):
 
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from engine.ocsp.certs import signed_part
+    from engine.ocsp.issuers import signed_part
 
     certs = _every_certificate(pki)
     for cert in certs:
@@ -297,7 +297,7 @@ def test_a_shared_issuer_is_found_by_identity_and_an_equal_copy_by_its_der(pki):
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from engine.ocsp.certs import fingerprint, subject_der
+    from engine.ocsp.issuers import fingerprint, subject_der
 
     issuer = pki.intermediate.cert
     copy = x509.load_der_x509_certificate(issuer.public_bytes(Encoding.DER))

@@ -105,7 +105,7 @@ def broken_signature(cert):
 
 
 def test_an_issuer_verified_before_is_taken_without_the_signature_and_only_that_one(pki):
-    from engine.ocsp.certs import find_issuer, fingerprint
+    from engine.ocsp.issuers import find_issuer, fingerprint
 
     issuer = pki.intermediate.cert
     leaf = broken_signature(pki.good.cert)
@@ -147,7 +147,7 @@ def test_load_all_takes_the_issuers_verified_before(pki, tmp_path):
 
     from engine.errors import IssuerNotFoundError
     from engine.ocsp.certfiles import CertSpec, load_all
-    from engine.ocsp.certs import fingerprint
+    from engine.ocsp.issuers import fingerprint
 
     leaf = broken_signature(pki.good.cert)
     chain = tmp_path / "broken-chain.pem"

@@ -123,7 +123,7 @@ class Loading:
 
     def __init__(self, specs: Iterable[CertSpec], verified: Mapping[str, bytes] = {}, keep_der: bool = True) -> None:
         """``verified``: cert_id -> fingerprint of the issuer this host
-        verified the leaf with before (engine.ocsp.certs.find_issuer).
+        verified the leaf with before (engine.ocsp.issuers.find_issuer).
         ``keep_der=False``: leaves without their DER, for a holder of many
         that never sends them anywhere (the prefetch service; engine.ocsp.certs.Leaf)."""
         self._verified = verified

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine.bounds import CERTID_HASHES
 from engine.ocsp import der
-from engine.ocsp.certs import Leaf, by_identity
+from engine.ocsp.certs import Leaf
+from engine.ocsp.issuers import by_identity
 
 #: each CertID hash with its AlgorithmIdentifier (OID and NULL parameters, as OpenSSL writes it)
 _HASHES: dict[str, bytes] = {
@@ -98,7 +99,7 @@ def build_request(leaf: Leaf, *, hash_name: str = "sha1", nonce: bool = False) -
     )
 
 
-@by_identity  # the issuer of every leaf loaded is one shared object (engine.ocsp.certs.by_identity)
+@by_identity  # the issuer of every leaf loaded is one shared object (engine.ocsp.issuers.by_identity)
 @lru_cache(maxsize=1024)  # the same few issuers sign every leaf
 def key_hash(issuer: x509.Certificate, hash_name: str) -> bytes:
     """The hash of the issuer's subjectPublicKey BIT STRING contents (RFC 6960 4.1.1)."""

@@ -24,7 +24,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
 from engine.bounds import DEFAULT_MAX_AGE, DEFAULT_SKEW
 from engine.ocsp import der
-from engine.ocsp.certs import Leaf, issued_by, subject_der, verify_with
+from engine.ocsp.certs import Leaf
+from engine.ocsp.issuers import issued_by, subject_der, verify_with
 from engine.clock import iso
 from engine.errors import (
     BadValidityError,

@@ -30,7 +30,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
 
-from engine.ocsp.certs import Leaf, fingerprint
+from engine.ocsp.certs import Leaf
+from engine.ocsp.issuers import fingerprint
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import MustStapleWithoutOCSPError, StapleError, UnexpectedError
 from engine.locks.fetchlocks import LockTimeoutError

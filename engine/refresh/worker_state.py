@@ -303,7 +303,7 @@ class StateStore:
 
     def issued(self, between: tuple[str, str] | None = None) -> dict[str, bytes]:
         """cert_id -> SHA-256 of the issuer this host's worker verified the
-        certificate's signature with (engine.ocsp.certs.find_issuer)."""
+        certificate's signature with (engine.ocsp.issuers.find_issuer)."""
         where, args = _between(between)
         with self._use("issued") as conn:
             return dict(conn.execute(f"SELECT cert_id, issuer_sha256 FROM issued{where}", args).fetchall())

@@ -175,7 +175,7 @@ class Service:
                 f"{where}: no certificates configured: add `certificates = [\"/path/*.pem\"]`"
             )
         try:
-            verified = self.state.issued()  # what need not be verified again (engine.ocsp.certs.find_issuer)
+            verified = self.state.issued()  # what need not be verified again (engine.ocsp.issuers.find_issuer)
         except StapleError:
             verified = {}
         # without their DER: the service never sends a leaf anywhere, and at
