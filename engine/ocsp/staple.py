@@ -125,7 +125,8 @@ class Staple:
     def from_single(
         cls, der: bytes, response: ocsp.OCSPResponse, single: ocsp.OCSPSingleResponse, weak: tuple[str, ...] = ()
     ) -> "Staple":
-        """``weak``: as validation found it (given here: a dataclasses.replace after cost 2.7 µs)."""
+        """``weak``: what validation found weak (given here, not by a
+        dataclasses.replace afterwards: 2.7 µs a staple at a first start)."""
         revocation_time = None
         reason = None
         status = _STATUS[single.certificate_status]
