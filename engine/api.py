@@ -118,7 +118,7 @@ _WHERE: dict[str, tuple[str, str]] = {
     "Found": ("engine.inspection", "Found"),
     "Inspection": ("engine.inspection", "Inspection"),
     "KnownCertificates": ("engine.inspection", "KnownCertificates"),
-    "cert_sha1": ("engine.inspection", "cert_sha1"),
+    "cert_sha1": ("engine.ocsp.certs", "cert_sha1"),
     "inspect_entry": ("engine.inspection", "inspect_entry"),
     "default_cache_uri": ("engine.store.providers", "default_cache_uri"),
     "open_provider": ("engine.store.providers", "open_provider"),

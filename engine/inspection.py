@@ -23,17 +23,15 @@ served now; with ``unverified`` that is decoding and times only.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from engine.ocsp.certs import Leaf, load_leaf, read_certificates, serial_text
+from engine.ocsp.certs import Leaf, cert_sha1, load_leaf, read_certificates, serial_text
 from engine.clock import iso
 from engine.errors import IssuerNotFoundError, MalformedResponseError, StapleError, ValidationError
 from engine.refresh.freshness import DEFAULT_POLICY, FreshnessPolicy, expires_at, is_usable, renewal_point_for
@@ -163,11 +161,6 @@ class KnownCertificates:
                 return found
             notes.append(f"{hint}: now holds another certificate" if found.cert or found.leaf else found.note)
         return Found(note="; ".join(n for n in notes if n) or None)
-
-
-def cert_sha1(cert: x509.Certificate) -> str:
-    """httpd's cache id of a certificate: the lower-case SHA-1 hex of its DER."""
-    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _load(path: str) -> Found:

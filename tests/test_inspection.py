@@ -18,7 +18,8 @@ from cryptography.x509 import ocsp
 
 from engine.ocsp.certs import load_leaf, serial_text
 from engine.refresh.freshness import DEFAULT_POLICY
-from engine.inspection import Found, KnownCertificates, cert_sha1, inspect_entry
+from engine.inspection import Found, KnownCertificates, inspect_entry
+from engine.ocsp.certs import cert_sha1
 from engine.store.providers.base import Entry
 from engine.ocsp.response_text import describe, render
 from engine.refresh.worker_state import CertState

@@ -100,7 +100,7 @@ class Leaf:
     def _read_again(self) -> x509.Certificate:
         path = Path(self._path)  # type: ignore[arg-type]  # keep_der=False only with a path
         cert = read_certificates(path)[0]
-        if hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest() != self.cert_id:
+        if cert_sha1(cert) != self.cert_id:
             raise CertificateFileError(f"{path}: holds another certificate than the one loaded from it; reload")
         return cert
 
@@ -181,6 +181,11 @@ def _shared(value: Any) -> Any:
     if len(_SHARED_VALUES) > 10_000:
         _SHARED_VALUES.clear()  # a pathological set of certificates: sharing is only a saving
     return _SHARED_VALUES.setdefault(value, value)
+
+
+def cert_sha1(cert: x509.Certificate) -> str:
+    """httpd's cache id of a certificate: the lower-case SHA-1 hex of its DER (a Leaf's cert_id)."""
+    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def serial_text(serial: int) -> str:

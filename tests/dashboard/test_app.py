@@ -23,7 +23,7 @@ from rich.console import Console
 
 from engine.clock import FrozenClock
 from engine.errors import CacheURIError, InputError
-from engine.inspection import cert_sha1
+from engine.ocsp.certs import cert_sha1
 from engine.ocsp.certfiles import CertSpec, load_all
 from engine.refresh.worker_state import StateStore
 from engine.locks.stats import read_stats
