@@ -152,10 +152,8 @@ class _Checker:
         #: see build_items in staplectl.dashboard.snapshot: a shared cache never names a file to open
         self.paths_from_cache = paths_from_cache
 
-    def __call__(
-        self, entry: Any, state: CertState | None, given: Found | None = None, now: float | None = None
-    ) -> Inspection:
-        """The entry inspected at ``now`` (default: the clock's now)."""
+    def __call__(self, entry: Any, state: CertState | None, given: Found | None, now: float) -> Inspection:
+        """The entry inspected at ``now``: one reading of the clock for a whole table (see _table)."""
         found = given
         if found is None or found.leaf is None:
             # a CERT given without its issuer may still be configured with one
@@ -166,7 +164,6 @@ class _Checker:
                 found = looked
             elif looked.note and not found.note:
                 found = replace(found, note=looked.note)
-        now = SYSTEM_CLOCK.now() if now is None else now
         return inspect_entry(entry, now, found=found, state=state, policy=self.policy, options=self.options)
 
 
@@ -188,7 +185,7 @@ def _table(
     # own moment, a staple that lapsed while the rows were read was called
     # valid at a checked_at after its nextUpdate; the soak caught it).
     now = SYSTEM_CLOCK.now()
-    rows = [check(e, states.get(e.cert_id), now=now) for e in store.entries()]
+    rows = [check(e, states.get(e.cert_id), None, now) for e in store.entries()]
     down = _responders_down(config)
     if json_output:
         entries = [{**r.to_dict(), "responder_down": _down_of(r, down)} for r in rows]
@@ -260,7 +257,7 @@ def _one(
         last = f"; the prefetch worker's last error: {state.last_error}" if state and state.last_error else ""
         raise NotInCacheError(f"{wanted.label}: no entry in cache {redact(store.uri)} (key {key}){last}")
     now = SYSTEM_CLOCK.now()  # the row's and checked_at's (see _table)
-    row = check(entry, state, wanted.found, now=now)
+    row = check(entry, state, wanted.found, now)
     if text:
         if not entry.der:
             raise NotInCacheError(f"{wanted.label}: the entry holds metadata only, no response (key {key})")
