@@ -274,7 +274,10 @@ def _after_fork_in_child() -> None:
     # Another thread may have held a lock at the fork: it does not exist here.
     for connections in list(_every):
         connections._lock = threading.Lock()
-        connections._idle = []  # the parent's: still in _open, kept referenced by close_all
+        # the parent's, idle or lent: never used here (they stay in _open,
+        # kept referenced by close_all)
+        connections._idle = []
+        connections._generation += 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
